@@ -1,0 +1,45 @@
+# Two commands matter: `make demo` and `make test`. Both bootstrap a pinned uv
+# into .tools/ (only python3 >= 3.11 is needed on the machine) and install the
+# locked environment into .venv/ from uv.lock.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+RUN := $(UV) run --frozen --all-extras --no-sync
+
+.PHONY: demo test lint typecheck pytest bench sync clean
+
+$(UV):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "penguiflow-agents needs Python >= 3.11, found " + sys.version'
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+sync: .venv/.synced
+
+demo: sync
+	$(RUN) penguiflow-agents demo
+
+lint: sync
+	$(RUN) ruff check penguiflow_agents tests examples benchmarks
+	$(RUN) ruff format --check penguiflow_agents tests examples benchmarks
+
+typecheck: sync
+	$(RUN) mypy
+
+pytest: sync
+	$(RUN) pytest -q
+
+test: lint typecheck pytest
+
+bench: sync
+	@for f in benchmarks/*.py; do echo "== $$f"; $(RUN) python $$f || exit 1; done
+
+clean:
+	rm -rf .venv .tools .penguiflow .pytest_cache .mypy_cache .ruff_cache
