@@ -1,0 +1,3 @@
+from penguiflow_agents.cli import main
+
+raise SystemExit(main())

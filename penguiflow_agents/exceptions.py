@@ -1,0 +1,149 @@
+"""Every exception penguiflow-agents raises on purpose.
+
+    PenguiflowError                 base of everything below
+    ├── UserError                   the API was misused (wrong argument, wrong state)
+    ├── ConfigError                 a file we load is not valid (names file, key, reason)
+    │   ├── ManifestError           tools/*.yaml
+    │   ├── PolicyError             policies/*.yaml
+    │   └── ReplayScriptError       a replay model script
+    ├── MissingEnvVarError          ${VAR} in a manifest is not set (names VAR and file, never a value)
+    ├── NotFoundError               unknown id, *or an id of another tenant* (same message)
+    ├── ApprovalError               a decision that is not allowed
+    │   ├── AlreadyDecidedError     second decision on one request (says who decided what, when)
+    │   └── ApproverNotAllowedError the deciding principal may not decide this request
+    ├── ConflictError               an optimistic-concurrency check lost (another process got there first)
+    ├── LLMError                    the model provider failed after retries
+    └── StoreError                  the state store failed
+
+Control-flow signals are not errors and do not derive from PenguiflowError:
+
+    RunPaused                       a run stopped before a call that needs a human decision
+
+`penguiflow_agents.runtime.FlowError` (a terminal failure of one trace) lives
+with the runtime: it is delivered to whoever fetches the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AlreadyDecidedError",
+    "ApprovalError",
+    "ApproverNotAllowedError",
+    "ConfigError",
+    "ConflictError",
+    "LLMError",
+    "ManifestError",
+    "MissingEnvVarError",
+    "NotFoundError",
+    "PenguiflowError",
+    "PolicyError",
+    "ReplayScriptError",
+    "RunPaused",
+    "StoreError",
+    "UserError",
+]
+
+
+class PenguiflowError(Exception):
+    """Base class of the errors this package raises on purpose."""
+
+
+class UserError(PenguiflowError):
+    """The API was used in a way it does not support."""
+
+
+class ConfigError(PenguiflowError):
+    """A configuration file is not valid.
+
+    The message always names the file, the key (a dotted path such as
+    ``retries.max_attempts``) and the reason, and says what to do.
+    """
+
+    def __init__(self, file: str, key: str | None, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {reason}")
+
+
+class ManifestError(ConfigError):
+    """A tool-source manifest (tools/*.yaml) is not valid."""
+
+
+class PolicyError(ConfigError):
+    """A tenant policy file (policies/*.yaml) is not valid."""
+
+
+class ReplayScriptError(ConfigError):
+    """A replay-model script is not valid."""
+
+
+class MissingEnvVarError(PenguiflowError):
+    """``${VAR}`` in a manifest names an environment variable that is not set."""
+
+    def __init__(self, variable: str, file: str) -> None:
+        self.variable = variable
+        self.file = file
+        super().__init__(
+            f"{file}: environment variable {variable!r} is not set; "
+            f"export it before starting (its value is never logged)."
+        )
+
+
+class NotFoundError(PenguiflowError):
+    """No such object *for this tenant*.
+
+    Raised identically for an id that does not exist and for an id that
+    belongs to another tenant, so that ids cannot be probed across tenants.
+    """
+
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"no {kind} with id {ident!r}")
+
+
+class ApprovalError(PenguiflowError):
+    """A decision on an approval request is not allowed."""
+
+
+class AlreadyDecidedError(ApprovalError):
+    """The approval request was already decided."""
+
+    def __init__(self, approval_id: str, decided_by: str, decision: str, decided_at: str) -> None:
+        self.approval_id = approval_id
+        self.decided_by = decided_by
+        self.decision = decision
+        self.decided_at = decided_at
+        super().__init__(
+            f"approval {approval_id!r} was already decided: {decision} by {decided_by!r} "
+            f"at {decided_at}; a request is decided once."
+        )
+
+
+class ApproverNotAllowedError(ApprovalError):
+    """The principal may not decide this request (wrong role, requester, ...)."""
+
+
+class ConflictError(PenguiflowError):
+    """Another writer changed the object first (optimistic concurrency)."""
+
+
+class LLMError(PenguiflowError):
+    """The model provider failed and retries did not help."""
+
+
+class StoreError(PenguiflowError):
+    """The state store could not complete an operation."""
+
+
+class RunPaused(Exception):  # noqa: N818 - a signal, not an error
+    """A run stopped before one or more calls that need a human decision."""
+
+    def __init__(self, run_id: str, approval_ids: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.approval_ids = list(approval_ids)
+        super().__init__(f"run {run_id!r} is waiting for approval(s) {', '.join(self.approval_ids)}")

@@ -1,0 +1,176 @@
+"""The state-store seam: runs, their append-only event log, sessions and approvals.
+
+Every read and write takes the tenant: a store never returns another tenant's
+object, and a foreign id raises the same ``NotFoundError`` as a missing one.
+Records are plain dataclasses holding JSON-able values only; a store keeps no
+secrets (callers never put any in).
+
+Implementations: ``MemoryStore`` (tests), ``SQLiteStore`` (default,
+``sqlite:///.penguiflow/state.db``), ``PostgresStore`` (``postgresql://...``,
+the ``[postgres]`` extra). ``open_store(url)`` picks one from a URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "APPROVAL_STATUSES",
+    "RUN_STATUSES",
+    "ApprovalDecision",
+    "ApprovalRecord",
+    "CallRecord",
+    "RunRecord",
+    "StateStore",
+    "StoredEvent",
+]
+
+RUN_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
+APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
+
+
+@dataclass(slots=True, kw_only=True)
+class StoredEvent:
+    tenant: str
+    run_id: str
+    seq: int  # 1, 2, 3... per run, assigned by the store
+    kind: str
+    data: dict[str, Any]
+    ts: float  # time.time()
+
+
+@dataclass(slots=True, kw_only=True)
+class RunRecord:
+    """One planner run (or one flow trace). ``state`` is the resumable state."""
+
+    run_id: str
+    tenant: str
+    principal: str
+    roles: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    status: str = "running"
+    model: str = ""
+    query: str = ""
+    state: dict[str, Any] = field(default_factory=dict)
+    version: int = 0  # bumped by every successful write; used for compare-and-set
+    claimed_by: str | None = None
+    claim_expires_at: float | None = None  # time.time(); a dead claimer's lease runs out
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class ApprovalDecision:
+    decision: str  # approve | reject | edit
+    decided_by: str
+    decided_roles: list[str] = field(default_factory=list)
+    reason: str | None = None
+    arguments: dict[str, Any] | None = None  # the edited arguments for "edit"
+    decided_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class ApprovalRecord:
+    """A request for a human decision, bound to exactly one call (see DESIGN.md)."""
+
+    id: str
+    tenant: str
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    arguments_sha256: str
+    tool_hash: str
+    policy_version: str
+    requested_by: str
+    approvers: list[str]
+    rule: dict[str, Any]  # {"match": ..., "reason": ...}
+    status: str = "pending"
+    decision: ApprovalDecision | None = None
+    created_at: float = 0.0
+    expires_at: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class CallRecord:
+    """Exactly-once bookkeeping for one gated call: begun, then finished."""
+
+    tenant: str
+    run_id: str
+    call_id: str
+    status: str  # executing | done
+    result: dict[str, Any] | None = None
+    started_at: float = 0.0
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    # -- events ---------------------------------------------------------
+    async def append_event(self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]) -> int:
+        """Append an event; returns its per-run sequence number (1-based, gapless)."""
+        ...
+
+    async def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]: ...
+
+    # -- runs -----------------------------------------------------------
+    async def create_run(self, run: RunRecord) -> RunRecord: ...
+
+    async def get_run(self, tenant: str, run_id: str) -> RunRecord:
+        """Raises NotFoundError for a missing or foreign run."""
+        ...
+
+    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]: ...
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        """Write ``run`` if the stored version is ``expected_version``; else ConflictError.
+
+        Returns the record with its new version."""
+        ...
+
+    async def claim_run(
+        self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
+    ) -> RunRecord | None:
+        """Atomically take a run to work on it.
+
+        Succeeds (status becomes "running", ``claimed_by=owner``, a lease of
+        ``lease_s`` seconds, version bumped) when the run's status is in
+        ``from_statuses``, or when it is "running" under a claim whose lease
+        has run out (its worker died). Returns None when someone else holds it
+        or its status does not allow it. Raises NotFoundError for a missing or
+        foreign run."""
+        ...
+
+    # -- sessions -------------------------------------------------------
+    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]: ...
+
+    async def save_session(self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]) -> None: ...
+
+    # -- approvals ------------------------------------------------------
+    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord: ...
+
+    async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord: ...
+
+    async def list_approvals(
+        self, tenant: str, *, status: str | None = None, run_id: str | None = None
+    ) -> list[ApprovalRecord]: ...
+
+    async def decide_approval(self, tenant: str, approval_id: str, decision: ApprovalDecision) -> ApprovalRecord:
+        """Record a decision once, atomically.
+
+        Raises AlreadyDecidedError (saying who decided what and when) if the
+        request is not pending, NotFoundError if missing or foreign. Does not
+        check approvers: that is the approvals service's job."""
+        ...
+
+    # -- exactly-once calls ----------------------------------------------
+    async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
+        """Mark a call as executing. False if it was already begun (by anyone)."""
+        ...
+
+    async def finish_call(self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]) -> None: ...
+
+    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,195 @@
+"""The tool seam: what a tool is, what a call returns, what a source must do.
+
+Everything here is plain data; the registry, the policy layer and the planner
+all speak these types. Nothing in this module does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from penguiflow_agents._identity import Headers
+
+__all__ = [
+    "CallContext",
+    "ToolErrorKind",
+    "ToolResult",
+    "ToolSource",
+    "ToolSpec",
+    "canonical_json",
+    "definition_hash",
+    "sha256_json",
+]
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no insignificant whitespace, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_json(value: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def definition_hash(name: str, description: str, input_schema: Mapping[str, Any]) -> str:
+    """Hash that identifies a tool definition; approvals bind to it."""
+    return sha256_json({"name": name, "description": description, "input_schema": input_schema})
+
+
+class ToolErrorKind(StrEnum):
+    """Why a call did not succeed. The planner shows it to the model."""
+
+    INVALID_ARGUMENTS = "invalid_arguments"
+    TIMEOUT = "timeout"
+    OVERLOADED = "overloaded"
+    UNAVAILABLE = "unavailable"
+    TOOL_ERROR = "tool_error"
+    DENIED = "denied"
+    NOT_FOUND = "not_found"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    """One tool as the registry exposes it (namespaced name ``source.tool``)."""
+
+    name: str
+    source: str
+    description: str
+    input_schema: Mapping[str, Any]
+    output_schema: Mapping[str, Any] | None = None
+    risk: str = "low"  # low | medium | high
+    idempotent: bool = False
+    timeout_s: float | None = None  # per-tool override of the source's timeout
+    definition_hash: str = ""
+
+    @property
+    def bare_name(self) -> str:
+        """The tool's name inside its source (``get_current_time``)."""
+        return self.name.split(".", 1)[1] if "." in self.name else self.name
+
+    def with_hash(self) -> ToolSpec:
+        """Return a copy whose ``definition_hash`` is computed from the definition."""
+        h = definition_hash(self.name, self.description, dict(self.input_schema))
+        return ToolSpec(
+            name=self.name,
+            source=self.source,
+            description=self.description,
+            input_schema=self.input_schema,
+            output_schema=self.output_schema,
+            risk=self.risk,
+            idempotent=self.idempotent,
+            timeout_s=self.timeout_s,
+            definition_hash=h,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "description": self.description,
+            "input_schema": dict(self.input_schema),
+            "risk": self.risk,
+            "idempotent": self.idempotent,
+            "definition_hash": self.definition_hash,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolResult:
+    """The outcome of one tool call. Never an exception: failures are data.
+
+    ``output`` is what the model sees (text or JSON-able value); ``structured``
+    keeps MCP structured content or the raw JSON body when there is one.
+    """
+
+    tool: str
+    ok: bool
+    output: Any = None
+    structured: Any = None
+    error_kind: ToolErrorKind | None = None
+    error: str | None = None  # human-readable; never contains secrets
+    latency_s: float = 0.0
+    attempts: int = 0
+
+    @property
+    def outcome(self) -> str:
+        """``"ok"`` or the error kind, as the CLI's ``steps[].outcome``."""
+        return "ok" if self.ok else str(self.error_kind or ToolErrorKind.TOOL_ERROR)
+
+    @classmethod
+    def success(cls, tool: str, output: Any, *, structured: Any = None, latency_s: float = 0.0, attempts: int = 1) -> ToolResult:
+        return cls(tool=tool, ok=True, output=output, structured=structured, latency_s=latency_s, attempts=attempts)
+
+    @classmethod
+    def failure(cls, tool: str, kind: ToolErrorKind, message: str, *, latency_s: float = 0.0, attempts: int = 0) -> ToolResult:
+        return cls(tool=tool, ok=False, error_kind=kind, error=message, latency_s=latency_s, attempts=attempts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "ok": self.ok,
+            "output": self.output,
+            "structured": self.structured,
+            "error_kind": str(self.error_kind) if self.error_kind else None,
+            "error": self.error,
+            "latency_s": self.latency_s,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolResult:
+        kind = data.get("error_kind")
+        return cls(
+            tool=str(data["tool"]),
+            ok=bool(data["ok"]),
+            output=data.get("output"),
+            structured=data.get("structured"),
+            error_kind=ToolErrorKind(kind) if kind else None,
+            error=data.get("error"),
+            latency_s=float(data.get("latency_s", 0.0)),
+            attempts=int(data.get("attempts", 0)),
+        )
+
+
+EventSink = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(slots=True, kw_only=True)
+class CallContext:
+    """Who is calling and within what limits; flows from run to tool call."""
+
+    headers: Headers | None = None
+    run_id: str | None = None
+    call_id: str | None = None
+    trace_id: str | None = None
+    deadline: float | None = None  # absolute, time.monotonic() clock
+    on_event: EventSink | None = None  # e.g. progress notifications
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ToolSource(Protocol):
+    """A place tools come from: a Python module, an HTTP API, an MCP server.
+
+    A source lists its tools and calls one. It raises nothing on a failed
+    call: every failure comes back as a ``ToolResult`` with an error kind.
+    Protection (semaphore, timeouts, retries, circuit breaker) is a wrapper
+    around a source, not part of it.
+    """
+
+    name: str
+
+    async def list_tools(self) -> list[ToolSpec]: ...
+
+    async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        """Call ``tool`` (the bare name) with already-validated arguments."""
+        ...
+
+    async def aclose(self) -> None: ...
