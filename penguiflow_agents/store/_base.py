@@ -87,6 +87,7 @@ class ApprovalRecord:
     requested_by: str
     approvers: list[str]
     rule: dict[str, Any]  # {"match": ..., "reason": ...}
+    input_schema: dict[str, Any] = field(default_factory=dict)  # the tool's schema when requested (edits are checked against it)
     status: str = "pending"
     decision: ApprovalDecision | None = None
     created_at: float = 0.0
