@@ -1,0 +1,295 @@
+"""Tool-source manifests: one ``tools/*.yaml`` file describes one source.
+
+``load_manifest(path)`` parses and validates a file into a ``SourceManifest``
+or raises ``ManifestError(file, key, reason)``. ``${VAR}`` references in
+``env``, ``headers`` and ``url`` are *not* resolved here: a source resolves
+them when it connects, with ``expand_vars`` (a missing variable raises
+``MissingEnvVarError`` naming the variable and the file, never a value).
+
+HTTP sources declare one endpoint per tool under ``tools``::
+
+    name: tickets
+    transport: http
+    url: https://tickets.internal/api
+    headers: {Authorization: "Bearer ${TICKETS_TOKEN}"}
+    tools:
+      get_ticket:
+        method: GET
+        path: /tickets/{ticket_id}        # {arg} is taken from the arguments
+        description: Fetch one ticket.
+        input_schema: {type: object, properties: {ticket_id: {type: string}}, required: [ticket_id]}
+        idempotent: true
+      create_ticket:
+        method: POST
+        path: /tickets                    # remaining arguments form the JSON body
+        query: [dry_run]                  # these arguments go in the query string instead
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from penguiflow_agents.exceptions import ManifestError, MissingEnvVarError
+
+__all__ = [
+    "HTTP_METHODS",
+    "RetryConfig",
+    "SourceManifest",
+    "ToolOverride",
+    "Transport",
+    "expand_vars",
+    "load_manifest",
+    "path_parameters",
+]
+
+Transport = Literal["mcp_stdio", "mcp_http", "http", "python"]
+Risk = Literal["low", "medium", "high"]
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME_RE = r"^[A-Za-z0-9_-]+$"
+# Keys whose values may hold secrets: never echo their input in an error.
+_SECRET_KEYS = frozenset({"env", "headers", "url"})
+# Keys of a tool entry that only an http source understands.
+_HTTP_ONLY_KEYS = ("method", "path", "query", "description", "input_schema")
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(
+            f"{pattern!r} is not a valid regular expression ({exc}); fix or remove it"
+        ) from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+
+
+def path_parameters(template: str) -> list[str]:
+    """The ``{name}`` placeholders of an HTTP path template, in order."""
+    names: list[str] = []
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name is not None and field_name not in names:
+            names.append(field_name)
+    return names
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Strict):
+    """Bounded retries with exponential backoff and full jitter."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_backoff_s: float = Field(default=0.2, ge=0)
+    max_backoff_s: float = Field(default=2.0, ge=0)
+
+
+class ToolOverride(_Strict):
+    """Per-tool settings; for ``http`` sources also the endpoint itself."""
+
+    risk: Risk | None = None
+    idempotent: bool | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    # http only: the endpoint.
+    method: HttpMethod | None = None
+    path: str | None = None
+    query: list[str] = Field(default_factory=list)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_path(self) -> ToolOverride:
+        if self.path is not None:
+            if not self.path.startswith("/"):
+                raise ValueError(f"path {self.path!r} must start with '/'")
+            try:
+                path_parameters(self.path)
+            except ValueError as exc:
+                raise ValueError(f"path {self.path!r} is not a valid template ({exc})") from None
+        return self
+
+
+class SourceManifest(_Strict):
+    """One tool source, as declared in ``tools/<name>.yaml`` (DESIGN.md)."""
+
+    name: str = Field(pattern=_NAME_RE)
+    transport: Transport
+    command: list[str] | None = Field(default=None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    module: str | None = None
+    include: list[Regex] = Field(default_factory=list)
+    exclude: list[Regex] = Field(default_factory=list)
+    timeout_s: float = Field(default=10.0, gt=0)
+    queue_timeout_s: float = Field(default=5.0, ge=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    idempotent: bool = False
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    path: str = ""  # the file this manifest was loaded from (set by the loader)
+
+    _include_re: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
+    _exclude_re: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> SourceManifest:
+        required = {"mcp_stdio": "command", "mcp_http": "url", "http": "url", "python": "module"}
+        needed = required[self.transport]
+        if getattr(self, needed) is None:
+            raise _KeyedError(needed, f"is required for transport {self.transport!r}")
+        for tool, override in self.tools.items():
+            if "." in tool:
+                raise _KeyedError(
+                    f"tools.{tool}", "tool names here are bare (without the source prefix)"
+                )
+            if self.transport == "http":
+                for key in ("method", "path"):
+                    if getattr(override, key) is None:
+                        raise _KeyedError(
+                            f"tools.{tool}.{key}", "is required for a tool of an http source"
+                        )
+            else:
+                for key in _HTTP_ONLY_KEYS:
+                    if key in override.model_fields_set:
+                        raise _KeyedError(
+                            f"tools.{tool}.{key}",
+                            f"is only for transport 'http', not {self.transport!r}",
+                        )
+        self._include_re = tuple(re.compile(p) for p in self.include)
+        self._exclude_re = tuple(re.compile(p) for p in self.exclude)
+        return self
+
+    def allows(self, bare_name: str) -> bool:
+        """Whether include/exclude (full match on the bare name) keep this tool."""
+        if self._include_re and not any(p.fullmatch(bare_name) for p in self._include_re):
+            return False
+        return not any(p.fullmatch(bare_name) for p in self._exclude_re)
+
+    def override(self, bare_name: str) -> ToolOverride | None:
+        return self.tools.get(bare_name)
+
+    def resolved_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``env`` with ``${VAR}`` resolved (raises MissingEnvVarError)."""
+        return {k: expand_vars(v, file=self.path, environ=environ) for k, v in self.env.items()}
+
+    def resolved_headers(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``headers`` with ``${VAR}`` resolved (raises MissingEnvVarError)."""
+        return {k: expand_vars(v, file=self.path, environ=environ) for k, v in self.headers.items()}
+
+    def resolved_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """``url`` with ``${VAR}`` resolved (raises MissingEnvVarError)."""
+        return None if self.url is None else expand_vars(self.url, file=self.path, environ=environ)
+
+
+class _KeyedError(ValueError):
+    """A model-level check that knows which key it is about."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")
+
+
+def expand_vars(text: str, *, file: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace each ``${VAR}`` in ``text`` from ``environ`` (default ``os.environ``).
+
+    A variable that is not set raises ``MissingEnvVarError(variable, file)``;
+    the message names the variable and the file, never any value.
+    """
+    env = os.environ if environ is None else environ
+
+    def _sub(match: re.Match[str]) -> str:
+        var = match.group(1)
+        value = env.get(var)
+        if value is None:
+            raise MissingEnvVarError(var, file)
+        return value
+
+    return _VAR_RE.sub(_sub, text)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> SourceManifest:
+    """Read and validate one manifest; raise ``ManifestError(file, key, reason)``."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(file, None, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ManifestError(file, None, f"is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(
+            file,
+            None,
+            f"must be a YAML mapping of keys (name, transport, ...), got {type(data).__name__}",
+        )
+    if "path" in data:
+        raise ManifestError(file, "path", _unknown_key_reason())
+    try:
+        return SourceManifest.model_validate({**data, "path": file})
+    except ValidationError as exc:
+        raise _to_manifest_error(file, exc) from None
+
+
+def _unknown_key_reason() -> str:
+    allowed = ", ".join(k for k in SourceManifest.model_fields if k != "path")
+    return f"is not a known key; allowed keys are: {allowed}"
+
+
+def _to_manifest_error(file: str, exc: ValidationError) -> ManifestError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _KeyedError):
+        key, reason = ctx_error.key, ctx_error.reason
+    else:
+        loc = [str(part) for part in first["loc"]]
+        key = ".".join(loc) or None  # type: ignore[assignment]
+        reason = _reason(first, loc)
+    more = len(errors) - 1
+    if more:
+        reason += f" (and {more} more problem{'s' if more > 1 else ''} in this file)"
+    return ManifestError(file, key, reason)
+
+
+def _reason(err: Any, loc: list[str]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return _unknown_key_reason()
+        return "is not a known key here; check its spelling against DESIGN.md"
+    if kind == "missing":
+        return "is required but missing"
+    message = str(err["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "value_error" or (loc and loc[0] in _SECRET_KEYS):
+        return f"{message[0].lower()}{message[1:]}"
+    return f"{message[0].lower()}{message[1:]} (got {err.get('input')!r})"
