@@ -1,0 +1,183 @@
+"""Helpers every store shares: JSON encoding, validation, record (de)serialisation."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..exceptions import AlreadyDecidedError, UserError
+from ._base import APPROVAL_STATUSES, RUN_STATUSES, ApprovalDecision, ApprovalRecord, RunRecord
+
+DECISIONS = ("approve", "reject", "edit")
+
+
+def dumps(value: Any, *, what: str) -> str:
+    """Compact JSON text of ``value``; a UserError naming ``what`` if it is not JSON-able."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"{what} must hold JSON values only (dict, list, str, int, float, bool, None): {exc}; "
+            "convert the value before storing it."
+        ) from None
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def normalize(value: Any, *, what: str) -> Any:
+    """A deep copy of ``value`` as it would come back from a JSON store (tuples become lists)."""
+    return json.loads(dumps(value, what=what))
+
+
+def iso_utc(ts: float) -> str:
+    """``ts`` (time.time()) as ISO-8601 UTC, e.g. ``2025-01-31T12:00:00.123456+00:00``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def check_run_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise UserError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}.")
+
+
+def check_statuses(statuses: Sequence[str]) -> list[str]:
+    if isinstance(statuses, str):
+        raise UserError(
+            f"from_statuses must be a sequence of statuses, not the string {statuses!r}."
+        )
+    out = list(statuses)
+    for status in out:
+        check_run_status(status)
+    return out
+
+
+def check_approval_status(status: str) -> None:
+    if status not in APPROVAL_STATUSES:
+        raise UserError(f"approval status {status!r} is not one of {', '.join(APPROVAL_STATUSES)}.")
+
+
+def check_lease(lease_s: float) -> None:
+    if not lease_s > 0:
+        raise UserError(f"lease_s must be a positive number of seconds, got {lease_s!r}.")
+
+
+def prepare_new_run(run: RunRecord) -> RunRecord:
+    """A normalized copy of a run about to be created (timestamps filled in when 0)."""
+    check_run_status(run.status)
+    now = time.time()
+    return RunRecord(
+        run_id=run.run_id,
+        tenant=run.tenant,
+        principal=run.principal,
+        roles=normalize(list(run.roles), what="run roles"),
+        session_id=run.session_id,
+        status=run.status,
+        model=run.model,
+        query=run.query,
+        state=normalize(dict(run.state), what="run state"),
+        version=run.version,
+        claimed_by=run.claimed_by,
+        claim_expires_at=run.claim_expires_at,
+        created_at=run.created_at or now,
+        updated_at=run.updated_at or now,
+    )
+
+
+def prepare_new_approval(approval: ApprovalRecord) -> ApprovalRecord:
+    """A normalized copy of an approval request about to be created."""
+    check_approval_status(approval.status)
+    decision = approval.decision
+    return ApprovalRecord(
+        id=approval.id,
+        tenant=approval.tenant,
+        run_id=approval.run_id,
+        call_id=approval.call_id,
+        tool=approval.tool,
+        arguments=normalize(dict(approval.arguments), what="approval arguments"),
+        arguments_sha256=approval.arguments_sha256,
+        tool_hash=approval.tool_hash,
+        policy_version=approval.policy_version,
+        requested_by=approval.requested_by,
+        approvers=normalize(list(approval.approvers), what="approval approvers"),
+        rule=normalize(dict(approval.rule), what="approval rule"),
+        input_schema=normalize(dict(approval.input_schema), what="approval input_schema"),
+        status=approval.status,
+        decision=None if decision is None else prepare_decision(decision),
+        created_at=approval.created_at or time.time(),
+        expires_at=approval.expires_at,
+    )
+
+
+def prepare_decision(decision: ApprovalDecision) -> ApprovalDecision:
+    if decision.decision not in DECISIONS:
+        raise UserError(f"decision {decision.decision!r} is not one of {', '.join(DECISIONS)}.")
+    arguments = decision.arguments
+    return ApprovalDecision(
+        decision=decision.decision,
+        decided_by=decision.decided_by,
+        decided_roles=normalize(list(decision.decided_roles), what="decided_roles"),
+        reason=decision.reason,
+        arguments=None
+        if arguments is None
+        else normalize(dict(arguments), what="edited arguments"),
+        decided_at=decision.decided_at or time.time(),
+    )
+
+
+def status_after(decision: ApprovalDecision) -> str:
+    return "rejected" if decision.decision == "reject" else "approved"
+
+
+def already_decided(
+    approval_id: str, status: str, decision: ApprovalDecision | None, expires_at: float
+) -> AlreadyDecidedError:
+    """The error for a second decision on a request that is ``status`` (not pending)."""
+    if decision is not None:
+        return AlreadyDecidedError(
+            approval_id, decision.decided_by, decision.decision, iso_utc(decision.decided_at)
+        )
+    # Marked expired (or otherwise closed) without anyone's decision.
+    return AlreadyDecidedError(approval_id, "nobody", status, iso_utc(expires_at))
+
+
+# -- record <-> row dicts (SQL stores) -----------------------------------------------------------
+
+
+def decision_to_json(decision: ApprovalDecision | None) -> str | None:
+    if decision is None:
+        return None
+    return dumps(
+        {
+            "decision": decision.decision,
+            "decided_by": decision.decided_by,
+            "decided_roles": decision.decided_roles,
+            "reason": decision.reason,
+            "arguments": decision.arguments,
+            "decided_at": decision.decided_at,
+        },
+        what="approval decision",
+    )
+
+
+def decision_from_json(text: str | None) -> ApprovalDecision | None:
+    raw = loads(text)
+    if raw is None:
+        return None
+    return ApprovalDecision(
+        decision=raw["decision"],
+        decided_by=raw["decided_by"],
+        decided_roles=list(raw.get("decided_roles") or []),
+        reason=raw.get("reason"),
+        arguments=raw.get("arguments"),
+        decided_at=float(raw.get("decided_at") or 0.0),
+    )
+
+
+def session_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = normalize([dict(m) for m in messages], what="session messages")
+    assert isinstance(out, list)
+    return out

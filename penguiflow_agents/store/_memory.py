@@ -1,0 +1,259 @@
+"""``MemoryStore``: the state store in a Python dict, for tests and single-process use.
+
+Every record goes in and comes out as a fresh copy (values normalized as a
+JSON store would return them), so callers never share mutable state with the
+store. One lock makes each method atomic across threads and event loops.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..exceptions import ConflictError, NotFoundError, StoreError
+from . import _codec
+from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, StoredEvent
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """An in-process ``StateStore``; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._events: dict[tuple[str, str], list[StoredEvent]] = {}
+        self._runs: dict[tuple[str, str], RunRecord] = {}
+        self._sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._approvals: dict[tuple[str, str], ApprovalRecord] = {}
+        self._calls: dict[tuple[str, str, str], CallRecord] = {}
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("this MemoryStore was closed; open a new store.")
+
+    # -- events ---------------------------------------------------------
+
+    async def append_event(
+        self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
+    ) -> int:
+        payload = _codec.normalize(dict(data), what=f"data of event {kind!r}")
+        ts = time.time()
+        with self._lock:
+            self._check_open()
+            log = self._events.setdefault((tenant, run_id), [])
+            seq = len(log) + 1
+            log.append(
+                StoredEvent(tenant=tenant, run_id=run_id, seq=seq, kind=kind, data=payload, ts=ts)
+            )
+            return seq
+
+    async def list_events(
+        self, tenant: str, run_id: str, *, after_seq: int = 0
+    ) -> list[StoredEvent]:
+        with self._lock:
+            self._check_open()
+            log = self._events.get((tenant, run_id), [])
+            return [copy.deepcopy(e) for e in log[max(after_seq, 0) :]]
+
+    # -- runs -----------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> RunRecord:
+        new = _codec.prepare_new_run(run)
+        with self._lock:
+            self._check_open()
+            key = (new.tenant, new.run_id)
+            if key in self._runs:
+                raise ConflictError(
+                    f"a run with id {new.run_id!r} already exists; use a fresh run id."
+                )
+            self._runs[key] = new
+            return copy.deepcopy(new)
+
+    async def get_run(self, tenant: str, run_id: str) -> RunRecord:
+        with self._lock:
+            self._check_open()
+            return copy.deepcopy(self._run(tenant, run_id))
+
+    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
+        if status is not None:
+            _codec.check_run_status(status)
+        with self._lock:
+            self._check_open()
+            runs = [
+                r
+                for (t, _), r in self._runs.items()
+                if t == tenant and (status is None or r.status == status)
+            ]
+            runs.sort(key=lambda r: r.created_at)  # stable: ties keep creation order
+            return [copy.deepcopy(r) for r in runs]
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        new = _codec.prepare_new_run(run)
+        with self._lock:
+            self._check_open()
+            current = self._run(run.tenant, run.run_id)
+            if current.version != expected_version:
+                raise ConflictError(
+                    f"run {run.run_id!r} is at version {current.version}, not {expected_version}: "
+                    "another writer changed it first; reload it and retry."
+                )
+            new.version = current.version + 1
+            new.created_at = current.created_at
+            new.updated_at = time.time()
+            self._runs[(run.tenant, run.run_id)] = new
+            return copy.deepcopy(new)
+
+    async def claim_run(
+        self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
+    ) -> RunRecord | None:
+        statuses = _codec.check_statuses(from_statuses)
+        _codec.check_lease(lease_s)
+        with self._lock:
+            self._check_open()
+            current = self._run(tenant, run_id)
+            now = time.time()
+            if not _claimable(current, statuses, now):
+                return None
+            current.status = "running"
+            current.claimed_by = owner
+            current.claim_expires_at = now + lease_s
+            current.version += 1
+            current.updated_at = now
+            return copy.deepcopy(current)
+
+    def _run(self, tenant: str, run_id: str) -> RunRecord:
+        try:
+            return self._runs[(tenant, run_id)]
+        except KeyError:
+            raise NotFoundError("run", run_id) from None
+
+    # -- sessions -------------------------------------------------------
+
+    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            self._check_open()
+            return copy.deepcopy(self._sessions.get((tenant, session_id), []))
+
+    async def save_session(
+        self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
+    ) -> None:
+        stored = _codec.session_messages(messages)
+        with self._lock:
+            self._check_open()
+            self._sessions[(tenant, session_id)] = stored
+
+    # -- approvals ------------------------------------------------------
+
+    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        new = _codec.prepare_new_approval(approval)
+        with self._lock:
+            self._check_open()
+            key = (new.tenant, new.id)
+            if key in self._approvals:
+                raise ConflictError(
+                    f"an approval with id {new.id!r} already exists; use a fresh id."
+                )
+            self._approvals[key] = new
+            return copy.deepcopy(new)
+
+    async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
+        with self._lock:
+            self._check_open()
+            return copy.deepcopy(self._approval(tenant, approval_id))
+
+    async def list_approvals(
+        self, tenant: str, *, status: str | None = None, run_id: str | None = None
+    ) -> list[ApprovalRecord]:
+        if status is not None:
+            _codec.check_approval_status(status)
+        with self._lock:
+            self._check_open()
+            found = [
+                a
+                for (t, _), a in self._approvals.items()
+                if t == tenant
+                and (status is None or a.status == status)
+                and (run_id is None or a.run_id == run_id)
+            ]
+            found.sort(key=lambda a: a.created_at)  # oldest first; ties keep creation order
+            return [copy.deepcopy(a) for a in found]
+
+    async def decide_approval(
+        self, tenant: str, approval_id: str, decision: ApprovalDecision
+    ) -> ApprovalRecord:
+        new = _codec.prepare_decision(decision)
+        with self._lock:
+            self._check_open()
+            current = self._approval(tenant, approval_id)
+            if current.status != "pending":
+                raise _codec.already_decided(
+                    approval_id, current.status, current.decision, current.expires_at
+                )
+            current.status = _codec.status_after(new)
+            current.decision = new
+            return copy.deepcopy(current)
+
+    def _approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
+        try:
+            return self._approvals[(tenant, approval_id)]
+        except KeyError:
+            raise NotFoundError("approval", approval_id) from None
+
+    # -- exactly-once calls ----------------------------------------------
+
+    async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
+        with self._lock:
+            self._check_open()
+            key = (tenant, run_id, call_id)
+            if key in self._calls:
+                return False
+            self._calls[key] = CallRecord(
+                tenant=tenant,
+                run_id=run_id,
+                call_id=call_id,
+                status="executing",
+                started_at=time.time(),
+            )
+            return True
+
+    async def finish_call(
+        self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
+    ) -> None:
+        payload = _codec.normalize(dict(result), what=f"result of call {call_id!r}")
+        with self._lock:
+            self._check_open()
+            record = self._calls.get((tenant, run_id, call_id))
+            if record is None:
+                raise NotFoundError("call", call_id)
+            if record.status == "done":
+                raise ConflictError(
+                    f"call {call_id!r} of run {run_id!r} was already finished; a call finishes once."
+                )
+            record.status = "done"
+            record.result = payload
+
+    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
+        with self._lock:
+            self._check_open()
+            record = self._calls.get((tenant, run_id, call_id))
+            return None if record is None else copy.deepcopy(record)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
+def _claimable(run: RunRecord, statuses: Sequence[str], now: float) -> bool:
+    """The claim rule shared (as SQL) by every store; see ``StateStore.claim_run``."""
+    if run.status == "running" and run.claimed_by is not None:
+        # Held: claimable only once the holder's lease ran out (the holder died).
+        return run.claim_expires_at is not None and run.claim_expires_at <= now
+    return run.status in statuses
