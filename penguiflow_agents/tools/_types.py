@@ -117,6 +117,9 @@ class ToolResult:
     error: str | None = None  # human-readable; never contains secrets
     latency_s: float = 0.0
     attempts: int = 0
+    # Transient hint from a source (HTTP Retry-After), honoured by the retry
+    # wrapper; not part of to_dict(), never stored.
+    retry_after_s: float | None = None
 
     @property
     def outcome(self) -> str:
