@@ -23,6 +23,9 @@ HTTP sources declare one endpoint per tool under ``tools``::
         method: POST
         path: /tickets                    # remaining arguments form the JSON body
         query: [dry_run]                  # these arguments go in the query string instead
+
+Beyond DESIGN.md, a manifest may set ``circuit_breaker: {failure_threshold: 5,
+cooldown_s: 30}`` (the defaults).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from penguiflow_agents.exceptions import ManifestError, MissingEnvVarError
 
 __all__ = [
     "HTTP_METHODS",
+    "CircuitBreakerConfig",
     "RetryConfig",
     "SourceManifest",
     "ToolOverride",
@@ -105,6 +109,13 @@ class RetryConfig(_Strict):
     max_backoff_s: float = Field(default=2.0, ge=0)
 
 
+class CircuitBreakerConfig(_Strict):
+    """After ``failure_threshold`` consecutive failures, fail fast for ``cooldown_s``."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
 class ToolOverride(_Strict):
     """Per-tool settings; for ``http`` sources also the endpoint itself."""
 
@@ -146,6 +157,7 @@ class SourceManifest(_Strict):
     queue_timeout_s: float = Field(default=5.0, ge=0)
     max_concurrency: int = Field(default=4, ge=1)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     idempotent: bool = False
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     path: str = ""  # the file this manifest was loaded from (set by the loader)
