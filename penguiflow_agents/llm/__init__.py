@@ -7,6 +7,7 @@ first call to a model.
 from __future__ import annotations
 
 from penguiflow_agents.llm._args import parse_tool_arguments
+from penguiflow_agents.llm._names import WIRE_NAME_PATTERN, WireNames, from_wire_name, to_wire_name
 from penguiflow_agents.llm._script import (
     ReplayScript,
     ScriptToolCall,
@@ -25,6 +26,7 @@ from penguiflow_agents.llm._types import (
 )
 
 __all__ = [
+    "WIRE_NAME_PATTERN",
     "LLMClient",
     "LLMRequest",
     "LLMResponse",
@@ -36,6 +38,9 @@ __all__ = [
     "StreamingLLMClient",
     "TextDelta",
     "Usage",
+    "WireNames",
+    "from_wire_name",
     "load_replay_script",
     "parse_tool_arguments",
+    "to_wire_name",
 ]
