@@ -1,0 +1,171 @@
+"""One ``policies/*.yaml`` file: its schema and its loader.
+
+``load_policy_file(path)`` and ``parse_policy(data, file=...)`` return a
+validated ``PolicyDocument`` or raise ``PolicyError(file, key, reason)``.
+Unknown keys, wrong types, empty globs, approvers that are neither
+``role:<r>`` nor ``user:<id>`` and ``when`` clauses that are not valid JSON
+Schemas are all refused: a policy is used whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import jsonschema
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from penguiflow_agents.exceptions import PolicyError
+
+__all__ = ["ApprovalRuleDoc", "PolicyDocument", "RoleDoc", "load_policy_file", "parse_policy"]
+
+DEFAULT_EXPIRES_IN_S = 3600.0
+DEFAULT_TENANT_KEY = "*"
+
+_APPROVER_RE = re.compile(r"^(role|user):\S+$")
+_GLOB_CHARS = frozenset("*?[]")
+
+
+def _check_glob(pattern: str) -> str:
+    if not pattern or pattern != pattern.strip():
+        raise ValueError(
+            f"{pattern!r} is not a usable glob: it is empty or has surrounding spaces; "
+            "write a pattern such as 'time.*'"
+        )
+    return pattern
+
+
+def _check_approver(who: str) -> str:
+    if not _APPROVER_RE.match(who):
+        raise ValueError(
+            f"{who!r} is not an approver; write 'role:<role>' (e.g. 'role:admin') or 'user:<id>'"
+        )
+    return who
+
+
+def _check_tenant(tenant: str) -> str:
+    if tenant == DEFAULT_TENANT_KEY:
+        return tenant
+    if not tenant or tenant != tenant.strip() or _GLOB_CHARS & set(tenant):
+        raise ValueError(
+            f"{tenant!r} is not a tenant name; use the exact tenant id, or '*' for the "
+            "default policy (tenant names cannot hold glob characters or surrounding spaces)"
+        )
+    return tenant
+
+
+def _check_when(schema: dict[str, Any]) -> dict[str, Any]:
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        at = f" at {where!r}" if where else ""
+        raise ValueError(f"is not a valid JSON Schema{at}: {exc.message}") from None
+    return schema
+
+
+Glob = Annotated[str, AfterValidator(_check_glob)]
+Approver = Annotated[str, AfterValidator(_check_approver)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleDoc(_Strict):
+    """``roles.<name>``: what a caller with this role may see at most."""
+
+    allow: list[Glob] = Field(default_factory=list)
+    deny: list[Glob] = Field(default_factory=list)
+
+
+class ApprovalRuleDoc(_Strict):
+    """One entry of ``approvals``: calls that need a human decision first."""
+
+    match: Glob
+    when: Annotated[dict[str, Any], AfterValidator(_check_when)] | None = None
+    approvers: list[Approver] = Field(min_length=1)
+    expires_in_s: float = Field(default=DEFAULT_EXPIRES_IN_S, gt=0)
+    reason: str | None = None
+
+
+class PolicyDocument(_Strict):
+    """A whole policy file (see DESIGN.md, "policies/*.yaml")."""
+
+    tenant: Annotated[str, AfterValidator(_check_tenant)]
+    allow: list[Glob] = Field(default_factory=list)
+    deny: list[Glob] = Field(default_factory=list)
+    roles: dict[str, RoleDoc] = Field(default_factory=dict)
+    approvals: list[ApprovalRuleDoc] = Field(default_factory=list)
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> PolicyDocument:
+    """Read and validate one policy file; raise ``PolicyError(file, key, reason)``."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(file, None, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise PolicyError(file, None, f"is not valid YAML{where}: {problem}") from None
+    return parse_policy(data, file=file)
+
+
+def parse_policy(data: Any, *, file: str) -> PolicyDocument:
+    """Validate an already-parsed policy mapping (``file`` names it in errors)."""
+    if not isinstance(data, dict):
+        raise PolicyError(
+            file,
+            None,
+            f"must be a YAML mapping with keys tenant, allow, deny, roles, approvals; "
+            f"got {type(data).__name__}",
+        )
+    try:
+        return PolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise _to_policy_error(file, exc) from None
+
+
+def _to_policy_error(file: str, exc: ValidationError) -> PolicyError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    reason = _reason(first, loc)
+    more = len(errors) - 1
+    if more:
+        reason += f" (and {more} more problem{'s' if more > 1 else ''} in this file)"
+    return PolicyError(file, ".".join(loc) or None, reason)
+
+
+def _allowed_keys(loc: list[str]) -> str:
+    if len(loc) == 1:
+        model: type[BaseModel] = PolicyDocument
+    elif loc[0] == "roles":
+        model = RoleDoc
+    else:
+        model = ApprovalRuleDoc
+    return ", ".join(model.model_fields)
+
+
+def _reason(err: Any, loc: list[str]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"is not a known key; allowed keys here are: {_allowed_keys(loc)}"
+    if kind == "missing":
+        return "is required but missing"
+    if kind == "list_type":
+        got = err.get("input")
+        return f"must be a YAML list (got {got!r}); write it as [{got!r}] or one '- item' per line"
+    message = str(err["msg"])
+    if message.startswith("Value error, "):
+        return message[len("Value error, ") :]
+    return f"{message[0].lower()}{message[1:]} (got {err.get('input')!r})"
