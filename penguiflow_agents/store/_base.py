@@ -87,7 +87,9 @@ class ApprovalRecord:
     requested_by: str
     approvers: list[str]
     rule: dict[str, Any]  # {"match": ..., "reason": ...}
-    input_schema: dict[str, Any] = field(default_factory=dict)  # the tool's schema when requested (edits are checked against it)
+    input_schema: dict[str, Any] = field(
+        default_factory=dict
+    )  # the tool's schema when requested (edits are checked against it)
     status: str = "pending"
     decision: ApprovalDecision | None = None
     created_at: float = 0.0
@@ -109,11 +111,15 @@ class CallRecord:
 @runtime_checkable
 class StateStore(Protocol):
     # -- events ---------------------------------------------------------
-    async def append_event(self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]) -> int:
+    async def append_event(
+        self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
+    ) -> int:
         """Append an event; returns its per-run sequence number (1-based, gapless)."""
         ...
 
-    async def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]: ...
+    async def list_events(
+        self, tenant: str, run_id: str, *, after_seq: int = 0
+    ) -> list[StoredEvent]: ...
 
     # -- runs -----------------------------------------------------------
     async def create_run(self, run: RunRecord) -> RunRecord: ...
@@ -146,7 +152,9 @@ class StateStore(Protocol):
     # -- sessions -------------------------------------------------------
     async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]: ...
 
-    async def save_session(self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]) -> None: ...
+    async def save_session(
+        self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
+    ) -> None: ...
 
     # -- approvals ------------------------------------------------------
     async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord: ...
@@ -157,7 +165,9 @@ class StateStore(Protocol):
         self, tenant: str, *, status: str | None = None, run_id: str | None = None
     ) -> list[ApprovalRecord]: ...
 
-    async def decide_approval(self, tenant: str, approval_id: str, decision: ApprovalDecision) -> ApprovalRecord:
+    async def decide_approval(
+        self, tenant: str, approval_id: str, decision: ApprovalDecision
+    ) -> ApprovalRecord:
         """Record a decision once, atomically.
 
         Raises AlreadyDecidedError (saying who decided what and when) if the
@@ -170,7 +180,9 @@ class StateStore(Protocol):
         """Mark a call as executing. False if it was already begun (by anyone)."""
         ...
 
-    async def finish_call(self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]) -> None: ...
+    async def finish_call(
+        self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
+    ) -> None: ...
 
     async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None: ...
 

@@ -65,6 +65,20 @@ def check_lease(lease_s: float) -> None:
         raise UserError(f"lease_s must be a positive number of seconds, got {lease_s!r}.")
 
 
+def claimable(
+    status: str,
+    claimed_by: str | None,
+    claim_expires_at: float | None,
+    statuses: Sequence[str],
+    now: float,
+) -> bool:
+    """The claim rule every store applies (see ``StateStore.claim_run``)."""
+    if status == "running" and claimed_by is not None:
+        # Held: claimable only once the holder's lease ran out (the holder died).
+        return claim_expires_at is not None and claim_expires_at <= now
+    return status in statuses
+
+
 def prepare_new_run(run: RunRecord) -> RunRecord:
     """A normalized copy of a run about to be created (timestamps filled in when 0)."""
     check_run_status(run.status)
@@ -144,7 +158,98 @@ def already_decided(
     return AlreadyDecidedError(approval_id, "nobody", status, iso_utc(expires_at))
 
 
-# -- record <-> row dicts (SQL stores) -----------------------------------------------------------
+# -- records <-> rows (SQL stores; the column orders of RUN_COLUMNS / APPROVAL_COLUMNS) ----------
+
+RUN_COLUMNS = (
+    "tenant, run_id, principal, roles, session_id, status, model, query, state, version, "
+    "claimed_by, claim_expires_at, created_at, updated_at"
+)
+APPROVAL_COLUMNS = (
+    "tenant, id, run_id, call_id, tool, arguments, arguments_sha256, tool_hash, policy_version, "
+    "requested_by, approvers, rule, input_schema, status, decision, created_at, expires_at"
+)
+
+
+def run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (
+        run.tenant,
+        run.run_id,
+        run.principal,
+        dumps(run.roles, what="run roles"),
+        run.session_id,
+        run.status,
+        run.model,
+        run.query,
+        dumps(run.state, what="run state"),
+        run.version,
+        run.claimed_by,
+        run.claim_expires_at,
+        run.created_at,
+        run.updated_at,
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        tenant=row[0],
+        run_id=row[1],
+        principal=row[2],
+        roles=loads(row[3]),
+        session_id=row[4],
+        status=row[5],
+        model=row[6],
+        query=row[7],
+        state=loads(row[8]),
+        version=row[9],
+        claimed_by=row[10],
+        claim_expires_at=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )
+
+
+def approval_row(a: ApprovalRecord) -> tuple[Any, ...]:
+    return (
+        a.tenant,
+        a.id,
+        a.run_id,
+        a.call_id,
+        a.tool,
+        dumps(a.arguments, what="approval arguments"),
+        a.arguments_sha256,
+        a.tool_hash,
+        a.policy_version,
+        a.requested_by,
+        dumps(a.approvers, what="approval approvers"),
+        dumps(a.rule, what="approval rule"),
+        dumps(a.input_schema, what="approval input_schema"),
+        a.status,
+        decision_to_json(a.decision),
+        a.created_at,
+        a.expires_at,
+    )
+
+
+def approval_from_row(row: Sequence[Any]) -> ApprovalRecord:
+    return ApprovalRecord(
+        tenant=row[0],
+        id=row[1],
+        run_id=row[2],
+        call_id=row[3],
+        tool=row[4],
+        arguments=loads(row[5]),
+        arguments_sha256=row[6],
+        tool_hash=row[7],
+        policy_version=row[8],
+        requested_by=row[9],
+        approvers=loads(row[10]),
+        rule=loads(row[11]),
+        input_schema=loads(row[12]),
+        status=row[13],
+        decision=decision_from_json(row[14]),
+        created_at=row[15],
+        expires_at=row[16],
+    )
 
 
 def decision_to_json(decision: ApprovalDecision | None) -> str | None:

@@ -120,7 +120,9 @@ class MemoryStore:
             self._check_open()
             current = self._run(tenant, run_id)
             now = time.time()
-            if not _claimable(current, statuses, now):
+            if not _codec.claimable(
+                current.status, current.claimed_by, current.claim_expires_at, statuses, now
+            ):
                 return None
             current.status = "running"
             current.claimed_by = owner
@@ -249,11 +251,3 @@ class MemoryStore:
     async def aclose(self) -> None:
         with self._lock:
             self._closed = True
-
-
-def _claimable(run: RunRecord, statuses: Sequence[str], now: float) -> bool:
-    """The claim rule shared (as SQL) by every store; see ``StateStore.claim_run``."""
-    if run.status == "running" and run.claimed_by is not None:
-        # Held: claimable only once the holder's lease ran out (the holder died).
-        return run.claim_expires_at is not None and run.claim_expires_at <= now
-    return run.status in statuses

@@ -1,0 +1,585 @@
+"""``PostgresStore``: the shared state store on PostgreSQL (asyncpg, the ``[postgres]`` extra).
+
+Every contested write is one conditional statement (``UPDATE ... WHERE
+status = 'pending' RETURNING``, ``INSERT ... ON CONFLICT DO NOTHING``):
+PostgreSQL re-checks the condition on the latest row version after waiting
+for a concurrent writer, so exactly one of several racing processes wins.
+Per-run event numbers come from a counter row bumped in the same statement
+that inserts the event (gapless, unique). Tables live in one schema
+(``penguiflow`` by default), migrated under an advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgresStore needs asyncpg, which is not installed: pip install 'penguiflow-agents[postgres]'"
+    ) from exc
+
+from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError, UserError
+from . import _codec
+from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, StoredEvent
+from ._open import redact_url
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = "penguiflow"
+# Longest wait to open one connection to the server.
+CONNECT_TIMEOUT_S = 10.0
+# Longest a single statement may run (including waiting for a row lock) before failing.
+COMMAND_TIMEOUT_S = 30.0
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+# Ordered migrations: entry i takes the schema from version i to version i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            ord BIGINT GENERATED ALWAYS AS IDENTITY,
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, principal TEXT NOT NULL,
+            roles JSON NOT NULL, session_id TEXT, status TEXT NOT NULL, model TEXT NOT NULL,
+            query TEXT NOT NULL, state JSON NOT NULL, version BIGINT NOT NULL,
+            claimed_by TEXT, claim_expires_at DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant, run_id))""",
+        "CREATE INDEX runs_by_status ON runs (tenant, status, created_at)",
+        """CREATE TABLE event_seqs (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, last_seq BIGINT NOT NULL,
+            PRIMARY KEY (tenant, run_id))""",
+        """CREATE TABLE events (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, seq BIGINT NOT NULL,
+            kind TEXT NOT NULL, data JSON NOT NULL, ts DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant, run_id, seq))""",
+        """CREATE TABLE sessions (
+            tenant TEXT NOT NULL, session_id TEXT NOT NULL, messages JSON NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, session_id))""",
+        """CREATE TABLE approvals (
+            ord BIGINT GENERATED ALWAYS AS IDENTITY,
+            tenant TEXT NOT NULL, id TEXT NOT NULL, run_id TEXT NOT NULL, call_id TEXT NOT NULL,
+            tool TEXT NOT NULL, arguments JSON NOT NULL, arguments_sha256 TEXT NOT NULL,
+            tool_hash TEXT NOT NULL, policy_version TEXT NOT NULL, requested_by TEXT NOT NULL,
+            approvers JSON NOT NULL, rule JSON NOT NULL, input_schema JSON NOT NULL,
+            status TEXT NOT NULL, decision JSON, created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, id))""",
+        "CREATE INDEX approvals_by_created ON approvals (tenant, created_at, ord)",
+        "CREATE INDEX approvals_by_run ON approvals (tenant, run_id)",
+        """CREATE TABLE calls (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, call_id TEXT NOT NULL,
+            status TEXT NOT NULL, result JSON, started_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant, run_id, call_id))""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RUN_COLUMNS = _codec.RUN_COLUMNS
+_APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
+# Held: claimable once the lease ran out; otherwise the status must be one of $n.
+_CLAIMABLE = (
+    "CASE WHEN status = 'running' AND claimed_by IS NOT NULL "
+    "THEN claim_expires_at IS NOT NULL AND claim_expires_at <= {now} "
+    "ELSE status = ANY({statuses}::text[]) END"
+)
+
+
+class PostgresStore:
+    """A ``StateStore`` on PostgreSQL, shared by any number of processes.
+
+    ``PostgresStore(dsn, schema=...)`` connects lazily on first use; ``await
+    PostgresStore.open(dsn)`` connects and migrates at once. A ``schema``
+    query parameter in the DSN (``postgresql://.../db?schema=mine``) picks the
+    schema too.
+    """
+
+    schema_version = SCHEMA_VERSION
+
+    def __init__(
+        self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
+    ) -> None:
+        dsn, from_url = _split_schema(dsn)
+        schema = schema or from_url or DEFAULT_SCHEMA
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise UserError(
+                f"PostgreSQL schema name {schema!r} is not a plain identifier; use letters, digits and _."
+            )
+        self.schema = schema
+        self._dsn = dsn
+        self._shown = redact_url(dsn)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: Any = None
+        self._pool_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, dsn: str, *, schema: str | None = None, max_size: int = 10
+    ) -> PostgresStore:
+        """Connect, create the schema if needed and migrate it."""
+        store = cls(dsn, schema=schema, max_size=max_size)
+        try:
+            await store._get_pool()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._shown!r}, schema={self.schema!r})"
+
+    # -- plumbing ---------------------------------------------------------
+
+    async def _get_pool(self) -> Any:
+        if self._closed:
+            raise StoreError(f"the PostgreSQL store {self._shown!r} was closed; open a new store.")
+        if self._pool is not None:
+            return self._pool
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                try:
+                    pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        timeout=CONNECT_TIMEOUT_S,
+                        command_timeout=COMMAND_TIMEOUT_S,
+                        server_settings={
+                            "search_path": self.schema,
+                            "application_name": "penguiflow-agents",
+                        },
+                    )
+                except (
+                    TimeoutError,
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
+                    raise self._translate(exc) from None
+                try:
+                    async with pool.acquire() as conn:
+                        await _migrate(conn, self.schema, self._shown)
+                except BaseException as exc:
+                    await pool.close()
+                    if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+                        raise self._translate(exc) from None
+                    raise
+                self._pool = pool
+        return self._pool
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as conn:
+                return await fn(conn)
+        except PenguiflowError:
+            raise
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        detail = (
+            "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+        )
+        return StoreError(
+            f"the PostgreSQL store {self._shown!r} (schema {self.schema!r}) failed: {detail}; "
+            "check that the server is reachable and retry."
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- events ---------------------------------------------------------
+
+    async def append_event(
+        self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
+    ) -> int:
+        payload = _codec.dumps(dict(data), what=f"data of event {kind!r}")
+        ts = time.time()
+
+        async def op(conn: Any) -> int:
+            seq = await conn.fetchval(
+                "WITH s AS (INSERT INTO event_seqs (tenant, run_id, last_seq) VALUES ($1, $2, 1) "
+                "ON CONFLICT (tenant, run_id) DO UPDATE SET last_seq = event_seqs.last_seq + 1 "
+                "RETURNING last_seq) "
+                "INSERT INTO events (tenant, run_id, seq, kind, data, ts) "
+                "SELECT $1, $2, s.last_seq, $3, $4, $5 FROM s RETURNING seq",
+                tenant,
+                run_id,
+                kind,
+                payload,
+                ts,
+            )
+            return int(seq)
+
+        return await self._run(op)
+
+    async def list_events(
+        self, tenant: str, run_id: str, *, after_seq: int = 0
+    ) -> list[StoredEvent]:
+        async def op(conn: Any) -> list[StoredEvent]:
+            rows = await conn.fetch(
+                "SELECT seq, kind, data, ts FROM events WHERE tenant = $1 AND run_id = $2 AND seq > $3 "
+                "ORDER BY seq",
+                tenant,
+                run_id,
+                after_seq,
+            )
+            return [
+                StoredEvent(
+                    tenant=tenant,
+                    run_id=run_id,
+                    seq=r[0],
+                    kind=r[1],
+                    data=_codec.loads(r[2]),
+                    ts=r[3],
+                )
+                for r in rows
+            ]
+
+        return await self._run(op)
+
+    # -- runs -----------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> RunRecord:
+        new = _codec.prepare_new_run(run)
+
+        async def op(conn: Any) -> RunRecord:
+            inserted = await conn.fetchval(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(14)}) ON CONFLICT DO NOTHING RETURNING 1",
+                *_codec.run_row(new),
+            )
+            if inserted is None:
+                raise ConflictError(
+                    f"a run with id {new.run_id!r} already exists; use a fresh run id."
+                )
+            return new
+
+        return await self._run(op)
+
+    async def get_run(self, tenant: str, run_id: str) -> RunRecord:
+        async def op(conn: Any) -> RunRecord:
+            row = await conn.fetchrow(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND run_id = $2", tenant, run_id
+            )
+            if row is None:
+                raise NotFoundError("run", run_id)
+            return _codec.run_from_row(row)
+
+        return await self._run(op)
+
+    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
+        if status is not None:
+            _codec.check_run_status(status)
+
+        async def op(conn: Any) -> list[RunRecord]:
+            rows = await conn.fetch(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND ($2::text IS NULL OR status = $2) "
+                "ORDER BY created_at, ord",
+                tenant,
+                status,
+            )
+            return [_codec.run_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        new = _codec.prepare_new_run(run)
+        now = time.time()
+
+        async def op(conn: Any) -> RunRecord:
+            row = await conn.fetchrow(
+                "UPDATE runs SET principal = $3, roles = $4, session_id = $5, status = $6, model = $7, "
+                "query = $8, state = $9, version = version + 1, claimed_by = $10, claim_expires_at = $11, "
+                "updated_at = $12 WHERE tenant = $1 AND run_id = $2 AND version = $13 "
+                "RETURNING version, created_at",
+                *_codec.run_row(new)[:9],
+                new.claimed_by,
+                new.claim_expires_at,
+                now,
+                expected_version,
+            )
+            if row is None:
+                version = await conn.fetchval(
+                    "SELECT version FROM runs WHERE tenant = $1 AND run_id = $2",
+                    run.tenant,
+                    run.run_id,
+                )
+                if version is None:
+                    raise NotFoundError("run", run.run_id)
+                raise ConflictError(
+                    f"run {run.run_id!r} is at version {version}, not {expected_version}: "
+                    "another writer changed it first; reload it and retry."
+                )
+            new.version, new.created_at, new.updated_at = row[0], row[1], now
+            return new
+
+        return await self._run(op)
+
+    async def claim_run(
+        self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
+    ) -> RunRecord | None:
+        statuses = _codec.check_statuses(from_statuses)
+        _codec.check_lease(lease_s)
+        now = time.time()
+
+        async def op(conn: Any) -> RunRecord | None:
+            row = await conn.fetchrow(
+                "UPDATE runs SET status = 'running', claimed_by = $3, claim_expires_at = $4, "
+                "version = version + 1, updated_at = $5 WHERE tenant = $1 AND run_id = $2 AND "
+                + _CLAIMABLE.format(now="$5", statuses="$6")
+                + f" RETURNING {_RUN_COLUMNS}",
+                tenant,
+                run_id,
+                owner,
+                now + lease_s,
+                now,
+                statuses,
+            )
+            if row is not None:
+                return _codec.run_from_row(row)
+            exists = await conn.fetchval(
+                "SELECT 1 FROM runs WHERE tenant = $1 AND run_id = $2", tenant, run_id
+            )
+            if exists is None:
+                raise NotFoundError("run", run_id)
+            return None
+
+        return await self._run(op)
+
+    # -- sessions -------------------------------------------------------
+
+    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
+        async def op(conn: Any) -> list[dict[str, Any]]:
+            text = await conn.fetchval(
+                "SELECT messages FROM sessions WHERE tenant = $1 AND session_id = $2",
+                tenant,
+                session_id,
+            )
+            return [] if text is None else list(_codec.loads(text))
+
+        return await self._run(op)
+
+    async def save_session(
+        self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
+    ) -> None:
+        text = _codec.dumps(_codec.session_messages(messages), what="session messages")
+
+        async def op(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO sessions (tenant, session_id, messages, updated_at) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (tenant, session_id) DO UPDATE SET messages = excluded.messages, "
+                "updated_at = excluded.updated_at",
+                tenant,
+                session_id,
+                text,
+                time.time(),
+            )
+
+        await self._run(op)
+
+    # -- approvals ------------------------------------------------------
+
+    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        new = _codec.prepare_new_approval(approval)
+
+        async def op(conn: Any) -> ApprovalRecord:
+            inserted = await conn.fetchval(
+                f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({_marks(17)}) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                *_codec.approval_row(new),
+            )
+            if inserted is None:
+                raise ConflictError(
+                    f"an approval with id {new.id!r} already exists; use a fresh id."
+                )
+            return new
+
+        return await self._run(op)
+
+    async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
+        async def op(conn: Any) -> ApprovalRecord:
+            return await _get_approval(conn, tenant, approval_id)
+
+        return await self._run(op)
+
+    async def list_approvals(
+        self, tenant: str, *, status: str | None = None, run_id: str | None = None
+    ) -> list[ApprovalRecord]:
+        if status is not None:
+            _codec.check_approval_status(status)
+
+        async def op(conn: Any) -> list[ApprovalRecord]:
+            rows = await conn.fetch(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant = $1 "
+                "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR run_id = $3) "
+                "ORDER BY created_at, ord",
+                tenant,
+                status,
+                run_id,
+            )
+            return [_codec.approval_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+    async def decide_approval(
+        self, tenant: str, approval_id: str, decision: ApprovalDecision
+    ) -> ApprovalRecord:
+        new = _codec.prepare_decision(decision)
+        status = _codec.status_after(new)
+
+        async def op(conn: Any) -> ApprovalRecord:
+            row = await conn.fetchrow(
+                "UPDATE approvals SET status = $3, decision = $4 "
+                "WHERE tenant = $1 AND id = $2 AND status = 'pending' "
+                f"RETURNING {_APPROVAL_COLUMNS}",
+                tenant,
+                approval_id,
+                status,
+                _codec.decision_to_json(new),
+            )
+            if row is not None:
+                return _codec.approval_from_row(row)
+            current = await _get_approval(conn, tenant, approval_id)
+            raise _codec.already_decided(
+                approval_id, current.status, current.decision, current.expires_at
+            )
+
+        return await self._run(op)
+
+    # -- exactly-once calls ----------------------------------------------
+
+    async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
+        async def op(conn: Any) -> bool:
+            inserted = await conn.fetchval(
+                "INSERT INTO calls (tenant, run_id, call_id, status, result, started_at) "
+                "VALUES ($1, $2, $3, 'executing', NULL, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                tenant,
+                run_id,
+                call_id,
+                time.time(),
+            )
+            return inserted is not None
+
+        return await self._run(op)
+
+    async def finish_call(
+        self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
+    ) -> None:
+        payload = _codec.dumps(dict(result), what=f"result of call {call_id!r}")
+
+        async def op(conn: Any) -> None:
+            updated = await conn.fetchval(
+                "UPDATE calls SET status = 'done', result = $4 "
+                "WHERE tenant = $1 AND run_id = $2 AND call_id = $3 AND status = 'executing' RETURNING 1",
+                tenant,
+                run_id,
+                call_id,
+                payload,
+            )
+            if updated is not None:
+                return
+            exists = await conn.fetchval(
+                "SELECT 1 FROM calls WHERE tenant = $1 AND run_id = $2 AND call_id = $3",
+                tenant,
+                run_id,
+                call_id,
+            )
+            if exists is None:
+                raise NotFoundError("call", call_id)
+            raise ConflictError(
+                f"call {call_id!r} of run {run_id!r} was already finished; a call finishes once."
+            )
+
+        await self._run(op)
+
+    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
+        async def op(conn: Any) -> CallRecord | None:
+            row = await conn.fetchrow(
+                "SELECT status, result, started_at FROM calls "
+                "WHERE tenant = $1 AND run_id = $2 AND call_id = $3",
+                tenant,
+                run_id,
+                call_id,
+            )
+            if row is None:
+                return None
+            return CallRecord(
+                tenant=tenant,
+                run_id=run_id,
+                call_id=call_id,
+                status=row[0],
+                result=_codec.loads(row[1]),
+                started_at=row[2],
+            )
+
+        return await self._run(op)
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+
+async def _migrate(conn: Any, schema: str, shown: str) -> None:
+    async with conn.transaction():
+        # One migrator at a time per schema, across every process.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"penguiflow_agents:{schema}"
+        )
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version (version INTEGER NOT NULL)'
+        )
+        current = await conn.fetchval(f'SELECT MAX(version) FROM "{schema}".schema_version') or 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the PostgreSQL schema {schema!r} at {shown!r} has schema version {current}, newer "
+                f"than this version of penguiflow-agents understands ({SCHEMA_VERSION}); "
+                "upgrade penguiflow-agents or use another schema."
+            )
+        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        for version in range(current, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version + 1)
+
+
+def _split_schema(dsn: str) -> tuple[str, str | None]:
+    """Take a ``schema=`` query parameter (ours, not libpq's) out of the DSN."""
+    parts = urlsplit(dsn)
+    if not parts.query:
+        return dsn, None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def _marks(n: int) -> str:
+    return ", ".join(f"${i}" for i in range(1, n + 1))
+
+
+# -- lookups ----------------------------------------------------------------------------------------
+
+
+async def _get_approval(conn: Any, tenant: str, approval_id: str) -> ApprovalRecord:
+    row = await conn.fetchrow(
+        f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant = $1 AND id = $2",
+        tenant,
+        approval_id,
+    )
+    if row is None:
+        raise NotFoundError("approval", approval_id)
+    return _codec.approval_from_row(row)

@@ -1,0 +1,514 @@
+"""``SQLiteStore``: the default state store, one SQLite file shared safely by many processes.
+
+Each store owns one connection used from one dedicated worker thread, so the
+event loop never blocks on disk. The file runs in WAL mode; every
+read-modify-write is a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's
+single write lock up front, so two processes can never both win a claim, a
+decision or a call. The schema is versioned (``schema_version`` table) and
+migrated forward on open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError
+from . import _codec
+from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, StoredEvent
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+T = TypeVar("T")
+
+DEFAULT_PATH = os.path.join(".penguiflow", "state.db")
+# Longest a statement waits for another connection's write lock before failing.
+BUSY_TIMEOUT_S = 30.0
+
+# Ordered migrations: entry i takes the schema from version i to version i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: runs, their event log, sessions.
+    (
+        """CREATE TABLE runs (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, principal TEXT NOT NULL,
+            roles TEXT NOT NULL, session_id TEXT, status TEXT NOT NULL, model TEXT NOT NULL,
+            query TEXT NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL,
+            claimed_by TEXT, claim_expires_at REAL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            PRIMARY KEY (tenant, run_id))""",
+        "CREATE INDEX runs_by_status ON runs (tenant, status, created_at)",
+        """CREATE TABLE events (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            kind TEXT NOT NULL, data TEXT NOT NULL, ts REAL NOT NULL,
+            PRIMARY KEY (tenant, run_id, seq)) WITHOUT ROWID""",
+        """CREATE TABLE sessions (
+            tenant TEXT NOT NULL, session_id TEXT NOT NULL, messages TEXT NOT NULL,
+            updated_at REAL NOT NULL, PRIMARY KEY (tenant, session_id))""",
+    ),
+    # 2: approval requests and exactly-once call bookkeeping.
+    (
+        """CREATE TABLE approvals (
+            tenant TEXT NOT NULL, id TEXT NOT NULL, run_id TEXT NOT NULL, call_id TEXT NOT NULL,
+            tool TEXT NOT NULL, arguments TEXT NOT NULL, arguments_sha256 TEXT NOT NULL,
+            tool_hash TEXT NOT NULL, policy_version TEXT NOT NULL, requested_by TEXT NOT NULL,
+            approvers TEXT NOT NULL, rule TEXT NOT NULL, input_schema TEXT NOT NULL,
+            status TEXT NOT NULL, decision TEXT, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+            PRIMARY KEY (tenant, id))""",
+        "CREATE INDEX approvals_by_created ON approvals (tenant, created_at)",
+        "CREATE INDEX approvals_by_run ON approvals (tenant, run_id)",
+        """CREATE TABLE calls (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, call_id TEXT NOT NULL,
+            status TEXT NOT NULL, result TEXT, started_at REAL NOT NULL,
+            PRIMARY KEY (tenant, run_id, call_id)) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RUN_COLUMNS = _codec.RUN_COLUMNS
+_APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
+
+
+class SQLiteStore:
+    """A ``StateStore`` in one SQLite file (default ``.penguiflow/state.db``).
+
+    ``SQLiteStore(path)`` opens the file lazily on first use; ``await
+    SQLiteStore.open(path)`` opens and migrates it at once (errors surface
+    there). Several stores and several OS processes may share one file.
+    """
+
+    schema_version = SCHEMA_VERSION
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH) -> None:
+        self.path = os.fspath(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="penguiflow-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str] = DEFAULT_PATH) -> SQLiteStore:
+        """Open (creating the directory and file if needed) and migrate the schema."""
+        store = cls(path)
+        try:
+            await store._run(lambda conn: None)
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- plumbing ---------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self._in_thread, fn))
+
+    def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._connection())
+        except PenguiflowError:
+            raise
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self._closed:
+                raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
+            self._conn = _connect(self.path)
+        return self._conn
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=False)
+
+    # -- events ---------------------------------------------------------
+
+    async def append_event(
+        self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
+    ) -> int:
+        payload = _codec.dumps(dict(data), what=f"data of event {kind!r}")
+        ts = time.time()
+
+        def op(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                (last,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ? AND run_id = ?",
+                    (tenant, run_id),
+                ).fetchone()
+                seq = int(last) + 1
+                conn.execute(
+                    "INSERT INTO events (tenant, run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?, ?)",
+                    (tenant, run_id, seq, kind, payload, ts),
+                )
+            return seq
+
+        return await self._run(op)
+
+    async def list_events(
+        self, tenant: str, run_id: str, *, after_seq: int = 0
+    ) -> list[StoredEvent]:
+        def op(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(
+                "SELECT seq, kind, data, ts FROM events WHERE tenant = ? AND run_id = ? AND seq > ? ORDER BY seq",
+                (tenant, run_id, after_seq),
+            ).fetchall()
+            return [
+                StoredEvent(tenant=tenant, run_id=run_id, seq=s, kind=k, data=_codec.loads(d), ts=t)
+                for s, k, d, t in rows
+            ]
+
+        return await self._run(op)
+
+    # -- runs -----------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> RunRecord:
+        new = _codec.prepare_new_run(run)
+        row = _codec.run_row(new)
+
+        def op(conn: sqlite3.Connection) -> RunRecord:
+            try:
+                with _write(conn):
+                    conn.execute(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(14)})", row)
+            except sqlite3.IntegrityError:
+                raise ConflictError(
+                    f"a run with id {new.run_id!r} already exists; use a fresh run id."
+                ) from None
+            return new
+
+        return await self._run(op)
+
+    async def get_run(self, tenant: str, run_id: str) -> RunRecord:
+        return await self._run(lambda conn: _get_run(conn, tenant, run_id))
+
+    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
+        if status is not None:
+            _codec.check_run_status(status)
+
+        def op(conn: sqlite3.Connection) -> list[RunRecord]:
+            sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = ?"
+            args: list[Any] = [tenant]
+            if status is not None:
+                sql += " AND status = ?"
+                args.append(status)
+            rows = conn.execute(sql + " ORDER BY created_at, rowid", args).fetchall()
+            return [_codec.run_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        new = _codec.prepare_new_run(run)
+
+        def op(conn: sqlite3.Connection) -> RunRecord:
+            with _write(conn):
+                current = _get_run(conn, run.tenant, run.run_id)
+                if current.version != expected_version:
+                    raise ConflictError(
+                        f"run {run.run_id!r} is at version {current.version}, not {expected_version}: "
+                        "another writer changed it first; reload it and retry."
+                    )
+                new.version = current.version + 1
+                new.created_at = current.created_at
+                new.updated_at = time.time()
+                conn.execute(
+                    "UPDATE runs SET principal = ?, roles = ?, session_id = ?, status = ?, model = ?, "
+                    "query = ?, state = ?, version = ?, claimed_by = ?, claim_expires_at = ?, updated_at = ? "
+                    "WHERE tenant = ? AND run_id = ?",
+                    (
+                        *_codec.run_row(new)[2:10],
+                        new.claimed_by,
+                        new.claim_expires_at,
+                        new.updated_at,
+                        run.tenant,
+                        run.run_id,
+                    ),
+                )
+            return new
+
+        return await self._run(op)
+
+    async def claim_run(
+        self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
+    ) -> RunRecord | None:
+        statuses = _codec.check_statuses(from_statuses)
+        _codec.check_lease(lease_s)
+
+        def op(conn: sqlite3.Connection) -> RunRecord | None:
+            with _write(conn):
+                current = _get_run(conn, tenant, run_id)
+                now = time.time()
+                if not _codec.claimable(
+                    current.status, current.claimed_by, current.claim_expires_at, statuses, now
+                ):
+                    return None
+                current.status = "running"
+                current.claimed_by = owner
+                current.claim_expires_at = now + lease_s
+                current.version += 1
+                current.updated_at = now
+                conn.execute(
+                    "UPDATE runs SET status = 'running', claimed_by = ?, claim_expires_at = ?, version = ?, "
+                    "updated_at = ? WHERE tenant = ? AND run_id = ?",
+                    (owner, current.claim_expires_at, current.version, now, tenant, run_id),
+                )
+            return current
+
+        return await self._run(op)
+
+    # -- sessions -------------------------------------------------------
+
+    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
+        def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            row = conn.execute(
+                "SELECT messages FROM sessions WHERE tenant = ? AND session_id = ?",
+                (tenant, session_id),
+            ).fetchone()
+            return [] if row is None else list(_codec.loads(row[0]))
+
+        return await self._run(op)
+
+    async def save_session(
+        self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
+    ) -> None:
+        text = _codec.dumps(_codec.session_messages(messages), what="session messages")
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO sessions (tenant, session_id, messages, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (tenant, session_id) DO UPDATE SET messages = excluded.messages, "
+                    "updated_at = excluded.updated_at",
+                    (tenant, session_id, text, time.time()),
+                )
+
+        await self._run(op)
+
+    # -- approvals ------------------------------------------------------
+
+    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        new = _codec.prepare_new_approval(approval)
+        row = _codec.approval_row(new)
+
+        def op(conn: sqlite3.Connection) -> ApprovalRecord:
+            try:
+                with _write(conn):
+                    conn.execute(
+                        f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({_marks(17)})", row
+                    )
+            except sqlite3.IntegrityError:
+                raise ConflictError(
+                    f"an approval with id {new.id!r} already exists; use a fresh id."
+                ) from None
+            return new
+
+        return await self._run(op)
+
+    async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
+        return await self._run(lambda conn: _get_approval(conn, tenant, approval_id))
+
+    async def list_approvals(
+        self, tenant: str, *, status: str | None = None, run_id: str | None = None
+    ) -> list[ApprovalRecord]:
+        if status is not None:
+            _codec.check_approval_status(status)
+
+        def op(conn: sqlite3.Connection) -> list[ApprovalRecord]:
+            sql = f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant = ?"
+            args: list[Any] = [tenant]
+            if status is not None:
+                sql += " AND status = ?"
+                args.append(status)
+            if run_id is not None:
+                sql += " AND run_id = ?"
+                args.append(run_id)
+            rows = conn.execute(sql + " ORDER BY created_at, rowid", args).fetchall()
+            return [_codec.approval_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+    async def decide_approval(
+        self, tenant: str, approval_id: str, decision: ApprovalDecision
+    ) -> ApprovalRecord:
+        new = _codec.prepare_decision(decision)
+
+        def op(conn: sqlite3.Connection) -> ApprovalRecord:
+            with _write(conn):
+                current = _get_approval(conn, tenant, approval_id)
+                if current.status != "pending":
+                    raise _codec.already_decided(
+                        approval_id, current.status, current.decision, current.expires_at
+                    )
+                current.status = _codec.status_after(new)
+                current.decision = new
+                conn.execute(
+                    "UPDATE approvals SET status = ?, decision = ? WHERE tenant = ? AND id = ?",
+                    (current.status, _codec.decision_to_json(new), tenant, approval_id),
+                )
+            return current
+
+        return await self._run(op)
+
+    # -- exactly-once calls ----------------------------------------------
+
+    async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                cur = conn.execute(
+                    "INSERT INTO calls (tenant, run_id, call_id, status, result, started_at) "
+                    "VALUES (?, ?, ?, 'executing', NULL, ?) ON CONFLICT DO NOTHING",
+                    (tenant, run_id, call_id, time.time()),
+                )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    async def finish_call(
+        self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
+    ) -> None:
+        payload = _codec.dumps(dict(result), what=f"result of call {call_id!r}")
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                row = conn.execute(
+                    "SELECT status FROM calls WHERE tenant = ? AND run_id = ? AND call_id = ?",
+                    (tenant, run_id, call_id),
+                ).fetchone()
+                if row is None:
+                    raise NotFoundError("call", call_id)
+                if row[0] == "done":
+                    raise ConflictError(
+                        f"call {call_id!r} of run {run_id!r} was already finished; a call finishes once."
+                    )
+                conn.execute(
+                    "UPDATE calls SET status = 'done', result = ? WHERE tenant = ? AND run_id = ? AND call_id = ?",
+                    (payload, tenant, run_id, call_id),
+                )
+
+        await self._run(op)
+
+    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
+        def op(conn: sqlite3.Connection) -> CallRecord | None:
+            row = conn.execute(
+                "SELECT status, result, started_at FROM calls WHERE tenant = ? AND run_id = ? AND call_id = ?",
+                (tenant, run_id, call_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return CallRecord(
+                tenant=tenant,
+                run_id=run_id,
+                call_id=call_id,
+                status=row[0],
+                result=_codec.loads(row[1]),
+                started_at=row[2],
+            )
+
+        return await self._run(op)
+
+
+# -- connection, schema ---------------------------------------------------------------------------
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:" and not path.startswith("file:"):
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+    # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL survives a killed process (not a power cut) without an fsync per commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    with _write(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = int(row[0]) if row and row[0] is not None else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the state file {path!r} has schema version {current}, newer than this version of "
+                f"penguiflow-agents understands ({SCHEMA_VERSION}); upgrade penguiflow-agents "
+                "or point --store at another file."
+            )
+        for version in range(current, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction holding SQLite's write lock from its first statement."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _translate(exc: sqlite3.Error, path: str) -> StoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(
+            f"the state file {path!r} stayed locked by another process for more than {BUSY_TIMEOUT_S:g} s "
+            f"({text}); retry, or check for a stuck process holding it."
+        )
+    return StoreError(f"the state file {path!r} could not be used: {type(exc).__name__}: {text}.")
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# -- lookups ----------------------------------------------------------------------------------------
+
+
+def _get_run(conn: sqlite3.Connection, tenant: str, run_id: str) -> RunRecord:
+    row = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = ? AND run_id = ?", (tenant, run_id)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError("run", run_id)
+    return _codec.run_from_row(row)
+
+
+def _get_approval(conn: sqlite3.Connection, tenant: str, approval_id: str) -> ApprovalRecord:
+    row = conn.execute(
+        f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant = ? AND id = ?",
+        (tenant, approval_id),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError("approval", approval_id)
+    return _codec.approval_from_row(row)
