@@ -1,1 +1,69 @@
-"""(being written)"""
+"""Tools: ``@tool`` functions, manifests (tools/*.yaml), sources and the registry.
+
+from penguiflow_agents.tools import ToolRegistry, tool
+
+@tool
+async def greet(name: str) -> str:
+    '''Say hello.'''
+    return f"hello {name}"
+
+registry = ToolRegistry()
+registry.add_functions(greet, source="local")      # tool "local.greet"
+result = await registry.call("local.greet", {"name": "Ada"})
+"""
+
+from penguiflow_agents.tools._catalog import ToolCatalog
+from penguiflow_agents.tools._configured import ConfiguredSource
+from penguiflow_agents.tools._decorator import ToolDefinition, tool, tool_definition
+from penguiflow_agents.tools._http import HttpToolSource
+from penguiflow_agents.tools._manifest import (
+    CircuitBreakerConfig,
+    RetryConfig,
+    SourceManifest,
+    ToolOverride,
+    expand_vars,
+    load_manifest,
+)
+from penguiflow_agents.tools._protect import BreakerState, ProtectedSource
+from penguiflow_agents.tools._python import PythonToolSource
+from penguiflow_agents.tools._registry import SourceStatus, ToolRegistry
+from penguiflow_agents.tools._types import (
+    CallContext,
+    ToolErrorKind,
+    ToolResult,
+    ToolSource,
+    ToolSpec,
+    canonical_json,
+    definition_hash,
+    sha256_json,
+)
+from penguiflow_agents.tools._validate import argument_errors
+
+__all__ = [
+    "BreakerState",
+    "CallContext",
+    "CircuitBreakerConfig",
+    "ConfiguredSource",
+    "HttpToolSource",
+    "ProtectedSource",
+    "PythonToolSource",
+    "RetryConfig",
+    "SourceManifest",
+    "SourceStatus",
+    "ToolCatalog",
+    "ToolDefinition",
+    "ToolErrorKind",
+    "ToolOverride",
+    "ToolRegistry",
+    "ToolResult",
+    "ToolSource",
+    "ToolSpec",
+    "argument_errors",
+    "canonical_json",
+    "definition_hash",
+    "expand_vars",
+    "load_manifest",
+    "sha256_json",
+    "tool",
+    "tool_definition",
+]

@@ -1,0 +1,227 @@
+"""The ``http`` tool source: one JSON endpoint per tool (see ``_manifest``).
+
+Each tool declares ``method`` and a ``path`` template under the source's
+``url``. ``{name}`` placeholders are filled from the arguments (URL-quoted);
+arguments listed in ``query`` (and, for GET/DELETE, all the others) go in the
+query string; the rest form the JSON body. A 2xx JSON body is the result.
+
+Failures become results, translated here: HTTP 429 is ``overloaded`` and
+5xx ``unavailable`` (both carry the Retry-After hint), other 4xx
+``tool_error``, a timeout ``timeout``, a connection failure ``unavailable``,
+a body that is not JSON ``tool_error``. Messages name the method and path
+template, never the resolved URL or header values (they may hold secrets).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from penguiflow_agents.exceptions import MissingEnvVarError
+from penguiflow_agents.tools._manifest import SourceManifest, ToolOverride, path_parameters
+from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
+
+__all__ = ["HttpToolSource"]
+
+# Connection set-up limit; the call as a whole is bounded by the protection wrapper.
+CONNECT_TIMEOUT_S = 5.0
+# Characters of an error response body quoted back in a tool_error.
+ERROR_BODY_EXCERPT = 300
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class HttpToolSource:
+    """Tools that are HTTP JSON endpoints; one ``httpx.AsyncClient`` per source.
+
+    The client is created on first use, after ``${VAR}`` in ``url`` and
+    ``headers`` is resolved, and closed by ``aclose()``.
+    """
+
+    def __init__(
+        self,
+        manifest: SourceManifest,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = manifest.name
+        self.manifest = manifest
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._secrets: tuple[str, ...] = ()
+        self._specs = [self._spec(bare, ep) for bare, ep in manifest.tools.items()]
+
+    @classmethod
+    def from_manifest(cls, manifest: SourceManifest) -> HttpToolSource:
+        return cls(manifest)
+
+    def _spec(self, bare: str, endpoint: ToolOverride) -> ToolSpec:
+        assert endpoint.path is not None and endpoint.method is not None
+        schema = endpoint.input_schema
+        if schema is None:
+            params = path_parameters(endpoint.path)
+            schema = {
+                "type": "object",
+                "properties": {p: {"type": ["string", "integer"]} for p in params},
+                "required": params,
+            }
+        return ToolSpec(
+            name=f"{self.name}.{bare}",
+            source=self.name,
+            description=endpoint.description or f"{endpoint.method} {endpoint.path}",
+            input_schema=schema,
+            risk=endpoint.risk or "low",
+            idempotent=bool(endpoint.idempotent),
+            timeout_s=endpoint.timeout_s,
+        ).with_hash()
+
+    def _connect(self) -> httpx.AsyncClient:
+        if self._client is None:
+            base_url = self.manifest.resolved_url()
+            headers = self.manifest.resolved_headers()
+            # Values that must never appear in a message: headers, and ${VAR}s in the URL.
+            url_vars = [os.environ.get(v, "") for v in _VAR_RE.findall(self.manifest.url or "")]
+            secrets = {*headers.values(), *url_vars} - {""}
+            self._secrets = tuple(sorted(secrets, key=len, reverse=True))
+            timeout = httpx.Timeout(self.manifest.timeout_s, connect=CONNECT_TIMEOUT_S)
+            self._client = httpx.AsyncClient(
+                base_url=base_url or "",
+                headers=headers,
+                timeout=timeout,
+                transport=self._transport,
+            )
+        return self._client
+
+    async def list_tools(self) -> list[ToolSpec]:
+        self._connect()  # resolve ${VAR} now: a missing variable marks the source down
+        return list(self._specs)
+
+    async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        qualified = f"{self.name}.{tool}"
+        endpoint = self.manifest.tools.get(tool)
+        if endpoint is None or endpoint.path is None or endpoint.method is None:
+            return ToolResult.failure(
+                qualified, ToolErrorKind.NOT_FOUND, f"source {self.name!r} has no tool {tool!r}"
+            )
+        where = f"{endpoint.method} {endpoint.path}"
+        try:
+            client = self._connect()
+        except MissingEnvVarError as exc:
+            return ToolResult.failure(qualified, ToolErrorKind.UNAVAILABLE, str(exc))
+        args = dict(arguments)
+        try:
+            path = endpoint.path.format_map(
+                {p: quote(str(args.pop(p)), safe="") for p in path_parameters(endpoint.path)}
+            )
+        except KeyError as exc:
+            return ToolResult.failure(
+                qualified,
+                ToolErrorKind.INVALID_ARGUMENTS,
+                f"$.{exc.args[0]}: is required (it fills {{{exc.args[0]}}} in {endpoint.path!r})",
+            )
+        in_query = set(endpoint.query) | (
+            set(args) if endpoint.method not in _BODY_METHODS else set()
+        )
+        params = {k: _query_value(v) for k, v in args.items() if k in in_query}
+        body = {k: v for k, v in args.items() if k not in in_query}
+        send_body = endpoint.method in _BODY_METHODS
+        try:
+            response = await client.request(
+                endpoint.method,
+                path,
+                params=params or None,
+                json=body if send_body else None,
+            )
+        except httpx.TimeoutException:
+            return ToolResult.failure(
+                qualified, ToolErrorKind.TIMEOUT, f"{where} did not answer in time"
+            )
+        except httpx.HTTPError as exc:
+            return ToolResult.failure(
+                qualified,
+                ToolErrorKind.UNAVAILABLE,
+                self._redact(f"{where} could not be reached ({type(exc).__name__}: {exc})"),
+            )
+        return self._result(qualified, where, response)
+
+    def _result(self, qualified: str, where: str, response: httpx.Response) -> ToolResult:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            kind = ToolErrorKind.OVERLOADED if status == 429 else ToolErrorKind.UNAVAILABLE
+            what = "is rate limiting calls" if status == 429 else "failed on the server side"
+            result = ToolResult.failure(
+                qualified, kind, f"{where} {what} (HTTP {status}){self._excerpt(response)}"
+            )
+            result.retry_after_s = _retry_after(response.headers.get("retry-after"))
+            return result
+        if status >= 400:
+            return ToolResult.failure(
+                qualified,
+                ToolErrorKind.TOOL_ERROR,
+                f"{where} refused the call (HTTP {status}){self._excerpt(response)}",
+            )
+        if status == 204 or not response.content:
+            return ToolResult.success(qualified, None)
+        try:
+            value = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            ctype = response.headers.get("content-type", "no content-type")
+            return ToolResult.failure(
+                qualified,
+                ToolErrorKind.TOOL_ERROR,
+                f"{where} answered HTTP {status} with a body that is not JSON ({ctype}); "
+                "the endpoint must return JSON.",
+            )
+        return ToolResult.success(qualified, value, structured=value)
+
+    def _excerpt(self, response: httpx.Response) -> str:
+        text = response.text.strip()
+        if not text:
+            return ""
+        if len(text) > ERROR_BODY_EXCERPT:
+            text = text[:ERROR_BODY_EXCERPT] + "..."
+        return ": " + self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,387 @@
+"""``ToolRegistry``: every tool source of the process, protected, behind one catalog.
+
+    async with ToolRegistry.from_dir("tools") as registry:
+        specs = await registry.list_tools()
+        result = await registry.call("time.get_current_time", {"timezone": "UTC"})
+
+Each source is wrapped twice (policies are wrappers): ``ConfiguredSource``
+applies the manifest's include/exclude and per-tool overrides, then
+``ProtectedSource`` adds the breaker, semaphore, timeouts and retries. Sources
+connect lazily, on the first listing or call; a source that fails to connect
+is reported down in ``status()`` and the others still list. ``call`` never
+raises: unknown names, bad arguments and every failure are ``ToolResult``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pydantic
+import structlog
+
+from penguiflow_agents.exceptions import ManifestError, UserError
+from penguiflow_agents.tools._configured import ConfiguredSource
+from penguiflow_agents.tools._http import HttpToolSource
+from penguiflow_agents.tools._manifest import SourceManifest, load_manifest
+from penguiflow_agents.tools._protect import ProtectedSource
+from penguiflow_agents.tools._python import PythonToolSource
+from penguiflow_agents.tools._types import (
+    CallContext,
+    EventSink,
+    ToolErrorKind,
+    ToolResult,
+    ToolSource,
+    ToolSpec,
+)
+from penguiflow_agents.tools._validate import argument_errors
+
+__all__ = ["SourceStatus", "ToolRegistry"]
+
+log = structlog.get_logger("penguiflow_agents.tools")
+
+# Longest a source may take to connect and list its tools before it counts as down.
+LIST_TIMEOUT_S = 30.0
+# Longest one source may take to close on shutdown.
+CLOSE_TIMEOUT_S = 10.0
+_IN_PROCESS = "in-process"
+
+
+@dataclass(slots=True, kw_only=True)
+class SourceStatus:
+    """How one source is doing, for ``tools list`` and health checks."""
+
+    name: str
+    transport: str  # mcp_stdio | mcp_http | http | python | in-process
+    file: str | None
+    up: bool | None  # None until the source was first contacted
+    reason: str | None  # why it is down (never contains a secret)
+    tools: int
+    breaker: str  # closed | open | half_open
+    in_flight: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "transport": self.transport,
+            "file": self.file,
+            "up": self.up,
+            "reason": self.reason,
+            "tools": self.tools,
+            "breaker": self.breaker,
+            "in_flight": self.in_flight,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class _Entry:
+    manifest: SourceManifest
+    transport: str
+    source: ProtectedSource
+    specs: dict[str, ToolSpec] = field(default_factory=dict)
+    up: bool | None = None
+    reason: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ToolRegistry:
+    """All tool sources of a process; satisfies ``ToolCatalog``.
+
+    ``on_event(name, payload)`` (sync or async) receives registry events,
+    today ``tool.definition_changed`` with ``tool``, ``source``,
+    ``previous_hash`` and ``definition_hash``.
+    """
+
+    def __init__(self, *, on_event: EventSink | None = None) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._hashes: dict[str, str] = {}
+        self._on_event = on_event
+        self.load_errors: list[ManifestError] = []
+        self.manifest_files: list[str] = []
+
+    # -- building ---------------------------------------------------------
+
+    @classmethod
+    def from_dir(cls, path: str | Path, *, on_event: EventSink | None = None) -> ToolRegistry:
+        """Load every ``*.yaml`` manifest of ``path``.
+
+        A bad manifest does not stop the others: its ``ManifestError`` (file,
+        key, reason) is kept in ``registry.load_errors``. A missing directory
+        raises ``ManifestError``.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise ManifestError(
+                str(root),
+                None,
+                "is not a directory of tool manifests (one <source>.yaml per tool source); "
+                "create it or point to the right one",
+            )
+        registry = cls(on_event=on_event)
+        files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+        for file in files:
+            registry.manifest_files.append(str(file))
+            try:
+                registry.add_manifest(load_manifest(file))
+            except ManifestError as exc:
+                log.warning("tool_manifest.refused", file=exc.file, key=exc.key, reason=exc.reason)
+                registry.load_errors.append(exc)
+        return registry
+
+    def add_manifest(self, manifest: SourceManifest) -> None:
+        """Register the source a manifest declares (connected on first use)."""
+        self._check_new(manifest.name, manifest.path)
+        self._register(manifest, _make_source(manifest), manifest.transport)
+
+    def add_source(
+        self, source: ToolSource, *, manifest: SourceManifest | None = None, **settings: Any
+    ) -> None:
+        """Register a ready-made source under its ``name``.
+
+        Protection comes from ``manifest`` or from ``settings`` (any manifest
+        key: ``timeout_s``, ``max_concurrency``, ``retries``, ``include``, ...).
+        """
+        if manifest is None:
+            manifest = _settings_manifest(source.name, settings)
+        elif settings:
+            raise UserError("pass either manifest= or protection settings, not both")
+        self._check_new(manifest.name, manifest.path or None)
+        self._register(manifest, source, _IN_PROCESS)
+
+    def add_functions(
+        self, *functions: Callable[..., Any], source: str = "local", **settings: Any
+    ) -> None:
+        """Register ``@tool`` functions as source ``source`` (tools ``source.<name>``)."""
+        self.add_source(PythonToolSource(source, functions), **settings)
+
+    def _check_new(self, name: str, file: str | None) -> None:
+        existing = self._entries.get(name)
+        if existing is not None:
+            where = existing.manifest.path or "code"
+            raise ManifestError(
+                file or "<code>",
+                "name",
+                f"source {name!r} is already registered (from {where}); "
+                "give each source its own name",
+            )
+
+    def _register(self, manifest: SourceManifest, source: ToolSource, transport: str) -> None:
+        protected = ProtectedSource(ConfiguredSource(source, manifest), manifest)
+        self._entries[manifest.name] = _Entry(
+            manifest=manifest, transport=transport, source=protected
+        )
+
+    # -- the catalog ------------------------------------------------------
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self._entries)
+
+    async def list_tools(self) -> list[ToolSpec]:
+        """Every tool of every source that is up (sources are listed concurrently)."""
+        entries = list(self._entries.values())
+        await asyncio.gather(*(self._list_source(entry) for entry in entries))
+        return [spec for entry in entries for spec in entry.specs.values()]
+
+    def get(self, name: str) -> ToolSpec | None:
+        """The spec of ``name`` as last listed (None if not seen yet)."""
+        entry = self._entries.get(name.partition(".")[0])
+        return entry.specs.get(name) if entry is not None else None
+
+    def definition_hash(self, name: str) -> str | None:
+        """The current definition hash of ``name`` (None if not seen yet)."""
+        return self._hashes.get(name)
+
+    async def _list_source(self, entry: _Entry) -> None:
+        name = entry.manifest.name
+        try:
+            async with asyncio.timeout(LIST_TIMEOUT_S):
+                specs = await entry.source.list_tools()
+        except TimeoutError:
+            self._mark_down(entry, f"did not list its tools within {LIST_TIMEOUT_S:g} s")
+            return
+        except Exception as exc:  # any adapter failure: the source is down, others go on
+            self._mark_down(entry, str(exc) or type(exc).__name__)
+            return
+        if entry.up is not True:
+            log.info("tool_source.up", source=name, tools=len(specs))
+        entry.up, entry.reason = True, None
+        entry.specs = {spec.name: spec for spec in specs}
+        for spec in specs:
+            await self._track_hash(spec)
+
+    def _mark_down(self, entry: _Entry, reason: str) -> None:
+        if entry.up is not False or entry.reason != reason:
+            log.warning("tool_source.down", source=entry.manifest.name, reason=reason)
+        entry.up, entry.reason, entry.specs = False, reason, {}
+
+    async def _track_hash(self, spec: ToolSpec) -> None:
+        previous = self._hashes.get(spec.name)
+        self._hashes[spec.name] = spec.definition_hash
+        if previous is None or previous == spec.definition_hash:
+            return
+        payload = {
+            "tool": spec.name,
+            "source": spec.source,
+            "previous_hash": previous,
+            "definition_hash": spec.definition_hash,
+        }
+        log.warning("tool.definition_changed", **payload)
+        if self._on_event is not None:
+            try:
+                outcome = self._on_event("tool.definition_changed", payload)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:  # an observer must not break listing
+                log.exception("tool_registry.event_sink_failed")
+
+    async def call(
+        self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
+    ) -> ToolResult:
+        """Validate and call ``name`` (``source.tool``); never raises."""
+        start = time.monotonic()
+        try:
+            result = await self._call(name, arguments, ctx or CallContext())
+        except Exception as exc:  # the contract: nothing escapes into the planner
+            log.exception("tool_registry.call_failed", tool=name)
+            result = ToolResult.failure(
+                name,
+                ToolErrorKind.TOOL_ERROR,
+                f"calling {name!r} failed inside the registry ({type(exc).__name__}); "
+                "see the log for details.",
+            )
+        result.tool = name
+        result.latency_s = time.monotonic() - start
+        return result
+
+    async def _call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        source_name, _, bare = name.partition(".")
+        entry = self._entries.get(source_name)
+        if entry is None or not bare:
+            return _not_found(name)
+        spec = entry.specs.get(name)
+        if spec is None:
+            async with entry.lock:
+                if name not in entry.specs:
+                    await self._list_source(entry)
+            spec = entry.specs.get(name)
+        if spec is None:
+            if entry.up is False:
+                return ToolResult.failure(
+                    name,
+                    ToolErrorKind.UNAVAILABLE,
+                    f"source {source_name!r} is down: {entry.reason}",
+                )
+            return _not_found(name)
+        errors = argument_errors(spec.input_schema, arguments)
+        if errors:
+            result = ToolResult.failure(
+                name,
+                ToolErrorKind.INVALID_ARGUMENTS,
+                f"invalid arguments for {name!r}: " + "; ".join(errors),
+            )
+            result.structured = {"errors": errors}
+            return result
+        return await entry.source.call(bare, arguments, ctx)
+
+    # -- health and lifecycle ---------------------------------------------
+
+    def status(self) -> list[SourceStatus]:
+        """One line per source: up or down (with a reason), tools, breaker state."""
+        return [
+            SourceStatus(
+                name=name,
+                transport=entry.transport,
+                file=entry.manifest.path or None,
+                up=entry.up,
+                reason=entry.reason,
+                tools=len(entry.specs),
+                breaker=str(entry.source.breaker.state),
+                in_flight=entry.source.in_flight,
+            )
+            for name, entry in self._entries.items()
+        ]
+
+    async def aclose(self) -> None:
+        """Close every source (each within CLOSE_TIMEOUT_S); errors are logged."""
+
+        async def close(entry: _Entry) -> None:
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await entry.source.aclose()
+            except Exception:
+                log.exception("tool_source.close_failed", source=entry.manifest.name)
+
+        await asyncio.gather(*(close(entry) for entry in self._entries.values()))
+
+    async def __aenter__(self) -> ToolRegistry:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.shield(self.aclose())
+
+
+def _not_found(name: str) -> ToolResult:
+    return ToolResult.failure(
+        name,
+        ToolErrorKind.NOT_FOUND,
+        f"there is no tool named {name!r}; use a name from the tool list (source.tool)",
+    )
+
+
+def _settings_manifest(name: str, settings: Mapping[str, Any]) -> SourceManifest:
+    try:
+        return SourceManifest.model_validate(
+            {"name": name, "transport": "python", "module": _IN_PROCESS, **settings}
+        )
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise UserError(f"protection setting {key!r} for source {name!r}: {first['msg']}") from None
+
+
+class _BrokenSource:
+    """Stands in for a source that could not be built; always down, with a reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    async def list_tools(self) -> list[ToolSpec]:
+        raise UserError(self.reason)
+
+    async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        return ToolResult.failure(f"{self.name}.{tool}", ToolErrorKind.UNAVAILABLE, self.reason)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _make_source(manifest: SourceManifest) -> ToolSource:
+    """The adapter for a manifest's transport (MCP imported lazily)."""
+    try:
+        if manifest.transport == "python":
+            return PythonToolSource.from_manifest(manifest)
+        if manifest.transport == "http":
+            return HttpToolSource.from_manifest(manifest)
+        try:
+            from penguiflow_agents.tools._mcp import MCPToolSource  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            return _BrokenSource(
+                manifest.name, f"MCP sources are not available in this installation ({exc})"
+            )
+        source: ToolSource = MCPToolSource.from_manifest(manifest)
+        return source
+    except Exception as exc:  # building an adapter must not stop the other sources
+        return _BrokenSource(manifest.name, str(exc) or type(exc).__name__)

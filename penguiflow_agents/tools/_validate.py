@@ -1,0 +1,110 @@
+"""Tool-argument validation with cached, compiled jsonschema validators.
+
+``argument_errors(schema, arguments)`` returns one line per failing path and
+constraint (``$.items[0].qty: 5 is greater than the maximum of 3 (maximum)``),
+or an empty list. Validators are compiled once per distinct schema (keyed by
+its canonical JSON) and kept in a bounded LRU cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+from jsonschema import validators
+from jsonschema.protocols import Validator
+
+from penguiflow_agents.tools._types import canonical_json
+
+__all__ = ["argument_errors", "format_path", "validator_for"]
+
+# Distinct input schemas whose compiled validators are kept.
+VALIDATOR_CACHE_SIZE = 1024
+# Failing paths listed before the rest are summarised.
+MAX_REPORTED_ERRORS = 20
+
+
+class _SchemaError(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+@functools.lru_cache(maxsize=VALIDATOR_CACHE_SIZE)
+def _compiled(schema_json: str) -> Validator | _SchemaError:
+    schema = json.loads(schema_json)
+    cls = validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return _SchemaError(f"the tool's input schema is not valid JSON Schema: {exc.message}")
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+# Fast path by object identity: a registry validates the same (never mutated)
+# schema mapping on every call; the entry keeps the object alive so its id is
+# not reused while cached.
+_by_identity: dict[int, tuple[Mapping[str, Any], Validator | _SchemaError]] = {}
+
+
+def validator_for(schema: Mapping[str, Any]) -> Validator | None:
+    """The compiled validator for ``schema`` (None if the schema itself is invalid)."""
+    compiled = _lookup(schema)
+    return None if isinstance(compiled, _SchemaError) else compiled
+
+
+def _lookup(schema: Mapping[str, Any]) -> Validator | _SchemaError:
+    hit = _by_identity.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    compiled = _compiled(canonical_json(schema))
+    if len(_by_identity) >= VALIDATOR_CACHE_SIZE:
+        _by_identity.clear()
+    _by_identity[id(schema)] = (schema, compiled)
+    return compiled
+
+
+def format_path(path: Sequence[Any]) -> str:
+    """``["items", 0, "qty"]`` -> ``$.items[0].qty``."""
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def argument_errors(schema: Mapping[str, Any], arguments: Any) -> list[str]:
+    """Each failing path and constraint of ``arguments`` against ``schema``."""
+    if not isinstance(arguments, Mapping):
+        return [f"$: arguments must be a JSON object, got {type(arguments).__name__}"]
+    compiled = _lookup(schema)
+    if isinstance(compiled, _SchemaError):
+        return [f"$: {compiled.message}"]
+    found = sorted(
+        compiled.iter_errors(arguments),
+        key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
+    )
+    lines: list[str] = []
+    for err in found:
+        lines.extend(_describe(err))
+    if len(lines) > MAX_REPORTED_ERRORS:
+        rest = len(lines) - MAX_REPORTED_ERRORS
+        lines = [*lines[:MAX_REPORTED_ERRORS], f"... and {rest} more"]
+    return lines
+
+
+def _describe(err: jsonschema.ValidationError) -> list[str]:
+    path = list(err.absolute_path)
+    constraint = str(err.validator)
+    if constraint == "required" and isinstance(err.instance, Mapping):
+        required: Any = err.validator_value
+        missing = [
+            name for name in required if name not in err.instance and repr(name) in err.message
+        ]
+        if missing:
+            return [f"{format_path([*path, name])}: is required (required)" for name in missing]
+    if constraint == "additionalProperties" and isinstance(err.instance, Mapping):
+        return [f"{format_path(path)}: {err.message} (additionalProperties)"]
+    return [f"{format_path(path)}: {err.message} ({constraint})"]
