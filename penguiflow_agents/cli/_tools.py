@@ -1,0 +1,215 @@
+"""``penguiflow-agents tools list | call``.
+
+``tools list`` without ``--tenant``/``--role`` is the operator's view: every
+registered tool, each source up or down (with the reason). With
+``--tenant``/``--role`` it is exactly that caller's view under the policies.
+``tools call`` always runs as a caller: a tool the caller cannot see is "not
+available", and a call that a policy gates behind an approval is refused here
+(run it through ``penguiflow-agents run`` so the approval can be requested).
+
+Exit status: 0 done; 2 usage or configuration error (bad ``--args`` JSON, a
+missing tools directory, a bad policy file, or *every* manifest refused; a
+refused manifest among good ones is reported on stderr and is not fatal);
+1 anything else (tool not available, a failed call). Never imports litellm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from penguiflow_agents.cli._common import (
+    error,
+    headers_of,
+    load_policies,
+    load_registry,
+    print_json,
+    tenant_of,
+)
+from penguiflow_agents.exceptions import ConfigError, UserError
+from penguiflow_agents.tools import CallContext, ToolRegistry, ToolSpec
+
+if TYPE_CHECKING:
+    from penguiflow_agents.policy import PolicySet
+
+__all__ = ["cmd_tools_call", "cmd_tools_list"]
+
+OPERATOR_VIEW = "operator view: all registered tools"
+# Characters of a tool description shown in the human listing.
+_DESCRIPTION_CHARS = 90
+
+
+def cmd_tools_list(args: argparse.Namespace) -> int:
+    """Print the registered tools (operator view) or one caller's view."""
+    _configure_logging(args)
+    registry = _load(args, fatal_if_all_failed=True)
+    if registry is None:
+        return EXIT_USAGE
+    caller_view = bool(getattr(args, "tenant", None) or getattr(args, "roles", None))
+    policies: PolicySet | None = None
+    if caller_view:
+        try:
+            policies = load_policies(args)
+        except ConfigError as exc:
+            error(str(exc))
+            return EXIT_USAGE
+    return asyncio.run(_list(args, registry, policies))
+
+
+def cmd_tools_call(args: argparse.Namespace) -> int:
+    """Call one tool as a caller under the policies; print its result."""
+    _configure_logging(args)
+    try:
+        arguments = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        error(f"--args is not valid JSON ({exc.msg} at character {exc.pos}); pass a JSON object.")
+        return EXIT_USAGE
+    if not isinstance(arguments, dict):
+        error(f"--args must be a JSON object like '{{\"key\": 1}}', got {args.args!r}.")
+        return EXIT_USAGE
+    registry = _load(args, fatal_if_all_failed=False)
+    if registry is None:
+        return EXIT_USAGE
+    try:
+        policies = load_policies(args)
+    except ConfigError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    return asyncio.run(_call(args, registry, policies, arguments))
+
+
+def _load(args: argparse.Namespace, *, fatal_if_all_failed: bool) -> ToolRegistry | None:
+    try:
+        registry = load_registry(args)
+    except (ConfigError, UserError) as exc:
+        error(str(exc))
+        return None
+    for problem in registry.load_errors:
+        error(f"manifest refused: {problem}")
+    files = registry.manifest_files
+    if fatal_if_all_failed and files and len(registry.load_errors) == len(files):
+        error(f"none of the {len(files)} manifest(s) in {args.tools!r} could be loaded; fix them.")
+        return None
+    return registry
+
+
+async def _list(
+    args: argparse.Namespace, registry: ToolRegistry, policies: PolicySet | None
+) -> int:
+    async with registry:
+        specs = await registry.list_tools()
+        status = registry.status()
+    down = [s for s in status if s.up is False]
+    if policies is not None:
+        headers = headers_of(args)
+        view = policies.view(specs, headers)
+        specs = list(view.tools)
+        roles = ", ".join(headers.roles) or "no roles"
+        title = (
+            f"caller view: tenant {headers.tenant!r}, principal {headers.principal!r}, {roles} "
+            f"(policy {view.policy_version[:12]})"
+        )
+    else:
+        title = OPERATOR_VIEW
+    if args.json:
+        for source in down:
+            error(f"source {source.name!r} is down: {source.reason}")
+        print_json([_tool_json(spec) for spec in specs])
+        return EXIT_OK
+    print(f"{title}: {len(specs)} tool(s)")
+    by_source: dict[str, list[ToolSpec]] = {}
+    for spec in specs:
+        by_source.setdefault(spec.source, []).append(spec)
+    width = max((len(spec.name) for spec in specs), default=0)
+    for source in status:
+        shown = by_source.get(source.name, [])
+        if policies is not None and not shown:
+            continue
+        state = "up" if source.up else ("not contacted" if source.up is None else "DOWN")
+        where = f", {source.file}" if source.file else ""
+        line = f"\nsource {source.name} ({source.transport}{where}): {state}"
+        if source.up is False:
+            line += f": {source.reason}"
+        if source.breaker != "closed":
+            line += f" [circuit breaker {source.breaker}]"
+        print(line)
+        for spec in shown:
+            flags = f"risk={spec.risk:<6} {'idempotent' if spec.idempotent else '':<10}"
+            print(f"  {spec.name:<{width}}  {flags}  {_summary(spec.description)}")
+    return EXIT_OK
+
+
+async def _call(
+    args: argparse.Namespace,
+    registry: ToolRegistry,
+    policies: PolicySet,
+    arguments: dict[str, Any],
+) -> int:
+    headers = headers_of(args)
+    name = str(args.name)
+    if not policies.is_visible(name, headers):
+        structlog.get_logger("penguiflow_agents.cli").warning(
+            "policy.call_refused", tool=name, tenant=headers.tenant, reason="not visible"
+        )
+        error(
+            f"tool {name!r} is not available to tenant {tenant_of(args)!r} "
+            f"with roles {list(headers.roles)!r}; see `penguiflow-agents tools list "
+            f"--tenant {tenant_of(args)}` for the tools it can use."
+        )
+        return EXIT_FAILURE
+    rule = policies.approval_rule(name, arguments, headers)
+    if rule is not None:
+        why = f" ({rule.reason})" if rule.reason else ""
+        error(
+            f"calling {name!r} with these arguments needs an approval{why}; `tools call` "
+            "cannot wait for one: ask for it through `penguiflow-agents run`."
+        )
+        return EXIT_FAILURE
+    async with registry:
+        result = await registry.call(name, arguments, CallContext(headers=headers))
+    if args.json:
+        print_json(result.to_dict())
+    elif result.ok:
+        out = result.output
+        print(out if isinstance(out, str) else json.dumps(out, indent=2, ensure_ascii=False))
+    if not result.ok:
+        if not args.json:
+            error(f"{name} failed ({result.outcome}): {result.error}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _tool_json(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "description": spec.description,
+        "input_schema": dict(spec.input_schema),
+        "risk": spec.risk,
+        "idempotent": spec.idempotent,
+        "definition_hash": spec.definition_hash,
+    }
+
+
+def _summary(description: str) -> str:
+    first = description.strip().splitlines()[0] if description.strip() else ""
+    return first if len(first) <= _DESCRIPTION_CHARS else first[: _DESCRIPTION_CHARS - 1] + "…"
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Logs go to stderr (stdout is for results): errors only, everything with --verbose."""
+    if structlog.is_configured():
+        return
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.ERROR
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
