@@ -1,0 +1,158 @@
+"""Turning the decision on a paused call into the tool result the model sees.
+
+- still pending: the call keeps waiting (the run stays paused);
+- rejected: the decider's reason is the tool's result; expired: says so;
+- approved (or edited): the binding is checked again (still visible, same
+  definition, same arguments, same policy version); then the call runs
+  *exactly once*: ``store.begin_call`` is the gate, keyed by the approval id.
+  A call begun by a process that died before finishing it is not run again
+  unless the tool is idempotent: the model is told its outcome is unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from penguiflow_agents.approvals._json import iso_utc
+from penguiflow_agents.exceptions import ConflictError
+from penguiflow_agents.planner import _prompts
+from penguiflow_agents.planner._calls import Catalog, call_tool, observe
+from penguiflow_agents.planner._context import Deps, Run, jsonable
+from penguiflow_agents.planner._types import PendingApproval, Step
+from penguiflow_agents.store._base import ApprovalRecord
+from penguiflow_agents.tools._types import ToolResult, ToolSpec
+
+__all__ = ["Approved", "execute_approved", "resolve"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Approved:
+    """An approved call whose binding still holds: run it."""
+
+    pending: PendingApproval
+    approval: ApprovalRecord
+    spec: ToolSpec
+    arguments: dict[str, Any]
+
+
+def _not_run(
+    step: int, pending: PendingApproval, outcome: str, content: str, limit: int
+) -> tuple[Step, str]:
+    record = Step(
+        tool=pending.tool,
+        arguments=dict(pending.arguments),
+        outcome=outcome,
+        result=content,
+        call_id=pending.call_id,
+        step=step,
+        approval_id=pending.id,
+    )
+    return record, _prompts.truncate(content, limit)
+
+
+async def resolve(
+    deps: Deps, run: Run, catalog: Catalog, step: int, pending: PendingApproval
+) -> tuple[Step, str] | Approved | None:
+    """None (still pending), a result for the model (not run), or an approved call."""
+    assert deps.approvals is not None
+    tenant = run.headers.tenant
+    approval = await deps.store.get_approval(tenant, pending.id)
+    status = deps.approvals.effective_status(approval)
+    limit = deps.max_result_chars
+    if status == "pending":
+        return None
+    decision = approval.decision
+    if status == "expired":
+        outcome, content = (
+            "expired",
+            f"Error (expired): the call of {pending.tool!r} was not run: its approval "
+            f"{pending.id!r} expired at {iso_utc(approval.expires_at)} without a decision.",
+        )
+    elif status == "rejected":
+        who = decision.decided_by if decision else "an approver"
+        reason = (decision.reason if decision else None) or "no reason given"
+        outcome, content = (
+            "rejected",
+            f"Error (rejected): the call of {pending.tool!r} was not run: {who!r} rejected it. "
+            f"Reason: {reason}",
+        )
+    else:
+        edited = (
+            decision is not None and decision.decision == "edit" and decision.arguments is not None
+        )
+        arguments = (
+            dict(decision.arguments or {}) if edited and decision else dict(pending.arguments)
+        )
+        spec = catalog.by_name.get(pending.tool)
+        why = deps.approvals.check_binding(
+            approval, spec=spec, arguments=arguments, headers=run.headers
+        )
+        if why is None and spec is not None:
+            return Approved(pending=pending, approval=approval, spec=spec, arguments=arguments)
+        outcome, content = "approval_void", f"Error (approval_void): {why or 'the tool is gone'}"
+    await _applied(deps, run, pending, outcome, executed_here=False)
+    return _not_run(step, pending, outcome, content, limit)
+
+
+async def execute_approved(
+    deps: Deps, run: Run, catalog: Catalog, step: int, approved: Approved
+) -> tuple[Step, str]:
+    """Run an approved call at most once across every process sharing the store."""
+    tenant, run_id = run.headers.tenant, run.run_id
+    pending, spec, args = approved.pending, approved.spec, approved.arguments
+    key = pending.id  # one approval, one execution
+    store = deps.store
+    ran_here = False
+    if await store.begin_call(tenant, run_id, key):
+        result = await call_tool(deps, run, pending.call_id, spec.name, args)
+        ran_here = True
+        await store.finish_call(tenant, run_id, key, jsonable(result.to_dict()))
+    else:
+        earlier = await store.get_call(tenant, run_id, key)
+        if earlier is not None and earlier.status == "done" and earlier.result is not None:
+            result = ToolResult.from_dict(
+                earlier.result
+            )  # it ran; a process died before recording more
+        elif spec.idempotent:
+            result = await call_tool(deps, run, pending.call_id, spec.name, args)
+            ran_here = True
+            try:
+                await store.finish_call(tenant, run_id, key, jsonable(result.to_dict()))
+            except ConflictError:
+                pass  # the other execution finished first; ours was a harmless repeat
+        else:
+            content = (
+                f"Error (unknown_outcome): the approved call of {spec.name!r} was started earlier "
+                "by a process that stopped before it finished, so whether it took effect is "
+                "unknown. It was not run again because the tool is not idempotent; check its "
+                "effect before calling it again."
+            )
+            await _applied(deps, run, pending, "unknown", executed_here=False)
+            return _not_run(step, pending, "unknown", content, deps.max_result_chars)
+    record, content = observe(deps, catalog, step, pending.call_id, spec.name, args, result)
+    if args != pending.arguments:
+        record.arguments = args
+        content = (
+            f"(The approver edited the arguments to {_prompts.render_output(args)}.)\n{content}"
+        )
+    record.approval_id = pending.id
+    await _applied(deps, run, pending, record.outcome, executed_here=ran_here)
+    return record, content
+
+
+async def _applied(
+    deps: Deps, run: Run, pending: PendingApproval, outcome: str, *, executed_here: bool
+) -> None:
+    await deps.store.append_event(
+        run.headers.tenant,
+        run.run_id,
+        "approval_applied",
+        {
+            "approval_id": pending.id,
+            "call_id": pending.call_id,
+            "tool": pending.tool,
+            "outcome": outcome,
+            "executed_here": executed_here,
+        },
+    )

@@ -1,0 +1,356 @@
+"""The tool calls of one model turn: check, gate, run concurrently, observe.
+
+Each call the model asks for ends in exactly one of three ways:
+
+- refused before running (malformed JSON, unknown or invisible tool, arguments
+  that fail the schema of a gated tool): an error observation for the model;
+- waiting for a human (it matches an approval rule): an approval request, and
+  the run pauses once the step's other calls are done;
+- run through the registry (concurrently, at most ``max_parallel`` at once,
+  within the run's deadline): its result, truncated for the model if large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from penguiflow_agents.llm._types import LLMToolCall
+from penguiflow_agents.planner import _prompts
+from penguiflow_agents.planner._context import Deps, Run, Stop
+from penguiflow_agents.planner._types import (
+    PendingApproval,
+    PlannerEvent,
+    Step,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
+
+__all__ = ["Catalog", "StepOutcome", "call_tool", "observe", "run_calls"]
+
+# How long cancelled in-flight calls get to unwind after the deadline passed.
+_CANCEL_GRACE_S = 5.0
+# Most schema violations named in one observation.
+_MAX_SCHEMA_ERRORS = 10
+
+
+@dataclass(slots=True, kw_only=True)
+class Catalog:
+    """The tools of one step: everything registered, and what this caller sees."""
+
+    by_name: Mapping[str, ToolSpec]  # every registered tool
+    visible: Sequence[ToolSpec]  # the caller's view, as shown to the model
+
+    @property
+    def visible_names(self) -> list[str]:
+        return [s.name for s in self.visible]
+
+
+@dataclass(slots=True, kw_only=True)
+class StepOutcome:
+    """What the calls of one turn produced (filled in while the events stream)."""
+
+    done: dict[str, str]  # call id -> tool message content
+    waiting: list[PendingApproval]
+    failures: int = 0
+    last_error: str | None = None
+
+
+async def call_tool(
+    deps: Deps, run: Run, call_id: str, name: str, args: Mapping[str, Any]
+) -> ToolResult:
+    """One call through the registry; a registry that raises is turned into a failure."""
+    ctx = CallContext(
+        headers=run.headers,
+        run_id=run.run_id,
+        call_id=call_id,
+        trace_id=run.trace_id,
+        deadline=run.deadline,
+    )
+    start = time.perf_counter()
+    try:
+        result = await deps.registry.call(name, args, ctx)
+    except Exception as exc:  # the catalog contract says never; keep the run alive anyway
+        result = ToolResult.failure(
+            name, ToolErrorKind.TOOL_ERROR, f"the tool raised {type(exc).__name__}: {exc}"
+        )
+    result.latency_s = time.perf_counter() - start
+    return result
+
+
+def observe(
+    deps: Deps,
+    catalog: Catalog,
+    step: int,
+    call_id: str,
+    name: str,
+    args: dict[str, Any],
+    result: ToolResult,
+) -> tuple[Step, str]:
+    """The trajectory entry (whole result) and the model's view (truncated) of a result."""
+    if result.ok:
+        content = _prompts.render_output(result.output)
+        record = Step(
+            tool=name,
+            arguments=args,
+            outcome="ok",
+            result=result.output,
+            latency_s=result.latency_s,
+            call_id=call_id,
+            step=step,
+        )
+    else:
+        kind = result.error_kind or ToolErrorKind.TOOL_ERROR
+        spec = catalog.by_name.get(name)
+        if kind == ToolErrorKind.INVALID_ARGUMENTS and spec is not None:
+            content = _prompts.invalid_arguments(name, result.error or "", spec.input_schema)
+        elif kind == ToolErrorKind.NOT_FOUND:
+            content = _prompts.not_available(name, catalog.visible_names)
+        else:
+            content = _prompts.tool_failed(str(kind), result.error)
+        record = Step(
+            tool=name,
+            arguments=args,
+            outcome=str(kind),
+            result=result.error,
+            latency_s=result.latency_s,
+            call_id=call_id,
+            step=step,
+        )
+    return record, _prompts.truncate(content, deps.max_result_chars)
+
+
+def _refusal(
+    step: int, call: LLMToolCall, outcome: str, content: str, limit: int
+) -> tuple[Step, str]:
+    record = Step(
+        tool=call.name,
+        arguments=dict(call.arguments or {}),
+        outcome=outcome,
+        result=content,
+        call_id=call.id,
+        step=step,
+    )
+    return record, _prompts.truncate(content, limit)
+
+
+_validators: dict[str, Any] = {}  # definition hash -> compiled validator (immutable, shared)
+
+
+def _schema_problem(spec: ToolSpec, args: Mapping[str, Any]) -> str | None:
+    key = spec.definition_hash or repr(sorted(spec.input_schema.items()))
+    validator = _validators.get(key)
+    if validator is None:
+        schema = dict(spec.input_schema)
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        validator = _validators[key] = cls(schema)
+    errors = sorted(validator.iter_errors(dict(args)), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    parts = []
+    for err in errors[:_MAX_SCHEMA_ERRORS]:
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
+        parts.append(f"{path}: {err.message}")
+    return f"the arguments for {spec.name!r} do not match its schema: " + "; ".join(parts)
+
+
+async def _check(
+    deps: Deps, run: Run, catalog: Catalog, step: int, call: LLMToolCall
+) -> tuple[Step, str] | PendingApproval | ToolSpec:
+    """A refusal, an approval request, or the spec of a call that may run now."""
+    limit = deps.max_result_chars
+    spec = catalog.by_name.get(call.name)
+    if spec is None:
+        return _refusal(
+            step, call, "not_found", _prompts.not_available(call.name, catalog.visible_names), limit
+        )
+    policies = deps.policies
+    if policies is not None and not policies.is_visible(call.name, run.headers):
+        await deps.store.append_event(
+            run.headers.tenant,
+            run.run_id,
+            "policy_denied",
+            {
+                "tool": call.name,
+                "call_id": call.id,
+                "step": step,
+                "principal": run.headers.principal,
+                "roles": list(run.headers.roles),
+            },
+        )
+        # Same words as for an unknown tool: the model cannot probe what exists.
+        return _refusal(
+            step, call, "denied", _prompts.not_available(call.name, catalog.visible_names), limit
+        )
+    if call.arguments is None:
+        content = _prompts.malformed_arguments(
+            call.name,
+            call.parse_error or "not a JSON object",
+            call.raw_arguments,
+            spec.input_schema,
+        )
+        return _refusal(step, call, "invalid_arguments", content, limit)
+    if policies is None or deps.approvals is None:
+        return spec
+    rule = policies.approval_rule(call.name, call.arguments, run.headers)
+    if rule is None:
+        return spec
+    problem = _schema_problem(spec, call.arguments)
+    if problem is not None:  # never ask a human about a call that cannot run
+        content = _prompts.invalid_arguments(call.name, problem, spec.input_schema)
+        return _refusal(step, call, "invalid_arguments", content, limit)
+    record = await deps.approvals.request(
+        headers=run.headers,
+        run_id=run.run_id,
+        call_id=call.id,
+        spec=spec,
+        arguments=call.arguments,
+        rule=rule,
+    )
+    return PendingApproval(
+        id=record.id,
+        tool=call.name,
+        arguments=dict(call.arguments),
+        call_id=call.id,
+        approvers=list(record.approvers),
+        reason=rule.reason,
+        expires_at=record.expires_at,
+    )
+
+
+def _tally(
+    out: StepOutcome, record: Step, content: str, events: list[PlannerEvent], run: Run
+) -> None:
+    out.done[record.call_id] = content
+    run.state.steps.append(record)
+    if not record.ok:
+        out.failures += 1
+        out.last_error = content
+    events.append(ToolCallFinished(run_id=run.run_id, record=record))
+
+
+async def run_calls(
+    deps: Deps,
+    run: Run,
+    catalog: Catalog,
+    step: int,
+    calls: Sequence[LLMToolCall],
+    out: StepOutcome,
+) -> AsyncIterator[PlannerEvent]:
+    """Check, gate and run the calls of one turn, yielding events as calls finish."""
+    runnable: list[tuple[LLMToolCall, ToolSpec]] = []
+    events: list[PlannerEvent] = []
+    for call in calls:
+        checked = await _check(deps, run, catalog, step, call)
+        if isinstance(checked, ToolSpec):
+            runnable.append((call, checked))
+        elif isinstance(checked, PendingApproval):
+            out.waiting.append(checked)
+        else:
+            _tally(out, checked[0], checked[1], events, run)
+    for event in events:
+        yield event
+    if not runnable:
+        return
+    for call, _ in runnable:
+        yield ToolCallStarted(
+            run_id=run.run_id,
+            step=step,
+            call_id=call.id,
+            tool=call.name,
+            arguments=call.arguments or {},
+        )
+    if len(runnable) == 1:
+        call, _ = runnable[0]
+        args = dict(call.arguments or {})
+        try:
+            async with asyncio.timeout(run.remaining()):
+                result = await call_tool(deps, run, call.id, call.name, args)
+        except TimeoutError:
+            if not run.past_deadline():
+                raise
+            _cancelled(deps, run, catalog, step, [call], out)
+            raise _deadline_stop(run, [call.name]) from None
+        events.clear()
+        _tally(out, *observe(deps, catalog, step, call.id, call.name, args, result), events, run)
+        yield events[0]
+        return
+    async for event in _run_parallel(deps, run, catalog, step, [c for c, _ in runnable], out):
+        yield event
+
+
+async def _run_parallel(
+    deps: Deps, run: Run, catalog: Catalog, step: int, calls: list[LLMToolCall], out: StepOutcome
+) -> AsyncIterator[PlannerEvent]:
+    slots = asyncio.Semaphore(deps.max_parallel)
+
+    async def bounded(call: LLMToolCall) -> ToolResult:
+        async with slots:
+            return await call_tool(deps, run, call.id, call.name, dict(call.arguments or {}))
+
+    tasks = {asyncio.create_task(bounded(c)): c for c in calls}
+    pending = set(tasks)
+    try:
+        while pending:
+            remaining = run.remaining()
+            done, pending = await asyncio.wait(
+                pending,
+                timeout=None if remaining is None else max(remaining, 0.0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:  # the run's deadline passed with calls in flight
+                late = [tasks[t] for t in pending]
+                _cancelled(deps, run, catalog, step, late, out)
+                raise _deadline_stop(run, [c.name for c in late])
+            events: list[PlannerEvent] = []
+            for task in done:
+                call = tasks[task]
+                args = dict(call.arguments or {})
+                _tally(
+                    out,
+                    *observe(deps, catalog, step, call.id, call.name, args, task.result()),
+                    events,
+                    run,
+                )
+            for event in events:
+                yield event
+    finally:
+        if pending:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=_CANCEL_GRACE_S)
+
+
+def _cancelled(
+    deps: Deps,
+    run: Run,
+    catalog: Catalog,
+    step: int,
+    calls: Sequence[LLMToolCall],
+    out: StepOutcome,
+) -> None:
+    for call in calls:
+        result = ToolResult.failure(
+            call.name,
+            ToolErrorKind.CANCELLED,
+            "the run's deadline passed while the call was running",
+        )
+        record, content = observe(
+            deps, catalog, step, call.id, call.name, dict(call.arguments or {}), result
+        )
+        out.done[call.id] = content
+        run.state.steps.append(record)
+
+
+def _deadline_stop(run: Run, names: Sequence[str]) -> Stop:
+    return Stop(
+        "failed",
+        f"the run's deadline of {run.deadline_s} s passed while calling {', '.join(names)}; "
+        "the calls in flight were cancelled. Raise deadline_s or use faster tools.",
+    )

@@ -1,0 +1,120 @@
+"""What one run carries while it executes, and what the planner shares between runs.
+
+``Deps`` is the planner's configuration (shared by every run, never mutated);
+``Run`` is one run's identity, clock and state (a local of the coroutine
+that drives it). Nothing per-run is ever stored on the planner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.llm._types import LLMClient
+from penguiflow_agents.planner._state import RunState
+from penguiflow_agents.store._base import RunRecord, StateStore
+from penguiflow_agents.tools._catalog import ToolCatalog
+
+if TYPE_CHECKING:
+    from penguiflow_agents.approvals import ApprovalService
+    from penguiflow_agents.policy import PolicySet
+
+__all__ = ["Deps", "Run", "Stop", "jsonable", "new_owner", "new_run_id", "owner_is_dead"]
+
+
+class Stop(Exception):
+    """Ends a run with ``status`` and a reason sentence."""
+
+    def __init__(self, status: str, error: str) -> None:
+        self.status = status
+        self.error = error
+        super().__init__(error)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deps:
+    llm: LLMClient
+    registry: ToolCatalog
+    store: StateStore
+    policies: PolicySet | None
+    approvals: ApprovalService | None
+    system_prompt: str
+    max_steps: int
+    max_parallel: int
+    deadline_s: float | None
+    max_tokens_budget: int | None
+    max_consecutive_errors: int
+    max_result_chars: int
+    claim_lease_s: float
+
+
+@dataclass(slots=True, kw_only=True)
+class Run:
+    run_id: str
+    headers: Headers  # the identity the run executes as (its requester's)
+    trace_id: str
+    deadline: float | None  # time.monotonic(); None = no deadline
+    deadline_s: float | None  # the budget the deadline was computed from (for messages)
+    record: RunRecord  # the stored record, at the version this process last wrote
+    state: RunState
+    owner: str | None = None  # set while this process holds a claim on the run
+    lost: bool = False  # another process took the run over: write nothing more
+    streaming: bool = False
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None = unbounded)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def new_run_id() -> str:
+    return "run_" + uuid.uuid4().hex
+
+
+_HOST = socket.gethostname()
+
+
+def new_owner() -> str:
+    """A claim owner: ``host:pid:token``, so a dead owner on this host can be recognised."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True only when ``owner`` is a process of this host that no longer exists."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON values only (anything else becomes its ``str``)."""
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str))

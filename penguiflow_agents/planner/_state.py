@@ -1,0 +1,137 @@
+"""The resumable state of one run, and its JSON form in ``RunRecord.state``.
+
+A paused run is nothing but this state in the store: the conversation so far,
+the trajectory, the usage, and the step it stopped in (which calls of that
+step already have a result, which wait for which approval). Any process that
+opens the store can rebuild it with ``RunState.from_dict`` and go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from penguiflow_agents.exceptions import StoreError
+from penguiflow_agents.llm._types import Usage
+from penguiflow_agents.planner._types import PendingApproval, RunResult, Step
+
+__all__ = ["STATE_VERSION", "PausedStep", "RunState"]
+
+STATE_VERSION = 1  # bump (and keep reading the old form) when the layout changes
+
+
+@dataclass(slots=True, kw_only=True)
+class PausedStep:
+    """A model turn whose calls are partly done and partly waiting for approval."""
+
+    step: int
+    order: list[str]  # call ids in the order the model sent them
+    done: dict[str, str]  # call id -> the tool message content the model will see
+    waiting: list[PendingApproval]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "order": list(self.order),
+            "done": dict(self.done),
+            "waiting": [p.to_dict() for p in self.waiting],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PausedStep:
+        return cls(
+            step=int(data["step"]),
+            order=[str(c) for c in data["order"]],
+            done={str(k): str(v) for k, v in dict(data["done"]).items()},
+            waiting=[PendingApproval.from_dict(p) for p in data["waiting"]],
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class RunState:
+    """Everything a run needs to go on; lives in a local variable, never on the planner."""
+
+    query: str
+    model: str
+    session_id: str | None = None
+    trace_id: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    history_len: int = 0  # messages[:history_len] are the system prompt + session history
+    steps: list[Step] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    model_calls: int = 0
+    consecutive_errors: int = 0
+    last_error: str | None = None
+    paused: PausedStep | None = None
+
+    def add_cost(self, cost: float | None) -> None:
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+
+    def result(
+        self, run_id: str, status: str, *, answer: str | None = None, error: str | None = None
+    ) -> RunResult:
+        return RunResult(
+            status=status,
+            run_id=run_id,
+            answer=answer,
+            error=error,
+            steps=list(self.steps),
+            pending_approvals=list(self.paused.waiting) if self.paused else [],
+            usage=self.usage,
+            cost=self.cost,
+            model=self.model,
+            session_id=self.session_id,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "query": self.query,
+            "model": self.model,
+            "session_id": self.session_id,
+            "trace_id": self.trace_id,
+            "messages": self.messages,
+            "history_len": self.history_len,
+            "steps": [s.to_dict() for s in self.steps],
+            "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
+            "cost": self.cost,
+            "model_calls": self.model_calls,
+            "consecutive_errors": self.consecutive_errors,
+            "last_error": self.last_error,
+            "paused": self.paused.to_dict() if self.paused else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, run_id: str) -> RunState:
+        version = data.get("v")
+        if version != STATE_VERSION:
+            raise StoreError(
+                f"run {run_id!r} holds state version {version!r}, but this planner reads "
+                f"version {STATE_VERSION}; resume it with the penguiflow-agents release that paused it."
+            )
+        try:
+            prompt, completion = data["usage"]
+            paused = data.get("paused")
+            return cls(
+                query=str(data["query"]),
+                model=str(data["model"]),
+                session_id=data.get("session_id"),
+                trace_id=str(data.get("trace_id") or ""),
+                messages=list(data["messages"]),
+                history_len=int(data["history_len"]),
+                steps=[Step.from_dict(s) for s in data["steps"]],
+                usage=Usage(prompt_tokens=int(prompt), completion_tokens=int(completion)),
+                cost=data.get("cost"),
+                model_calls=int(data["model_calls"]),
+                consecutive_errors=int(data["consecutive_errors"]),
+                last_error=data.get("last_error"),
+                paused=PausedStep.from_dict(paused) if paused else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(
+                f"the stored state of run {run_id!r} is damaged ({type(exc).__name__}: {exc}); "
+                "it cannot be resumed."
+            ) from None
