@@ -7,6 +7,7 @@ first call to a model.
 from __future__ import annotations
 
 from penguiflow_agents.llm._args import parse_tool_arguments
+from penguiflow_agents.llm._litellm import LiteLLMClient, ToolCalling
 from penguiflow_agents.llm._names import WIRE_NAME_PATTERN, WireNames, from_wire_name, to_wire_name
 from penguiflow_agents.llm._script import (
     ReplayScript,
@@ -31,12 +32,14 @@ __all__ = [
     "LLMRequest",
     "LLMResponse",
     "LLMToolCall",
+    "LiteLLMClient",
     "ReplayScript",
     "ScriptToolCall",
     "ScriptTurn",
     "ScriptUsage",
     "StreamingLLMClient",
     "TextDelta",
+    "ToolCalling",
     "Usage",
     "WireNames",
     "from_wire_name",

@@ -1,0 +1,340 @@
+"""The litellm adapter: any litellm model behind ``LLMClient``.
+
+Native tool calling with provider-safe wire names (translated both ways
+here, so nothing else sees them), usage and cost per call, a timeout per
+call, retries with exponential backoff and jitter on 429/5xx/connection
+errors, and JSON actions for models litellm reports as lacking function
+calling. litellm exceptions are translated into ``LLMError`` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import warnings
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+
+import httpx
+
+from penguiflow_agents.exceptions import LLMError, UserError
+from penguiflow_agents.llm._args import parse_tool_arguments
+from penguiflow_agents.llm._json_actions import json_action_messages, parse_json_action
+from penguiflow_agents.llm._litellm_import import load_litellm, load_litellm_async
+from penguiflow_agents.llm._names import WireNames
+from penguiflow_agents.llm._script import turn_index
+from penguiflow_agents.llm._types import (
+    ChatMessage,
+    LLMRequest,
+    LLMResponse,
+    LLMToolCall,
+    TextDelta,
+    Usage,
+)
+from penguiflow_agents.tools._types import ToolSpec
+
+__all__ = ["LiteLLMClient", "ToolCalling"]
+
+logger = logging.getLogger("penguiflow_agents.llm")
+
+ToolCalling = Literal["auto", "native", "json"]
+
+# Extra time past the provider timeout before we stop waiting ourselves.
+_TIMEOUT_GRACE_S = 5.0
+# How much of a provider error message an LLMError quotes.
+_ERROR_CHARS = 600
+# Message keys a provider accepts; anything else the caller keeps is not sent.
+_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+# HTTP statuses worth another attempt.
+_RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+class LiteLLMClient:
+    """An ``LLMClient`` for any litellm model name (``openai/gpt-4.1-mini``, ``anthropic/...``).
+
+    ``tool_calling``: ``"native"`` uses the provider's tool calling,
+    ``"json"`` the JSON-action prompt, ``"auto"`` (default) asks litellm and
+    falls back to JSON only for a model litellm knows to lack function calling.
+    ``extra`` is passed to ``litellm.acompletion`` as is (``top_p``, ``seed``, ...).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        tool_calling: ToolCalling = "auto",
+        extra: Mapping[str, Any] | None = None,
+        is_replay: bool = False,
+        spec: str | None = None,
+    ) -> None:
+        if not model:
+            raise UserError("LiteLLMClient needs a model name such as 'openai/gpt-4.1-mini'.")
+        if tool_calling not in ("auto", "native", "json"):
+            raise UserError(f"tool_calling is {tool_calling!r}; use 'auto', 'native' or 'json'.")
+        if timeout_s <= 0 or max_retries < 0:
+            raise UserError(
+                f"timeout_s must be > 0 and max_retries >= 0 (got {timeout_s!r}, {max_retries!r})."
+            )
+        self.model = model
+        self.spec = (
+            spec or model
+        )  # what the user typed (``replay:PATH``); runs record it for resume
+        self.is_replay = is_replay
+        self.api_base = api_base
+        self._api_key = api_key
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.extra = dict(extra or {})
+        self._tool_calling = tool_calling
+        self._native: bool | None = None if tool_calling == "auto" else tool_calling == "native"
+
+    def __repr__(self) -> str:
+        return f"LiteLLMClient(model={self.model!r}, api_base={self.api_base!r}, is_replay={self.is_replay})"
+
+    async def warm_up(self) -> None:
+        """Import litellm now (off the event loop) instead of on the first call."""
+        await load_litellm_async()
+
+    @property
+    def native_tool_calling(self) -> bool:
+        """Whether requests use the provider's tool calling (else JSON actions)."""
+        if self._native is None:
+            self._native = _supports_tools(load_litellm(), self.model)
+        return self._native
+
+    # -- requests ---------------------------------------------------------------
+
+    def _params(self, request: LLMRequest, names: WireNames, native: bool) -> dict[str, Any]:
+        params: dict[str, Any] = dict(self.extra)
+        timeout = request.timeout_s or self.timeout_s
+        if native:
+            params["messages"] = [_wire_message(m, names) for m in request.messages]
+            if request.tools:
+                params["tools"] = [_tool_schema(spec, names) for spec in request.tools]
+        else:
+            params["messages"] = json_action_messages(request.messages, request.tools)
+        params.update(model=self.model, timeout=timeout, max_retries=0, num_retries=0)
+        if self.api_base is not None:
+            params["api_base"] = self.api_base
+        if self._api_key is not None:
+            params["api_key"] = self._api_key
+        if request.max_tokens is not None:
+            params["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        litellm = await load_litellm_async()
+        native = self.native_tool_calling
+        names = WireNames.build(spec.name for spec in request.tools)
+        params = self._params(request, names, native)
+        timeout = float(params["timeout"])
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout(timeout + _TIMEOUT_GRACE_S):
+                    raw = await litellm.acompletion(**params)
+                break
+            except Exception as exc:
+                retry = _retryable(litellm, exc)
+                if not retry or attempt > self.max_retries:
+                    raise self._error(litellm, exc, attempt, timeout) from None
+                delay = self._backoff(attempt, exc)
+                logger.warning(
+                    "model %s: attempt %d failed (%s); retrying in %.2f s",
+                    self.model,
+                    attempt,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        return self._response(litellm, raw, names, native, turn_index(request.messages) + 1)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResponse]:
+        """Text deltas as the provider streams them, then the full ``LLMResponse``."""
+        from penguiflow_agents.llm._stream import stream_completion
+
+        async for item in stream_completion(self, request):
+            yield item
+
+    def _backoff(self, attempt: int, exc: BaseException) -> float:
+        base = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (attempt - 1))
+        delay = base * (0.5 + random.random() / 2)  # "equal jitter": between base/2 and base
+        hinted = _retry_after_s(exc)
+        if hinted is not None:
+            delay = max(delay, min(hinted, self.max_backoff_s))
+        return delay
+
+    def _error(self, litellm: Any, exc: BaseException, attempts: int, timeout: float) -> LLMError:
+        if isinstance(exc, TimeoutError) or isinstance(exc, litellm.Timeout):
+            return LLMError(
+                f"the model {self.model!r} did not answer within {timeout:g} s "
+                f"(attempt {attempts}); raise the timeout or try again later."
+            )
+        message = str(exc).strip() or type(exc).__name__
+        if self._api_key:
+            message = message.replace(self._api_key, "***")
+        if len(message) > _ERROR_CHARS:
+            message = message[:_ERROR_CHARS] + "..."
+        status = getattr(exc, "status_code", None)
+        where = f" (HTTP {status})" if isinstance(status, int) else ""
+        advice = (
+            "the provider stayed unavailable; try again later"
+            if _retryable(litellm, exc)
+            else "check the model name, the provider key and the request"
+        )
+        return LLMError(
+            f"the model {self.model!r} failed after {attempts} attempt(s){where}: {message}; {advice}."
+        )
+
+    def _response(
+        self, litellm: Any, raw: Any, names: WireNames, native: bool, turn: int
+    ) -> LLMResponse:
+        choices = getattr(raw, "choices", None) or []
+        if not choices:
+            raise LLMError(
+                f"the model {self.model!r} returned no choices; try again or use another model."
+            )
+        choice = choices[0]
+        message = choice.message
+        content: str | None = message.content if isinstance(message.content, str) else None
+        calls: list[LLMToolCall] = []
+        if native:
+            for i, call in enumerate(getattr(message, "tool_calls", None) or []):
+                raw_args = call.function.arguments
+                if not isinstance(raw_args, str):
+                    raw_args = json.dumps(raw_args or {})
+                args, error = parse_tool_arguments(raw_args)
+                calls.append(
+                    LLMToolCall(
+                        id=call.id or f"call_{turn}_{i + 1}",
+                        name=names.canonical(call.function.name or ""),
+                        arguments=args,
+                        raw_arguments=raw_args,
+                        parse_error=error,
+                    )
+                )
+        else:
+            content, calls = parse_json_action(content, turn=turn)
+        if calls and content is not None and not content.strip():
+            content = None
+        usage = getattr(raw, "usage", None)
+        return LLMResponse(
+            content=content,
+            tool_calls=tuple(calls),
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            ),
+            cost_usd=_cost(litellm, raw),
+            model=str(getattr(raw, "model", None) or self.model),
+            finish_reason="tool_calls" if calls else (choice.finish_reason or "stop"),
+        )
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _supports_tools(litellm: Any, model: str) -> bool:
+    """Native tool calling unless litellm knows the model and says it has none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # litellm's provider modules warn at first use
+            if litellm.supports_function_calling(model):
+                return True
+            litellm.get_model_info(model)
+    except Exception:
+        return True  # a model litellm does not know: assume an OpenAI-compatible server
+    return False
+
+
+def _tool_schema(spec: ToolSpec, names: WireNames) -> dict[str, Any]:
+    parameters = dict(spec.input_schema) or {"type": "object", "properties": {}}
+    parameters.setdefault("type", "object")
+    return {
+        "type": "function",
+        "function": {
+            "name": names.wire(spec.name),
+            "description": spec.description,
+            "parameters": parameters,
+        },
+    }
+
+
+def _wire_arguments(arguments: Any) -> str:
+    """Arguments as JSON text a provider accepts; broken text is sent as ``{}``."""
+    if isinstance(arguments, Mapping):
+        return json.dumps(dict(arguments), ensure_ascii=False)
+    if isinstance(arguments, str):
+        parsed, _ = parse_tool_arguments(arguments)
+        return arguments if parsed is not None and arguments.strip() else json.dumps(parsed or {})
+    return "{}"
+
+
+def _wire_message(message: ChatMessage, names: WireNames) -> ChatMessage:
+    out = {k: v for k, v in message.items() if k in _MESSAGE_KEYS}
+    if message.get("role") == "assistant" and message.get("tool_calls"):
+        out["tool_calls"] = [
+            {
+                "id": call.get("id"),
+                "type": "function",
+                "function": {
+                    "name": names.wire(str(call.get("function", {}).get("name", ""))),
+                    "arguments": _wire_arguments(call.get("function", {}).get("arguments")),
+                },
+            }
+            for call in message["tool_calls"]
+        ]
+    elif message.get("role") == "tool" and isinstance(message.get("name"), str):
+        out["name"] = names.wire(message["name"])
+    return out
+
+
+def _retryable(litellm: Any, exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError | litellm.Timeout):
+        return False  # one timeout is already the longest we wait
+    if isinstance(
+        exc, litellm.RateLimitError | litellm.APIConnectionError | litellm.InternalServerError
+    ):
+        return True
+    if isinstance(exc, litellm.ServiceUnavailableError | litellm.BadGatewayError):
+        return True
+    if isinstance(exc, httpx.TransportError | ConnectionError):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and status in _RETRY_STATUSES
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _cost(litellm: Any, raw: Any) -> float | None:
+    hidden = getattr(raw, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=raw)
+        except Exception:
+            return None  # a model with no known price (local, replay, new)
+    return float(cost) if cost is not None else None
