@@ -87,9 +87,8 @@ class ApprovalRecord:
     requested_by: str
     approvers: list[str]
     rule: dict[str, Any]  # {"match": ..., "reason": ...}
-    input_schema: dict[str, Any] = field(
-        default_factory=dict
-    )  # the tool's schema when requested (edits are checked against it)
+    # The tool's schema when requested (edits are checked against it).
+    input_schema: dict[str, Any] = field(default_factory=dict)
     status: str = "pending"
     decision: ApprovalDecision | None = None
     created_at: float = 0.0
@@ -119,16 +118,24 @@ class StateStore(Protocol):
 
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
-    ) -> list[StoredEvent]: ...
+    ) -> list[StoredEvent]:
+        """Events with ``seq > after_seq`` in seq order. No RunRecord is needed for a run_id."""
+        ...
 
     # -- runs -----------------------------------------------------------
-    async def create_run(self, run: RunRecord) -> RunRecord: ...
+    async def create_run(self, run: RunRecord) -> RunRecord:
+        """Store a new run as given (``version`` unchanged, 0 for a fresh record;
+        ``created_at``/``updated_at`` filled with time.time() when 0) and return a copy.
+        ConflictError if the tenant already has a run with that id."""
+        ...
 
     async def get_run(self, tenant: str, run_id: str) -> RunRecord:
         """Raises NotFoundError for a missing or foreign run."""
         ...
 
-    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]: ...
+    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
+        """The tenant's runs, oldest (``created_at``) first."""
+        ...
 
     async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
         """Write ``run`` if the stored version is ``expected_version``; else ConflictError.
@@ -150,20 +157,30 @@ class StateStore(Protocol):
         ...
 
     # -- sessions -------------------------------------------------------
-    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]: ...
+    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
+        """The saved messages, or [] for a session never saved."""
+        ...
 
     async def save_session(
         self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
-    ) -> None: ...
+    ) -> None:
+        """Replace the session's whole message list."""
+        ...
 
     # -- approvals ------------------------------------------------------
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord: ...
+    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        """Store a new request as given (``created_at`` filled when 0). ConflictError
+        if the tenant already has one with that id. Stores do not evaluate expiry:
+        ``status`` stays "pending" past ``expires_at`` (the approvals service decides)."""
+        ...
 
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord: ...
 
     async def list_approvals(
         self, tenant: str, *, status: str | None = None, run_id: str | None = None
-    ) -> list[ApprovalRecord]: ...
+    ) -> list[ApprovalRecord]:
+        """The tenant's requests, oldest (``created_at``, then creation order) first."""
+        ...
 
     async def decide_approval(
         self, tenant: str, approval_id: str, decision: ApprovalDecision
@@ -182,8 +199,15 @@ class StateStore(Protocol):
 
     async def finish_call(
         self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
-    ) -> None: ...
+    ) -> None:
+        """Mark a begun call done with its result. NotFoundError if never begun,
+        ConflictError if already finished."""
+        ...
 
-    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None: ...
+    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
+        """The call's bookkeeping, or None if never begun."""
+        ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release connections and threads; later calls raise StoreError. Idempotent."""
+        ...
