@@ -277,6 +277,7 @@ async def test_after_cooldown_a_failed_probe_reopens() -> None:
 
 async def test_only_one_probe_goes_through_while_half_open() -> None:
     release = asyncio.Event()
+    probing = asyncio.Event()
     state = {"calls": 0, "fail": True}
 
     @tool
@@ -285,6 +286,7 @@ async def test_only_one_probe_goes_through_while_half_open() -> None:
         state["calls"] += 1
         if state["fail"]:
             raise ConnectionError("down")
+        probing.set()
         await release.wait()
         return "ok"
 
@@ -296,8 +298,7 @@ async def test_only_one_probe_goes_through_while_half_open() -> None:
     await asyncio.sleep(0.2)
     state["fail"] = False
     probe = asyncio.create_task(registry.call("s.backend", {}))
-    while state["calls"] < 2:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(probing.wait(), 10)
     others = await asyncio.gather(*(registry.call("s.backend", {}) for _ in range(5)))
     assert all(r.error_kind is ToolErrorKind.UNAVAILABLE and r.attempts == 0 for r in others)
     release.set()
