@@ -158,6 +158,7 @@ def _print_table(tenant: str, records: list[ApprovalRecord], *, status: str | No
     table.add_column("STATUS")
     table.add_column("REQUESTED BY")
     table.add_column("EXPIRES (UTC)")
+    table.add_column("DECIDED BY")
     table.add_column("ARGUMENTS", overflow="fold")
     for r in records:
         data = approval_to_json(r)
@@ -171,6 +172,7 @@ def _print_table(tenant: str, records: list[ApprovalRecord], *, status: str | No
             r.status,
             r.requested_by,
             data["expires_at"][:19].replace("T", " "),
+            r.decision.decided_by if r.decision is not None else "",
             shown,
         )
         table.add_row(*(Text(c) for c in cells))

@@ -1,0 +1,221 @@
+"""`penguiflow-agents approvals list | approve | reject`, run as real subprocesses on SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.approvals import ApprovalService
+from penguiflow_agents.policy import PolicySet
+from penguiflow_agents.store import ApprovalRecord, RunRecord, open_store
+from penguiflow_agents.tools._types import ToolSpec
+
+# Longest one CLI subprocess may take (start-up included) before the test fails.
+CLI_TIMEOUT_S = 60
+
+POLICY = """\
+tenant: acme
+allow: ["files.*"]
+approvals:
+  - match: "files.write_file"
+    approvers: ["role:admin"]
+    expires_in_s: 3600
+    reason: "Writes a file"
+"""
+WRITE = ToolSpec(
+    name="files.write_file",
+    source="files",
+    description="Write a text file.",
+    input_schema={
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["path", "content"],
+        "additionalProperties": False,
+    },
+).with_hash()
+ARGS = {"path": "/notes.txt", "content": "hello"}
+ALICE = Headers(tenant="acme", principal="alice", roles=["admin"])
+
+
+class Cli:
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.url = f"sqlite:///{tmp_path}/state.db"
+        self.policies_dir = tmp_path / "policies"
+        self.policies_dir.mkdir()
+        (self.policies_dir / "acme.yaml").write_text(POLICY, encoding="utf-8")
+        self.policies = PolicySet.load_dir(self.policies_dir)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "penguiflow_agents", "approvals", *argv]
+        cmd += ["--store", self.url, "--policies", str(self.policies_dir), "--tools", str(self.dir)]
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "COLUMNS": "200"}
+        return subprocess.run(
+            cmd, cwd=self.dir, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+        )
+
+    async def request(self, *, run_id: str = "run-1", age_s: float = 0.0) -> ApprovalRecord:
+        store = await open_store(self.url)
+        try:
+            try:
+                await store.create_run(
+                    RunRecord(run_id=run_id, tenant="acme", principal="alice", status="paused")
+                )
+            except Exception:  # the run exists already
+                pass
+            svc = ApprovalService(store, self.policies, clock=lambda: time.time() - age_s)
+            rule = self.policies.approval_rule(WRITE.name, ARGS, ALICE)
+            assert rule is not None
+            return await svc.request(
+                headers=ALICE,
+                run_id=run_id,
+                call_id=f"call-{time.monotonic_ns()}",
+                spec=WRITE,
+                arguments=ARGS,
+                rule=rule,
+            )
+        finally:
+            await store.aclose()
+
+    async def get(self, approval_id: str) -> ApprovalRecord:
+        store = await open_store(self.url)
+        try:
+            return await store.get_approval("acme", approval_id)
+        finally:
+            await store.aclose()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+async def test_list_json_has_the_design_shape(cli: Cli) -> None:
+    record = await cli.request()
+    listed = as_json(cli.run("list", "--tenant", "acme", "--json"))
+    assert len(listed) == 1
+    item = listed[0]
+    assert item["id"] == record.id and item["run_id"] == "run-1"
+    assert item["tool"] == "files.write_file" and item["arguments"] == ARGS
+    assert item["status"] == "pending" and item["requested_by"] == "alice"
+    assert item["expires_at"].endswith("+00:00")
+    assert as_json(cli.run("list", "--json")) == []  # the default tenant has none
+
+
+async def test_list_table_shows_requests_and_expired_ones_as_expired(cli: Cli) -> None:
+    fresh = await cli.request(run_id="run-1")
+    old = await cli.request(run_id="run-2", age_s=7200)
+    proc = cli.run("list", "--tenant", "acme")
+    assert proc.returncode == 0, proc.stderr
+    assert fresh.id in proc.stdout and old.id in proc.stdout and "files.write_file" in proc.stdout
+    expired = as_json(cli.run("list", "--tenant", "acme", "--status", "expired", "--json"))
+    assert [a["id"] for a in expired] == [old.id]
+
+
+async def test_an_admin_approves_and_is_told_the_resume_command(cli: Cli) -> None:
+    record = await cli.request()
+    proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
+    assert proc.returncode == 0, proc.stderr
+    assert "penguiflow-agents resume run-1 --tenant acme" in proc.stdout
+    stored = await cli.get(record.id)
+    assert stored.status == "approved" and stored.decision is not None
+    assert stored.decision.decided_by == "bob"
+
+
+async def test_approve_with_args_is_an_edit_and_bad_args_are_refused(cli: Cli) -> None:
+    record = await cli.request()
+    base = ["approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"]
+    not_json = cli.run(*base, "--args", "{nope")
+    assert not_json.returncode == 2 and "--args" in not_json.stderr
+    bad = cli.run(*base, "--args", json.dumps({"path": 3, "content": "x"}))
+    assert bad.returncode == 1 and "$.path" in bad.stderr
+    new = {"path": "/other.txt", "content": "edited"}
+    decided = as_json(cli.run(*base, "--args", json.dumps(new), "--json"))
+    assert decided["status"] == "approved"
+    assert decided["decision"]["decision"] == "edit" and decided["decision"]["arguments"] == new
+    assert decided["next"].startswith("penguiflow-agents resume run-1 --tenant acme")
+
+
+async def test_the_requester_and_a_wrong_role_cannot_approve(cli: Cli) -> None:
+    record = await cli.request()
+    own = cli.run("approve", record.id, "--as", "alice", "--role", "admin", "--tenant", "acme")
+    assert own.returncode == 1 and "alice" in own.stderr
+    wrong = cli.run("approve", record.id, "--as", "carol", "--role", "viewer", "--tenant", "acme")
+    assert wrong.returncode == 1 and "role:admin" in wrong.stderr
+    assert (await cli.get(record.id)).status == "pending"
+
+
+async def test_another_tenants_id_fails_exactly_like_an_unknown_one(cli: Cli) -> None:
+    record = await cli.request()
+    foreign = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "globex")
+    unknown = cli.run("approve", "apr_nope", "--as", "bob", "--role", "admin", "--tenant", "globex")
+    assert foreign.returncode == unknown.returncode == 1
+    assert foreign.stderr.replace(record.id, "ID") == unknown.stderr.replace("apr_nope", "ID")
+    assert foreign.stdout == unknown.stdout == ""
+
+
+async def test_reject_then_a_second_decision_says_who_decided_what(cli: Cli) -> None:
+    record = await cli.request()
+    proc = cli.run(
+        "reject",
+        record.id,
+        "--as",
+        "bob",
+        "--role",
+        "admin",
+        "--tenant",
+        "acme",
+        "--reason",
+        "Not now.",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "resume run-1" in proc.stdout
+    again = cli.run("approve", record.id, "--as", "dan", "--role", "admin", "--tenant", "acme")
+    assert again.returncode == 1
+    assert "already decided" in again.stderr and "reject" in again.stderr and "bob" in again.stderr
+
+
+async def test_an_expired_request_cannot_be_approved(cli: Cli) -> None:
+    record = await cli.request(age_s=7200)
+    proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
+    assert proc.returncode == 1 and "expired" in proc.stderr
+
+
+async def test_a_bad_policy_file_is_a_configuration_error(cli: Cli) -> None:
+    record = await cli.request()
+    (cli.policies_dir / "bad.yaml").write_text("tenant: x\nallow: [1]\n", encoding="utf-8")
+    proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
+    assert proc.returncode == 2 and "bad.yaml" in proc.stderr and "allow.0" in proc.stderr
+
+
+def test_approvals_list_does_not_import_litellm(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from penguiflow_agents.cli import main\n"
+        f"rc = main(['approvals', 'list', '--json', '--store', 'sqlite:///{tmp_path}/s.db'])\n"
+        "assert rc == 0, rc\n"
+        "assert 'litellm' not in sys.modules, 'litellm was imported'\n"
+        "print('clean')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("clean")
