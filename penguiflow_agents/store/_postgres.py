@@ -37,6 +37,8 @@ T = TypeVar("T")
 DEFAULT_SCHEMA = "penguiflow"
 # Longest wait to open one connection to the server.
 CONNECT_TIMEOUT_S = 10.0
+# Longest wait for a free pooled connection when every one is busy.
+ACQUIRE_TIMEOUT_S = 30.0
 # Longest a single statement may run (including waiting for a row lock) before failing.
 COMMAND_TIMEOUT_S = 30.0
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -155,7 +157,7 @@ class PostgresStore:
                         timeout=CONNECT_TIMEOUT_S,
                         command_timeout=COMMAND_TIMEOUT_S,
                         server_settings={
-                            "search_path": self.schema,
+                            "search_path": f'"{self.schema}"',
                             "application_name": "penguiflow-agents",
                         },
                     )
@@ -167,11 +169,13 @@ class PostgresStore:
                 ) as exc:
                     raise self._translate(exc) from None
                 try:
-                    async with pool.acquire() as conn:
+                    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                         await _migrate(conn, self.schema, self._shown)
                 except BaseException as exc:
                     await pool.close()
-                    if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+                    if isinstance(
+                        exc, (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+                    ):
                         raise self._translate(exc) from None
                     raise
                 self._pool = pool
@@ -180,7 +184,7 @@ class PostgresStore:
     async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         pool = await self._get_pool()
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                 return await fn(conn)
         except PenguiflowError:
             raise

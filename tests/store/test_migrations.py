@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from penguiflow_agents.exceptions import StoreError
+from penguiflow_agents.exceptions import StoreError, UserError
 from penguiflow_agents.store import (
     ApprovalDecision,
     ApprovalRecord,
@@ -192,3 +192,25 @@ async def test_a_postgres_schema_from_a_newer_release_is_refused(
         await conn.close()
     with pytest.raises(StoreError, match=r"schema version 42, newer .* upgrade penguiflow-agents"):
         await open_store(f"{postgres_dsn}?schema={fresh_schema}")
+
+
+async def test_a_mixed_case_postgres_schema_name_is_used_verbatim(postgres_dsn: str) -> None:
+    schema = f"Pf_Mixed_{uuid.uuid4().hex[:8]}"
+    store = await PostgresStore.open(postgres_dsn, schema=schema)
+    try:
+        await store.append_event("acme", "r", "k", {})
+        assert [e.seq for e in await store.list_events("acme", "r")] == [1]
+        assert await pg_versions(postgres_dsn, schema) == list(
+            range(1, PostgresStore.schema_version + 1)
+        )
+    finally:
+        await store.aclose()
+        conn = await asyncpg.connect(postgres_dsn)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+@pytest.mark.parametrize("schema", ['x"; DROP TABLE runs; --', "1abc", ""])
+def test_a_postgres_schema_name_that_is_not_an_identifier_is_a_user_error(schema: str) -> None:
+    with pytest.raises(UserError, match="plain identifier"):
+        PostgresStore("postgresql://127.0.0.1/x", schema=schema or "-")
