@@ -28,6 +28,7 @@ editing one tenant's file does not void another tenant's approvals.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -276,7 +277,8 @@ class PolicySet:
         hit = self._view_cache.get(key)
         # The cache entry keeps the given specs alive, so their ids cannot be reused.
         if hit is not None and all(a is b for a, b in zip(hit[0], given, strict=True)):
-            self._view_cache.move_to_end(key)
+            with contextlib.suppress(KeyError):  # evicted meanwhile by another thread
+                self._view_cache.move_to_end(key)
             return hit[1]
         result = ToolView(
             tenant=headers.tenant,
@@ -286,7 +288,8 @@ class PolicySet:
         )
         self._view_cache[key] = (given, result)
         if len(self._view_cache) > _VIEW_CACHE_SIZE:
-            self._view_cache.popitem(last=False)
+            with contextlib.suppress(KeyError):
+                self._view_cache.popitem(last=False)
         return result
 
     def approval_rule(
