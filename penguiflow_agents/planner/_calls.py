@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,7 +243,7 @@ async def run_calls(
     step: int,
     calls: Sequence[LLMToolCall],
     out: StepOutcome,
-) -> AsyncIterator[PlannerEvent]:
+) -> AsyncGenerator[PlannerEvent, None]:
     """Check, gate and run the calls of one turn, yielding events as calls finish."""
     runnable: list[tuple[LLMToolCall, ToolSpec]] = []
     events: list[PlannerEvent] = []
@@ -280,14 +281,18 @@ async def run_calls(
         events.clear()
         _tally(out, *observe(deps, catalog, step, call.id, call.name, args, result), events, run)
         yield events[0]
+        if run.past_deadline() and not result.ok:  # the registry cut the call at the deadline
+            raise _deadline_stop(run, [call.name])
         return
-    async for event in _run_parallel(deps, run, catalog, step, [c for c, _ in runnable], out):
-        yield event
+    parallel = _run_parallel(deps, run, catalog, step, [c for c, _ in runnable], out)
+    async with aclosing(parallel):
+        async for event in parallel:
+            yield event
 
 
 async def _run_parallel(
     deps: Deps, run: Run, catalog: Catalog, step: int, calls: list[LLMToolCall], out: StepOutcome
-) -> AsyncIterator[PlannerEvent]:
+) -> AsyncGenerator[PlannerEvent, None]:
     slots = asyncio.Semaphore(deps.max_parallel)
 
     async def bounded(call: LLMToolCall) -> ToolResult:
@@ -296,6 +301,7 @@ async def _run_parallel(
 
     tasks = {asyncio.create_task(bounded(c)): c for c in calls}
     pending = set(tasks)
+    failed: list[str] = []
     try:
         while pending:
             remaining = run.remaining()
@@ -312,14 +318,19 @@ async def _run_parallel(
             for task in done:
                 call = tasks[task]
                 args = dict(call.arguments or {})
+                result = task.result()
+                if not result.ok:
+                    failed.append(call.name)
                 _tally(
                     out,
-                    *observe(deps, catalog, step, call.id, call.name, args, task.result()),
+                    *observe(deps, catalog, step, call.id, call.name, args, result),
                     events,
                     run,
                 )
             for event in events:
                 yield event
+        if run.past_deadline() and failed:  # the registry cut calls at the deadline
+            raise _deadline_stop(run, failed)
     finally:
         if pending:
             for task in pending:

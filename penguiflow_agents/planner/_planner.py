@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents._identity import Headers
@@ -194,7 +195,7 @@ class ReactPlanner:
         run_id: str | None = None,
         trace_id: str | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[PlannerEvent]:
+    ) -> AsyncGenerator[PlannerEvent, None]:
         """Like ``run``, as events; the last one is always ``RunFinished``."""
         return self._start_events(query, headers, session_id, run_id, trace_id, deadline, True)
 
@@ -214,7 +215,7 @@ class ReactPlanner:
 
     def stream_resume(
         self, run_id: str, *, headers: Headers, deadline: float | None = None
-    ) -> AsyncIterator[PlannerEvent]:
+    ) -> AsyncGenerator[PlannerEvent, None]:
         """Like ``resume``, as events; the last one is always ``RunFinished``."""
         return self._resume_events(run_id, headers, deadline, True)
 
@@ -229,7 +230,7 @@ class ReactPlanner:
         trace_id: str | None,
         deadline: float | None,
         streaming: bool,
-    ) -> AsyncIterator[PlannerEvent]:
+    ) -> AsyncGenerator[PlannerEvent, None]:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
         if not isinstance(query, str) or not query.strip():
@@ -286,12 +287,13 @@ class ReactPlanner:
             state=state,
             streaming=streaming,
         )
-        async for event in self._drive(run, self._loop(run)):
-            yield event
+        async with aclosing(self._drive(run, self._loop(run))) as events:
+            async for event in events:
+                yield event
 
     async def _resume_events(
         self, run_id: str, headers: Headers, deadline: float | None, streaming: bool
-    ) -> AsyncIterator[PlannerEvent]:
+    ) -> AsyncGenerator[PlannerEvent, None]:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
         claimed = await self._claim(headers.tenant, run_id)
@@ -320,8 +322,9 @@ class ReactPlanner:
             "resumed",
             {"by": headers.principal, "roles": list(headers.roles), "owner": claimed.claimed_by},
         )
-        async for event in self._drive(run, self._continue(run)):
-            yield event
+        async with aclosing(self._drive(run, self._continue(run))) as events:
+            async for event in events:
+                yield event
 
     async def _claim(self, tenant: str, run_id: str) -> RunRecord | RunResult:
         """Take the run (compare-and-set in the store), or say why there is nothing to do."""
@@ -373,15 +376,16 @@ class ReactPlanner:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _drive(
-        self, run: Run, body: AsyncIterator[PlannerEvent]
-    ) -> AsyncIterator[PlannerEvent]:
+        self, run: Run, body: AsyncGenerator[PlannerEvent, None]
+    ) -> AsyncGenerator[PlannerEvent, None]:
         """Run ``body`` and make sure the run ends recorded, whatever happens."""
         finished = False
         try:
-            async for event in body:
-                if isinstance(event, RunFinished):
-                    finished = True
-                yield event
+            async with aclosing(body):
+                async for event in body:
+                    if isinstance(event, RunFinished):
+                        finished = True
+                    yield event
         except Stop as stop:
             result = await self._finish(run, stop.status, error=stop.error)
             finished = True
@@ -401,7 +405,7 @@ class ReactPlanner:
                 )
             raise
 
-    async def _loop(self, run: Run) -> AsyncIterator[PlannerEvent]:
+    async def _loop(self, run: Run) -> AsyncGenerator[PlannerEvent, None]:
         deps = self._deps
         st = run.state
         run_id = run.run_id
@@ -411,6 +415,12 @@ class ReactPlanner:
                     "failed",
                     f"the run reached max_steps={deps.max_steps} without a final answer; "
                     "raise max_steps or ask a narrower question.",
+                )
+            if run.past_deadline():
+                raise Stop(
+                    "failed",
+                    f"the run's deadline of {run.deadline_s} s passed after {st.model_calls} "
+                    "step(s) without a final answer; raise deadline_s or use faster tools.",
                 )
             if run.owner is not None:
                 await self._checkpoint(run)
@@ -427,11 +437,12 @@ class ReactPlanner:
             started = time.perf_counter()
             response: LLMResponse | None = None
             if run.streaming and callable(getattr(deps.llm, "stream", None)):
-                async for item in self._stream_model(run, request):
-                    if isinstance(item, LLMResponse):
-                        response = item
-                    else:
-                        yield TextChunk(run_id=run_id, text=item.text)
+                async with aclosing(self._stream_model(run, request)) as items:
+                    async for item in items:
+                        if isinstance(item, LLMResponse):
+                            response = item
+                        else:
+                            yield TextChunk(run_id=run_id, text=item.text)
                 if response is None:
                     raise Stop("failed", "the model's stream ended without a response.")
             else:
@@ -468,8 +479,9 @@ class ReactPlanner:
                 )
             st.messages.append(_assistant_message(response.content, calls))
             out = StepOutcome(done={}, waiting=[])
-            async for event in run_calls(deps, run, catalog, step, calls, out):
-                yield event
+            async with aclosing(run_calls(deps, run, catalog, step, calls, out)) as events:
+                async for event in events:
+                    yield event
             order = [c.id for c in calls]
             if out.waiting:
                 st.paused = PausedStep(step=step, order=order, done=out.done, waiting=out.waiting)
@@ -480,7 +492,7 @@ class ReactPlanner:
             _close_step(st, order, out.done)
             self._count_errors(st, failed=out.failures == len(calls), last_error=out.last_error)
 
-    async def _continue(self, run: Run) -> AsyncIterator[PlannerEvent]:
+    async def _continue(self, run: Run) -> AsyncGenerator[PlannerEvent, None]:
         """Settle the decided calls of the paused step, then go on with the loop."""
         deps = self._deps
         st = run.state
@@ -517,8 +529,9 @@ class ReactPlanner:
             _close_step(st, paused.order, paused.done)
             last = next((paused.done[s.call_id] for s in reversed(results) if not s.ok), None)
             self._count_errors(st, failed=failed, last_error=last)
-        async for event in self._loop(run):
-            yield event
+        async with aclosing(self._loop(run)) as events:
+            async for event in events:
+                yield event
 
     # -- pieces of a step ----------------------------------------------------------------------
 
@@ -547,7 +560,7 @@ class ReactPlanner:
 
     async def _stream_model(
         self, run: Run, request: LLMRequest
-    ) -> AsyncIterator[TextDelta | LLMResponse]:
+    ) -> AsyncGenerator[TextDelta | LLMResponse, None]:
         stream = self._deps.llm.stream(request)  # type: ignore[attr-defined]
         try:
             while True:
@@ -694,11 +707,12 @@ class ReactPlanner:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-async def _last(events: AsyncIterator[PlannerEvent]) -> RunResult:
+async def _last(events: AsyncGenerator[PlannerEvent, None]) -> RunResult:
     result: RunResult | None = None
-    async for event in events:
-        if type(event) is RunFinished:
-            result = event.result
+    async with aclosing(events):
+        async for event in events:
+            if type(event) is RunFinished:
+                result = event.result
     assert result is not None, "a planner stream always ends with RunFinished"
     return result
 

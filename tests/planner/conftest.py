@@ -1,0 +1,73 @@
+"""Tools and helpers the planner tests share: a real ToolRegistry of small Python tools."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.tools import ToolRegistry, tool
+
+
+@tool
+async def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+async def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@tool
+async def big(size: int) -> str:
+    """Return a string of `size` x characters."""
+    return "x" * size
+
+
+@pytest.fixture
+def headers() -> Headers:
+    return Headers(tenant="acme", principal="alice", roles=["staff"])
+
+
+@pytest.fixture
+def registry() -> ToolRegistry:
+    """Source "math" (add) and "text" (echo, big)."""
+    reg = ToolRegistry()
+    reg.add_functions(add, source="math")
+    reg.add_functions(echo, big, source="text")
+    return reg
+
+
+def tool_messages(request: Any) -> dict[str, str]:
+    """call id -> content of the tool messages of an LLMRequest."""
+    return {m["tool_call_id"]: m["content"] for m in request.messages if m.get("role") == "tool"}
+
+
+@pytest.fixture
+def gate() -> Callable[[int], tuple[Any, Callable[[], Any]]]:
+    """A rendezvous for n concurrent tool calls: each waits until all n have started."""
+
+    def make(n: int) -> tuple[Any, Callable[[], Any]]:
+        state = {"in_flight": 0, "max": 0, "arrived": 0}
+        all_in = asyncio.Event()
+
+        async def enter() -> None:
+            state["in_flight"] += 1
+            state["arrived"] += 1
+            state["max"] = max(state["max"], state["in_flight"])
+            if state["arrived"] >= n:
+                all_in.set()
+            try:
+                await asyncio.wait_for(all_in.wait(), timeout=5)
+            finally:
+                state["in_flight"] -= 1
+
+        return state, enter
+
+    return make
