@@ -1,0 +1,258 @@
+"""HTTP tool sources (respx, no sockets): requests built from arguments, failures as results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from penguiflow_agents.tools import HttpToolSource, ToolErrorKind, ToolRegistry, load_manifest
+
+BASE = "http://tickets.test/api"
+SECRET = "s3cr3t-token-value"
+MANIFEST = f"""\
+name: tickets
+transport: http
+url: {BASE}
+headers: {{Authorization: "Bearer ${{PF_TEST_TICKETS_TOKEN}}"}}
+timeout_s: 0.5
+retries: {{max_attempts: 3, initial_backoff_s: 0.01, max_backoff_s: 0.02}}
+tools:
+  get_ticket:
+    method: GET
+    path: /tickets/{{ticket_id}}
+    description: Fetch one ticket.
+    input_schema:
+      type: object
+      properties: {{ticket_id: {{type: string}}, verbose: {{type: boolean}}}}
+      required: [ticket_id]
+    idempotent: true
+  create_ticket:
+    method: POST
+    path: /projects/{{project}}/tickets
+    query: [dry_run]
+    input_schema:
+      type: object
+      properties:
+        project: {{type: string}}
+        title: {{type: string}}
+        labels: {{type: array, items: {{type: string}}}}
+        dry_run: {{type: boolean}}
+      required: [project, title]
+  ping:
+    method: GET
+    path: /ping
+"""
+
+
+@pytest.fixture
+def manifest_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PF_TEST_TICKETS_TOKEN", SECRET)
+    (tmp_path / "tickets.yaml").write_text(MANIFEST, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def registry(manifest_dir: Path) -> AsyncIterator[ToolRegistry]:
+    async with ToolRegistry.from_dir(manifest_dir) as reg:
+        yield reg
+
+
+async def test_manifest_endpoints_are_listed_as_tools(registry: ToolRegistry) -> None:
+    specs = {s.name: s for s in await registry.list_tools()}
+    assert set(specs) == {"tickets.get_ticket", "tickets.create_ticket", "tickets.ping"}
+    assert specs["tickets.get_ticket"].description == "Fetch one ticket."
+    assert specs["tickets.get_ticket"].idempotent is True
+    assert specs["tickets.ping"].description == "GET /ping"
+
+
+async def test_get_fills_the_path_template_and_sends_the_rest_as_query(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.get("/tickets/T%2F1").mock(return_value=httpx.Response(200, json={"id": "T/1"}))
+    result = await registry.call("tickets.get_ticket", {"ticket_id": "T/1", "verbose": True})
+    assert result.ok, result.error
+    assert result.output == {"id": "T/1"} and result.structured == {"id": "T/1"}
+    request = route.calls.last.request
+    assert request.url.params["verbose"] == "true"
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_post_sends_a_json_body_and_declared_query_arguments(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.post("/projects/core/tickets").mock(
+        return_value=httpx.Response(201, json={"id": 7})
+    )
+    result = await registry.call(
+        "tickets.create_ticket",
+        {"project": "core", "title": "Broken", "labels": ["bug"], "dry_run": False},
+    )
+    assert result.ok and result.output == {"id": 7}
+    request = route.calls.last.request
+    assert json.loads(request.content) == {"title": "Broken", "labels": ["bug"]}
+    assert request.url.params["dry_run"] == "false"
+
+
+async def test_429_with_retry_after_is_retried_for_an_idempotent_tool_after_waiting(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.get("/tickets/1").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "1"}, text="slow down"),
+            httpx.Response(200, json={"id": "1"}),
+        ]
+    )
+    start = time.monotonic()
+    result = await registry.call("tickets.get_ticket", {"ticket_id": "1"})
+    assert result.ok, result.error
+    assert result.attempts == 2 and route.call_count == 2
+    assert time.monotonic() - start >= 0.95, "Retry-After (1 s) was honoured"
+
+
+async def test_429_is_not_retried_for_a_non_idempotent_tool(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.post("/projects/core/tickets").mock(
+        return_value=httpx.Response(429, headers={"Retry-After": "1"})
+    )
+    result = await registry.call("tickets.create_ticket", {"project": "core", "title": "x"})
+    assert result.error_kind is ToolErrorKind.OVERLOADED
+    assert "HTTP 429" in (result.error or "")
+    assert result.attempts == 1 and route.call_count == 1
+
+
+async def test_retry_after_longer_than_the_cap_ends_the_call(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.get("/tickets/1").mock(
+        return_value=httpx.Response(503, headers={"Retry-After": "3600"})
+    )
+    result = await registry.call("tickets.get_ticket", {"ticket_id": "1"})
+    assert result.error_kind is ToolErrorKind.UNAVAILABLE
+    assert route.call_count == 1
+
+
+async def test_500_is_unavailable_and_retried_up_to_max_attempts_when_idempotent(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.get("/tickets/1").mock(return_value=httpx.Response(500, text="boom"))
+    result = await registry.call("tickets.get_ticket", {"ticket_id": "1"})
+    assert result.error_kind is ToolErrorKind.UNAVAILABLE
+    assert "GET /tickets/{ticket_id}" in (result.error or "") and "HTTP 500" in (result.error or "")
+    assert "boom" in (result.error or "")
+    assert result.attempts == 3 and route.call_count == 3
+
+
+async def test_4xx_is_a_tool_error_and_not_retried(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    route = api.get("/tickets/404").mock(
+        return_value=httpx.Response(404, json={"error": "no such ticket"})
+    )
+    result = await registry.call("tickets.get_ticket", {"ticket_id": "404"})
+    assert result.error_kind is ToolErrorKind.TOOL_ERROR
+    assert "HTTP 404" in (result.error or "") and "no such ticket" in (result.error or "")
+    assert route.call_count == 1
+
+
+async def test_timeout_is_a_timeout_result(registry: ToolRegistry, api: respx.MockRouter) -> None:
+    api.get("/ping").mock(side_effect=httpx.ReadTimeout("read timed out"))
+    result = await registry.call("tickets.ping", {})
+    assert result.error_kind is ToolErrorKind.TIMEOUT
+    assert result.attempts == 1, "ping is not idempotent: no retry"
+
+
+async def test_a_slow_endpoint_is_cut_off_at_timeout_s(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def never_answers(request: httpx.Request) -> httpx.Response:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return httpx.Response(200, json=True)
+
+    api.get("/ping").mock(side_effect=never_answers)
+    start = time.monotonic()
+    result = await registry.call("tickets.ping", {})
+    assert result.error_kind is ToolErrorKind.TIMEOUT
+    assert time.monotonic() - start < 0.5 + 0.5
+    assert cancelled.is_set(), "the HTTP call was cancelled"
+
+
+async def test_connection_failure_is_unavailable(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    api.get("/ping").mock(side_effect=httpx.ConnectError("connection refused"))
+    result = await registry.call("tickets.ping", {})
+    assert result.error_kind is ToolErrorKind.UNAVAILABLE
+    assert "GET /ping" in (result.error or "")
+
+
+async def test_bad_json_body_is_a_clear_tool_error_naming_the_path_not_the_secret(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    api.get("/ping").mock(
+        return_value=httpx.Response(
+            200, text="<html>pong</html>", headers={"content-type": "text/html"}
+        )
+    )
+    result = await registry.call("tickets.ping", {})
+    assert result.error_kind is ToolErrorKind.TOOL_ERROR
+    assert "GET /ping" in (result.error or "") and "not JSON" in (result.error or "")
+    assert SECRET not in (result.error or "")
+
+
+async def test_a_server_echoing_the_token_is_redacted_in_errors(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    api.get("/ping").mock(return_value=httpx.Response(401, text=f"bad token Bearer {SECRET}"))
+    result = await registry.call("tickets.ping", {})
+    assert result.error_kind is ToolErrorKind.TOOL_ERROR
+    assert SECRET not in (result.error or "") and "***" in (result.error or "")
+
+
+async def test_empty_2xx_body_is_ok_with_no_output(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    api.get("/ping").mock(return_value=httpx.Response(204))
+    result = await registry.call("tickets.ping", {})
+    assert result.ok and result.output is None
+
+
+class RecordingTransport(httpx.MockTransport):
+    def __init__(self) -> None:
+        super().__init__(lambda request: httpx.Response(200, json={"path": request.url.path}))
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_the_source_client_is_closed_on_aclose(manifest_dir: Path) -> None:
+    transport = RecordingTransport()
+    source = HttpToolSource(load_manifest(manifest_dir / "tickets.yaml"), transport=transport)
+    registry = ToolRegistry()
+    registry.add_source(source)
+    for _ in range(3):
+        result = await registry.call("tickets.ping", {})
+        assert result.output == {"path": "/api/ping"}
+    assert transport.closed == 0
+    await registry.aclose()
+    assert transport.closed == 1
