@@ -25,7 +25,7 @@ EXIT_PAUSED = 3
 DEFAULT_STORE = "sqlite:///.penguiflow/state.db"
 
 
-def _common(p: argparse.ArgumentParser, *, identity: bool = True) -> None:
+def _add_common_options(p: argparse.ArgumentParser, *, identity: bool = True) -> None:
     p.add_argument("--tools", default="tools", metavar="DIR", help="tool manifests directory (default ./tools)")
     p.add_argument("--policies", default="policies", metavar="DIR", help="policy directory (default ./policies)")
     p.add_argument("--store", default=DEFAULT_STORE, metavar="URL", help=f"state store URL (default {DEFAULT_STORE})")
@@ -46,59 +46,59 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("demo", help="offline end-to-end demo, no API key needed")
-    _common(p)
+    _add_common_options(p)
     p.add_argument("--model", default=None, help="litellm model name (default: the offline replay model)")
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_demo")
 
     p = sub.add_parser("run", help="answer one question with tools")
     p.add_argument("question")
-    _common(p)
+    _add_common_options(p)
     p.add_argument("--model", default=None, help="litellm model name, or replay:PATH (default: replay when no provider key is set)")
     p.add_argument("--session", default=None, metavar="ID", help="session id: keeps conversation history across runs")
     p.add_argument("--max-steps", type=int, default=None)
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_run")
 
     p = sub.add_parser("chat", help="interactive chat; asks for approvals inline")
-    _common(p)
+    _add_common_options(p)
     p.add_argument("--model", default=None)
     p.add_argument("--session", default=None, metavar="ID")
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_chat")
 
     p = sub.add_parser("resume", help="continue a paused run after its approvals were decided")
     p.add_argument("run_id", metavar="RUN_ID")
-    _common(p)
+    _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_resume")
 
     tools = sub.add_parser("tools", help="list or call registered tools")
     tsub = tools.add_subparsers(dest="tools_command", metavar="SUBCOMMAND")
     tsub.required = True
     p = tsub.add_parser("list", help="list tools (operator view, or a caller's view with --tenant/--role)")
-    _common(p)
+    _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_list")
     p = tsub.add_parser("call", help="call one tool as a caller under the policies")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--args", default="{}", metavar="JSON", help="arguments as a JSON object")
-    _common(p)
+    _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_call")
 
     appr = sub.add_parser("approvals", help="list and decide approval requests")
     asub = appr.add_subparsers(dest="approvals_command", metavar="SUBCOMMAND")
     asub.required = True
     p = asub.add_parser("list", help="list approval requests of a tenant")
-    _common(p)
+    _add_common_options(p)
     p.add_argument("--status", default=None, choices=["pending", "approved", "rejected", "expired"])
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_list")
     p = asub.add_parser("approve", help="approve a request (optionally with edited arguments)")
     p.add_argument("approval_id", metavar="ID")
     p.add_argument("--as", dest="as_principal", required=True, metavar="PRINCIPAL")
     p.add_argument("--args", default=None, metavar="JSON", help="edited arguments (approve with edits)")
-    _common(p)
+    _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_approve")
     p = asub.add_parser("reject", help="reject a request; the reason reaches the model")
     p.add_argument("approval_id", metavar="ID")
     p.add_argument("--as", dest="as_principal", required=True, metavar="PRINCIPAL")
     p.add_argument("--reason", required=True)
-    _common(p)
+    _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_reject")
     return parser
 
