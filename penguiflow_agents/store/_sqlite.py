@@ -85,7 +85,9 @@ class SQLiteStore:
     schema_version = SCHEMA_VERSION
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH) -> None:
-        self.path = os.fspath(path)
+        path = os.fspath(path)
+        # Resolved once, so a later chdir does not move the store.
+        self.path = path if path == ":memory:" else os.path.abspath(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="penguiflow-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -117,7 +119,7 @@ class SQLiteStore:
             return fn(self._connection())
         except PenguiflowError:
             raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise _translate(exc, self.path) from None
 
     def _connection(self) -> sqlite3.Connection:
@@ -429,9 +431,8 @@ class SQLiteStore:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    if path != ":memory:" and not path.startswith("file:"):
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+    if path != ":memory:":
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
     conn = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -478,7 +479,7 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _translate(exc: sqlite3.Error, path: str) -> StoreError:
+def _translate(exc: sqlite3.Error | OSError, path: str) -> StoreError:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return StoreError(

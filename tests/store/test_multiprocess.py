@@ -1,7 +1,7 @@
 """Several OS processes sharing one SQLite file or one PostgreSQL schema.
 
-Each race starts N worker processes (tests/store/store_worker.py), waits until
-every one has opened the store, then releases them all at once.
+Each race sends one command to N worker processes (tests/store/store_worker.py)
+that have already opened the store and wait for it, so they act at once.
 """
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +27,85 @@ WORKERS = 4  # racing processes per test (the CI machine has 2 cores)
 WORKER_TIMEOUT_S = 30.0  # longest wait for one line from a worker (start-up included)
 WORKER = str(Path(__file__).with_name("store_worker.py"))
 
+# Racing workers are started once per store URL and reused by every test of this module
+# (each test uses its own tenant); workers a test kills are its own.
+_POOLS: dict[str, list[Worker]] = {}
+
+
+class Worker:
+    """One store_worker.py process: JSON commands in, JSON lines out."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKER, url, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        self._lines: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._lines.put(raw)
+        self._lines.put(b"")
+
+    async def line(self) -> Any:
+        raw = await asyncio.to_thread(self._lines.get, True, WORKER_TIMEOUT_S)
+        if not raw:
+            assert self.proc.stderr is not None
+            raise AssertionError(f"worker exited early: {self.proc.stderr.read().decode()[-2000:]}")
+        return json.loads(raw)
+
+    def send(self, action: str, tenant: str, ident: str, n: float = 1) -> None:
+        assert self.proc.stdin is not None
+        cmd = {"action": action, "tenant": tenant, "ident": ident, "n": n}
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(WORKER_TIMEOUT_S) == -signal.SIGKILL
+        self.close_pipes()
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # end of commands: the worker closes its store and exits
+        assert self.proc.wait(WORKER_TIMEOUT_S) == 0
+        self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+
+
+async def start(url: str, name: str) -> Worker:
+    worker = Worker(url, name)
+    assert await worker.line() == "ready"
+    return worker
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_pools() -> Iterator[None]:
+    yield
+    for workers in _POOLS.values():
+        for w in workers:
+            w.stop()
+    _POOLS.clear()
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('shared') / 'shared.db'}"
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared.db'}"
-    return str(request.getfixturevalue("pg_store_url"))
+def shared_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_store_url"
+    return str(request.getfixturevalue(name))
 
 
 @pytest.fixture
@@ -39,65 +115,14 @@ async def parent(shared_url: str) -> AsyncIterator[StateStore]:
     await store.aclose()
 
 
-class Worker:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    async def line(self) -> Any:
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(WORKER_TIMEOUT_S):
-            raw = await self.proc.stdout.readline()
-        if not raw:
-            assert self.proc.stderr is not None
-            err = await self.proc.stderr.read()
-            raise AssertionError(f"worker exited early: {err.decode()[-2000:]}")
-        return json.loads(raw)
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-
-    async def finish(self) -> None:
-        async with asyncio.timeout(WORKER_TIMEOUT_S):
-            assert await self.proc.wait() == 0
-
-    async def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        async with asyncio.timeout(WORKER_TIMEOUT_S):
-            assert await self.proc.wait() == -signal.SIGKILL
-
-
-async def start(url: str, action: str, tenant: str, ident: str, name: str, n: int = 1) -> Worker:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        WORKER,
-        url,
-        action,
-        tenant,
-        ident,
-        name,
-        str(n),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    worker = Worker(proc)
-    assert await worker.line() == "ready"
-    return worker
-
-
 async def race(url: str, action: str, tenant: str, ident: str, n: int = 1) -> list[Any]:
-    """Start WORKERS processes, release them together, return their results in order."""
-    workers = await asyncio.gather(
-        *(start(url, action, tenant, ident, f"w{i}", n) for i in range(WORKERS))
-    )
+    """Send one command to every racing worker at once; their results in worker order."""
+    if url not in _POOLS:
+        _POOLS[url] = list(await asyncio.gather(*(start(url, f"w{i}") for i in range(WORKERS))))
+    workers = _POOLS[url]
     for w in workers:
-        w.go()
-    results = [await w.line() for w in workers]
-    for w in workers:
-        await w.finish()
-    return results
+        w.send(action, tenant, ident, n)
+    return [await w.line() for w in workers]
 
 
 async def test_processes_racing_claim_run_have_exactly_one_winner(
@@ -166,14 +191,14 @@ async def test_processes_appending_to_one_run_get_unique_gapless_seqs(
 async def test_a_sigkilled_claimer_leaves_a_run_reclaimable_after_its_lease(
     shared_url: str, parent: StateStore, tenant: str
 ) -> None:
-    lease_s = 1
+    lease_s = 0.3
     await parent.create_run(
         RunRecord(run_id="run-1", tenant=tenant, principal="p", status="paused")
     )
-    holder = await start(shared_url, "hold", tenant, "run-1", "doomed", lease_s)
-    holder.go()
+    holder = await start(shared_url, "doomed")
+    holder.send("hold", tenant, "run-1", lease_s)
     assert await holder.line() == {"claimed": True}
-    await holder.kill()
+    holder.kill()
     left = await parent.get_run(tenant, "run-1")
     assert (left.status, left.claimed_by) == ("running", "doomed")
     assert left.claim_expires_at is not None
@@ -189,10 +214,10 @@ async def test_a_sigkilled_claimer_leaves_a_run_reclaimable_after_its_lease(
 async def test_a_writer_killed_mid_stream_leaves_the_log_gapless_and_usable(
     shared_url: str, parent: StateStore, tenant: str
 ) -> None:
-    churner = await start(shared_url, "churn", tenant, "run-1", "doomed")
-    churner.go()
+    churner = await start(shared_url, "doomed")
+    churner.send("churn", tenant, "run-1")
     assert await churner.line() == {"started": True}
-    await churner.kill()
+    churner.kill()
     seq = await parent.append_event(tenant, "run-1", "after", {})
     assert [e.seq for e in await parent.list_events(tenant, "run-1")] == list(range(1, seq + 1))
     assert seq >= 2

@@ -65,6 +65,26 @@ async def test_a_sqlite_file_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+async def test_a_sqlite_path_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
+    from penguiflow_agents.exceptions import StoreError
+
+    (tmp_path / "plain-file").write_text("not a directory")
+    with pytest.raises(StoreError, match="plain-file"):
+        await open_store(f"sqlite:///{tmp_path / 'plain-file' / 'state.db'}")
+
+
+async def test_a_sqlite_store_keeps_its_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("here.db")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    await store.list_runs("t")
+    await store.aclose()
+    assert (tmp_path / "here.db").is_file() and not (tmp_path / "elsewhere" / "here.db").exists()
+
+
 async def test_sqlite_url_without_a_path_is_a_user_error() -> None:
     with pytest.raises(UserError, match="names no database file"):
         await open_store("sqlite://")
