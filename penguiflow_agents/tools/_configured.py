@@ -17,6 +17,9 @@ from penguiflow_agents.tools._types import (
 
 __all__ = ["ConfiguredSource"]
 
+# Bare names whose include/exclude verdict is remembered (callers may send any name).
+_MAX_REMEMBERED = 4096
+
 
 class ConfiguredSource:
     """Filters the tools of ``inner`` and applies ``risk``/``idempotent``/``timeout_s``.
@@ -30,12 +33,21 @@ class ConfiguredSource:
         self.inner = inner
         self.manifest = manifest
         self.name = manifest.name
+        self._allowed: dict[str, bool] = {}  # include/exclude verdict per bare name
+
+    def _allows(self, bare: str) -> bool:
+        verdict = self._allowed.get(bare)
+        if verdict is None:
+            if len(self._allowed) >= _MAX_REMEMBERED:
+                self._allowed.clear()
+            verdict = self._allowed[bare] = self.manifest.allows(bare)
+        return verdict
 
     async def list_tools(self) -> list[ToolSpec]:
         specs = []
         for spec in await self.inner.list_tools():
             bare = spec.bare_name if spec.name.startswith(f"{self.name}.") else spec.name
-            if self.manifest.allows(bare):
+            if self._allows(bare):
                 specs.append(self._configure(spec, bare))
         return specs
 
@@ -60,7 +72,7 @@ class ConfiguredSource:
         return dataclasses.replace(spec, **changes) if changes else spec
 
     async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
-        if not self.manifest.allows(tool):
+        if not self._allows(tool):
             return ToolResult.failure(
                 f"{self.name}.{tool}",
                 ToolErrorKind.NOT_FOUND,

@@ -241,7 +241,10 @@ class ProtectedSource:
                 )
             queue_s = self.manifest.queue_timeout_s
             try:
-                async with asyncio.timeout(_bounded(queue_s, remaining)):
+                if self._slots.locked():
+                    async with asyncio.timeout(_bounded(queue_s, remaining)):
+                        await self._slots.acquire()
+                else:  # a free slot: taken at once, no timer needed
                     await self._slots.acquire()
             except TimeoutError:
                 self.breaker.abandon(ticket)

@@ -210,7 +210,7 @@ class ToolRegistry:
             self._mark_down(entry, str(exc) or type(exc).__name__)
             return
         if entry.up is not True:
-            log.info("tool_source.up", source=name, tools=len(specs))
+            log.debug("tool_source.up", source=name, tools=len(specs))
         entry.up, entry.reason = True, None
         entry.specs = {spec.name: spec for spec in specs}
         for spec in specs:

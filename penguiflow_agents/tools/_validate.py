@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -33,38 +34,101 @@ class _SchemaError(Exception):
         super().__init__(message)
 
 
+FastCheck = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    validator: Validator | _SchemaError
+    fast: FastCheck | None  # says "valid" for certain, or defers to the validator
+
+
 @functools.lru_cache(maxsize=VALIDATOR_CACHE_SIZE)
-def _compiled(schema_json: str) -> Validator | _SchemaError:
+def _compile(schema_json: str) -> _Compiled:
     schema = json.loads(schema_json)
     cls = validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        return _SchemaError(f"the tool's input schema is not valid JSON Schema: {exc.message}")
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+        error = _SchemaError(f"the tool's input schema is not valid JSON Schema: {exc.message}")
+        return _Compiled(error, None)
+    return _Compiled(cls(schema, format_checker=cls.FORMAT_CHECKER), _fast_check(schema))
 
 
 # Fast path by object identity: a registry validates the same (never mutated)
 # schema mapping on every call; the entry keeps the object alive so its id is
 # not reused while cached.
-_by_identity: dict[int, tuple[Mapping[str, Any], Validator | _SchemaError]] = {}
+_by_identity: dict[int, tuple[Mapping[str, Any], _Compiled]] = {}
 
 
 def validator_for(schema: Mapping[str, Any]) -> Validator | None:
     """The compiled validator for ``schema`` (None if the schema itself is invalid)."""
-    compiled = _lookup(schema)
-    return None if isinstance(compiled, _SchemaError) else compiled
+    validator = _lookup(schema).validator
+    return None if isinstance(validator, _SchemaError) else validator
 
 
-def _lookup(schema: Mapping[str, Any]) -> Validator | _SchemaError:
+def _lookup(schema: Mapping[str, Any]) -> _Compiled:
     hit = _by_identity.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
-    compiled = _compiled(canonical_json(schema))
+    compiled = _compile(canonical_json(schema))
     if len(_by_identity) >= VALIDATOR_CACHE_SIZE:
         _by_identity.clear()
     _by_identity[id(schema)] = (schema, compiled)
     return compiled
+
+
+# The flat schemas most tools have (an object of scalar properties) get a
+# plain-Python check that can only say "valid"; anything it is unsure of goes
+# to jsonschema, which also writes the error list.
+_FLAT_KEYS = frozenset(
+    {"type", "properties", "required", "additionalProperties", "title", "description", "$schema"}
+)
+_PROPERTY_KEYS = frozenset({"type", "title", "description", "default", "examples"})
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+
+
+def _fast_check(schema: Mapping[str, Any]) -> FastCheck | None:
+    if not set(schema) <= _FLAT_KEYS or schema.get("type") != "object":
+        return None
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if (
+        not isinstance(properties, dict)
+        or not isinstance(required, list)
+        or not isinstance(extra, bool)
+    ):
+        return None
+    types: dict[str, tuple[type, ...]] = {}
+    for name, prop in properties.items():
+        if not isinstance(prop, dict) or not set(prop) <= _PROPERTY_KEYS:
+            return None
+        kind = prop.get("type")
+        if kind not in _SCALARS:
+            return None
+        types[name] = _SCALARS[kind]
+    needed = tuple(required)
+
+    def check(arguments: Mapping[str, Any]) -> bool:
+        for name in needed:
+            if name not in arguments:
+                return False
+        for name, value in arguments.items():
+            allowed = types.get(name)
+            if allowed is None:
+                if not extra:
+                    return False
+            elif type(value) not in allowed:  # exact: bool is not an integer here
+                return False
+        return True
+
+    return check
 
 
 def format_path(path: Sequence[Any]) -> str:
@@ -80,10 +144,13 @@ def argument_errors(schema: Mapping[str, Any], arguments: Any) -> list[str]:
     if not isinstance(arguments, Mapping):
         return [f"$: arguments must be a JSON object, got {type(arguments).__name__}"]
     compiled = _lookup(schema)
-    if isinstance(compiled, _SchemaError):
-        return [f"$: {compiled.message}"]
+    validator = compiled.validator
+    if isinstance(validator, _SchemaError):
+        return [f"$: {validator.message}"]
+    if compiled.fast is not None and compiled.fast(arguments):
+        return []
     found = sorted(
-        compiled.iter_errors(arguments),
+        validator.iter_errors(arguments),
         key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
     )
     lines: list[str] = []

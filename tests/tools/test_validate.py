@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
+
+import jsonschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from penguiflow_agents.tools import argument_errors
 from penguiflow_agents.tools._validate import validator_for
@@ -53,3 +58,37 @@ def test_an_invalid_schema_is_reported_not_raised() -> None:
     errors = argument_errors({"type": "no-such-type"}, {})
     assert len(errors) == 1 and "not valid JSON Schema" in errors[0]
     assert validator_for({"type": "no-such-type"}) is None
+
+
+FLAT = {
+    "type": "object",
+    "properties": {
+        "s": {"type": "string", "description": "text"},
+        "i": {"type": "integer"},
+        "n": {"type": "number", "default": 1.5},
+        "b": {"type": "boolean"},
+    },
+    "required": ["s", "i"],
+    "additionalProperties": False,
+}
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["s", "i", "n", "b", "extra"]), _json_scalars, max_size=5),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_flat_schema_verdicts_agree_with_jsonschema(
+    arguments: dict[str, Any], strict: bool
+) -> None:
+    """The fast path for flat schemas never accepts what jsonschema refuses, nor the reverse."""
+    schema = {**FLAT, "additionalProperties": not strict}
+    reference = jsonschema.Draft202012Validator(schema)
+    assert (argument_errors(schema, arguments) == []) == reference.is_valid(arguments)
