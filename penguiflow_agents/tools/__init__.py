@@ -1,16 +1,21 @@
 """Tools: ``@tool`` functions, manifests (tools/*.yaml), sources and the registry.
 
-from penguiflow_agents.tools import ToolRegistry, tool
+    from penguiflow_agents.tools import ToolRegistry, tool
 
-@tool
-async def greet(name: str) -> str:
-    '''Say hello.'''
-    return f"hello {name}"
+    @tool
+    async def greet(name: str) -> str:
+        '''Say hello.'''
+        return f"hello {name}"
 
-registry = ToolRegistry()
-registry.add_functions(greet, source="local")      # tool "local.greet"
-result = await registry.call("local.greet", {"name": "Ada"})
+    registry = ToolRegistry()
+    registry.add_functions(greet, source="local")      # tool "local.greet"
+    result = await registry.call("local.greet", {"name": "Ada"})
+
+``MCPToolSource`` is imported on first access, so that importing this package
+does not load the ``mcp`` SDK.
 """
+
+from typing import Any as _Any
 
 from penguiflow_agents.tools._catalog import ToolCatalog
 from penguiflow_agents.tools._configured import ConfiguredSource
@@ -45,6 +50,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "ConfiguredSource",
     "HttpToolSource",
+    "MCPToolSource",
     "ProtectedSource",
     "PythonToolSource",
     "RetryConfig",
@@ -67,3 +73,16 @@ __all__ = [
     "tool",
     "tool_definition",
 ]
+
+_LAZY = {"MCPToolSource": "penguiflow_agents.tools._mcp"}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -13,8 +13,14 @@ def test_all_lists_every_public_member_and_only_existing_ones() -> None:
         for name, value in vars(tools).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert set(tools.__all__) == public
+    lazy = set(tools._LAZY)  # imported on first access (MCPToolSource loads the mcp SDK)
+    assert set(tools.__all__) == public | lazy
     assert len(set(tools.__all__)) == len(tools.__all__), "no duplicates"
+
+
+def test_lazy_names_resolve() -> None:
+    for name in tools._LAZY:
+        assert getattr(tools, name).__name__ == name
 
 
 def test_public_names_are_defined_in_private_modules() -> None:
