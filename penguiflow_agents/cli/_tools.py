@@ -111,7 +111,7 @@ async def _list(
         headers = headers_of(args)
         view = policies.view(specs, headers)
         specs = list(view.tools)
-        roles = ", ".join(headers.roles) or "no roles"
+        roles = f"roles {', '.join(headers.roles)}" if headers.roles else "no roles"
         title = (
             f"caller view: tenant {headers.tenant!r}, principal {headers.principal!r}, {roles} "
             f"(policy {view.policy_version[:12]})"
