@@ -62,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(p)
     p.add_argument("--model", default=None)
     p.add_argument("--session", default=None, metavar="ID")
+    p.add_argument(
+        "--approver",
+        default=None,
+        metavar="PRINCIPAL",
+        help="decide approvals inline as this principal (never the requester; asked when missing)",
+    )
+    p.add_argument(
+        "--approver-role",
+        dest="approver_roles",
+        action="append",
+        default=None,
+        metavar="R",
+        help="a role of the inline approver (repeatable)",
+    )
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_chat")
 
     p = sub.add_parser("resume", help="continue a paused run after its approvals were decided")
