@@ -243,7 +243,7 @@ class ReactPlanner:
         messages: list[dict[str, Any]] = [{"role": "system", "content": deps.system_prompt}]
         messages.extend(history)
         messages.append({"role": "user", "content": query})
-        model = deps.llm.model
+        model = model_name(deps.llm)
         state = RunState(
             query=query,
             model=model,
@@ -705,6 +705,13 @@ class ReactPlanner:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def model_name(llm: LLMClient) -> str:
+    """What a run records as its model: the client's ``spec`` (the value that reopens the
+    same model, e.g. ``replay:/abs/script.yaml``) when it has one, else its ``model``."""
+    spec = getattr(llm, "spec", None)
+    return spec if isinstance(spec, str) and spec else llm.model
 
 
 async def _last(events: AsyncGenerator[PlannerEvent, None]) -> RunResult:

@@ -1,0 +1,226 @@
+"""How ``run``, ``resume``, ``demo`` and ``chat`` show a run: rich for people, JSON for scripts.
+
+Human output goes to stdout: one line per tool call (tool, arguments,
+latency, outcome), a spinner while the model thinks (on a terminal only), the
+answer, and for a paused run the exact commands that approve and resume it.
+With ``--json`` nothing is printed while the run goes on; the caller prints
+one document at the end (``result_document``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+
+from penguiflow_agents.planner import (
+    FinalAnswer,
+    LLMResponded,
+    Paused,
+    PendingApproval,
+    PlannerEvent,
+    RunFinished,
+    RunResult,
+    Step,
+    StepStarted,
+    TextChunk,
+    ToolCallFinished,
+)
+
+__all__ = ["Locations", "RunPrinter", "approve_command", "result_document", "resume_command"]
+
+# Width used when stdout is not a terminal (pipes, CI logs).
+_PIPE_WIDTH = 160
+# Longest rendering of a call's arguments / result preview on a step line.
+_ARGS_CHARS = 80
+_RESULT_CHARS = 80
+
+
+class Locations:
+    """The non-default ``--store/--tools/--policies`` to repeat in printed commands."""
+
+    def __init__(
+        self, *, tenant: str, store: str, tools: str, policies: str, defaults: Sequence[str]
+    ) -> None:
+        from penguiflow_agents.store import redact_url
+
+        self.tenant = tenant
+        self.options: list[str] = []
+        default_store, default_tools, default_policies = defaults
+        if store != default_store:
+            self.options += ["--store", redact_url(store)]
+        if tools != default_tools:
+            self.options += ["--tools", tools]
+        if policies != default_policies:
+            self.options += ["--policies", policies]
+
+
+def approve_command(pending: PendingApproval, where: Locations, requester: str) -> str:
+    """A command that approves ``pending`` as a principal allowed to (never the requester)."""
+    parts = ["penguiflow-agents", "approvals", "approve", pending.id, "--tenant", where.tenant]
+    users = [a.split(":", 1)[1] for a in pending.approvers if a.startswith("user:")]
+    roles = [a.split(":", 1)[1] for a in pending.approvers if a.startswith("role:")]
+    users = [u for u in users if u != requester]
+    if users:
+        parts += ["--as", users[0]]
+    else:
+        who = "approver" if requester != "approver" else "approver-2"
+        parts += ["--as", who]
+        if roles:
+            parts += ["--role", roles[0]]
+    return shlex.join(parts + where.options)
+
+
+def resume_command(run_id: str, where: Locations) -> str:
+    return shlex.join(
+        ["penguiflow-agents", "resume", run_id, "--tenant", where.tenant, *where.options]
+    )
+
+
+def result_document(
+    result: RunResult, where: Locations, requester: str, *, replay: bool
+) -> dict[str, Any]:
+    """The ``--json`` document of run / resume (DESIGN.md keys, plus commands and model facts)."""
+    doc = result.to_dict()
+    for entry, pending in zip(doc["pending_approvals"], result.pending_approvals, strict=True):
+        entry["approve_command"] = approve_command(pending, where, requester)
+    doc["resume_command"] = (
+        resume_command(result.run_id, where) if result.status == "paused" else None
+    )
+    doc["model_is_replay"] = replay
+    return doc
+
+
+def _short(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _latency(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+class RunPrinter:
+    """Consumes a planner event stream; prints it for people unless ``quiet``."""
+
+    def __init__(self, *, quiet: bool, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(
+            file=sys.stdout, width=None if sys.stdout.isatty() else _PIPE_WIDTH, highlight=False
+        )
+        self._status: Status | None = None
+        self._streamed = False
+        self._answered = False
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text)
+
+    def banner(
+        self, *, model: str, replay: bool, tenant: str, principal: str, roles: Sequence[str]
+    ) -> None:
+        what = f"replay model (test double) [dim]{escape(model)}[/dim]" if replay else escape(model)
+        who = principal + (f" ({', '.join(roles)})" if roles else "")
+        self.line(
+            f"[bold]model[/bold] {what} · [bold]tenant[/bold] {escape(tenant)} · [bold]as[/bold] {escape(who)}"
+        )
+
+    def _spin(self, text: str) -> None:
+        if self.quiet or not self.console.is_terminal:
+            return
+        self._stop()
+        self._status = self.console.status(text, spinner="dots")
+        self._status.start()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    async def consume(self, events: AsyncGenerator[PlannerEvent, None]) -> RunResult:
+        result: RunResult | None = None
+        self._answered = False
+        try:
+            async for event in events:
+                if isinstance(event, RunFinished):
+                    result = event.result
+                elif not self.quiet:
+                    self._show(event)
+        finally:
+            self._stop()
+            await events.aclose()
+        assert result is not None, "a planner stream always ends with RunFinished"
+        if not self.quiet:
+            self._show_end(result)
+        return result
+
+    def _show(self, event: PlannerEvent) -> None:
+        if isinstance(event, StepStarted):
+            self._streamed = False
+            self._spin(f"thinking… (step {event.step})")
+        elif isinstance(event, TextChunk):
+            self._stop()
+            if not self._streamed:
+                self.console.print("[bold]answer[/bold] ", end="")
+            self._streamed = True
+            self.console.print(escape(event.text), end="", soft_wrap=True)
+        elif isinstance(event, LLMResponded):
+            self._stop()
+            if event.tool_calls and event.content and event.content.strip():
+                self.console.print(f"[dim]{escape(_short(event.content, 200))}[/dim]")
+            if event.tool_calls:
+                self._spin("calling " + ", ".join(name for _, name in event.tool_calls) + "…")
+        elif isinstance(event, ToolCallFinished):
+            self._stop()
+            self._step(event.record)
+        elif isinstance(event, FinalAnswer):
+            self._stop()
+            self._answered = True
+            if self._streamed:
+                self.console.print()
+            else:
+                self.console.print(f"[bold]answer[/bold] {escape(event.answer)}")
+        elif isinstance(event, Paused):
+            self._stop()
+            for pending in event.pending_approvals:
+                who = ", ".join(pending.approvers) or "nobody"
+                reason = f"{pending.reason}; " if pending.reason else ""
+                self.console.print(
+                    f"  [yellow]⏸[/yellow] {escape(pending.tool)} {escape(_short(pending.arguments, _ARGS_CHARS))}"
+                    f"  [yellow]needs approval[/yellow] {pending.id} ({escape(reason)}approvers: {escape(who)})"
+                )
+
+    def _step(self, step: Step) -> None:
+        mark = "[green]✓[/green]" if step.ok else "[red]✗[/red]"
+        outcome = "[green]ok[/green]" if step.ok else f"[red]{escape(step.outcome)}[/red]"
+        preview = _short(step.result, _RESULT_CHARS) if step.result is not None else ""
+        self.console.print(
+            f"  {mark} [bold]{escape(step.tool)}[/bold] {escape(_short(step.arguments, _ARGS_CHARS))}"
+            f"  [dim]{_latency(step.latency_s)}[/dim]  {outcome}  [dim]{escape(preview)}[/dim]"
+        )
+
+    def _show_end(self, result: RunResult) -> None:
+        if result.status == "completed" and not self._answered and result.answer is not None:
+            # A run that had already finished: show its stored answer.
+            self.console.print(f"[bold]answer[/bold] {escape(result.answer)}")
+        if result.status in ("failed", "cancelled"):
+            self.console.print(
+                f"[red]{result.status}[/red]: {escape(result.error or 'no reason recorded')}"
+            )
+
+    def show_paused(self, result: RunResult, where: Locations, requester: str) -> None:
+        """The pause summary with the exact commands to approve and resume."""
+        n = len(result.pending_approvals)
+        self.line(
+            f"[yellow]paused[/yellow]: run {result.run_id} waits for {n} approval{'s' if n != 1 else ''}."
+        )
+        for pending in result.pending_approvals:
+            self.line(f"  approve: {escape(approve_command(pending, where, requester))}")
+        self.line(f"  then:    {escape(resume_command(result.run_id, where))}")
