@@ -1,1 +1,40 @@
-"""(being written)"""
+"""The flow runtime: nodes joined by bounded queues, envelopes with tenant and trace_id.
+
+    flow = create(a.to(b), b.to())          # edges; b is the egress
+    async with flow:                        # run() ... stop()
+        await flow.emit(Message(payload=x, headers=Headers(tenant="acme")))
+        result = await flow.fetch(trace_id=...)
+
+Per-trace cancel, deadlines, retries with backoff, streaming chunks, FlowEvents
+to middlewares (and optionally a StateStore), routing, joins, subflows.
+"""
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents._logging import configure_logging, log_flow_events
+
+from ._context import Context
+from ._envelopes import FinalAnswer, FlowError, FlowErrorCode, Message, StreamChunk, new_trace_id
+from ._events import FlowEvent, FlowEventKind, Middleware
+from ._flow import Flow, create
+from ._node import Edges, Node, NodePolicy
+
+__all__ = [
+    "Context",
+    "Edges",
+    "FinalAnswer",
+    "Flow",
+    "FlowError",
+    "FlowErrorCode",
+    "FlowEvent",
+    "FlowEventKind",
+    "Headers",
+    "Message",
+    "Middleware",
+    "Node",
+    "NodePolicy",
+    "StreamChunk",
+    "configure_logging",
+    "create",
+    "log_flow_events",
+    "new_trace_id",
+]
