@@ -23,7 +23,10 @@ Tools (all state is per process, shared by every session of the process):
 - ``stats()`` / ``reset_stats()``: calls per tool, calls in flight and the most
   ever seen in flight, flaky counters, and how many calls were cancelled.
 
-``build_server()`` returns the ``MCPServer`` for in-process use.
+``build_server()`` returns the ``MCPServer`` for in-process use;
+``stdio_command()`` is the command line of a stdio server (for a manifest's
+``command``), and ``running_http_server()`` starts an HTTP server process and
+stops it on exit.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import select
 import socket
+import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +52,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
-__all__ = ["SERVER_NAME", "ServerStats", "build_server", "main"]
+__all__ = [
+    "SERVER_NAME",
+    "HttpServerProcess",
+    "ServerStats",
+    "build_server",
+    "main",
+    "running_http_server",
+    "stdio_command",
+]
 
 SERVER_NAME = "penguiflow-test"
 # Exit status of the process when the ``crash`` tool runs.
@@ -54,6 +68,12 @@ CRASH_EXIT_CODE = 17
 # JSON-RPC error code of ``fail(protocol=True)``: in the implementation-defined
 # server range, clear of the codes the SDK itself uses (-32000, -32001, -32020, -32022).
 PROTOCOL_ERROR_CODE = -32099
+# Longest wait for an HTTP server process to print its READY line.
+READY_TIMEOUT_S = 30.0
+# How long the HTTP server lets open streams finish after SIGTERM before closing them.
+GRACEFUL_SHUTDOWN_S = 1
+# Longest wait for an HTTP server process to exit after SIGTERM (then SIGKILL).
+STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -70,6 +90,7 @@ class ServerStats:
     def snapshot(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "executable": sys.executable,
             "calls": dict(self.calls),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
@@ -226,7 +247,9 @@ async def _run_http(server: MCPServer, host: str, port: int) -> None:
     sock.listen(128)
     bound = sock.getsockname()[1]
     app = server.streamable_http_app(host=host)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
+    )
     uv = uvicorn.Server(config)
     serving = asyncio.create_task(uv.serve(sockets=[sock]))
     while not uv.started:
@@ -236,6 +259,83 @@ async def _run_http(server: MCPServer, host: str, port: int) -> None:
         await asyncio.sleep(0.01)
     print(f"READY http://{host}:{bound}/mcp", flush=True)
     await serving
+
+
+def stdio_command(python: str | None = None) -> list[str]:
+    """The command that runs this server over stdio (for an ``mcp_stdio`` manifest)."""
+    return [
+        python or sys.executable,
+        "-m",
+        "penguiflow_agents.testing.mcp_server",
+        "--transport",
+        "stdio",
+    ]
+
+
+@dataclass(slots=True, kw_only=True)
+class HttpServerProcess:
+    """A test server serving streamable HTTP in a child process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL) and reap it."""
+        self.process.kill()
+        self.process.wait(STOP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@contextmanager
+def running_http_server(
+    port: int = 0, *, host: str = "127.0.0.1", ready_timeout_s: float = READY_TIMEOUT_S
+) -> Iterator[HttpServerProcess]:
+    """Start the server over streamable HTTP (``port=0``: a free port); stop it on exit."""
+    cmd = [sys.executable, "-m", "penguiflow_agents.testing.mcp_server", "--transport", "http"]
+    cmd += ["--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    server: HttpServerProcess | None = None
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + ready_timeout_s
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            readable, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+            if not readable:
+                raise TimeoutError(
+                    f"the MCP test server did not get ready within {ready_timeout_s}s ({cmd!r})"
+                )
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                raise RuntimeError(
+                    f"the MCP test server exited before it was ready (status {proc.wait()})"
+                )
+            line += chunk
+        url = line.decode().split()[1]
+        server = HttpServerProcess(
+            process=proc, url=url, port=int(url.rsplit(":", 1)[1].split("/")[0])
+        )
+        yield server
+    finally:
+        if server is None:
+            server = HttpServerProcess(process=proc, url="", port=port)
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,274 @@
+"""Transports for MCP sources: the stdio subprocess and streamable HTTP.
+
+What the ``mcp`` SDK's transports need from a manifest, and three things the
+SDK does not do for us:
+
+- a stdio server's stderr goes to the log (structlog), line by line, instead
+  of the terminal (``stdio_client(errlog=...)`` needs a real file: a pipe);
+- the end of the server's output stream (the process died, the transport
+  closed) is reported at once, so the source can mark the session broken;
+- ``${VAR}`` values resolved at connect time are redacted from any text that
+  could reach a log or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import IO, Any, TextIO, cast
+
+import httpx2
+import structlog
+from mcp.client._transport import ReadStream, TransportStreams, WriteStream
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.message import SessionMessage
+
+from penguiflow_agents.tools._manifest import SourceManifest
+
+__all__ = [
+    "HTTP_CONNECT_TIMEOUT_S",
+    "HTTP_READ_TIMEOUT_S",
+    "STDERR_DRAIN_TIMEOUT_S",
+    "Redactor",
+    "StderrPump",
+    "open_transport",
+    "resolve_command",
+    "secret_values",
+]
+
+log = structlog.get_logger("penguiflow_agents.tools.mcp")
+
+# Connect/write/pool timeout of the HTTP client; a call's own limit is the registry's timeout_s.
+HTTP_CONNECT_TIMEOUT_S = 30.0
+# Read timeout of the HTTP client: a server may hold a response stream open this long between events.
+HTTP_READ_TIMEOUT_S = 300.0
+# Longest wait, after the server process ended, for its last stderr lines.
+STDERR_DRAIN_TIMEOUT_S = 0.5
+# Longest stderr line logged as is; longer lines are cut (a runaway server cannot flood the log).
+STDERR_LINE_MAX = 4000
+# Bytes of stderr buffered before a line is forced out.
+STDERR_READ_LIMIT = 64 * 1024
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Command names replaced by the running interpreter, so that ``python`` in a
+# manifest is the interpreter (and virtualenv) penguiflow-agents runs in.
+_PYTHON_NAMES = frozenset({"python", "python3"})
+
+
+def resolve_command(command: list[str]) -> tuple[str, list[str]]:
+    """Executable and arguments of an ``mcp_stdio`` command.
+
+    A leading ``python`` or ``python3`` is replaced by ``sys.executable``, the
+    interpreter penguiflow-agents runs in, so that a server installed in the
+    same virtualenv is found without activating it.
+    """
+    exe, *args = command
+    if exe in _PYTHON_NAMES and sys.executable:
+        exe = sys.executable
+    return exe, args
+
+
+def secret_values(
+    manifest: SourceManifest, environ: os._Environ[str] | dict[str, str] | None = None
+) -> list[str]:
+    """Values of the ``${VAR}`` variables the manifest's env/headers/url refer to."""
+    env = os.environ if environ is None else environ
+    texts: list[str] = [*manifest.env.values(), *manifest.headers.values()]
+    if manifest.url:
+        texts.append(manifest.url)
+    names = {m.group(1) for text in texts for m in _VAR_RE.finditer(text)}
+    return [v for name in sorted(names) if (v := env.get(name))]
+
+
+class Redactor:
+    """Replaces secret values in text with ``***`` before it reaches a log or an error."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._pattern: re.Pattern[str] | None = None
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        values = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def __call__(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub("***", text)
+
+
+class StderrPump:
+    """A pipe for a server's stderr whose lines go to the log.
+
+    ``errlog`` is the write end, handed to the process at spawn; call
+    ``spawned()`` after the spawn so that the pipe ends when the server does.
+    """
+
+    def __init__(self, source: str, redact: Redactor) -> None:
+        read_fd, write_fd = os.pipe()
+        self._source = source
+        self._redact = redact
+        self._reader_file: IO[bytes] = os.fdopen(read_fd, "rb", buffering=0)
+        self.errlog: TextIO = cast(TextIO, os.fdopen(write_fd, "w", encoding="utf-8"))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._pump(), name=f"mcp-stderr-{self._source}"
+        )
+
+    def spawned(self) -> None:
+        """Drop our copy of the write end; the server holds its own."""
+        self.errlog.close()
+
+    async def aclose(self) -> None:
+        """Wait briefly for the last lines, then stop reading."""
+        self.errlog.close()
+        task = self._task
+        if task is not None and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), STDERR_DRAIN_TIMEOUT_S)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader_file.close()
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STDERR_READ_LIMIT)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), self._reader_file
+        )
+        try:
+            while True:
+                try:
+                    raw = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:
+                    raw = exc.partial
+                    if raw:
+                        self._emit(raw)
+                    return
+                except asyncio.LimitOverrunError as exc:
+                    raw = await reader.readexactly(exc.consumed)
+                self._emit(raw)
+        finally:
+            transport.close()
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            return
+        if len(line) > STDERR_LINE_MAX:
+            line = line[:STDERR_LINE_MAX] + " [cut]"
+        log.info("mcp_server_stderr", source=self._source, line=self._redact(line))
+
+
+class _WatchedReadStream:
+    """A transport's read stream that reports its end (EOF) once."""
+
+    __slots__ = ("_inner", "_on_eof")
+
+    def __init__(
+        self, inner: ReadStream[SessionMessage | Exception], on_eof: Callable[[], None]
+    ) -> None:
+        self._inner = inner
+        self._on_eof: Callable[[], None] | None = on_eof
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    def _ended(self) -> None:
+        on_eof, self._on_eof = self._on_eof, None
+        if on_eof is not None:
+            on_eof()
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self._inner.receive()
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._ended()
+            raise
+
+    def __aiter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self._inner.__anext__()
+        except StopAsyncIteration:
+            self._ended()
+            raise
+        except Exception:
+            self._ended()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _WatchedReadStream:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc_val, exc_tb)
+
+
+@asynccontextmanager
+async def _watched(
+    inner: AbstractAsyncContextManager[TransportStreams], on_eof: Callable[[], None]
+) -> AsyncIterator[tuple[_WatchedReadStream, WriteStream[SessionMessage]]]:
+    async with inner as (read_stream, write_stream):
+        yield _WatchedReadStream(read_stream, on_eof), write_stream
+
+
+async def open_transport(
+    manifest: SourceManifest,
+    stack: AsyncExitStack,
+    *,
+    redact: Redactor,
+    on_eof: Callable[[], None],
+) -> tuple[AbstractAsyncContextManager[Any], Callable[[], None]]:
+    """The transport for ``manifest`` (not yet entered) and a hook to run once it is.
+
+    ``${VAR}`` in env/headers/url is resolved here (raises MissingEnvVarError);
+    helpers that must outlive the session (the stderr pump, the HTTP client)
+    are registered on ``stack``.
+    """
+    if manifest.transport == "mcp_stdio":
+        assert manifest.command is not None  # the manifest model requires it
+        env = manifest.resolved_env()
+        exe, args = resolve_command(manifest.command)
+        pump = StderrPump(manifest.name, redact)
+        stack.push_async_callback(pump.aclose)
+        pump.start()
+        params = StdioServerParameters(command=exe, args=args, env=env or None)
+        return _watched(stdio_client(params, errlog=pump.errlog), on_eof), pump.spawned
+    url = manifest.resolved_url()
+    assert url is not None  # the manifest model requires it
+    headers = manifest.resolved_headers()
+    http_client = create_mcp_http_client(
+        headers=headers or None,
+        timeout=httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=HTTP_READ_TIMEOUT_S),
+    )
+    await stack.enter_async_context(http_client)
+    return _watched(streamable_http_client(url, http_client=http_client), on_eof), _nothing
+
+
+def _nothing() -> None:
+    return None
