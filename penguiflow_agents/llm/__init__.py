@@ -9,6 +9,8 @@ from __future__ import annotations
 from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._litellm import LiteLLMClient, ToolCalling
 from penguiflow_agents.llm._names import WIRE_NAME_PATTERN, WireNames, from_wire_name, to_wire_name
+from penguiflow_agents.llm._open import PROVIDER_KEY_VARIABLES, open_llm, provider_keys_set
+from penguiflow_agents.llm._replay import REPLAY_MODEL_NAME, ReplayServer
 from penguiflow_agents.llm._script import (
     ReplayScript,
     ScriptToolCall,
@@ -27,6 +29,8 @@ from penguiflow_agents.llm._types import (
 )
 
 __all__ = [
+    "PROVIDER_KEY_VARIABLES",
+    "REPLAY_MODEL_NAME",
     "WIRE_NAME_PATTERN",
     "LLMClient",
     "LLMRequest",
@@ -34,6 +38,7 @@ __all__ = [
     "LLMToolCall",
     "LiteLLMClient",
     "ReplayScript",
+    "ReplayServer",
     "ScriptToolCall",
     "ScriptTurn",
     "ScriptUsage",
@@ -44,6 +49,8 @@ __all__ = [
     "WireNames",
     "from_wire_name",
     "load_replay_script",
+    "open_llm",
     "parse_tool_arguments",
+    "provider_keys_set",
     "to_wire_name",
 ]

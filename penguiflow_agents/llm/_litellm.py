@@ -35,7 +35,7 @@ from penguiflow_agents.llm._types import (
 )
 from penguiflow_agents.tools._types import ToolSpec
 
-__all__ = ["LiteLLMClient", "ToolCalling"]
+__all__ = ["LiteLLMClient", "ToolCalling", "native_tool_call"]
 
 logger = logging.getLogger("penguiflow_agents.llm")
 
@@ -47,6 +47,8 @@ _TIMEOUT_GRACE_S = 5.0
 _ERROR_CHARS = 600
 # Message keys a provider accepts; anything else the caller keeps is not sent.
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+# Shorter "keys" (the replay model's "replay") are not secrets and not redacted.
+_MIN_SECRET_CHARS = 8
 # HTTP statuses worth another attempt.
 _RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -96,6 +98,7 @@ class LiteLLMClient:
         self.max_backoff_s = max_backoff_s
         self.extra = dict(extra or {})
         self._tool_calling = tool_calling
+        self._priced = True  # False once litellm failed to price this model
         self._native: bool | None = None if tool_calling == "auto" else tool_calling == "native"
 
     def __repr__(self) -> str:
@@ -139,17 +142,20 @@ class LiteLLMClient:
         native = self.native_tool_calling
         names = WireNames.build(spec.name for spec in request.tools)
         params = self._params(request, names, native)
+        raw = await self._call(litellm, params)
+        return self._response(litellm, raw, names, native, turn_index(request.messages) + 1)
+
+    async def _call(self, litellm: Any, params: dict[str, Any]) -> Any:
+        """``litellm.acompletion(**params)`` with a time limit and retries; errors become ``LLMError``."""
         timeout = float(params["timeout"])
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with asyncio.timeout(timeout + _TIMEOUT_GRACE_S):
-                    raw = await litellm.acompletion(**params)
-                break
+                    return await litellm.acompletion(**params)
             except Exception as exc:
-                retry = _retryable(litellm, exc)
-                if not retry or attempt > self.max_retries:
+                if not _retryable(litellm, exc) or attempt > self.max_retries:
                     raise self._error(litellm, exc, attempt, timeout) from None
                 delay = self._backoff(attempt, exc)
                 logger.warning(
@@ -160,7 +166,6 @@ class LiteLLMClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        return self._response(litellm, raw, names, native, turn_index(request.messages) + 1)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResponse]:
         """Text deltas as the provider streams them, then the full ``LLMResponse``."""
@@ -184,7 +189,7 @@ class LiteLLMClient:
                 f"(attempt {attempts}); raise the timeout or try again later."
             )
         message = str(exc).strip() or type(exc).__name__
-        if self._api_key:
+        if self._api_key and len(self._api_key) >= _MIN_SECRET_CHARS:
             message = message.replace(self._api_key, "***")
         if len(message) > _ERROR_CHARS:
             message = message[:_ERROR_CHARS] + "..."
@@ -199,6 +204,17 @@ class LiteLLMClient:
             f"the model {self.model!r} failed after {attempts} attempt(s){where}: {message}; {advice}."
         )
 
+    def _cost(self, litellm: Any, raw: Any) -> float | None:
+        """The call's cost in USD as litellm prices it; ``None`` for a model without a price."""
+        hidden = getattr(raw, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
+        if cost is None and self._priced:
+            try:
+                cost = litellm.completion_cost(completion_response=raw)
+            except Exception:
+                self._priced = False  # a model with no known price (local, new): stop asking
+        return float(cost) if cost is not None else None
+
     def _response(
         self, litellm: Any, raw: Any, names: WireNames, native: bool, turn: int
     ) -> LLMResponse:
@@ -212,20 +228,15 @@ class LiteLLMClient:
         content: str | None = message.content if isinstance(message.content, str) else None
         calls: list[LLMToolCall] = []
         if native:
-            for i, call in enumerate(getattr(message, "tool_calls", None) or []):
-                raw_args = call.function.arguments
-                if not isinstance(raw_args, str):
-                    raw_args = json.dumps(raw_args or {})
-                args, error = parse_tool_arguments(raw_args)
-                calls.append(
-                    LLMToolCall(
-                        id=call.id or f"call_{turn}_{i + 1}",
-                        name=names.canonical(call.function.name or ""),
-                        arguments=args,
-                        raw_arguments=raw_args,
-                        parse_error=error,
-                    )
+            calls = [
+                native_tool_call(
+                    call.id or f"call_{turn}_{i + 1}",
+                    call.function.name,
+                    call.function.arguments,
+                    names,
                 )
+                for i, call in enumerate(getattr(message, "tool_calls", None) or [])
+            ]
         else:
             content, calls = parse_json_action(content, turn=turn)
         if calls and content is not None and not content.strip():
@@ -238,13 +249,28 @@ class LiteLLMClient:
                 prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                 completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             ),
-            cost_usd=_cost(litellm, raw),
+            cost_usd=self._cost(litellm, raw),
             model=str(getattr(raw, "model", None) or self.model),
             finish_reason="tool_calls" if calls else (choice.finish_reason or "stop"),
         )
 
 
 # -- helpers ----------------------------------------------------------------------
+
+
+def native_tool_call(
+    call_id: str, wire_name: str | None, arguments: Any, names: WireNames
+) -> LLMToolCall:
+    """A provider's tool call with the canonical name and parsed (or unparsable) arguments."""
+    raw_args = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+    args, error = parse_tool_arguments(raw_args)
+    return LLMToolCall(
+        id=call_id,
+        name=names.canonical(wire_name or ""),
+        arguments=args,
+        raw_arguments=raw_args,
+        parse_error=error,
+    )
 
 
 def _supports_tools(litellm: Any, model: str) -> bool:
@@ -327,14 +353,3 @@ def _retry_after_s(exc: BaseException) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _cost(litellm: Any, raw: Any) -> float | None:
-    hidden = getattr(raw, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
-    if cost is None:
-        try:
-            cost = litellm.completion_cost(completion_response=raw)
-        except Exception:
-            return None  # a model with no known price (local, replay, new)
-    return float(cost) if cost is not None else None
