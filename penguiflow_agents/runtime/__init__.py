@@ -12,11 +12,15 @@ to middlewares (and optionally a StateStore), routing, joins, subflows.
 from penguiflow_agents._identity import Headers
 from penguiflow_agents._logging import configure_logging, log_flow_events
 
+from ._concurrent import MapItemError, map_concurrent
 from ._context import Context
 from ._envelopes import FinalAnswer, FlowError, FlowErrorCode, Message, StreamChunk, new_trace_id
 from ._events import FlowEvent, FlowEventKind, Middleware
 from ._flow import Flow, create
+from ._join import Join, join_k
 from ._node import Edges, Node, NodePolicy
+from ._routing import Route, predicate_router, table_router, union_router
+from ._subflow import subflow
 
 __all__ = [
     "Context",
@@ -28,13 +32,22 @@ __all__ = [
     "FlowEvent",
     "FlowEventKind",
     "Headers",
+    "Join",
+    "MapItemError",
     "Message",
     "Middleware",
     "Node",
     "NodePolicy",
+    "Route",
     "StreamChunk",
     "configure_logging",
     "create",
+    "join_k",
     "log_flow_events",
+    "map_concurrent",
     "new_trace_id",
+    "predicate_router",
+    "subflow",
+    "table_router",
+    "union_router",
 ]
