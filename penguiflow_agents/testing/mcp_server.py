@@ -13,7 +13,8 @@ Tools (all state is per process, shared by every session of the process):
 
 - ``echo(text)`` and ``add(a, b)`` (structured result): trivial calls;
 - ``slow(seconds, steps=0)``: sleeps, reporting ``steps`` progress notifications;
-- ``flaky(key, fail_times)``: a tool error on the first ``fail_times`` calls per key;
+- ``flaky(key, fail_times, hang_s=0)``: fails the first ``fail_times`` calls per
+  key (a tool error, or a hang of ``hang_s`` for a caller's timeout to end);
 - ``fail(message, protocol=False)``: a tool error, or a JSON-RPC error with ``protocol``;
 - ``crash()``: the server process exits at once, mid-call (``os._exit``);
 - ``getenv(name)``: a variable of the server's environment (or null);
@@ -146,12 +147,18 @@ def build_server(stats: ServerStats | None = None) -> MCPServer:
             return f"slept {seconds}s"
 
     @server.tool()
-    async def flaky(key: str, fail_times: int) -> str:
-        """Fail the first ``fail_times`` calls for ``key`` with a tool error, then succeed."""
+    async def flaky(key: str, fail_times: int, hang_s: float = 0) -> str:
+        """Fail the first ``fail_times`` calls for ``key``, then succeed.
+
+        A failing call returns a tool error, or with ``hang_s`` > 0 hangs that
+        long first (so that the caller's timeout, a retryable failure, ends it).
+        """
         async with tracked("flaky"):
             st.flaky[key] += 1
             n = st.flaky[key]
             if n <= fail_times:
+                if hang_s > 0:
+                    await anyio.sleep(hang_s)
                 raise ToolError(f"flaky failure {n} of {fail_times} for key {key!r}")
             return f"ok after {n} calls"
 
@@ -243,6 +250,9 @@ async def _run_http(server: MCPServer, host: str, port: int) -> None:
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: without, a response body waits ~40 ms
+    # behind its headers (Nagle's algorithm meeting the client's delayed ACK).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(128)
     bound = sock.getsockname()[1]

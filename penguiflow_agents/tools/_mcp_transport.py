@@ -164,7 +164,7 @@ class StderrPump:
             transport.close()
 
     def _emit(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        line = raw.decode("utf-8", errors="replace").rstrip()
         if not line:
             return
         if len(line) > STDERR_LINE_MAX:

@@ -1,0 +1,102 @@
+"""The real `mcp-server-time` from PyPI through tools/time.yaml and the command line
+(`penguiflow-agents tools list --json` / `tools call`), in a child interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# Bound on one CLI run (it starts an interpreter, which starts the time server).
+CLI_TIMEOUT_S = 60
+
+
+def _time_server_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if (
+                "mcp_server_time" in " ".join(proc.info["cmdline"] or [])
+                and proc.environ().get("PF_TEST_MARK") == marker
+            ):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+@pytest.fixture
+def marked_tools(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the repo's tools/time.yaml whose server carries a marker in its environment."""
+    marker = uuid.uuid4().hex
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    text = (REPO / "tools" / "time.yaml").read_text()
+    assert "env: {TZ: UTC}" in text
+    (tools / "time.yaml").write_text(
+        text.replace("env: {TZ: UTC}", f"env: {{TZ: UTC, PF_TEST_MARK: {marker}}}")
+    )
+    return tools, marker
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.run(
+        [sys.executable, "-m", "penguiflow_agents", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+def test_cli_lists_the_time_tools_as_json(marked_tools: tuple[Path, str], tmp_path: Path) -> None:
+    tools, marker = marked_tools
+    done = _cli(
+        "tools",
+        "list",
+        "--json",
+        "--tools",
+        str(tools),
+        "--policies",
+        str(REPO / "policies"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    listed = {t["name"]: t for t in json.loads(done.stdout)}
+    assert set(listed) == {"time.get_current_time", "time.convert_time"}
+    assert listed["time.get_current_time"]["source"] == "time"
+    assert listed["time.get_current_time"]["input_schema"]["required"] == ["timezone"]
+    assert _time_server_processes(marker) == []
+
+
+def test_cli_calls_the_time_server(marked_tools: tuple[Path, str], tmp_path: Path) -> None:
+    tools, marker = marked_tools
+    done = _cli(
+        "tools",
+        "call",
+        "time.get_current_time",
+        "--args",
+        '{"timezone": "UTC"}',
+        "--json",
+        "--tools",
+        str(tools),
+        "--policies",
+        str(REPO / "policies"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["structured"]["timezone"] == "UTC"
+    assert "mcp_server_stderr" not in done.stderr  # server stderr went to the (quiet) log
+    assert _time_server_processes(marker) == []
