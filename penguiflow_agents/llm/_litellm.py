@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
@@ -49,6 +50,12 @@ _ERROR_CHARS = 600
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 # Shorter "keys" (the replay model's "replay") are not secrets and not redacted.
 _MIN_SECRET_CHARS = 8
+# litellm's "litellm.BadRequestError: OpenAIException - " in front of the provider's message.
+_LITELLM_PREFIX = re.compile(
+    r"^(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?(?:\w+(?:Exception|Error)\s*-\s*)?"
+)
+# How the replay model's script errors begin (see _script.match_failure / past_end_message).
+_REPLAY_SCRIPT_ERROR = "replay script"
 # HTTP statuses worth another attempt.
 _RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -183,16 +190,19 @@ class LiteLLMClient:
         return delay
 
     def _error(self, litellm: Any, exc: BaseException, attempts: int, timeout: float) -> LLMError:
+        who = "the replay model" if self.is_replay else f"the model {self.model!r}"
         if isinstance(exc, TimeoutError) or isinstance(exc, litellm.Timeout):
             return LLMError(
-                f"the model {self.model!r} did not answer within {timeout:g} s "
-                f"(attempt {attempts}); raise the timeout or try again later."
+                f"{who} did not answer within {timeout:g} s (attempt {attempts}); "
+                f"raise the timeout or try again later."
             )
-        message = str(exc).strip() or type(exc).__name__
+        message = _LITELLM_PREFIX.sub("", str(exc).strip()) or type(exc).__name__
         if self._api_key and len(self._api_key) >= _MIN_SECRET_CHARS:
             message = message.replace(self._api_key, "***")
         if len(message) > _ERROR_CHARS:
             message = message[:_ERROR_CHARS] + "..."
+        if self.is_replay and _REPLAY_SCRIPT_ERROR in message:
+            return LLMError(message)  # the replay model's own sentence says what to do
         status = getattr(exc, "status_code", None)
         where = f" (HTTP {status})" if isinstance(status, int) else ""
         advice = (
@@ -200,9 +210,7 @@ class LiteLLMClient:
             if _retryable(litellm, exc)
             else "check the model name, the provider key and the request"
         )
-        return LLMError(
-            f"the model {self.model!r} failed after {attempts} attempt(s){where}: {message}; {advice}."
-        )
+        return LLMError(f"{who} failed after {attempts} attempt(s){where}: {message}; {advice}.")
 
     def _cost(self, litellm: Any, raw: Any) -> float | None:
         """The call's cost in USD as litellm prices it; ``None`` for a model without a price."""

@@ -182,7 +182,9 @@ async def test_a_bad_request_is_not_retried(mock_http: respx.MockRouter) -> None
     route = mock_http.post(OPENAI_URL).respond(
         400, json={"error": {"message": "tools[0] is invalid", "type": "invalid_request_error"}}
     )
-    with pytest.raises(LLMError, match=r"after 1 attempt\(s\) \(HTTP 400\).*tools\[0\] is invalid"):
+    with pytest.raises(
+        LLMError, match=r"after 1 attempt\(s\) \(HTTP 400\): tools\[0\] is invalid; check"
+    ):
         await _client().complete(_request())
     assert route.call_count == 1
 
