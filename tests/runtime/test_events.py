@@ -146,3 +146,17 @@ def test_a_middleware_must_be_callable(bad: Any) -> None:
 
     with pytest.raises(UserError, match="callable"):
         create(Node(echo).to(), middlewares=[bad])
+
+
+async def test_events_land_in_the_memory_store_as_the_trace_run_log(
+    acme: Headers, recorder: Any
+) -> None:
+    from penguiflow_agents.store import MemoryStore
+
+    store = MemoryStore()
+    trace_id = await _two_step_run(acme, middlewares=[recorder], state_store=store)
+    stored = await store.list_events("acme", trace_id)
+    assert [e.kind for e in stored] == [e.kind.value for e in recorder.events]
+    assert [e.seq for e in stored] == [1, 2, 3, 4]
+    assert stored[1].data["node"] == "first" and stored[1].data["latency_s"] is not None
+    assert await store.list_events("globex", trace_id) == []
