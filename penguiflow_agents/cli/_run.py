@@ -287,6 +287,8 @@ async def _resume(args: argparse.Namespace) -> int:
     async with AsyncExitStack() as stack:
         store = await open_store(stack, args)
         record = await store.get_run(headers.tenant, args.run_id)  # foreign = unknown
+        if record.status in ("completed", "failed", "cancelled"):
+            return _show_stored(args, printer, record)
         planner = await open_planner(
             stack,
             args,
@@ -306,6 +308,29 @@ async def _resume(args: argparse.Namespace) -> int:
         printer.line(f"resuming run {args.run_id} ({record.status})")
         result = await printer.consume(planner.stream_resume(args.run_id, headers=headers))
         return report(args, printer, result, planner, record.principal)
+
+
+def _show_stored(args: argparse.Namespace, printer: RunPrinter, record: Any) -> int:
+    """A run that already ended: print its stored result; no model is opened."""
+    stored = record.state.get("result") if isinstance(record.state, dict) else None
+    result = (
+        RunResult.from_dict(stored)
+        if isinstance(stored, dict)
+        else RunResult(status=record.status, run_id=record.run_id, model=record.model)
+    )
+    where = locations(args)
+    if args.json:
+        print_json(
+            result_document(
+                result, where, record.principal, replay=record.model.startswith("replay")
+            )
+        )
+    else:
+        printer.line(f"run {record.run_id} already ended: {record.status}")
+        for step in result.steps:
+            printer.step(step)
+        printer.finish(result)
+    return exit_code(result)
 
 
 # -- demo --------------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ class Locations:
         self.options: list[str] = []
         default_store, default_tools, default_policies = defaults
         if store != default_store:
-            self.options += ["--store", redact_url(store)]
+            # Only a URL with credentials needs hiding (the password is never printed).
+            self.options += ["--store", redact_url(store) if "@" in store else store]
         if tools != default_tools:
             self.options += ["--tools", tools]
         if policies != default_policies:
@@ -158,7 +159,7 @@ class RunPrinter:
             await events.aclose()
         assert result is not None, "a planner stream always ends with RunFinished"
         if not self.quiet:
-            self._show_end(result)
+            self.finish(result)
         return result
 
     def _show(self, event: PlannerEvent) -> None:
@@ -179,7 +180,7 @@ class RunPrinter:
                 self._spin("calling " + ", ".join(name for _, name in event.tool_calls) + "…")
         elif isinstance(event, ToolCallFinished):
             self._stop()
-            self._step(event.record)
+            self.step(event.record)
         elif isinstance(event, FinalAnswer):
             self._stop()
             self._answered = True
@@ -197,7 +198,8 @@ class RunPrinter:
                     f"  [yellow]needs approval[/yellow] {pending.id} ({escape(reason)}approvers: {escape(who)})"
                 )
 
-    def _step(self, step: Step) -> None:
+    def step(self, step: Step) -> None:
+        """One trajectory line: tool, arguments, latency, outcome, a result preview."""
         mark = "[green]✓[/green]" if step.ok else "[red]✗[/red]"
         outcome = "[green]ok[/green]" if step.ok else f"[red]{escape(step.outcome)}[/red]"
         preview = _short(step.result, _RESULT_CHARS) if step.result is not None else ""
@@ -206,7 +208,8 @@ class RunPrinter:
             f"  [dim]{_latency(step.latency_s)}[/dim]  {outcome}  [dim]{escape(preview)}[/dim]"
         )
 
-    def _show_end(self, result: RunResult) -> None:
+    def finish(self, result: RunResult) -> None:
+        """The answer (unless already shown) or why the run failed."""
         if result.status == "completed" and not self._answered and result.answer is not None:
             # A run that had already finished: show its stored answer.
             self.console.print(f"[bold]answer[/bold] {escape(result.answer)}")
