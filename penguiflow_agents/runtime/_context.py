@@ -11,7 +11,8 @@ from penguiflow_agents.exceptions import UserError
 from ._envelopes import Message, StreamChunk
 
 if TYPE_CHECKING:
-    from ._engine import Engine, NodeRuntime
+    from ._compiled import NodeRuntime
+    from ._engine import Engine
     from ._node import Node
     from ._trace import Trace
 

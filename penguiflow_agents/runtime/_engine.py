@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ValidationError
 
+from ._compiled import NodeRuntime, Worker, validate, validate_output
 from ._context import Context
 from ._envelopes import FlowError, FlowErrorCode, Message, rewrap
 from ._events import FlowEvent, FlowEventKind, Middleware, make_event
@@ -33,89 +33,13 @@ from ._persist import EventWriter
 from ._queue import EMPTY, Inbox
 from ._trace import Trace
 
-__all__ = ["Engine", "NodeRuntime"]
+__all__ = ["Engine"]
 
 _log = structlog.get_logger("penguiflow_agents.runtime")
 
 _K = FlowEventKind
 _C = FlowErrorCode
 _new_context = Context
-
-
-class NodeRuntime:
-    """A node inside one flow: its inbox, successors and compiled policy."""
-
-    __slots__ = (
-        "func",
-        "in_model",
-        "inbox",
-        "items",
-        "name",
-        "node",
-        "out_model",
-        "policy",
-        "succ_by_name",
-        "succs",
-    )
-
-    def __init__(self, node: Node, queue_maxsize: int) -> None:
-        self.node = node
-        self.name = node.name
-        self.func = node.func
-        self.policy = node.policy
-        validate = node.policy.validate
-        self.in_model = node.in_model if validate in ("both", "in") else None
-        self.out_model = node.out_model if validate in ("both", "out") else None
-        self.inbox = Inbox(queue_maxsize)
-        self.items = self.inbox.items
-        self.succs: tuple[NodeRuntime, ...] = ()
-        self.succ_by_name: dict[str, NodeRuntime] = {}
-
-    def out_depth(self) -> int:
-        depth = 0
-        for succ in self.succs:
-            depth += len(succ.items)
-        return depth
-
-
-class _Worker:
-    __slots__ = ("cancel_pending", "current", "rt", "task")
-
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
-        self.task: asyncio.Task[None] | None = None
-        self.current: Trace | None = None  # the trace whose message is being handled
-        self.cancel_pending = False  # we cancelled this task for its current trace
-
-
-def _validation_summary(exc: ValidationError) -> str:
-    """Where and why validation failed, without echoing the (possibly sensitive) input."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def _validate(model: type[BaseModel], value: Any, what: str, node: str) -> Any:
-    if type(value) is model:
-        return value
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise FlowError(
-            _C.VALIDATION_ERROR,
-            f"node {node!r} {what} is not a valid {model.__name__} "
-            f"({_validation_summary(exc)}); fix the value or the model.",
-            node=node,
-        ) from exc
-
-
-def _validate_output(model: type[BaseModel], out: Any, node: str) -> Any:
-    if isinstance(out, Message):
-        checked = _validate(model, out.payload, "returned a value that", node)
-        return out if checked is out.payload else rewrap(out, checked)
-    return _validate(model, out, "returned a value that", node)
 
 
 def _middleware_failed(mw: Middleware, event: FlowEvent, exc: Exception) -> None:
@@ -143,7 +67,7 @@ class Engine:
     _traces: dict[str, Trace]
     _unfetched: dict[str, None]
     _egress: Inbox
-    _workers: list[_Worker]
+    _workers: list[Worker]
     _aux: set[asyncio.Task[Any]]
     _state: Literal["created", "running", "stopping", "stopped"]
 
@@ -198,17 +122,7 @@ class Engine:
         if self._observed and err.code is _C.DEADLINE_EXCEEDED:
             for rt, count in purged:
                 for _ in range(count):
-                    await self._event(
-                        _K.DEADLINE_SKIP,
-                        rt.name,
-                        ts,
-                        0,
-                        None,
-                        len(rt.items),
-                        rt.out_depth(),
-                        None,
-                        err.code.value,
-                    )
+                    await self._event(_K.DEADLINE_SKIP, rt, ts, error_code=err.code.value)
 
     def _trace_idle(self, ts: Trace) -> None:
         """None of the trace's messages is queued or handled any more."""
@@ -260,34 +174,31 @@ class Engine:
     async def _event(
         self,
         kind: FlowEventKind,
-        node: str | None,
+        rt: NodeRuntime | None,
         ts: Trace | None,
-        attempt: int,
-        latency_s: float | None,
-        depth_in: int,
-        depth_out: int,
+        attempt: int = 0,
+        latency_s: float | None = None,
         error: str | None = None,
         error_code: str | None = None,
     ) -> None:
-        tid = ts.trace_id if ts is not None else None
-        tenant = ts.tenant if ts is not None else None
+        """Report an event (off the hot path: node_start/node_success are inlined in _handle)."""
         await self._dispatch(
             make_event(
                 kind,
                 time.time(),
-                node,
-                tid,
-                tenant,
+                rt.name if rt is not None else None,
+                ts.trace_id if ts is not None else None,
+                ts.tenant if ts is not None else None,
                 attempt,
                 latency_s,
-                depth_in,
-                depth_out,
+                len(rt.items) if rt is not None else 0,
+                rt.out_depth() if rt is not None else 0,
                 error,
                 error_code,
             )
         )
 
-    async def _work(self, w: _Worker) -> None:
+    async def _work(self, w: Worker) -> None:
         rt = w.rt
         inbox = rt.inbox
         traces = self._traces
@@ -310,15 +221,7 @@ class Engine:
                 deadline = item.deadline_s
                 if self._observed and deadline is not None and time.time() >= deadline:
                     await self._event(
-                        _K.DEADLINE_SKIP,
-                        rt.name,
-                        ts,
-                        0,
-                        None,
-                        len(rt.items),
-                        rt.out_depth(),
-                        None,
-                        _C.DEADLINE_EXCEEDED.value,
+                        _K.DEADLINE_SKIP, rt, ts, 0, None, None, _C.DEADLINE_EXCEEDED.value
                     )
                 self._settle(ts)
                 continue
@@ -339,17 +242,7 @@ class Engine:
                 if task.uncancel() > 0:  # someone else cancelled us too
                     raise asyncio.CancelledError
             if cancelled and self._observed:
-                await self._event(
-                    _K.NODE_CANCELLED,
-                    rt.name,
-                    ts,
-                    0,
-                    None,
-                    len(rt.items),
-                    rt.out_depth(),
-                    None,
-                    _C.CANCELLED.value,
-                )
+                await self._event(_K.NODE_CANCELLED, rt, ts, error_code=_C.CANCELLED.value)
             self._settle(ts)
 
     def _settle(self, ts: Trace) -> None:
@@ -391,17 +284,7 @@ class Engine:
             await self._gave_up(rt, ts, err, 0)
             return
         if self._observed:
-            await self._event(
-                _K.DEADLINE_SKIP,
-                rt.name,
-                ts,
-                0,
-                None,
-                len(rt.items),
-                rt.out_depth(),
-                None,
-                _C.DEADLINE_EXCEEDED.value,
-            )
+            await self._event(_K.DEADLINE_SKIP, rt, ts, error_code=_C.DEADLINE_EXCEEDED.value)
         err = FlowError(
             _C.DEADLINE_EXCEEDED,
             f"trace {ts.trace_id!r} reached node {rt.name!r} after its deadline; give it a "
@@ -447,11 +330,11 @@ class Engine:
         if rt.in_model is not None:
             try:
                 if ts is not None:
-                    payload = _validate(rt.in_model, msg.payload, "received a payload that", name)
+                    payload = validate(rt.in_model, msg.payload, "received a payload that", name)
                     if payload is not msg.payload:
                         arg = rewrap(msg, payload)
                 else:
-                    arg = _validate(rt.in_model, msg, "received a payload that", name)
+                    arg = validate(rt.in_model, msg, "received a payload that", name)
             except FlowError as err:
                 await self._gave_up(rt, ts, err, 1)
                 return
@@ -489,7 +372,7 @@ class Engine:
                     async with asyncio.timeout(timeout_s) as timer:
                         out = await func(arg, ctx)
                 if rt.out_model is not None and out is not None:
-                    out = _validate_output(rt.out_model, out, name)
+                    out = validate_output(rt.out_model, out, name)
                 break
             except FlowError as err:
                 await self._gave_up(rt, ts, err, attempt)
@@ -567,9 +450,7 @@ class Engine:
         obs = self._observed
         if obs:
             kind = _K.NODE_TIMEOUT if timed_out else _K.NODE_ERROR
-            await self._event(
-                kind, rt.name, ts, attempt, latency, len(rt.items), rt.out_depth(), text
-            )
+            await self._event(kind, rt, ts, attempt, latency, text)
         if attempt > policy.max_retries:
             code = _C.NODE_TIMEOUT if timed_out else _C.NODE_EXCEPTION
             err = FlowError(
@@ -583,9 +464,7 @@ class Engine:
             return False
         delay = policy.backoff(attempt, random.random())
         if obs:
-            await self._event(
-                _K.NODE_RETRY, rt.name, ts, attempt, delay, len(rt.items), rt.out_depth(), text
-            )
+            await self._event(_K.NODE_RETRY, rt, ts, attempt, delay, text)
         await asyncio.sleep(delay)
         return True
 
@@ -597,17 +476,7 @@ class Engine:
         if err.trace_id is None and ts is not None:
             err.trace_id = ts.trace_id
         if self._observed:
-            await self._event(
-                _K.NODE_FAILED,
-                rt.name,
-                ts,
-                attempt,
-                None,
-                len(rt.items),
-                rt.out_depth(),
-                err.message,
-                err.code.value,
-            )
+            await self._event(_K.NODE_FAILED, rt, ts, attempt, None, err.message, err.code.value)
         await self._fail_any(ts, err)
 
     @staticmethod
@@ -653,9 +522,7 @@ class Engine:
                 out = value
             else:
                 out = rewrap(msg, value)
-            if not rt.succs:
-                if to is not None:
-                    raise self._no_successors(rt)
+            if not rt.succs:  # an egress node (``to`` was refused above: no such successor)
                 ts.push_result(out.payload)
                 return
             for succ in targets:
@@ -675,21 +542,9 @@ class Engine:
                 node=rt.name,
             )
         if not rt.succs:
-            if to is not None:
-                raise self._no_successors(rt)
-            targets = ()
             if not self._egress.try_put(value):
                 await self._egress.put(value)
             return
         for succ in targets:
             if not succ.inbox.try_put(value):
                 await succ.inbox.put(value)
-
-    @staticmethod
-    def _no_successors(rt: NodeRuntime) -> FlowError:
-        return FlowError(
-            _C.UNROUTABLE,
-            f"node {rt.name!r} has no successors, so emit(..., to=...) has nowhere to go; "
-            "emit without `to` to deliver a result.",
-            node=rt.name,
-        )

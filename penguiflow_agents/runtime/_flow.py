@@ -11,7 +11,8 @@ import structlog
 from penguiflow_agents.exceptions import NotFoundError, UserError
 from penguiflow_agents.store._base import StateStore
 
-from ._engine import Engine, NodeRuntime, _Worker
+from ._compiled import NodeRuntime, Worker
+from ._engine import Engine
 from ._envelopes import FlowError, FlowErrorCode, Message
 from ._events import FlowEventKind, Middleware
 from ._graph import build_graph
@@ -91,7 +92,7 @@ class Flow(Engine):
         # finished traces whose outcome nobody has fetched yet, oldest first
         self._unfetched: dict[str, None] = {}
         self._egress = Inbox(queue_maxsize)
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._aux: set[asyncio.Task[Any]] = set()
         self._state: Literal["created", "running", "stopping", "stopped"] = "created"
 
@@ -124,7 +125,7 @@ class Flow(Engine):
         self._state = "running"
         for rt in self._rts:
             for i in range(rt.node.concurrency):
-                worker = _Worker(rt)
+                worker = Worker(rt)
                 worker.task = loop.create_task(self._work(worker), name=f"penguiflow:{rt.name}:{i}")
                 self._workers.append(worker)
         if self._writer is not None:
@@ -276,7 +277,7 @@ class Flow(Engine):
             ts, FlowError(_C.CANCELLED, f"trace {trace_id!r} was cancelled.", trace_id=trace_id)
         )
         if self._observed:
-            await self._event(_K.TRACE_CANCEL_START, None, ts, 0, None, 0, 0)
+            await self._event(_K.TRACE_CANCEL_START, None, ts)
         if not ts.finished:
             idle = ts.idle_future()
             done, _ = await asyncio.wait({idle}, timeout=CANCEL_TIMEOUT_S)
@@ -290,7 +291,7 @@ class Flow(Engine):
                     timeout_s=CANCEL_TIMEOUT_S,
                 )
         if self._observed:
-            await self._event(_K.TRACE_CANCEL_FINISH, None, ts, 0, None, 0, 0)
+            await self._event(_K.TRACE_CANCEL_FINISH, None, ts)
         return True
 
     def _lookup(self, trace_id: str, tenant: str | None) -> Trace:
