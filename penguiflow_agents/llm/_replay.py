@@ -128,6 +128,7 @@ class ReplayServer:
         sock.setblocking(False)
         config = uvicorn.Config(
             self.app(),
+            log_config=None,  # leave the application's logging configuration alone
             log_level="warning",
             access_log=False,
             lifespan="off",
