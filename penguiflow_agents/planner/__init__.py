@@ -11,6 +11,7 @@ if result.status == "paused":
 
 from __future__ import annotations
 
+from penguiflow_agents.planner._node import planner_node
 from penguiflow_agents.planner._planner import ReactPlanner
 from penguiflow_agents.planner._prompts import DEFAULT_SYSTEM_PROMPT
 from penguiflow_agents.planner._types import (
@@ -43,4 +44,5 @@ __all__ = [
     "TextChunk",
     "ToolCallFinished",
     "ToolCallStarted",
+    "planner_node",
 ]
