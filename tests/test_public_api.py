@@ -1,0 +1,107 @@
+"""The public surface: complete, lazy, and consistent with the subpackages."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import penguiflow_agents
+import penguiflow_agents.testing
+
+SUBPACKAGES = [
+    "penguiflow_agents.runtime",
+    "penguiflow_agents.tools",
+    "penguiflow_agents.llm",
+    "penguiflow_agents.store",
+    "penguiflow_agents.policy",
+    "penguiflow_agents.approvals",
+    "penguiflow_agents.planner",
+    "penguiflow_agents.testing",
+]
+
+# Names the issues and DESIGN.md promise at the top level.
+PROMISED = {
+    "Headers",
+    "Message",
+    "StreamChunk",
+    "FinalAnswer",
+    "FlowError",
+    "Node",
+    "NodePolicy",
+    "create",
+    "FlowEvent",
+    "configure_logging",
+    "log_flow_events",
+    "map_concurrent",
+    "join_k",
+    "subflow",
+    "tool",
+    "ToolRegistry",
+    "ToolResult",
+    "ToolSpec",
+    "LLMClient",
+    "StateStore",
+    "MemoryStore",
+    "SQLiteStore",
+    "PostgresStore",
+    "open_store",
+    "PolicySet",
+    "ApprovalService",
+    "ReactPlanner",
+    "RunResult",
+    "planner_node",
+    "UserError",
+    "RunPaused",
+}
+
+
+def test_every_top_level_name_resolves_to_the_object_of_its_subpackage() -> None:
+    """Each name in __all__ imports, and is the very object its home module defines."""
+    for name in penguiflow_agents.__all__:
+        value = getattr(penguiflow_agents, name)
+        home = importlib.import_module(penguiflow_agents._EXPORTS[name])
+        assert getattr(home, name) is value, name
+
+
+def test_the_promised_names_are_exported() -> None:
+    """The names the design promises are in __all__."""
+    assert PROMISED <= set(penguiflow_agents.__all__)
+
+
+def test_every_subpackage_all_resolves() -> None:
+    """Each subpackage's __all__ lists only names that exist."""
+    for pkg in SUBPACKAGES:
+        module = importlib.import_module(pkg)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{pkg}.{name}"
+
+
+def test_exceptions_module_is_fully_exported() -> None:
+    """Every exception class is reachable from the top level."""
+    from penguiflow_agents import exceptions
+
+    assert set(exceptions.__all__) <= set(penguiflow_agents.__all__)
+
+
+def test_importing_the_package_and_its_api_stays_light() -> None:
+    """`import penguiflow_agents` and touching every name never imports litellm or the mcp SDK."""
+    code = (
+        "import sys, penguiflow_agents as p\n"
+        "[getattr(p, n) for n in p.__all__]\n"
+        "bad = [m for m in ('litellm', 'mcp') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    """A typo gives AttributeError naming the attribute."""
+    try:
+        penguiflow_agents.ReactPlaner  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "ReactPlaner" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected AttributeError")
