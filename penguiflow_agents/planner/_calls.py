@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,6 @@ from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._context import Deps, Run, Stop
 from penguiflow_agents.planner._types import (
     PendingApproval,
-    PlannerEvent,
     Step,
     ToolCallFinished,
     ToolCallStarted,
@@ -225,15 +223,14 @@ async def _check(
     )
 
 
-def _tally(
-    out: StepOutcome, record: Step, content: str, events: list[PlannerEvent], run: Run
-) -> None:
+async def _tally(out: StepOutcome, record: Step, content: str, run: Run) -> None:
     out.done[record.call_id] = content
     run.state.steps.append(record)
     if not record.ok:
         out.failures += 1
         out.last_error = content
-    events.append(ToolCallFinished(run_id=run.run_id, record=record))
+    if run.emit is not None:
+        await run.emit(ToolCallFinished(run_id=run.run_id, record=record))
 
 
 async def run_calls(
@@ -243,56 +240,51 @@ async def run_calls(
     step: int,
     calls: Sequence[LLMToolCall],
     out: StepOutcome,
-) -> AsyncGenerator[PlannerEvent, None]:
-    """Check, gate and run the calls of one turn, yielding events as calls finish."""
-    runnable: list[tuple[LLMToolCall, ToolSpec]] = []
-    events: list[PlannerEvent] = []
+) -> None:
+    """Check, gate and run the calls of one turn; events go to ``run.emit`` as calls finish."""
+    runnable: list[LLMToolCall] = []
     for call in calls:
         checked = await _check(deps, run, catalog, step, call)
         if isinstance(checked, ToolSpec):
-            runnable.append((call, checked))
+            runnable.append(call)
         elif isinstance(checked, PendingApproval):
             out.waiting.append(checked)
         else:
-            _tally(out, checked[0], checked[1], events, run)
-    for event in events:
-        yield event
+            await _tally(out, checked[0], checked[1], run)
     if not runnable:
         return
-    for call, _ in runnable:
-        yield ToolCallStarted(
-            run_id=run.run_id,
-            step=step,
-            call_id=call.id,
-            tool=call.name,
-            arguments=call.arguments or {},
-        )
-    if len(runnable) == 1:
-        call, _ = runnable[0]
-        args = dict(call.arguments or {})
-        try:
-            async with asyncio.timeout(run.remaining()):
-                result = await call_tool(deps, run, call.id, call.name, args)
-        except TimeoutError:
-            if not run.past_deadline():
-                raise
-            _cancelled(deps, run, catalog, step, [call], out)
-            raise _deadline_stop(run, [call.name]) from None
-        events.clear()
-        _tally(out, *observe(deps, catalog, step, call.id, call.name, args, result), events, run)
-        yield events[0]
-        if run.past_deadline() and not result.ok:  # the registry cut the call at the deadline
-            raise _deadline_stop(run, [call.name])
+    if run.emit is not None:
+        for call in runnable:
+            await run.emit(
+                ToolCallStarted(
+                    run_id=run.run_id,
+                    step=step,
+                    call_id=call.id,
+                    tool=call.name,
+                    arguments=call.arguments or {},
+                )
+            )
+    if len(runnable) > 1:
+        await _run_parallel(deps, run, catalog, step, runnable, out)
         return
-    parallel = _run_parallel(deps, run, catalog, step, [c for c, _ in runnable], out)
-    async with aclosing(parallel):
-        async for event in parallel:
-            yield event
+    call = runnable[0]
+    args = dict(call.arguments or {})
+    try:
+        async with asyncio.timeout(run.remaining()):
+            result = await call_tool(deps, run, call.id, call.name, args)
+    except TimeoutError:
+        if not run.past_deadline():
+            raise
+        _cancelled(deps, run, catalog, step, [call], out)
+        raise _deadline_stop(run, [call.name]) from None
+    await _tally(out, *observe(deps, catalog, step, call.id, call.name, args, result), run)
+    if not result.ok and run.past_deadline():  # the registry cut the call at the deadline
+        raise _deadline_stop(run, [call.name])
 
 
 async def _run_parallel(
     deps: Deps, run: Run, catalog: Catalog, step: int, calls: list[LLMToolCall], out: StepOutcome
-) -> AsyncGenerator[PlannerEvent, None]:
+) -> None:
     slots = asyncio.Semaphore(deps.max_parallel)
 
     async def bounded(call: LLMToolCall) -> ToolResult:
@@ -314,22 +306,16 @@ async def _run_parallel(
                 late = [tasks[t] for t in pending]
                 _cancelled(deps, run, catalog, step, late, out)
                 raise _deadline_stop(run, [c.name for c in late])
-            events: list[PlannerEvent] = []
             for task in done:
                 call = tasks[task]
-                args = dict(call.arguments or {})
                 result = task.result()
                 if not result.ok:
                     failed.append(call.name)
-                _tally(
-                    out,
-                    *observe(deps, catalog, step, call.id, call.name, args, result),
-                    events,
-                    run,
+                args = dict(call.arguments or {})
+                await _tally(
+                    out, *observe(deps, catalog, step, call.id, call.name, args, result), run
                 )
-            for event in events:
-                yield event
-        if run.past_deadline() and failed:  # the registry cut calls at the deadline
+        if failed and run.past_deadline():  # the registry cut calls at the deadline
             raise _deadline_stop(run, failed)
     finally:
         if pending:

@@ -12,8 +12,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.llm._types import LLMClient
@@ -23,9 +24,12 @@ from penguiflow_agents.tools._catalog import ToolCatalog
 
 if TYPE_CHECKING:
     from penguiflow_agents.approvals import ApprovalService
+    from penguiflow_agents.planner._types import PlannerEvent
     from penguiflow_agents.policy import PolicySet
 
-__all__ = ["Deps", "Run", "Stop", "jsonable", "new_owner", "new_run_id", "owner_is_dead"]
+Emit: TypeAlias = "Callable[[PlannerEvent], Awaitable[None]]"
+
+__all__ = ["Deps", "Emit", "Run", "Stop", "jsonable", "new_owner", "new_run_id", "owner_is_dead"]
 
 
 class Stop(Exception):
@@ -65,7 +69,7 @@ class Run:
     state: RunState
     owner: str | None = None  # set while this process holds a claim on the run
     lost: bool = False  # another process took the run over: write nothing more
-    streaming: bool = False
+    emit: Emit | None = None  # where events go when the run is streamed (None: nowhere)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None = unbounded)."""

@@ -21,8 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents._identity import Headers
@@ -33,6 +32,7 @@ from penguiflow_agents.planner._approved import Approved, execute_approved, reso
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
 from penguiflow_agents.planner._context import (
     Deps,
+    Emit,
     Run,
     Stop,
     jsonable,
@@ -67,6 +67,8 @@ _FINISH_TIMEOUT_S = 5.0
 # Session history kept per (tenant, session id): the most recent messages.
 _MAX_SESSION_MESSAGES = 200
 _TERMINAL = ("completed", "failed", "cancelled")
+# Events buffered between a streamed run and its consumer.
+_STREAM_BUFFER = 64
 
 
 class ReactPlanner:
@@ -182,9 +184,8 @@ class ReactPlanner:
         Cancelling the awaiting task cancels in-flight tool calls and records
         the run as cancelled.
         """
-        return await _last(
-            self._start_events(query, headers, session_id, run_id, trace_id, deadline, False)
-        )
+        run = await self._start(query, headers, session_id, run_id, trace_id, deadline, None)
+        return await self._drive(run, self._loop(run))
 
     def stream(
         self,
@@ -196,8 +197,17 @@ class ReactPlanner:
         trace_id: str | None = None,
         deadline: float | None = None,
     ) -> AsyncGenerator[PlannerEvent, None]:
-        """Like ``run``, as events; the last one is always ``RunFinished``."""
-        return self._start_events(query, headers, session_id, run_id, trace_id, deadline, True)
+        """Like ``run``, as events (text chunks when the model streams); the last is ``RunFinished``.
+
+        The run goes on in its own task; leaving the stream early (``aclose``)
+        or cancelling its consumer cancels the run.
+        """
+
+        async def body(emit: Emit) -> RunResult:
+            run = await self._start(query, headers, session_id, run_id, trace_id, deadline, emit)
+            return await self._drive(run, self._loop(run))
+
+        return _streamed(body)
 
     async def resume(
         self, run_id: str, *, headers: Headers, deadline: float | None = None
@@ -211,17 +221,21 @@ class ReactPlanner:
         ``ConflictError`` (or returns the result if the run already finished).
         Undecided approvals leave the run paused.
         """
-        return await _last(self._resume_events(run_id, headers, deadline, False))
+        return await self._resume(run_id, headers, deadline, None)
 
     def stream_resume(
         self, run_id: str, *, headers: Headers, deadline: float | None = None
     ) -> AsyncGenerator[PlannerEvent, None]:
         """Like ``resume``, as events; the last one is always ``RunFinished``."""
-        return self._resume_events(run_id, headers, deadline, True)
+
+        async def body(emit: Emit) -> RunResult:
+            return await self._resume(run_id, headers, deadline, emit)
+
+        return _streamed(body)
 
     # -- starting and resuming --------------------------------------------------------------
 
-    async def _start_events(
+    async def _start(
         self,
         query: str,
         headers: Headers,
@@ -229,8 +243,8 @@ class ReactPlanner:
         run_id: str | None,
         trace_id: str | None,
         deadline: float | None,
-        streaming: bool,
-    ) -> AsyncGenerator[PlannerEvent, None]:
+        emit: Emit | None,
+    ) -> Run:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
         if not isinstance(query, str) or not query.strip():
@@ -277,7 +291,7 @@ class ReactPlanner:
             },
         )
         at, budget = self._deadline(deadline)
-        run = Run(
+        return Run(
             run_id=run_id,
             headers=headers,
             trace_id=state.trace_id,
@@ -285,21 +299,17 @@ class ReactPlanner:
             deadline_s=budget,
             record=record,
             state=state,
-            streaming=streaming,
+            emit=emit,
         )
-        async with aclosing(self._drive(run, self._loop(run))) as events:
-            async for event in events:
-                yield event
 
-    async def _resume_events(
-        self, run_id: str, headers: Headers, deadline: float | None, streaming: bool
-    ) -> AsyncGenerator[PlannerEvent, None]:
+    async def _resume(
+        self, run_id: str, headers: Headers, deadline: float | None, emit: Emit | None
+    ) -> RunResult:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
         claimed = await self._claim(headers.tenant, run_id)
         if isinstance(claimed, RunResult):
-            yield RunFinished(result=claimed)
-            return
+            return claimed
         state = RunState.from_dict(claimed.state, run_id=run_id)
         at, budget = self._deadline(deadline)
         run = Run(
@@ -314,7 +324,7 @@ class ReactPlanner:
             record=claimed,
             state=state,
             owner=claimed.claimed_by,
-            streaming=streaming,
+            emit=emit,
         )
         await self._deps.store.append_event(
             claimed.tenant,
@@ -322,9 +332,7 @@ class ReactPlanner:
             "resumed",
             {"by": headers.principal, "roles": list(headers.roles), "owner": claimed.claimed_by},
         )
-        async with aclosing(self._drive(run, self._continue(run))) as events:
-            async for event in events:
-                yield event
+        return await self._drive(run, self._continue(run))
 
     async def _claim(self, tenant: str, run_id: str) -> RunRecord | RunResult:
         """Take the run (compare-and-set in the store), or say why there is nothing to do."""
@@ -375,40 +383,28 @@ class ReactPlanner:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    async def _drive(
-        self, run: Run, body: AsyncGenerator[PlannerEvent, None]
-    ) -> AsyncGenerator[PlannerEvent, None]:
+    async def _drive(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
         """Run ``body`` and make sure the run ends recorded, whatever happens."""
-        finished = False
         try:
-            async with aclosing(body):
-                async for event in body:
-                    if isinstance(event, RunFinished):
-                        finished = True
-                    yield event
+            return await body
         except Stop as stop:
-            result = await self._finish(run, stop.status, error=stop.error)
-            finished = True
-            yield RunFinished(result=result)
-        except (asyncio.CancelledError, GeneratorExit):
-            if not finished:
-                await self._finish_quietly(
-                    run, "cancelled", "the run was cancelled before it finished."
-                )
+            return await self._finish(run, stop.status, error=stop.error)
+        except asyncio.CancelledError:
+            await self._finish_quietly(
+                run, "cancelled", "the run was cancelled before it finished."
+            )
             raise
         except Exception as exc:
-            if not finished:
-                await self._finish_quietly(
-                    run,
-                    "failed",
-                    f"the planner stopped on an unexpected {type(exc).__name__}: {exc}",
-                )
+            await self._finish_quietly(
+                run, "failed", f"the planner stopped on an unexpected {type(exc).__name__}: {exc}"
+            )
             raise
 
-    async def _loop(self, run: Run) -> AsyncGenerator[PlannerEvent, None]:
+    async def _loop(self, run: Run) -> RunResult:
         deps = self._deps
         st = run.state
         run_id = run.run_id
+        emit = run.emit
         while True:
             if st.model_calls >= deps.max_steps:
                 raise Stop(
@@ -426,7 +422,8 @@ class ReactPlanner:
                 await self._checkpoint(run)
             st.model_calls += 1
             step = st.model_calls
-            yield StepStarted(run_id=run_id, step=step)
+            if emit is not None:
+                await emit(StepStarted(run_id=run_id, step=step))
             catalog = await self._catalog(run.headers)
             request = LLMRequest(
                 messages=st.messages,
@@ -435,35 +432,30 @@ class ReactPlanner:
                 metadata={"run_id": run_id, "tenant": run.headers.tenant},
             )
             started = time.perf_counter()
-            response: LLMResponse | None = None
-            if run.streaming and callable(getattr(deps.llm, "stream", None)):
-                async with aclosing(self._stream_model(run, request)) as items:
-                    async for item in items:
-                        if isinstance(item, LLMResponse):
-                            response = item
-                        else:
-                            yield TextChunk(run_id=run_id, text=item.text)
-                if response is None:
-                    raise Stop("failed", "the model's stream ended without a response.")
+            if emit is not None and callable(getattr(deps.llm, "stream", None)):
+                response = await self._stream_model(run, request, emit)
             else:
                 response = await self._complete(run, request)
             st.usage = st.usage + response.usage
             st.add_cost(response.cost_usd)
             calls = _unique_ids(response.tool_calls, step)
-            yield LLMResponded(
-                run_id=run_id,
-                step=step,
-                content=response.content,
-                tool_calls=tuple((c.id, c.name) for c in calls),
-                usage=response.usage,
-                latency_s=time.perf_counter() - started,
-            )
+            if emit is not None:
+                await emit(
+                    LLMResponded(
+                        run_id=run_id,
+                        step=step,
+                        content=response.content,
+                        tool_calls=tuple((c.id, c.name) for c in calls),
+                        usage=response.usage,
+                        latency_s=time.perf_counter() - started,
+                    )
+                )
             if not calls:
                 content = response.content
                 if content and content.strip():
-                    yield FinalAnswer(run_id=run_id, answer=content)
-                    yield RunFinished(result=await self._finish(run, "completed", answer=content))
-                    return
+                    if emit is not None:
+                        await emit(FinalAnswer(run_id=run_id, answer=content))
+                    return await self._finish(run, "completed", answer=content)
                 # Neither a call nor an answer: tell the model, never pass it off as an answer.
                 message = _prompts.empty_turn(catalog.visible_names)
                 st.messages.append({"role": "assistant", "content": content or ""})
@@ -479,24 +471,20 @@ class ReactPlanner:
                 )
             st.messages.append(_assistant_message(response.content, calls))
             out = StepOutcome(done={}, waiting=[])
-            async with aclosing(run_calls(deps, run, catalog, step, calls, out)) as events:
-                async for event in events:
-                    yield event
+            await run_calls(deps, run, catalog, step, calls, out)
             order = [c.id for c in calls]
             if out.waiting:
                 st.paused = PausedStep(step=step, order=order, done=out.done, waiting=out.waiting)
-                result = await self._pause(run)
-                yield Paused(run_id=run_id, pending_approvals=tuple(out.waiting))
-                yield RunFinished(result=result)
-                return
+                return await self._pause(run)
             _close_step(st, order, out.done)
             self._count_errors(st, failed=out.failures == len(calls), last_error=out.last_error)
 
-    async def _continue(self, run: Run) -> AsyncGenerator[PlannerEvent, None]:
+    async def _continue(self, run: Run) -> RunResult:
         """Settle the decided calls of the paused step, then go on with the loop."""
         deps = self._deps
         st = run.state
         paused = st.paused
+        emit = run.emit
         if paused is not None:
             catalog = await self._catalog(run.headers)
             still = []
@@ -506,32 +494,31 @@ class ReactPlanner:
                     still.append(pending)
                     continue
                 if isinstance(resolved, Approved):
-                    yield ToolCallStarted(
-                        run_id=run.run_id,
-                        step=paused.step,
-                        call_id=pending.call_id,
-                        tool=pending.tool,
-                        arguments=resolved.arguments,
-                    )
+                    if emit is not None:
+                        await emit(
+                            ToolCallStarted(
+                                run_id=run.run_id,
+                                step=paused.step,
+                                call_id=pending.call_id,
+                                tool=pending.tool,
+                                arguments=resolved.arguments,
+                            )
+                        )
                     resolved = await execute_approved(deps, run, catalog, paused.step, resolved)
                 record, content = resolved
                 paused.done[pending.call_id] = content
                 st.steps.append(record)
-                yield ToolCallFinished(run_id=run.run_id, record=record)
+                if emit is not None:
+                    await emit(ToolCallFinished(run_id=run.run_id, record=record))
             if still:
                 paused.waiting = still
-                result = await self._pause(run)
-                yield Paused(run_id=run.run_id, pending_approvals=tuple(still))
-                yield RunFinished(result=result)
-                return
+                return await self._pause(run)
             results = [s for s in st.steps if s.step == paused.step]
             failed = bool(results) and not any(s.ok for s in results)
             _close_step(st, paused.order, paused.done)
             last = next((paused.done[s.call_id] for s in reversed(results) if not s.ok), None)
             self._count_errors(st, failed=failed, last_error=last)
-        async with aclosing(self._loop(run)) as events:
-            async for event in events:
-                yield event
+        return await self._loop(run)
 
     # -- pieces of a step ----------------------------------------------------------------------
 
@@ -558,10 +545,10 @@ class ReactPlanner:
         except Exception as exc:
             raise Stop("failed", f"the model client raised {type(exc).__name__}: {exc}") from None
 
-    async def _stream_model(
-        self, run: Run, request: LLMRequest
-    ) -> AsyncGenerator[TextDelta | LLMResponse, None]:
-        stream = self._deps.llm.stream(request)  # type: ignore[attr-defined]
+    async def _stream_model(self, run: Run, request: LLMRequest, emit: Emit) -> LLMResponse:
+        """The model's answer, its text forwarded as ``TextChunk``s while it streams."""
+        stream: AsyncGenerator[TextDelta | LLMResponse, None] = self._deps.llm.stream(request)  # type: ignore[attr-defined]
+        response: LLMResponse | None = None
         try:
             while True:
                 try:
@@ -578,11 +565,17 @@ class ReactPlanner:
                         "failed", f"the model client raised {type(exc).__name__}: {exc}"
                     ) from None
                 if item is None:
-                    return
-                yield item
+                    break
+                if isinstance(item, LLMResponse):
+                    response = item
+                else:
+                    await emit(TextChunk(run_id=run.run_id, text=item.text))
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
+        if response is None:
+            raise Stop("failed", "the model's stream ended without a response.")
+        return response
 
     @staticmethod
     def _model_timeout(run: Run) -> Stop:
@@ -654,6 +647,8 @@ class ReactPlanner:
                 "call_ids": [p.call_id for p in waiting],
             },
         )
+        if run.emit is not None:
+            await run.emit(Paused(run_id=run.run_id, pending_approvals=tuple(waiting)))
         return st.result(run.run_id, "paused")
 
     async def _finish(
@@ -714,14 +709,49 @@ def model_name(llm: LLMClient) -> str:
     return spec if isinstance(spec, str) and spec else llm.model
 
 
-async def _last(events: AsyncGenerator[PlannerEvent, None]) -> RunResult:
-    result: RunResult | None = None
-    async with aclosing(events):
-        async for event in events:
-            if type(event) is RunFinished:
-                result = event.result
-    assert result is not None, "a planner stream always ends with RunFinished"
-    return result
+async def _streamed(
+    body: Callable[[Emit], Awaitable[RunResult]],
+) -> AsyncGenerator[PlannerEvent, None]:
+    """Run ``body`` in its own task; yield the events it emits, then ``RunFinished``.
+
+    The buffer between the run and the consumer is bounded: a slow consumer
+    slows the run down rather than letting events pile up.
+    """
+    queue: asyncio.Queue[PlannerEvent] = asyncio.Queue(maxsize=_STREAM_BUFFER)
+
+    async def produce() -> None:
+        result = await body(queue.put)
+        await queue.put(RunFinished(result=result))
+
+    task = asyncio.create_task(produce())
+    try:
+        while True:
+            if not queue.empty():
+                event = queue.get_nowait()
+                yield event
+                if isinstance(event, RunFinished):
+                    return
+                continue
+            if task.done():
+                task.result()  # raises what the run raised
+                return
+            getter = asyncio.ensure_future(queue.get())
+            try:
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
+                event = getter.result()
+                yield event
+                if isinstance(event, RunFinished):
+                    return
+    finally:
+        if not task.done():
+            task.cancel()  # the consumer left: the run is cancelled (and recorded so)
+            await asyncio.wait({task}, timeout=_FINISH_TIMEOUT_S + 1)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved; already raised above when it mattered
 
 
 def _stored_result(record: RunRecord) -> RunResult:

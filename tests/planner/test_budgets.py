@@ -152,5 +152,5 @@ async def test_leaving_a_stream_early_records_the_run_as_cancelled(headers: Head
     async for event in stream:
         if isinstance(event, ToolCallStarted):
             break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert (await store.get_run("acme", "run-left")).status == "cancelled"
