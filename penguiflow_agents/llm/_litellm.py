@@ -18,8 +18,6 @@ import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-import httpx
-
 from penguiflow_agents.exceptions import LLMError, UserError
 from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._json_actions import json_action_messages, parse_json_action
@@ -345,6 +343,8 @@ def _retryable(litellm: Any, exc: BaseException) -> bool:
         return True
     if isinstance(exc, litellm.ServiceUnavailableError | litellm.BadGatewayError):
         return True
+    import httpx  # already loaded by litellm; not at module level, to keep this package light
+
     if isinstance(exc, httpx.TransportError | ConnectionError):
         return True
     status = getattr(exc, "status_code", None)
