@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -68,8 +69,14 @@ CLOSE_TIMEOUT_S = 10.0
 RECONNECT_BACKOFF_INITIAL_S = 0.5
 # Longest wait between reconnect attempts.
 RECONNECT_BACKOFF_MAX_S = 30.0
+# Wait before opening a subscriptions/listen stream again after it ended; doubles each time.
+RELISTEN_BACKOFF_INITIAL_S = 0.5
+# Longest wait between attempts to open the listen stream again.
+RELISTEN_BACKOFF_MAX_S = 30.0
 # Pages of tools/list followed before giving up on a server that never ends its listing.
 MAX_TOOL_PAGES = 100
+
+_SESSION_GONE = re.compile(r"\bsession (not found|terminated|expired)\b", re.IGNORECASE)
 
 ProtocolMode = Literal["auto", "legacy"]
 ToolsChangedCallback = Callable[[list[ToolSpec]], Awaitable[None] | None]
@@ -421,19 +428,35 @@ class MCPToolSource:
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """2026-07-28 connections: list changes arrive on a subscriptions/listen stream."""
+        """2026-07-28 connections: list changes arrive on a subscriptions/listen stream.
+
+        A stream that ends while the session lives (the server restarted) is
+        opened again, with backoff, and the list refetched: events are not replayed.
+        """
         started = False
-        try:
-            async with client.listen(tools_list_changed=True) as sub:
-                task_status.started()
-                started = True
-                async for _event in sub:
-                    sess.tools_changed.set()
-        except Exception as exc:
-            log.debug("mcp_listen_ended", source=self.name, error=self._describe(exc))
-        finally:
+        delay = RELISTEN_BACKOFF_INITIAL_S
+        while True:
+            try:
+                async with client.listen(tools_list_changed=True) as sub:
+                    if started:
+                        sess.tools_changed.set()  # what changed while we were not listening
+                    else:
+                        task_status.started()
+                        started = True
+                    delay = RELISTEN_BACKOFF_INITIAL_S
+                    async for _event in sub:
+                        sess.tools_changed.set()
+            except Exception as exc:
+                log.debug("mcp_listen_ended", source=self.name, error=self._describe(exc))
+                if isinstance(exc, MCPError) and exc.error.code == types.METHOD_NOT_FOUND:
+                    break  # the server does not serve subscriptions/listen after all
             if not started:
                 task_status.started()
+                started = True
+            await anyio.sleep(delay)
+            delay = min(RELISTEN_BACKOFF_MAX_S, delay * 2)
+        if not started:
+            task_status.started()
 
     async def _refresh_tools(self, client: Client) -> None:
         tools: list[types.Tool] = []
@@ -566,8 +589,12 @@ def _failure(name: str, kind: ToolErrorKind, message: str, started: float) -> To
 
 
 def _never_delivered(exc: MCPError) -> bool:
-    """An HTTP server that restarted rejects our old session id before running anything."""
-    return exc.error.code == types.INVALID_REQUEST and exc.error.message == "Session terminated"
+    """The server no longer knows our session (it restarted): it ran nothing.
+
+    Streamable HTTP answers 404 then; SDKs word it "Session not found" or
+    "Session terminated" and differ on the code (-32600 Python, -32001 TypeScript).
+    """
+    return _SESSION_GONE.search(exc.error.message) is not None
 
 
 def _root_cause(exc: BaseException) -> BaseException:

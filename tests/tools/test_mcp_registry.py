@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+import pytest_asyncio
 
 from penguiflow_agents.testing.mcp_server import HttpServerProcess, running_http_server
 from penguiflow_agents.tools import CallContext, SourceManifest, ToolErrorKind, ToolRegistry
@@ -62,8 +63,17 @@ def _registry(transport: str, url: str = "", *, name: str = "fx", **settings: An
     return registry
 
 
-def _url(transport: str, request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("http_server").url) if transport == "http" else ""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def protected(http_server: HttpServerProcess) -> AsyncIterator[dict[str, ToolRegistry]]:
+    """One registry per transport: 3 slots, a long queue, timeout_s=0.2 (shared: a
+    stdio server takes about a second to start)."""
+    settings: dict[str, Any] = {"max_concurrency": 3, "queue_timeout_s": 60, "timeout_s": 0.2}
+    registries = {
+        "stdio": _registry("stdio", **settings),
+        "http": _registry("http", http_server.url, **settings),
+    }
+    yield registries
+    await asyncio.gather(*(r.aclose() for r in registries.values()))
 
 
 async def _stats(registry: ToolRegistry, source: str = "fx") -> dict[str, Any]:
@@ -96,18 +106,15 @@ async def _stats_when(registry: ToolRegistry, key: str, at_least: int) -> dict[s
 
 
 async def test_200_concurrent_calls_never_put_more_than_max_concurrency_in_flight(
-    transport: str, request: pytest.FixtureRequest
+    transport: str, protected: dict[str, ToolRegistry]
 ) -> None:
-    registry = _registry(
-        transport, _url(transport, request), max_concurrency=3, queue_timeout_s=60, timeout_s=60
+    registry = protected[transport]
+    assert (await registry.call("fx.reset_stats", {})).ok
+    results = await asyncio.gather(
+        *(registry.call("fx.slow", {"seconds": 0.005}) for _ in range(200))
     )
-    async with registry:
-        assert (await registry.call("fx.reset_stats", {})).ok
-        results = await asyncio.gather(
-            *(registry.call("fx.slow", {"seconds": 0.005}) for _ in range(200))
-        )
-        assert [r.outcome for r in results] == ["ok"] * 200
-        stats = await _stats(registry)
+    assert [r.outcome for r in results] == ["ok"] * 200
+    stats = await _stats(registry)
     assert stats["calls"]["slow"] == 200
     assert stats["max_in_flight"] == 3
 
@@ -136,37 +143,26 @@ async def test_with_a_short_queue_timeout_the_overflow_is_overloaded(
 
 
 async def test_timeout_ends_the_call_promptly_and_the_server_sees_it_cancelled(
-    transport: str, request: pytest.FixtureRequest
+    transport: str, protected: dict[str, ToolRegistry]
 ) -> None:
-    registry = _registry(transport, _url(transport, request), timeout_s=0.2)
-    async with registry:
-        assert (await registry.call("fx.reset_stats", {})).ok
-        started = time.perf_counter()
-        result = await registry.call("fx.slow", {"seconds": 5})
-        elapsed = time.perf_counter() - started
-        assert result.error_kind is ToolErrorKind.TIMEOUT, result
-        assert "0.2 s (timeout_s)" in (result.error or "")
-        assert 0.2 <= elapsed < 0.2 + MARGIN_S
-        stats = await _stats_when(registry, "cancelled", 1)
+    registry = protected[transport]
+    assert (await registry.call("fx.reset_stats", {})).ok
+    started = time.perf_counter()
+    result = await registry.call("fx.slow", {"seconds": 5})
+    elapsed = time.perf_counter() - started
+    assert result.error_kind is ToolErrorKind.TIMEOUT, result
+    assert "0.2 s (timeout_s)" in (result.error or "")
+    assert 0.2 <= elapsed < 0.2 + MARGIN_S
+    stats = await _stats_when(registry, "cancelled", 1)
     assert stats["cancelled"] == 1 and stats["in_flight"] == 0
 
 
-async def test_killing_the_server_mid_call_is_unavailable_then_the_next_call_restarts_it() -> None:
+async def test_killing_the_server_mid_call_is_unavailable_and_it_is_restarted_for_the_next_call() -> (
+    None
+):
+    """The crash call itself is unavailable; an idempotent call cut by the same crash is
+    retried on the restarted server; no server process is left behind."""
     before = _children()
-    registry = _registry("stdio", timeout_s=30)
-    async with registry:
-        first_pid = (await _stats(registry))["pid"]
-        started = time.perf_counter()
-        crashed = await registry.call("fx.crash", {})
-        assert crashed.error_kind is ToolErrorKind.UNAVAILABLE, crashed
-        assert crashed.attempts == 1 and time.perf_counter() - started < MARGIN_S
-        again = await registry.call("fx.echo", {"text": "back"})
-        assert again.ok and again.output == "back"
-        assert (await _stats(registry))["pid"] != first_pid
-    assert _children() - before == set()
-
-
-async def test_an_idempotent_call_cut_by_a_crash_is_retried_on_the_restarted_server() -> None:
     registry = _registry(
         "stdio",
         timeout_s=30,
@@ -177,11 +173,16 @@ async def test_an_idempotent_call_cut_by_a_crash_is_retried_on_the_restarted_ser
         first_pid = (await _stats(registry))["pid"]
         slow = asyncio.create_task(registry.call("fx.slow", {"seconds": 0.5}))
         await _stats_when(registry, "in_flight", 1)
+        started = time.perf_counter()
         crashed = await registry.call("fx.crash", {})
+        assert crashed.error_kind is ToolErrorKind.UNAVAILABLE, crashed
+        assert crashed.attempts == 1 and time.perf_counter() - started < MARGIN_S
         result = await slow
-        assert crashed.error_kind is ToolErrorKind.UNAVAILABLE and crashed.attempts == 1
         assert result.ok and result.attempts == 2, result
+        again = await registry.call("fx.echo", {"text": "back"})
+        assert again.ok and again.output == "back"
         assert (await _stats(registry))["pid"] != first_pid
+    assert _children() - before == set()
 
 
 async def test_a_flaky_idempotent_tool_succeeds_after_retries(

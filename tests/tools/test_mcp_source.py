@@ -37,6 +37,9 @@ PROMPT_S = 2.0
 SEEN_S = 5.0
 # "python" is replaced by the running interpreter, so the server runs in this virtualenv.
 STDIO_COMMAND = ["python", "-m", "penguiflow_agents.testing.mcp_server"]
+# Both protocol eras over HTTP (cancel = closing the request's stream at 2026-07-28,
+# notifications/cancelled before); stdio speaks the default era.
+ERAS = [("stdio", "auto"), ("http", "auto"), ("http", "legacy")]
 
 
 def _children() -> set[int]:
@@ -202,7 +205,7 @@ async def test_progress_notifications_become_tool_progress_events(source: MCPToo
     }
 
 
-@pytest.mark.parametrize("protocol", ["auto", "legacy"])
+@pytest.mark.parametrize(("transport", "protocol"), ERAS)
 async def test_cancelling_a_call_cancels_the_request_on_the_server(
     transport: str, protocol: str, shared: dict[str, MCPToolSource], http_server: HttpServerProcess
 ) -> None:
@@ -264,6 +267,8 @@ async def test_an_http_server_crash_fails_in_flight_calls_and_the_source_reconne
 ):
     with running_http_server() as server:
         src = MCPToolSource(_manifest("http", server.url))
+        changed: asyncio.Queue[list[ToolSpec]] = asyncio.Queue()
+        src.on_tools_changed = changed.put_nowait
         try:
             slow = asyncio.create_task(src.call("slow", {"seconds": 30}, CallContext()))
             await _wait_for_stat(src, "in_flight", 1)
@@ -283,13 +288,43 @@ async def test_an_http_server_crash_fails_in_flight_calls_and_the_source_reconne
 
                     await _eventually(back, within_s=10)
                     assert (await _call_ok(src, "stats"))["pid"] == restarted.pid
+                    # The new session watches the new server's tool list.
+                    version = (await _call_ok(src, "change_tools"))["result"]
+                    async with asyncio.timeout(SEEN_S):
+                        specs = await changed.get()
+                    assert f"fx.added_{version}" in {s.name for s in specs}
                 finally:
                     await src.aclose()
         finally:
             await src.aclose()
 
 
-@pytest.mark.parametrize("protocol", ["auto", "legacy"])
+async def test_a_restarted_http_server_that_forgot_our_session_gets_a_new_one_transparently() -> (
+    None
+):
+    with running_http_server() as first:
+        src = MCPToolSource(_manifest("http", first.url, name="rs"), protocol="legacy")
+        changed: asyncio.Queue[list[ToolSpec]] = asyncio.Queue()
+        src.on_tools_changed = changed.put_nowait
+        assert await _call_ok(src, "echo", text="before") == {"result": "before"}
+    try:
+        with running_http_server(first.port) as second:
+            try:
+                # The old session id gets "404 Session not found": reconnect and send again.
+                result = await src.call("echo", {"text": "after"}, CallContext())
+                assert result.ok and result.attempts == 1, result
+                assert (await _call_ok(src, "stats"))["pid"] == second.pid
+                version = (await _call_ok(src, "change_tools"))["result"]
+                async with asyncio.timeout(SEEN_S):
+                    specs = await changed.get()
+                assert f"rs.added_{version}" in {s.name for s in specs}
+            finally:
+                await src.aclose()
+    finally:
+        await src.aclose()
+
+
+@pytest.mark.parametrize(("transport", "protocol"), ERAS)
 async def test_list_changed_refreshes_the_cache_and_changes_the_definition_hash(
     transport: str, protocol: str, request: pytest.FixtureRequest
 ) -> None:
