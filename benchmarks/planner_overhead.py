@@ -75,7 +75,9 @@ class TimedRegistry:
         finally:
             self.spent += time.perf_counter() - t0
 
-    async def call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None) -> ToolResult:
+    async def call(
+        self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
+    ) -> ToolResult:
         t0 = time.perf_counter()
         try:
             return await self.inner.call(name, arguments, ctx)
@@ -85,7 +87,8 @@ class TimedRegistry:
 
 def script() -> list[dict[str, Any]]:
     turns: list[dict[str, Any]] = [
-        {"tool_calls": [{"name": "kv.lookup", "arguments": {"key": f"k{i}"}}]} for i in range(TOOL_CALLS)
+        {"tool_calls": [{"name": "kv.lookup", "arguments": {"key": f"k{i}"}}]}
+        for i in range(TOOL_CALLS)
     ]
     turns.append({"content": "All five values looked up."})
     return turns
@@ -123,7 +126,9 @@ def main() -> int:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     policy = PolicySet.from_documents([{"tenant": "*", "allow": ["kv.*"]}])
-    print(f"planner overhead, {args.runs} runs x {STEPS} steps ({TOOL_CALLS} tool calls + answer), median of {args.repeat}")
+    print(
+        f"planner overhead, {args.runs} runs x {STEPS} steps ({TOOL_CALLS} tool calls + answer), median of {args.repeat}"
+    )
     worst = 0.0
     for label, policies in (("no policies", None), ("with PolicySet", policy)):
         median, best = asyncio.run(measure(args.runs, args.repeat, policies))

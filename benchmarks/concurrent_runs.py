@@ -1,0 +1,179 @@
+"""Many concurrent runs against the replay model over loopback HTTP.
+
+    python benchmarks/concurrent_runs.py [--runs 500] [--delay 0.05] [--inprocess-server]
+
+Each run asks the replay model (an OpenAI-compatible HTTP server on 127.0.0.1,
+reached through litellm exactly like a real provider) for 3 tool calls, one
+per turn, then for the answer: 4 model turns, each with ``--delay`` seconds
+added by the server. All runs start at once on one ReactPlanner (one process,
+one event loop, a MemoryStore). The replay server runs in its own process by
+default, so that its own request handling does not eat this process's CPU.
+
+Reported: wall time against the ideal (turns x delay: what perfect overlap
+would give), model turns per second, and the RSS added per concurrent run
+(peak RSS during the runs minus RSS after a warm-up, divided by the runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.llm import LiteLLMClient, ReplayServer
+from penguiflow_agents.planner import ReactPlanner
+from penguiflow_agents.tools import ToolRegistry, tool
+
+TOOL_CALLS = 3
+TURNS = TOOL_CALLS + 1
+# Longest wait for the replay server process to print its URL.
+SERVER_START_TIMEOUT_S = 30.0
+
+
+@tool
+async def lookup(key: str) -> str:
+    """Return a value for a key."""
+    return "value-" + key
+
+
+def write_script(path: Path, delay: float) -> None:
+    lines = ["turns:"]
+    for i in range(TOOL_CALLS):
+        lines.append(f"  - delay_s: {delay}")
+        lines.append(f"    tool_calls: [{{name: kv.lookup, arguments: {{key: k{i}}}}}]")
+    lines.append(f"  - delay_s: {delay}")
+    lines.append('    content: "Three values looked up."')
+    path.write_text("\n".join(lines) + "\n")
+
+
+SERVER_CODE = """
+import asyncio, sys
+from penguiflow_agents.llm import ReplayServer
+async def main():
+    async with ReplayServer.from_file(sys.argv[1]) as server:
+        print(server.url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+asyncio.run(main())
+"""
+
+
+class Sampler:
+    """Samples this process's RSS every few milliseconds; keeps the peak."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            await asyncio.sleep(0.01)
+
+    def start(self) -> None:
+        self.peak = self.proc.memory_info().rss
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> int:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        return max(self.peak, self.proc.memory_info().rss)
+
+
+async def bench(url: str, runs: int, delay: float) -> None:
+    registry = ToolRegistry()
+    registry.add_functions(lookup, source="kv", max_concurrency=1024)
+    llm = LiteLLMClient(
+        "openai/replay",
+        api_base=url,
+        api_key="replay",
+        tool_calling="native",
+        is_replay=True,
+        timeout_s=120,
+    )
+    planner = ReactPlanner(llm=llm, registry=registry, max_steps=10, deadline_s=600)
+
+    async def one(i: int) -> str:
+        result = await planner.run(f"question {i}", headers=Headers(tenant=f"t{i % 10}"))
+        return result.status
+
+    # Warm up: litellm import, HTTP client, caches.
+    assert set(await asyncio.gather(*(one(i) for i in range(20)))) == {"completed"}
+    base = psutil.Process().memory_info().rss
+    sampler = Sampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    statuses = await asyncio.gather(*(one(i) for i in range(runs)))
+    wall = time.perf_counter() - t0
+    peak = await sampler.stop()
+    await registry.aclose()
+    ideal = TURNS * delay
+    done = statuses.count("completed")
+    print(
+        f"{runs} concurrent runs, {TURNS} model turns each ({TOOL_CALLS} tool calls), {delay * 1000:.0f} ms per turn"
+    )
+    print(f"  completed           {done}/{runs}")
+    print(
+        f"  wall                {wall:.2f} s (ideal {ideal:.2f} s, {wall / ideal:.1f}x the ideal)"
+    )
+    print(f"  model turns/s       {runs * TURNS / wall:,.0f}")
+    print(
+        f"  RSS per run         {(peak - base) / runs / 1024:.1f} KiB (base {base / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument(
+        "--inprocess-server", action="store_true", help="serve the replay model in this process"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "script.yaml"
+        write_script(script, args.delay)
+        if args.inprocess_server:
+
+            async def inprocess() -> None:
+                async with ReplayServer.from_file(script) as server:
+                    await bench(server.url, args.runs, args.delay)
+
+            asyncio.run(inprocess())
+            return 0
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER_CODE, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            t0 = time.monotonic()
+            url = server.stdout.readline().strip()
+            if not url or time.monotonic() - t0 > SERVER_START_TIMEOUT_S:
+                print("the replay server did not start", file=sys.stderr)
+                return 1
+            asyncio.run(bench(url, args.runs, args.delay))
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(timeout=SERVER_START_TIMEOUT_S)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
