@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=250, help="calls per block")
     parser.add_argument("--rounds", type=int, default=8, help="alternating blocks per side")
     # Run by benchmarks/tool_call_overhead.py (runpy), the command line is not ours.
-    ours = Path(sys.argv[0]).resolve() == Path(__file__).resolve()
+    ours = Path(__file__).name in {Path(arg).name for arg in sys.orig_argv}
     args = parser.parse_args(sys.argv[1:] if ours else [])
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(
