@@ -79,6 +79,16 @@ class ReactPlanner:
     per-tenant views, execution-time checks and approval gates.
     ``store`` defaults to a fresh ``MemoryStore`` (nothing survives the
     process; pass a SQLite/PostgreSQL store for pause/resume across processes).
+
+    Limits: ``max_steps`` model turns per run; ``deadline_s`` per run (and per
+    resume), in-flight calls are cancelled when it passes; ``max_tokens_budget``
+    prompt + completion tokens; ``max_consecutive_errors`` turns in a row in
+    which every call failed; ``max_parallel`` calls of one turn at once;
+    ``max_result_chars`` of a tool result shown to the model (the trajectory
+    keeps it whole). A resume holds the run under a claim of
+    ``claim_lease_s``, renewed every step; if the resuming process dies, another
+    may take the run over once the lease ran out, or at once when the dead
+    process was on the same host.
     """
 
     __slots__ = ("_deps", "_index")
