@@ -100,6 +100,7 @@ class _Session:
     """One connection to the server, owned by one background task."""
 
     generation: int
+    loop: asyncio.AbstractEventLoop
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tools_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -137,6 +138,7 @@ class MCPToolSource:
         self._session: _Session | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self._specs: list[ToolSpec] = []
         self._hashes: dict[str, str] = {}  # bare name -> definition hash last seen
@@ -235,7 +237,8 @@ class MCPToolSource:
             sess.stop.set()
             if not sess.ready.is_set() and sess.task is not None:
                 sess.task.cancel()  # still connecting: nothing to wind down gracefully
-        pending = [t for t in self._tasks if not t.done()]
+        loop = asyncio.get_running_loop()
+        pending = [t for t in self._tasks if not t.done() and t.get_loop() is loop]
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S)
@@ -247,13 +250,18 @@ class MCPToolSource:
     # -- session lifecycle ------------------------------------------------------------
 
     async def _acquire(self) -> _Session:
+        loop = asyncio.get_running_loop()
         sess = self._session
-        if sess is not None and sess.usable:
+        if sess is not None and sess.usable and sess.loop is loop:
             return sess
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:
             sess = self._session
+            if sess is not None and sess.loop is not loop:
+                # Left over from an event loop that is gone (asyncio.run ended): start afresh.
+                sess.finished = True
+                sess, self._session, self._retry_at = None, None, 0.0
             if sess is None or sess.stop.is_set() or sess.finished:
                 if self._closed:
                     raise _Unavailable(f"tool source {self.name!r} is closed.")
@@ -275,11 +283,10 @@ class MCPToolSource:
 
     def _start(self) -> _Session:
         self._generation += 1
-        sess = _Session(generation=self._generation)
+        loop = asyncio.get_running_loop()
+        sess = _Session(generation=self._generation, loop=loop)
         self._session = sess
-        task = asyncio.get_running_loop().create_task(
-            self._own(sess), name=f"mcp-session-{self.name}-{sess.generation}"
-        )
+        task = loop.create_task(self._own(sess), name=f"mcp-session-{self.name}-{sess.generation}")
         sess.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -461,6 +461,28 @@ async def test_aclose_leaves_no_server_process_behind() -> None:
     assert not src.connected
 
 
+async def test_a_source_outlives_its_event_loop_and_reconnects_from_a_new_one() -> None:
+    """asyncio.run() twice (here in a worker thread): the first loop's end stops its
+    server; the next loop gets a session of its own."""
+    before = _children()
+    src = MCPToolSource(_manifest("stdio"))
+
+    async def pid() -> int:
+        return int((await _call_ok(src, "stats"))["pid"])
+
+    def two_loops() -> tuple[int, set[int], int]:
+        first = asyncio.run(pid())  # no aclose: the loop's shutdown cancels the session
+        between = _children() - before
+        second = asyncio.run(pid())
+        asyncio.run(src.aclose())
+        return first, between, second
+
+    first, between, second = await asyncio.to_thread(two_loops)
+    assert first != second
+    assert between == set()
+    assert _children() - before == set()
+
+
 async def test_aclose_while_connecting_stops_the_server() -> None:
     before = _children()
     src = MCPToolSource(_manifest("stdio"))
