@@ -28,7 +28,6 @@ import structlog
 from mcp.client._transport import ReadStream, TransportStreams, WriteStream
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.message import SessionMessage
 
 from penguiflow_agents.tools._manifest import SourceManifest
@@ -262,7 +261,7 @@ async def open_transport(
     url = manifest.resolved_url()
     assert url is not None  # the manifest model requires it
     headers = manifest.resolved_headers()
-    http_client = create_mcp_http_client(
+    http_client = httpx2.AsyncClient(
         headers=headers or None,
         timeout=httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=HTTP_READ_TIMEOUT_S),
     )
