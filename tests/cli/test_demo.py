@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Longest the demo may take here (litellm's import alone takes seconds on a busy machine).
@@ -17,6 +18,8 @@ def test_demo_runs_offline_from_an_empty_directory_with_the_packaged_defaults(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode caches, outside the tree (see below)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "penguiflow-test-pycache")
     env.pop("PENGUIFLOW_SANDBOX", None)
     done = subprocess.run(
         [sys.executable, "-m", "penguiflow_agents", "demo"],

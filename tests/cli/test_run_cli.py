@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,15 @@ turns:
 """
 
 
+# Bytecode caches for the subprocesses (litellm compiles for seconds without them), kept
+# outside the tree; Python validates them against the sources.
+PYCACHE = Path(tempfile.gettempdir()) / "penguiflow-test-pycache"
+
+
 def env_for(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["PENGUIFLOW_SANDBOX"] = str(tmp / "sandbox")
     return env
