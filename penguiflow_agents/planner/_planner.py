@@ -18,15 +18,14 @@ Per model turn (a *step*):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents._identity import Headers
-from penguiflow_agents.exceptions import ConflictError, LLMError, UserError
-from penguiflow_agents.llm._types import LLMClient, LLMRequest, LLMResponse, LLMToolCall, TextDelta
+from penguiflow_agents.exceptions import UserError
+from penguiflow_agents.llm._types import LLMClient, LLMRequest, LLMToolCall
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._approved import Approved, execute_approved, resolve
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
@@ -35,21 +34,17 @@ from penguiflow_agents.planner._context import (
     Emit,
     Run,
     Stop,
-    jsonable,
-    new_owner,
     new_run_id,
-    owner_is_dead,
 )
-from penguiflow_agents.planner._state import STATE_VERSION, PausedStep, RunState
+from penguiflow_agents.planner._model import complete, stream_model, streamed
+from penguiflow_agents.planner._records import checkpoint, claim, finish, finish_quietly, pause
+from penguiflow_agents.planner._state import PausedStep, RunState
 from penguiflow_agents.planner._types import (
     FinalAnswer,
     LLMResponded,
-    Paused,
     PlannerEvent,
-    RunFinished,
     RunResult,
     StepStarted,
-    TextChunk,
     ToolCallFinished,
     ToolCallStarted,
 )
@@ -61,14 +56,6 @@ if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
 
 __all__ = ["ReactPlanner"]
-
-# Longest wait for the store to record that a run was cancelled or crashed.
-_FINISH_TIMEOUT_S = 5.0
-# Session history kept per (tenant, session id): the most recent messages.
-_MAX_SESSION_MESSAGES = 200
-_TERMINAL = ("completed", "failed", "cancelled")
-# Events buffered between a streamed run and its consumer.
-_STREAM_BUFFER = 64
 
 
 class ReactPlanner:
@@ -217,7 +204,7 @@ class ReactPlanner:
             run = await self._start(query, headers, session_id, run_id, trace_id, deadline, emit)
             return await self._drive(run, self._loop(run))
 
-        return _streamed(body)
+        return streamed(body)
 
     async def resume(
         self, run_id: str, *, headers: Headers, deadline: float | None = None
@@ -241,7 +228,7 @@ class ReactPlanner:
         async def body(emit: Emit) -> RunResult:
             return await self._resume(run_id, headers, deadline, emit)
 
-        return _streamed(body)
+        return streamed(body)
 
     # -- starting and resuming --------------------------------------------------------------
 
@@ -317,7 +304,7 @@ class ReactPlanner:
     ) -> RunResult:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
-        claimed = await self._claim(headers.tenant, run_id)
+        claimed = await claim(self._deps, headers.tenant, run_id)
         if isinstance(claimed, RunResult):
             return claimed
         state = RunState.from_dict(claimed.state, run_id=run_id)
@@ -344,44 +331,6 @@ class ReactPlanner:
         )
         return await self._drive(run, self._continue(run))
 
-    async def _claim(self, tenant: str, run_id: str) -> RunRecord | RunResult:
-        """Take the run (compare-and-set in the store), or say why there is nothing to do."""
-        store = self._deps.store
-        lease = self._deps.claim_lease_s
-        owner = new_owner()
-        for _attempt in range(3):
-            claimed = await store.claim_run(
-                tenant, run_id, owner=owner, from_statuses=("paused",), lease_s=lease
-            )
-            if claimed is not None:
-                return claimed
-            current = await store.get_run(tenant, run_id)
-            if current.status in _TERMINAL:
-                return _stored_result(current)
-            if current.status == "paused":
-                continue  # another resume claimed and paused it again in between: retry
-            if current.claimed_by is None:
-                raise ConflictError(
-                    f"run {run_id!r} is still running in the process that started it; "
-                    "it can be resumed only after it pauses."
-                )
-            if owner_is_dead(current.claimed_by):
-                # Its claimer died on this host (e.g. SIGKILL): take over without waiting for the lease.
-                current.claimed_by = owner
-                current.claim_expires_at = time.time() + lease
-                try:
-                    return await store.update_run(current, expected_version=current.version)
-                except ConflictError:
-                    continue
-            raise ConflictError(
-                f"run {run_id!r} is being resumed by another process right now "
-                f"({current.claimed_by}); nothing was done here. Resume it again once that "
-                "process has finished or paused."
-            )
-        raise ConflictError(
-            f"run {run_id!r} kept changing while this process tried to claim it; resume it again."
-        )
-
     def _deadline(self, deadline: float | None) -> tuple[float | None, float | None]:
         now = time.monotonic()
         budget = self._deps.deadline_s
@@ -398,15 +347,18 @@ class ReactPlanner:
         try:
             return await body
         except Stop as stop:
-            return await self._finish(run, stop.status, error=stop.error)
+            return await finish(self._deps, run, stop.status, error=stop.error)
         except asyncio.CancelledError:
-            await self._finish_quietly(
-                run, "cancelled", "the run was cancelled before it finished."
+            await finish_quietly(
+                self._deps, run, "cancelled", "the run was cancelled before it finished."
             )
             raise
         except Exception as exc:
-            await self._finish_quietly(
-                run, "failed", f"the planner stopped on an unexpected {type(exc).__name__}: {exc}"
+            await finish_quietly(
+                self._deps,
+                run,
+                "failed",
+                f"the planner stopped on an unexpected {type(exc).__name__}: {exc}",
             )
             raise
 
@@ -429,7 +381,7 @@ class ReactPlanner:
                     "step(s) without a final answer; raise deadline_s or use faster tools.",
                 )
             if run.owner is not None:
-                await self._checkpoint(run)
+                await checkpoint(self._deps, run)
             st.model_calls += 1
             step = st.model_calls
             if emit is not None:
@@ -443,9 +395,9 @@ class ReactPlanner:
             )
             started = time.perf_counter()
             if emit is not None and callable(getattr(deps.llm, "stream", None)):
-                response = await self._stream_model(run, request, emit)
+                response = await stream_model(deps, run, request, emit)
             else:
-                response = await self._complete(run, request)
+                response = await complete(deps, run, request)
             st.usage = st.usage + response.usage
             st.add_cost(response.cost_usd)
             calls = _unique_ids(response.tool_calls, step)
@@ -465,7 +417,7 @@ class ReactPlanner:
                 if content and content.strip():
                     if emit is not None:
                         await emit(FinalAnswer(run_id=run_id, answer=content))
-                    return await self._finish(run, "completed", answer=content)
+                    return await finish(self._deps, run, "completed", answer=content)
                 # Neither a call nor an answer: tell the model, never pass it off as an answer.
                 message = _prompts.empty_turn(catalog.visible_names)
                 st.messages.append({"role": "assistant", "content": content or ""})
@@ -485,7 +437,7 @@ class ReactPlanner:
             order = [c.id for c in calls]
             if out.waiting:
                 st.paused = PausedStep(step=step, order=order, done=out.done, waiting=out.waiting)
-                return await self._pause(run)
+                return await pause(self._deps, run)
             _close_step(st, order, out.done)
             self._count_errors(st, failed=out.failures == len(calls), last_error=out.last_error)
 
@@ -522,7 +474,7 @@ class ReactPlanner:
                     await emit(ToolCallFinished(run_id=run.run_id, record=record))
             if still:
                 paused.waiting = still
-                return await self._pause(run)
+                return await pause(self._deps, run)
             results = [s for s in st.steps if s.step == paused.step]
             failed = bool(results) and not any(s.ok for s in results)
             _close_step(st, paused.order, paused.done)
@@ -544,59 +496,6 @@ class ReactPlanner:
         )
         return Catalog(by_name=index[1], visible=visible)
 
-    async def _complete(self, run: Run, request: LLMRequest) -> LLMResponse:
-        try:
-            async with asyncio.timeout(run.remaining()):
-                return await self._deps.llm.complete(request)
-        except TimeoutError:
-            raise self._model_timeout(run) from None
-        except LLMError as exc:
-            raise Stop("failed", f"the model failed: {exc}") from None
-        except Exception as exc:
-            raise Stop("failed", f"the model client raised {type(exc).__name__}: {exc}") from None
-
-    async def _stream_model(self, run: Run, request: LLMRequest, emit: Emit) -> LLMResponse:
-        """The model's answer, its text forwarded as ``TextChunk``s while it streams."""
-        stream: AsyncGenerator[TextDelta | LLMResponse, None] = self._deps.llm.stream(request)  # type: ignore[attr-defined]
-        response: LLMResponse | None = None
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(run.remaining()):
-                        item = await anext(stream, None)
-                except TimeoutError:
-                    raise self._model_timeout(run) from None
-                except LLMError as exc:
-                    raise Stop("failed", f"the model failed: {exc}") from None
-                except (Stop, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    raise Stop(
-                        "failed", f"the model client raised {type(exc).__name__}: {exc}"
-                    ) from None
-                if item is None:
-                    break
-                if isinstance(item, LLMResponse):
-                    response = item
-                else:
-                    await emit(TextChunk(run_id=run.run_id, text=item.text))
-        finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
-        if response is None:
-            raise Stop("failed", "the model's stream ended without a response.")
-        return response
-
-    @staticmethod
-    def _model_timeout(run: Run) -> Stop:
-        if run.past_deadline():
-            return Stop(
-                "failed",
-                f"the run's deadline of {run.deadline_s} s passed while waiting for the model; "
-                "raise deadline_s or use a faster model.",
-            )
-        return Stop("failed", "the model call timed out; try again or use a faster model.")
-
     def _count_errors(self, st: RunState, *, failed: bool, last_error: str | None) -> None:
         if not failed:
             st.consecutive_errors = 0
@@ -611,103 +510,6 @@ class ReactPlanner:
                 f"(max_consecutive_errors={limit}); the last error was: {last_error}",
             )
 
-    # -- writing the run ---------------------------------------------------------------------
-
-    async def _write(self, run: Run, record: RunRecord) -> None:
-        store = self._deps.store
-        try:
-            run.record = await store.update_run(record, expected_version=record.version)
-        except UserError:  # a tool returned something that is not JSON: store its text form
-            record.state = jsonable(record.state)
-            run.record = await store.update_run(record, expected_version=record.version)
-
-    async def _checkpoint(self, run: Run) -> None:
-        """Renew this process's claim and save the state, so a takeover starts from here."""
-        record = run.record
-        record.state = run.state.to_dict()
-        record.claim_expires_at = time.time() + self._deps.claim_lease_s
-        try:
-            await self._write(run, record)
-        except ConflictError:
-            run.lost = True
-            raise Stop(
-                "failed",
-                "another process took this run over (this process's claim had expired); "
-                "it stopped here so that no call runs twice.",
-            ) from None
-
-    async def _pause(self, run: Run) -> RunResult:
-        st = run.state
-        assert st.paused is not None
-        record = run.record
-        record.status = "paused"
-        record.state = st.to_dict()
-        record.claimed_by = None
-        record.claim_expires_at = None
-        await self._write(run, record)
-        run.owner = None
-        waiting = st.paused.waiting
-        await self._deps.store.append_event(
-            run.headers.tenant,
-            run.run_id,
-            "paused",
-            {
-                "step": st.paused.step,
-                "approval_ids": [p.id for p in waiting],
-                "call_ids": [p.call_id for p in waiting],
-            },
-        )
-        if run.emit is not None:
-            await run.emit(Paused(run_id=run.run_id, pending_approvals=tuple(waiting)))
-        return st.result(run.run_id, "paused")
-
-    async def _finish(
-        self, run: Run, status: str, *, answer: str | None = None, error: str | None = None
-    ) -> RunResult:
-        st = run.state
-        st.paused = None
-        result = st.result(run.run_id, status, answer=answer, error=error)
-        if run.lost:
-            return result
-        store = self._deps.store
-        tenant = run.headers.tenant
-        record = run.record
-        record.status = status
-        record.state = {"v": STATE_VERSION, "result": result.to_dict()}
-        record.claimed_by = None
-        record.claim_expires_at = None
-        await self._write(run, record)
-        run.owner = None
-        await store.append_event(
-            tenant,
-            run.run_id,
-            "run_finished",
-            {
-                "status": status,
-                "error": error,
-                "steps": len(st.steps),
-                "prompt_tokens": st.usage.prompt_tokens,
-                "completion_tokens": st.usage.completion_tokens,
-                "cost": st.cost,
-            },
-        )
-        if status == "completed" and st.session_id is not None and answer is not None:
-            history = st.messages[1 : st.history_len]
-            history.append({"role": "user", "content": st.query})
-            history.append({"role": "assistant", "content": answer})
-            await store.save_session(tenant, st.session_id, history[-_MAX_SESSION_MESSAGES:])
-        return result
-
-    async def _finish_quietly(self, run: Run, status: str, error: str) -> None:
-        """Record a cancelled or crashed run, within a time limit, shielded from a second cancel."""
-        task = asyncio.ensure_future(self._finish(run, status, error=error))
-        with contextlib.suppress(BaseException):
-            await asyncio.wait({task}, timeout=_FINISH_TIMEOUT_S)
-        if not task.done():
-            task.cancel()
-        elif not task.cancelled():
-            task.exception()  # retrieved: a store failure here must not mask the original error
-
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -717,58 +519,6 @@ def model_name(llm: LLMClient) -> str:
     same model, e.g. ``replay:/abs/script.yaml``) when it has one, else its ``model``."""
     spec = getattr(llm, "spec", None)
     return spec if isinstance(spec, str) and spec else llm.model
-
-
-async def _streamed(
-    body: Callable[[Emit], Awaitable[RunResult]],
-) -> AsyncGenerator[PlannerEvent, None]:
-    """Run ``body`` in its own task; yield the events it emits, then ``RunFinished``.
-
-    The buffer between the run and the consumer is bounded: a slow consumer
-    slows the run down rather than letting events pile up.
-    """
-    queue: asyncio.Queue[PlannerEvent] = asyncio.Queue(maxsize=_STREAM_BUFFER)
-
-    async def produce() -> None:
-        result = await body(queue.put)
-        await queue.put(RunFinished(result=result))
-
-    task = asyncio.create_task(produce())
-    try:
-        while True:
-            if not queue.empty():
-                event = queue.get_nowait()
-                yield event
-                if isinstance(event, RunFinished):
-                    return
-                continue
-            if task.done():
-                task.result()  # raises what the run raised
-                return
-            getter = asyncio.ensure_future(queue.get())
-            try:
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not getter.done():
-                    getter.cancel()
-            if getter.done() and not getter.cancelled():
-                event = getter.result()
-                yield event
-                if isinstance(event, RunFinished):
-                    return
-    finally:
-        if not task.done():
-            task.cancel()  # the consumer left: the run is cancelled (and recorded so)
-            await asyncio.wait({task}, timeout=_FINISH_TIMEOUT_S + 1)
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved; already raised above when it mattered
-
-
-def _stored_result(record: RunRecord) -> RunResult:
-    stored = record.state.get("result") if isinstance(record.state, dict) else None
-    if isinstance(stored, dict):
-        return RunResult.from_dict(stored)
-    return RunResult(status=record.status, run_id=record.run_id, model=record.model)
 
 
 def _unique_ids(calls: Sequence[LLMToolCall], step: int) -> list[LLMToolCall]:
