@@ -102,6 +102,7 @@ class ToolRegistry:
         self._entries: dict[str, _Entry] = {}
         self._hashes: dict[str, str] = {}
         self._on_event = on_event
+        self._refreshes: set[asyncio.Task[None]] = set()
         self.load_errors: list[ManifestError] = []
         self.manifest_files: list[str] = []
 
@@ -173,9 +174,21 @@ class ToolRegistry:
 
     def _register(self, manifest: SourceManifest, source: ToolSource, transport: str) -> None:
         protected = ProtectedSource(ConfiguredSource(source, manifest), manifest)
-        self._entries[manifest.name] = _Entry(
-            manifest=manifest, transport=transport, source=protected
-        )
+        entry = _Entry(manifest=manifest, transport=transport, source=protected)
+        self._entries[manifest.name] = entry
+        if hasattr(source, "on_tools_changed"):
+            # A source that announces list changes (MCP notifications/tools/list_changed):
+            # refresh our entry at once, so validation and hashes never use a stale spec.
+            source.on_tools_changed = lambda _specs: self._schedule_refresh(entry)
+
+    def _schedule_refresh(self, entry: _Entry) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh(entry))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh(self, entry: _Entry) -> None:
+        async with entry.lock:
+            await self._list_source(entry)
 
     # -- the catalog ------------------------------------------------------
 
@@ -318,6 +331,8 @@ class ToolRegistry:
             except Exception:
                 log.exception("tool_source.close_failed", source=entry.manifest.name)
 
+        for task in list(self._refreshes):
+            task.cancel()
         await asyncio.gather(*(close(entry) for entry in self._entries.values()))
 
     async def __aenter__(self) -> ToolRegistry:

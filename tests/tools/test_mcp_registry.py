@@ -267,6 +267,27 @@ async def test_a_changed_tool_list_reaches_the_registry_with_a_new_definition_ha
     ) in events
 
 
+async def test_a_list_changed_notification_refreshes_the_registry_without_a_relist() -> None:
+    """The registry's own spec (schema for validation, hash) follows list_changed by itself."""
+    registry = ToolRegistry()
+    registry.add_manifest(
+        SourceManifest(
+            name="fx", transport="mcp_stdio", command=STDIO_COMMAND, exclude=["added_.*"]
+        )
+    )
+    async with registry:
+        await registry.list_tools()
+        before = registry.definition_hash("fx.echo")
+        assert (await registry.call("fx.change_tools", {})).ok
+
+        async def pushed() -> bool:  # no list_tools() here: the notification alone must do it
+            return registry.definition_hash("fx.echo") != before
+
+        await _eventually(pushed)
+        spec = registry.get("fx.echo")
+        assert spec is not None and spec.definition_hash == registry.definition_hash("fx.echo")
+
+
 async def test_the_time_server_is_listed_and_called_through_the_repo_manifest() -> None:
     before = _children()
     async with ToolRegistry.from_dir(REPO / "tools") as registry:
