@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         ReplayScriptError,
         RunPaused,
         StoreError,
+        ToolSourceUnavailableError,
         UserError,
     )
     from penguiflow_agents.llm import (
@@ -120,6 +121,7 @@ _EXPORTS: dict[str, str] = {
     "ReplayScriptError": "penguiflow_agents.exceptions",
     "RunPaused": "penguiflow_agents.exceptions",
     "StoreError": "penguiflow_agents.exceptions",
+    "ToolSourceUnavailableError": "penguiflow_agents.exceptions",
     "UserError": "penguiflow_agents.exceptions",
     "Headers": "penguiflow_agents._identity",
     "Context": "penguiflow_agents.runtime",
@@ -235,6 +237,7 @@ __all__ = [
     "ToolRegistry",
     "ToolResult",
     "ToolSource",
+    "ToolSourceUnavailableError",
     "ToolSpec",
     "ToolView",
     "Usage",

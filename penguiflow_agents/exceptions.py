@@ -13,6 +13,7 @@
     │   └── ApproverNotAllowedError the deciding principal may not decide this request
     ├── ConflictError               an optimistic-concurrency check lost (another process got there first)
     ├── LLMError                    the model provider failed after retries
+    ├── ToolSourceUnavailableError  a tool source could not be reached (server did not start, ...)
     └── StoreError                  the state store failed
 
 Control-flow signals are not errors and do not derive from PenguiflowError:
@@ -42,6 +43,7 @@ __all__ = [
     "ReplayScriptError",
     "RunPaused",
     "StoreError",
+    "ToolSourceUnavailableError",
     "UserError",
 ]
 
@@ -136,6 +138,10 @@ class LLMError(PenguiflowError):
     """The model provider failed and retries did not help."""
 
 
+class ToolSourceUnavailableError(PenguiflowError):
+    """A tool source could not be reached: its server did not start, the connection failed."""
+
+
 class StoreError(PenguiflowError):
     """The state store could not complete an operation."""
 
@@ -146,4 +152,6 @@ class RunPaused(Exception):  # noqa: N818 - a signal, not an error
     def __init__(self, run_id: str, approval_ids: Sequence[str]) -> None:
         self.run_id = run_id
         self.approval_ids = list(approval_ids)
-        super().__init__(f"run {run_id!r} is waiting for approval(s) {', '.join(self.approval_ids)}")
+        super().__init__(
+            f"run {run_id!r} is waiting for approval(s) {', '.join(self.approval_ids)}"
+        )

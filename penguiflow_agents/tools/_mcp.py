@@ -42,7 +42,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from penguiflow_agents.exceptions import PenguiflowError, UserError
+from penguiflow_agents.exceptions import PenguiflowError, ToolSourceUnavailableError, UserError
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
 from penguiflow_agents.tools._mcp_transport import Redactor, open_transport, secret_values
@@ -84,8 +84,7 @@ ToolsChangedCallback = Callable[[list[ToolSpec]], Awaitable[None] | None]
 _CLIENT_INFO = types.Implementation(name="penguiflow-agents", version="0.1.0")
 
 
-class MCPUnavailableError(PenguiflowError):
-    """An MCP source could not be reached (server did not start, connection failed)."""
+MCPUnavailableError = ToolSourceUnavailableError  # the name this module used first
 
 
 class _Unavailable(Exception):
