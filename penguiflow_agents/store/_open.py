@@ -24,12 +24,15 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.netloc
+    redacted = url
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         if ":" in userinfo:
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:***@{host}"
-    redacted = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+            # Only rebuild when something changed: urlunsplit drops the empty
+            # authority of "sqlite:///x.db" and would print "sqlite:/x.db".
+            redacted = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     if "password=" in redacted.lower():  # libpq keyword form in the query string
         redacted = redacted.split("?", 1)[0] + "?<redacted>"
     return redacted

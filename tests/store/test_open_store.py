@@ -118,6 +118,8 @@ def test_redact_url_hides_passwords_only() -> None:
     assert redact_url("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
     assert redact_url("postgresql://app@db/x") == "postgresql://app@db/x"
     assert "s3cret" not in redact_url("postgresql://db/x?user=app&password=s3cret")
+    assert redact_url("sqlite:///.penguiflow/state.db") == "sqlite:///.penguiflow/state.db"
+    assert redact_url("sqlite:////abs/state.db") == "sqlite:////abs/state.db"
 
 
 async def test_postgres_connection_errors_never_show_the_password() -> None:
