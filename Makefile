@@ -6,9 +6,9 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
-export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null)
 export LITELLM_LOCAL_MODEL_COST_MAP := True
-RUN := $(UV) run --frozen --all-extras --no-sync
+BIN := .venv/bin
 
 .PHONY: demo test lint typecheck pytest bench sync clean
 
@@ -24,22 +24,22 @@ $(UV):
 sync: .venv/.synced
 
 demo: sync
-	$(RUN) penguiflow-agents demo
+	$(BIN)/penguiflow-agents demo
 
 lint: sync
-	$(RUN) ruff check penguiflow_agents tests examples benchmarks
-	$(RUN) ruff format --check penguiflow_agents tests examples benchmarks
+	$(BIN)/ruff check penguiflow_agents tests examples benchmarks
+	$(BIN)/ruff format --check penguiflow_agents tests examples benchmarks
 
 typecheck: sync
-	$(RUN) mypy
+	$(BIN)/mypy
 
 pytest: sync
-	$(RUN) pytest -q
+	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
 bench: sync
-	@for f in benchmarks/*.py; do echo "== $$f"; $(RUN) python $$f || exit 1; done
+	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf .venv .tools .penguiflow .pytest_cache .mypy_cache .ruff_cache
