@@ -20,7 +20,9 @@ class Headers:
     principal: str = "anonymous"
     roles: tuple[str, ...] = field(default=())
 
-    def __init__(self, *, tenant: str, principal: str = "anonymous", roles: Iterable[str] = ()) -> None:
+    def __init__(
+        self, *, tenant: str, principal: str = "anonymous", roles: Iterable[str] = ()
+    ) -> None:
         if not isinstance(tenant, str) or not tenant:
             raise ValueError(f"Headers.tenant must be a non-empty string, got {tenant!r}")
         object.__setattr__(self, "tenant", tenant)

@@ -146,7 +146,7 @@ class StoreError(PenguiflowError):
     """The state store could not complete an operation."""
 
 
-class RunPaused(Exception):  # noqa: N818 - a signal, not an error
+class RunPaused(Exception):  # a signal, not an error
     """A run stopped before one or more calls that need a human decision."""
 
     def __init__(self, run_id: str, approval_ids: Sequence[str]) -> None:

@@ -14,7 +14,9 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-POSTGRES_DSN = os.environ.get("PENGUIFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_DSN = os.environ.get(
+    "PENGUIFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("PENGUIFLOW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 

@@ -26,15 +26,34 @@ DEFAULT_STORE = "sqlite:///.penguiflow/state.db"
 
 
 def _add_common_options(p: argparse.ArgumentParser, *, identity: bool = True) -> None:
-    p.add_argument("--tools", default="tools", metavar="DIR", help="tool manifests directory (default ./tools)")
-    p.add_argument("--policies", default="policies", metavar="DIR", help="policy directory (default ./policies)")
-    p.add_argument("--store", default=DEFAULT_STORE, metavar="URL", help=f"state store URL (default {DEFAULT_STORE})")
+    p.add_argument(
+        "--tools", default="tools", metavar="DIR", help="tool manifests directory (default ./tools)"
+    )
+    p.add_argument(
+        "--policies",
+        default="policies",
+        metavar="DIR",
+        help="policy directory (default ./policies)",
+    )
+    p.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="URL",
+        help=f"state store URL (default {DEFAULT_STORE})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--verbose", "-v", action="store_true", help="log to stderr")
     if identity:
         p.add_argument("--tenant", default=None, help="tenant (default: default)")
         p.add_argument("--principal", default="cli-user", help="who is calling (default cli-user)")
-        p.add_argument("--role", dest="roles", action="append", default=[], metavar="R", help="a role of the caller (repeatable)")
+        p.add_argument(
+            "--role",
+            dest="roles",
+            action="append",
+            default=[],
+            metavar="R",
+            help="a role of the caller (repeatable)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,14 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline end-to-end demo, no API key needed")
     _add_common_options(p)
-    p.add_argument("--model", default=None, help="litellm model name (default: the offline replay model)")
+    p.add_argument(
+        "--model", default=None, help="litellm model name (default: the offline replay model)"
+    )
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_demo")
 
     p = sub.add_parser("run", help="answer one question with tools")
     p.add_argument("question")
     _add_common_options(p)
-    p.add_argument("--model", default=None, help="litellm model name, or replay:PATH (default: replay when no provider key is set)")
-    p.add_argument("--session", default=None, metavar="ID", help="session id: keeps conversation history across runs")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="litellm model name, or replay:PATH (default: replay when no provider key is set)",
+    )
+    p.add_argument(
+        "--session",
+        default=None,
+        metavar="ID",
+        help="session id: keeps conversation history across runs",
+    )
     p.add_argument("--max-steps", type=int, default=None)
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_run")
 
@@ -86,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="list or call registered tools")
     tsub = tools.add_subparsers(dest="tools_command", metavar="SUBCOMMAND")
     tsub.required = True
-    p = tsub.add_parser("list", help="list tools (operator view, or a caller's view with --tenant/--role)")
+    p = tsub.add_parser(
+        "list", help="list tools (operator view, or a caller's view with --tenant/--role)"
+    )
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_list")
     p = tsub.add_parser("call", help="call one tool as a caller under the policies")
@@ -105,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = asub.add_parser("approve", help="approve a request (optionally with edited arguments)")
     p.add_argument("approval_id", metavar="ID")
     p.add_argument("--as", dest="as_principal", required=True, metavar="PRINCIPAL")
-    p.add_argument("--args", default=None, metavar="JSON", help="edited arguments (approve with edits)")
+    p.add_argument(
+        "--args", default=None, metavar="JSON", help="edited arguments (approve with edits)"
+    )
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_approve")
     p = asub.add_parser("reject", help="reject a request; the reason reaches the model")

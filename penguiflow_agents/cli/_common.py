@@ -35,7 +35,9 @@ def tenant_of(args: argparse.Namespace) -> str:
 def headers_of(args: argparse.Namespace, *, principal: str | None = None) -> Headers:
     """The caller's identity from --tenant/--principal/--role (or an explicit principal)."""
     who = principal or getattr(args, "principal", None) or "cli-user"
-    return Headers(tenant=tenant_of(args), principal=who, roles=list(getattr(args, "roles", []) or []))
+    return Headers(
+        tenant=tenant_of(args), principal=who, roles=list(getattr(args, "roles", []) or [])
+    )
 
 
 def load_registry(args: argparse.Namespace) -> ToolRegistry:

@@ -127,12 +127,42 @@ class ToolResult:
         return "ok" if self.ok else str(self.error_kind or ToolErrorKind.TOOL_ERROR)
 
     @classmethod
-    def success(cls, tool: str, output: Any, *, structured: Any = None, latency_s: float = 0.0, attempts: int = 1) -> ToolResult:
-        return cls(tool=tool, ok=True, output=output, structured=structured, latency_s=latency_s, attempts=attempts)
+    def success(
+        cls,
+        tool: str,
+        output: Any,
+        *,
+        structured: Any = None,
+        latency_s: float = 0.0,
+        attempts: int = 1,
+    ) -> ToolResult:
+        return cls(
+            tool=tool,
+            ok=True,
+            output=output,
+            structured=structured,
+            latency_s=latency_s,
+            attempts=attempts,
+        )
 
     @classmethod
-    def failure(cls, tool: str, kind: ToolErrorKind, message: str, *, latency_s: float = 0.0, attempts: int = 0) -> ToolResult:
-        return cls(tool=tool, ok=False, error_kind=kind, error=message, latency_s=latency_s, attempts=attempts)
+    def failure(
+        cls,
+        tool: str,
+        kind: ToolErrorKind,
+        message: str,
+        *,
+        latency_s: float = 0.0,
+        attempts: int = 0,
+    ) -> ToolResult:
+        return cls(
+            tool=tool,
+            ok=False,
+            error_kind=kind,
+            error=message,
+            latency_s=latency_s,
+            attempts=attempts,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
