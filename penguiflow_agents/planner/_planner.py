@@ -34,6 +34,7 @@ from penguiflow_agents.planner._context import (
     Emit,
     Run,
     Stop,
+    new_owner,
     new_run_id,
 )
 from penguiflow_agents.planner._model import complete, stream_model, streamed
@@ -174,14 +175,18 @@ class ReactPlanner:
         run_id: str | None = None,
         trace_id: str | None = None,
         deadline: float | None = None,
+        claim: bool = False,
     ) -> RunResult:
         """Answer ``query`` as the caller ``headers``; returns when completed, failed or paused.
 
         ``deadline`` (absolute, ``time.monotonic()``) tightens ``deadline_s``.
         Cancelling the awaiting task cancels in-flight tool calls and records
-        the run as cancelled.
+        the run as cancelled. ``claim=True`` holds the new run under a claim of
+        ``claim_lease_s`` renewed (with a checkpoint) every step, as a resume
+        does, so that if this process dies another can take the run over with
+        ``resume`` from its last step (workers use it).
         """
-        run = await self._start(query, headers, session_id, run_id, trace_id, deadline, None)
+        run = await self._start(query, headers, session_id, run_id, trace_id, deadline, None, claim)
         return await self._drive(run, self._loop(run))
 
     def stream(
@@ -241,6 +246,7 @@ class ReactPlanner:
         trace_id: str | None,
         deadline: float | None,
         emit: Emit | None,
+        claim: bool = False,
     ) -> Run:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
@@ -255,6 +261,7 @@ class ReactPlanner:
         messages.extend(history)
         messages.append({"role": "user", "content": query})
         model = model_name(deps.llm)
+        owner = new_owner() if claim else None
         state = RunState(
             query=query,
             model=model,
@@ -273,6 +280,8 @@ class ReactPlanner:
                 status="running",
                 model=model,
                 query=query,
+                claimed_by=owner,
+                claim_expires_at=time.time() + deps.claim_lease_s if owner else None,
             )
         )
         await store.append_event(
@@ -296,6 +305,7 @@ class ReactPlanner:
             deadline_s=budget,
             record=record,
             state=state,
+            owner=owner,
             emit=emit,
         )
 
