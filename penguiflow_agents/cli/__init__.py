@@ -56,6 +56,15 @@ def _add_common_options(p: argparse.ArgumentParser, *, identity: bool = True) ->
         )
 
 
+def _add_bus_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bus",
+        default=None,
+        metavar="URL",
+        help="message bus URL (default $PENGUIFLOW_BUS or redis://127.0.0.1:6379/0)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="penguiflow-agents",
@@ -112,6 +121,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", metavar="RUN_ID")
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_resume")
+
+    p = sub.add_parser("worker", help="run jobs from the message bus (scale-out worker)")
+    _add_common_options(p, identity=False)
+    _add_bus_option(p)
+    p.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)"
+    )
+    p.add_argument("--model", default=None, help="model for jobs that name none (default: replay)")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds to let running jobs finish before handing them back (default 30)",
+    )
+    p.set_defaults(handler="penguiflow_agents.cli._worker:cmd_worker")
+
+    p = sub.add_parser("submit", help="enqueue a run for the workers; prints its run id")
+    p.add_argument("question", nargs="?", default=None)
+    _add_common_options(p)
+    _add_bus_option(p)
+    p.add_argument("--model", default=None, help="litellm model name, or replay:PATH")
+    p.add_argument("--session", default=None, metavar="ID")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_ID", help="enqueue a resume of RUN_ID instead"
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run to end and print it like run"
+    )
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="longest --wait (default 600)",
+    )
+    p.set_defaults(handler="penguiflow_agents.cli._worker:cmd_submit")
 
     tools = sub.add_parser("tools", help="list or call registered tools")
     tsub = tools.add_subparsers(dest="tools_command", metavar="SUBCOMMAND")
