@@ -14,7 +14,8 @@
     ├── ConflictError               an optimistic-concurrency check lost (another process got there first)
     ├── LLMError                    the model provider failed after retries
     ├── ToolSourceUnavailableError  a tool source could not be reached (server did not start, ...)
-    └── StoreError                  the state store failed
+    ├── StoreError                  the state store failed
+    └── BusError                    the message bus failed, or refused a job (backlog full)
 
 Control-flow signals are not errors and do not derive from PenguiflowError:
 
@@ -32,6 +33,7 @@ __all__ = [
     "AlreadyDecidedError",
     "ApprovalError",
     "ApproverNotAllowedError",
+    "BusError",
     "ConfigError",
     "ConflictError",
     "LLMError",
@@ -144,6 +146,10 @@ class ToolSourceUnavailableError(PenguiflowError):
 
 class StoreError(PenguiflowError):
     """The state store could not complete an operation."""
+
+
+class BusError(PenguiflowError):
+    """The message bus could not complete an operation, or refused a job because it is full."""
 
 
 class RunPaused(Exception):  # a signal, not an error
