@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from penguiflow_agents.approvals import iso_utc
 from penguiflow_agents.planner import (
     FinalAnswer,
     LLMResponded,
@@ -91,6 +92,7 @@ def result_document(
     doc = result.to_dict()
     for entry, pending in zip(doc["pending_approvals"], result.pending_approvals, strict=True):
         entry["approve_command"] = approve_command(pending, where, requester)
+        entry["expires_at"] = iso_utc(pending.expires_at)  # as in `approvals list`
     doc["resume_command"] = (
         resume_command(result.run_id, where) if result.status == "paused" else None
     )

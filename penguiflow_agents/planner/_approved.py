@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from penguiflow_agents.approvals._json import iso_utc
+from penguiflow_agents.approvals import iso_utc
 from penguiflow_agents.exceptions import ConflictError
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._calls import Catalog, call_tool, observe

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,7 @@ def test_paused_run_json_has_the_approval_and_commands_and_foreign_resume_fails_
     [pending] = doc["pending_approvals"]
     assert pending["tool"] == "files.write_file"
     assert pending["arguments"] == {"path": "/notes/a.txt", "content": "at 11:00"}
+    assert datetime.fromisoformat(pending["expires_at"]).tzinfo is not None  # ISO-8601, as listed
     assert pending["approve_command"].startswith(
         f"penguiflow-agents approvals approve {pending['id']} --tenant acme --as approver --role admin"
     )
