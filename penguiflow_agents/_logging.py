@@ -75,7 +75,10 @@ def log_flow_events(
 
     Each line is named after the event kind and carries tenant, trace_id,
     node, attempt, latency_ms, queue depths and, for failures, the error and
-    its code; failures are logged at warning level. Never a payload.
+    its code; failures are logged at warning level. Never a payload: events
+    have none, and a validation error (pydantic, jsonschema) is described by
+    where and why only, never the input it quotes. Other exceptions appear as
+    ``"TypeName: message"``, so keep secrets out of the messages nodes raise.
     """
     log = logger if logger is not None else structlog.get_logger("penguiflow_agents.flow")
     number = _level_number(level)

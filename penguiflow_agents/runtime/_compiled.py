@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ._envelopes import FlowError, FlowErrorCode, Message, rewrap
+from ._errors import validation_summary
 from ._node import Node
 from ._queue import Inbox
 from ._trace import Trace
@@ -61,15 +62,6 @@ class Worker:
         self.task: asyncio.Task[None] | None = None
         self.current: Trace | None = None  # the trace whose message is being handled
         self.cancel_pending = False  # we cancelled this task for its current trace
-
-
-def validation_summary(exc: ValidationError) -> str:
-    """Where and why validation failed, without echoing the (possibly sensitive) input."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def validate(model: type[BaseModel], value: Any, what: str, node: str) -> Any:

@@ -8,6 +8,8 @@ from typing import Final, TypeVar
 
 from penguiflow_agents.exceptions import UserError
 
+from ._errors import describe_error
+
 __all__ = ["MapItemError", "map_concurrent"]
 
 T = TypeVar("T")
@@ -17,12 +19,16 @@ MAP_CANCEL_TIMEOUT_S: Final = 5.0  # longest wait for cancelled item calls to un
 
 
 class MapItemError(Exception):
-    """``fn(items[index])`` raised; the original exception is ``error`` (and ``__cause__``)."""
+    """``fn(items[index])`` raised; the original exception is ``error`` (and ``__cause__``).
+
+    The message names the index and the error's type and text (for a
+    validation error, where and why only: never the item itself).
+    """
 
     def __init__(self, index: int, error: BaseException) -> None:
         self.index = index
         self.error = error
-        super().__init__(f"item {index} failed: {type(error).__name__}: {error}")
+        super().__init__(f"item {index} failed: {describe_error(error)}")
 
 
 async def map_concurrent(

@@ -27,6 +27,7 @@ import structlog
 from ._compiled import NodeRuntime, Worker, validate, validate_output
 from ._context import Context
 from ._envelopes import FlowError, FlowErrorCode, Message, rewrap
+from ._errors import describe_error
 from ._events import FlowEvent, FlowEventKind, Middleware, make_event
 from ._node import Node
 from ._persist import EventWriter
@@ -49,7 +50,7 @@ def _middleware_failed(mw: Middleware, event: FlowEvent, exc: Exception) -> None
         event_kind=event.kind.value,
         trace_id=event.trace_id,
         tenant=event.tenant,
-        error=f"{type(exc).__name__}: {exc}",
+        error=describe_error(exc),
     )
 
 
@@ -255,11 +256,11 @@ class Engine:
             "flow_internal_error",
             node=rt.name,
             trace_id=ts.trace_id if ts is not None else None,
-            error=f"{type(exc).__name__}: {exc}",
+            error=describe_error(exc),
         )
         err = FlowError(
             _C.NODE_EXCEPTION,
-            f"handling a message at node {rt.name!r} failed: {type(exc).__name__}: {exc}",
+            f"handling a message at node {rt.name!r} failed: {describe_error(exc)}",
             node=rt.name,
             trace_id=ts.trace_id if ts is not None else None,
         )
@@ -446,7 +447,7 @@ class Engine:
         if timed_out:
             text = f"attempt {attempt} ran past timeout_s={policy.timeout_s}"
         else:
-            text = f"{type(exc).__name__}: {exc}"
+            text = describe_error(exc)
         obs = self._observed
         if obs:
             kind = _K.NODE_TIMEOUT if timed_out else _K.NODE_ERROR

@@ -97,3 +97,50 @@ def test_console_logging_is_not_json_and_levels_filter() -> None:
         json.loads(text.splitlines()[0])
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         configure_logging(level="loud")
+
+
+async def test_a_validation_error_raised_inside_a_node_never_puts_the_payload_in_logs_or_errors(
+    acme: Headers,
+) -> None:
+    """pydantic/jsonschema errors quote their input; events, log lines and FlowErrors must not."""
+    import jsonschema
+    from pydantic import BaseModel
+
+    from penguiflow_agents.runtime import map_concurrent
+
+    class Record(BaseModel):
+        text: str
+
+    async def parse(msg: Message[dict[str, str]], ctx: Context) -> Record:
+        return Record.model_validate(msg.payload)
+
+    async def check(msg: Message[dict[str, str]], ctx: Context) -> None:
+        jsonschema.validate(msg.payload, {"type": "object", "required": ["text"]})
+
+    async def parse_each(msg: Message[dict[str, str]], ctx: Context) -> list[Record]:
+        async def one(item: dict[str, str]) -> Record:
+            return Record.model_validate(item)
+
+        return await map_concurrent([{"text": "fine"}, msg.payload], one)
+
+    out = io.StringIO()
+    configure_logging(structured=True, stream=out)
+    errors: list[FlowError] = []
+    for fn in (parse, check, parse_each):
+        async with create(Node(fn).to(), middlewares=[log_flow_events()]) as flow:
+            msg = Message(payload={"txt": SECRET}, headers=acme)
+            await flow.emit(msg)
+            err = await flow.fetch(msg.trace_id, raise_errors=False, timeout_s=TIMEOUT_S)
+            assert isinstance(err, FlowError), err
+            errors.append(err)
+    text = out.getvalue()
+    assert SECRET not in text
+    assert all(SECRET not in str(err) and SECRET not in repr(err) for err in errors)
+    parse_err, check_err, each_err = (err.message for err in errors)
+    assert "ValidationError: Record is not valid (text: Field required)" in parse_err
+    assert "failed the schema's 'required' check" in check_err
+    assert "item 1 failed: ValidationError: Record is not valid (text: Field required)" in each_err
+    failed = [json.loads(line) for line in text.splitlines() if '"node_failed"' in line]
+    assert len(failed) == 3 and all(
+        "is not valid" in f["error"] or "schema" in f["error"] for f in failed
+    )
