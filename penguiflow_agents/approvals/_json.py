@@ -7,7 +7,7 @@ from typing import Any
 
 from penguiflow_agents.store._base import ApprovalRecord
 
-__all__ = ["approval_to_json", "effective_status"]
+__all__ = ["approval_to_json", "effective_status", "iso_utc"]
 
 
 def iso_utc(ts: float) -> str:
