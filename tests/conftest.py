@@ -1,14 +1,19 @@
 """Suite-wide fixtures and the services rule.
 
 Tests that need PostgreSQL or Redis use the ``postgres_dsn`` / ``redis_url``
-fixtures. When a service is unreachable they skip locally, but fail when
-PENGUIFLOW_REQUIRE_SERVICES=1 (set by .ci/run): CI must not skip.
+fixtures (the URLs can be changed with PENGUIFLOW_TEST_POSTGRES and
+PENGUIFLOW_TEST_REDIS; reachability is checked at the host and port of that
+URL). When a service is unreachable its tests skip locally, but *fail* when
+PENGUIFLOW_REQUIRE_SERVICES=1 or CI=true (both set by .ci/run): CI must not
+skip.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from typing import Final
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,32 +23,43 @@ POSTGRES_DSN = os.environ.get(
     "PENGUIFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("PENGUIFLOW_TEST_REDIS", "redis://127.0.0.1:6379/15")
+CONNECT_TIMEOUT_S: Final = 1.0  # a local service answers at once; a dead port refuses at once
+
+
+def _services_required() -> bool:
+    return os.environ.get("PENGUIFLOW_REQUIRE_SERVICES") == "1" or os.environ.get(
+        "CI", ""
+    ).lower() in ("1", "true", "yes")
 
 
 def _reachable(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=1.0):
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             return True
     except OSError:
         return False
 
 
-def _require(name: str, host: str, port: int) -> None:
+def _require(name: str, url: str, default_port: int) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or default_port
     if _reachable(host, port):
-        return
+        return url
     msg = f"{name} is not reachable at {host}:{port}"
-    if os.environ.get("PENGUIFLOW_REQUIRE_SERVICES") == "1":
-        pytest.fail(msg + " (PENGUIFLOW_REQUIRE_SERVICES=1: CI must not skip)")
-    pytest.skip(msg)
+    if _services_required():
+        pytest.fail(
+            f"{msg}; PENGUIFLOW_REQUIRE_SERVICES=1 or CI is set, so this fails instead of "
+            "skipping: start the service (.ci/run does) or fix the URL."
+        )
+    pytest.skip(f"{msg} (set PENGUIFLOW_REQUIRE_SERVICES=1 to make this a failure)")
 
 
 @pytest.fixture
 def postgres_dsn() -> str:
-    _require("PostgreSQL", "127.0.0.1", 5432)
-    return POSTGRES_DSN
+    return _require("PostgreSQL", POSTGRES_DSN, 5432)
 
 
 @pytest.fixture
 def redis_url() -> str:
-    _require("Redis", "127.0.0.1", 6379)
-    return REDIS_URL
+    return _require("Redis", REDIS_URL, 6379)
