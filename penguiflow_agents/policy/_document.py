@@ -2,9 +2,10 @@
 
 ``load_policy_file(path)`` and ``parse_policy(data, file=...)`` return a
 validated ``PolicyDocument`` or raise ``PolicyError(file, key, reason)``.
-Unknown keys, wrong types, empty globs, approvers that are neither
-``role:<r>`` nor ``user:<id>`` and ``when`` clauses that are not valid JSON
-Schemas are all refused: a policy is used whole or not at all.
+Unknown keys, a key written twice in one mapping (YAML would silently keep
+the last one, e.g. drop a ``deny`` list), wrong types, empty globs, approvers
+that are neither ``role:<r>`` nor ``user:<id>`` and ``when`` clauses that are
+not valid JSON Schemas are all refused: a policy is used whole or not at all.
 """
 
 from __future__ import annotations
@@ -68,6 +69,29 @@ def _check_when(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are allowed; their keys may be overridden
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key is refused by the schema later
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} appears twice in one mapping (YAML would silently keep "
+                    "only the last one); merge the two into one",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 Glob = Annotated[str, AfterValidator(_check_glob)]
 Approver = Annotated[str, AfterValidator(_check_approver)]
 
@@ -111,7 +135,7 @@ def load_policy_file(path: str | os.PathLike[str]) -> PolicyDocument:
     except OSError as exc:
         raise PolicyError(file, None, f"cannot be read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -122,6 +146,12 @@ def load_policy_file(path: str | os.PathLike[str]) -> PolicyDocument:
 
 def parse_policy(data: Any, *, file: str) -> PolicyDocument:
     """Validate an already-parsed policy mapping (``file`` names it in errors)."""
+    if data is None:
+        raise PolicyError(
+            file,
+            None,
+            "is empty; write at least 'tenant: <id>' (and allow/deny globs), or remove the file",
+        )
     if not isinstance(data, dict):
         raise PolicyError(
             file,

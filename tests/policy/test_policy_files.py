@@ -189,3 +189,34 @@ def test_tenants_without_a_file_share_the_default_policy_version() -> None:
     )
     assert policies.version_for("globex") == policies.version_for("initech")
     assert policies.version_for("acme") != policies.version_for("globex")
+
+
+def test_a_key_written_twice_is_refused_rather_than_silently_dropping_a_deny(
+    tmp_path: Path,
+) -> None:
+    err = error_of(
+        tmp_path, "tenant: acme\ndeny: ['files.delete_*']\nallow: ['files.*']\ndeny: []\n"
+    )
+    assert "'deny' appears twice" in err.reason and "line 4" in err.reason
+
+
+def test_a_key_written_twice_inside_a_role_is_refused(tmp_path: Path) -> None:
+    text = "tenant: acme\nroles:\n  viewer:\n    allow: ['time.*']\n    allow: ['files.*']\n"
+    assert "'allow' appears twice" in error_of(tmp_path, text).reason
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = (
+        "tenant: acme\nallow: ['files.*']\n"
+        "roles:\n  viewer: &base {allow: ['files.read_*']}\n  auditor: {<<: *base, deny: ['x']}\n"
+    )
+    write(tmp_path, "acme.yaml", text)
+    policies = PolicySet.load_dir(tmp_path)
+    auditor = Headers(tenant="acme", principal="p", roles=["auditor"])
+    assert policies.is_visible("files.read_text", auditor)
+    assert not policies.is_visible("files.write_text", auditor)
+
+
+def test_an_empty_file_is_refused_saying_what_to_write(tmp_path: Path) -> None:
+    err = error_of(tmp_path, "# nothing yet\n")
+    assert "empty" in err.reason and "tenant:" in err.reason
