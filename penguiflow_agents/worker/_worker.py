@@ -1,0 +1,516 @@
+"""``Worker``: take run/resume jobs from a ``MessageBus`` and execute them on a shared store.
+
+Per job (at most ``concurrency`` at once):
+
+- ``run``: when the tenant has no run with that id, start it with
+  ``ReactPlanner.run(run_id=..., claim=True)``; when it exists and has ended
+  or paused, there is nothing to do; when it is running, take it over with
+  ``resume`` (its worker died) — see below;
+- ``resume``: ``ReactPlanner.resume`` (a run of another tenant is unknown:
+  the job is dropped, like a missing id).
+
+The job is acknowledged only once its outcome is in the store (ended,
+paused, or already done by someone else). While a job runs, the worker
+renews it on the bus every third of the visibility timeout; a worker that
+dies stops renewing, and the bus delivers its job to another worker, which
+takes the run over from its last checkpoint (at once when the dead holder
+was on this host, else once its lease ran out).
+
+A job whose run is held by another live claim is not run twice: a first
+delivery (a duplicate job) is acknowledged at once; a redelivery (its worker
+went silent, perhaps on another host) watches the run until it ends or its
+claim lapses, then takes it over.
+
+``stop()`` (or SIGTERM/SIGINT with ``handle_signals=True``) stops taking
+jobs, lets running ones finish for ``drain_timeout_s``, then hands the rest
+back: the run's claim ends at its last checkpoint and the job goes back on
+the bus for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import structlog
+
+from penguiflow_agents.bus import Delivery, MessageBus
+from penguiflow_agents.exceptions import (
+    BusError,
+    ConflictError,
+    NotFoundError,
+    PenguiflowError,
+    UserError,
+)
+from penguiflow_agents.planner import ReactPlanner, RunResult
+from penguiflow_agents.store import RunRecord, StateStore
+from penguiflow_agents.worker._claims import TERMINAL, get_run, release_claim
+from penguiflow_agents.worker._job import Job
+
+__all__ = ["PlannerFactory", "Worker"]
+
+PlannerFactory: TypeAlias = Callable[[str | None], AbstractAsyncContextManager[ReactPlanner]]
+
+_log = structlog.get_logger("penguiflow_agents.worker")
+
+# Longest one consume call waits for a job (a stop is noticed within this).
+CONSUME_BLOCK_S = 1.0
+# Waits after a bus failure before trying again: doubling from the first to the second.
+BUS_RETRY_S = (0.5, 10.0)
+# How often a worker re-checks a run that another process holds.
+WATCH_POLL_S = 1.0
+# Extra time, past the holder's lease, a redelivered job watches a held run before giving up.
+WATCH_GRACE_S = 5.0
+# Longest a redelivered job watches a held run (a run with no lease would never lapse).
+MAX_WATCH_S = 900.0
+# Longest wait for cancelled jobs to unwind after their claims were handed back.
+CANCEL_TIMEOUT_S = 10.0
+# Longest wait for one hand-back to the store or the bus at shutdown.
+HANDBACK_TIMEOUT_S = 10.0
+# Planners kept open, one per model; jobs of further models open one for the job only.
+MAX_PLANNERS = 16
+# Statistics a worker keeps (see Worker.stats).
+STAT_KEYS = (
+    "completed",
+    "paused",
+    "failed",
+    "cancelled",
+    "taken_over",
+    "skipped",
+    "invalid",
+    "released",
+)
+
+
+class _OpenFailed(Exception):
+    """The planner factory could not give a planner for a job's model."""
+
+
+@dataclass(slots=True, kw_only=True)
+class _InFlight:
+    delivery: Delivery
+    job: Job | None = None
+    executing: bool = False  # inside planner.run/resume: this process may hold the run's claim
+    settled: bool = False  # acknowledged (or deliberately left for redelivery)
+
+
+class Worker:
+    """Executes jobs from ``bus`` with planners from ``planner_factory`` on ``store``.
+
+    ``planner_factory(model)`` is an async context manager giving a
+    ``ReactPlanner`` for a job's model (a ``--model`` value, or None for the
+    default) on this very ``store``; the worker keeps up to ``MAX_PLANNERS``
+    open and closes them when it stops. For one planner whatever the model:
+    ``Worker(bus, lambda model: contextlib.nullcontext(planner), store)``.
+    Give the planners a ``claim_lease_s`` of a minute or two, so that a run
+    whose worker died on another host is taken over soon.
+    """
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        planner_factory: PlannerFactory,
+        store: StateStore,
+        *,
+        concurrency: int = 4,
+        drain_timeout_s: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise UserError(f"Worker concurrency must be a positive integer, got {concurrency!r}.")
+        if not drain_timeout_s >= 0:
+            raise UserError(
+                f"Worker drain_timeout_s must be zero or positive, got {drain_timeout_s!r}."
+            )
+        self.bus = bus
+        self.store = store
+        self.concurrency = concurrency
+        self.drain_timeout_s = float(drain_timeout_s)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._factory = planner_factory
+        self._planners: dict[str | None, ReactPlanner] = {}
+        self._planner_lock = asyncio.Lock()
+        self._stack: AsyncExitStack | None = None
+        self._tasks: dict[asyncio.Task[None], _InFlight] = {}
+        self._stop: asyncio.Event | None = None
+        self._running = False
+        self._stats = dict.fromkeys(STAT_KEYS, 0)
+
+    def __repr__(self) -> str:
+        return f"Worker(name={self.name!r}, concurrency={self.concurrency}, in_flight={len(self._tasks)})"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts of job outcomes so far: completed, paused, failed, cancelled (runs this worker
+        ended), taken_over (of those, runs another worker had started), skipped (nothing to do:
+        done, held elsewhere, or unknown to the tenant), invalid, released (handed back)."""
+        return dict(self._stats)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def stop(self) -> None:
+        """Ask a running ``run()`` to stop gracefully (see the module docstring)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self, *, stop: asyncio.Event | None = None, handle_signals: bool = False) -> None:
+        """Take and execute jobs until ``stop`` is set (or ``stop()``, or a signal), then drain."""
+        if self._running:
+            raise UserError(f"worker {self.name!r} is already running; start another Worker.")
+        self._running = True
+        self._stop = stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = [signal.SIGTERM, signal.SIGINT] if handle_signals else []
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"{self.name}-heartbeat")
+        try:
+            async with AsyncExitStack() as stack:
+                self._stack = stack
+                try:
+                    await self._consume(stop)
+                finally:
+                    await self._drain()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            self._planners.clear()
+            self._stack = None
+            self._running = False
+            _log.info("worker_stopped", worker=self.name, **self._stats)
+
+    # -- taking jobs ----------------------------------------------------------------------------
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        backoff = BUS_RETRY_S[0]
+        _log.info("worker_started", worker=self.name, concurrency=self.concurrency)
+        while not stop.is_set():
+            free = self.concurrency - len(self._tasks)
+            if free <= 0:
+                await _first_of(stop, set(self._tasks))
+                continue
+            try:
+                deliveries = await self.bus.consume(
+                    self.name, max_jobs=free, block_s=CONSUME_BLOCK_S
+                )
+            except BusError as exc:
+                _log.error("worker_bus_failed", worker=self.name, error=str(exc), retry_s=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, BUS_RETRY_S[1])
+                continue
+            backoff = BUS_RETRY_S[0]
+            for delivery in deliveries:
+                if stop.is_set():  # taken while stopping: hand it straight back
+                    await self._hand_back(delivery)
+                    continue
+                entry = _InFlight(delivery=delivery)
+                task = asyncio.create_task(self._handle(entry), name=f"job-{delivery.id}")
+                self._tasks[task] = entry
+                task.add_done_callback(self._forget)
+
+    async def _heartbeat(self) -> None:
+        """Renew the jobs in flight, so that no other worker takes them over while we live."""
+        interval = max(self.bus.visibility_timeout_s / 3, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            held = [e.delivery for e in self._tasks.values() if not e.settled]
+            if not held:
+                continue
+            try:
+                kept = {d.id for d in await self.bus.touch(held)}
+            except BusError as exc:
+                _log.warning("worker_renew_failed", worker=self.name, error=str(exc))
+                continue
+            for delivery in held:
+                if delivery.id not in kept:
+                    _log.warning(
+                        "worker_job_taken_over", worker=self.name, job=delivery.id
+                    )  # the store's claim still keeps the run from running twice
+
+    # -- one job ----------------------------------------------------------------------------------
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
+    async def _handle(self, entry: _InFlight) -> None:
+        delivery = entry.delivery
+        try:
+            done = await self._process(entry)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            _log.error(
+                "worker_job_error",
+                worker=self.name,
+                job=delivery.id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            done = await self._durable(entry)
+        if done:
+            try:
+                await self.bus.ack(delivery)
+            except BusError as exc:  # redelivered later, and then found done
+                _log.warning("worker_ack_failed", worker=self.name, job=delivery.id, error=str(exc))
+        entry.settled = True
+
+    async def _process(self, entry: _InFlight) -> bool:
+        """Do the job; True when it should be acknowledged."""
+        delivery = entry.delivery
+        try:
+            job = Job.from_dict(delivery.job)
+        except UserError as exc:
+            self._count("invalid")
+            _log.error("worker_job_invalid", worker=self.name, job=delivery.id, error=str(exc))
+            return True  # no retry can fix it
+        entry.job = job
+        record = await get_run(self.store, job.tenant, job.run_id)
+        if job.kind == "run":
+            if record is None:
+                started = await self._start(entry, job)
+                if started:
+                    return True
+                record = await get_run(self.store, job.tenant, job.run_id)
+                if record is None:
+                    return False
+            if record.status != "running":  # ended, or paused for a decision: done
+                return self._skip(job, record.status)
+            return await self._take_over(entry, job, record)
+        if record is None:  # missing, or another tenant's: the same to this job
+            _log.warning(
+                "worker_run_unknown", worker=self.name, tenant=job.tenant, run_id=job.run_id
+            )
+            return self._skip(job, "unknown")
+        if record.status in TERMINAL:
+            return self._skip(job, record.status)
+        return await self._take_over(entry, job, record)
+
+    async def _start(self, entry: _InFlight, job: Job) -> bool:
+        """Start a new run; False when another process created it first."""
+        assert job.query is not None
+        try:
+            async with self._planner(job.model) as planner:
+                entry.executing = True
+                try:
+                    result = await planner.run(
+                        job.query,
+                        headers=job.headers,
+                        session_id=job.session_id,
+                        run_id=job.run_id,
+                        claim=True,
+                    )
+                finally:
+                    entry.executing = False
+        except ConflictError:
+            return False
+        except _OpenFailed as exc:
+            await self._record_unstartable(job, str(exc))
+            return True
+        self._finished(job, result, taken_over=False)
+        return True
+
+    async def _take_over(self, entry: _InFlight, job: Job, record: RunRecord) -> bool:
+        """Continue a run that exists (resume it, or take over a dead worker's run)."""
+        watch_until: float | None = None
+        taken_over = record.status == "running"
+        while True:
+            try:
+                async with self._planner(record.model or job.model) as planner:
+                    entry.executing = True
+                    try:
+                        result = await planner.resume(job.run_id, headers=job.headers)
+                    finally:
+                        entry.executing = False
+            except _OpenFailed as exc:
+                _log.error("worker_no_planner", worker=self.name, run_id=job.run_id, error=str(exc))
+                return True  # the run stays as it is; a new resume job can retry
+            except NotFoundError:
+                return self._skip(job, "unknown")
+            except ConflictError:
+                # Held by another live claim (or still running where it started).
+                if entry.delivery.attempt <= 1:
+                    return self._skip(job, "held")  # a duplicate: its holder finishes it
+                if watch_until is None:
+                    lease_left = max((record.claim_expires_at or 0.0) - time.time(), 0.0)
+                    watch_until = time.monotonic() + min(lease_left + WATCH_GRACE_S, MAX_WATCH_S)
+                stop = self._stop
+                if time.monotonic() >= watch_until or (stop is not None and stop.is_set()):
+                    return False  # not ours to finish now: the bus delivers it again later
+                if stop is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), WATCH_POLL_S)
+                current = await get_run(self.store, job.tenant, job.run_id)
+                if current is None:
+                    return self._skip(job, "unknown")
+                if current.status in TERMINAL or (
+                    job.kind == "run" and current.status != "running"
+                ):
+                    return self._skip(job, current.status)
+                record = current
+                continue
+            self._finished(job, result, taken_over=taken_over)
+            return True
+
+    async def _durable(self, entry: _InFlight) -> bool:
+        """After an unexpected error: is the job's outcome in the store anyway?"""
+        job = entry.job
+        if job is None:
+            return True
+        try:
+            record = await get_run(self.store, job.tenant, job.run_id)
+        except PenguiflowError:
+            return False  # the store is down: the bus delivers the job again later
+        if record is None:
+            return job.kind == "resume"
+        return record.status != "running"
+
+    # -- planners ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _planner(self, model: str | None) -> AsyncIterator[ReactPlanner]:
+        planner = self._planners.get(model)
+        if planner is None and self._stack is not None:
+            async with self._planner_lock:
+                planner = self._planners.get(model)
+                if planner is None and len(self._planners) < MAX_PLANNERS:
+                    planner = await self._open(self._stack, model)
+                    self._planners[model] = planner
+        if planner is not None:
+            yield planner
+            return
+        async with AsyncExitStack() as stack:  # one more model than we keep: for this job only
+            yield await self._open(stack, model)
+
+    async def _open(self, stack: AsyncExitStack, model: str | None) -> ReactPlanner:
+        try:
+            planner = await stack.enter_async_context(self._factory(model))
+        except Exception as exc:  # a model or tool configuration that cannot work
+            raise _OpenFailed(f"no planner for model {model!r}: {exc}") from None
+        if not isinstance(planner, ReactPlanner) or planner.store is not self.store:
+            raise _OpenFailed(
+                f"the planner factory gave {planner!r} for model {model!r}; it must give a "
+                "ReactPlanner on the worker's own store."
+            )
+        return planner
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    async def _record_unstartable(self, job: Job, message: str) -> None:
+        """A run that could not even start is recorded as failed, so its submitter sees why."""
+        _log.error("worker_no_planner", worker=self.name, run_id=job.run_id, error=message)
+        result = RunResult(status="failed", run_id=job.run_id, error=message, model=job.model or "")
+        with contextlib.suppress(ConflictError):
+            await self.store.create_run(
+                RunRecord(
+                    run_id=job.run_id,
+                    tenant=job.tenant,
+                    principal=job.principal,
+                    roles=list(job.roles),
+                    session_id=job.session_id,
+                    status="failed",
+                    model=job.model or "",
+                    query=job.query or "",
+                    state={"result": result.to_dict()},
+                )
+            )
+            await self.store.append_event(
+                job.tenant, job.run_id, "run_finished", {"status": "failed", "error": message}
+            )
+        self._count("failed")
+
+    def _finished(self, job: Job, result: RunResult, *, taken_over: bool) -> None:
+        if result.status in self._stats:
+            self._count(result.status)
+        if taken_over:
+            self._count("taken_over")
+        _log.info(
+            "worker_job_done",
+            worker=self.name,
+            kind=job.kind,
+            tenant=job.tenant,
+            run_id=job.run_id,
+            status=result.status,
+            taken_over=taken_over,
+        )
+
+    def _skip(self, job: Job, why: str) -> bool:
+        self._count("skipped")
+        _log.info(
+            "worker_job_skipped",
+            worker=self.name,
+            kind=job.kind,
+            tenant=job.tenant,
+            run_id=job.run_id,
+            why=why,
+        )
+        return True
+
+    def _count(self, key: str) -> None:
+        self._stats[key] += 1
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let running jobs finish for ``drain_timeout_s``; hand the others back."""
+        tasks = set(self._tasks)
+        if not tasks:
+            return
+        _log.info("worker_draining", worker=self.name, jobs=len(tasks))
+        _done, pending = await asyncio.wait(tasks, timeout=self.drain_timeout_s)
+        entries = {task: self._tasks[task] for task in pending if task in self._tasks}
+        for task, entry in entries.items():
+            if entry.executing and entry.job is not None:
+                # First end our claim, so that the planner cannot record the cancel below.
+                try:
+                    await asyncio.wait_for(
+                        release_claim(self.store, entry.job.tenant, entry.job.run_id),
+                        HANDBACK_TIMEOUT_S,
+                    )
+                except (PenguiflowError, TimeoutError) as exc:
+                    _log.error(
+                        "worker_release_failed",
+                        worker=self.name,
+                        run_id=entry.job.run_id,
+                        error=str(exc),
+                    )
+            task.cancel()
+        if entries:
+            await asyncio.wait(entries, timeout=CANCEL_TIMEOUT_S)
+        for entry in entries.values():
+            if not entry.settled:
+                await self._hand_back(entry.delivery)
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        try:
+            await asyncio.wait_for(self.bus.release(delivery), HANDBACK_TIMEOUT_S)
+        except (BusError, TimeoutError) as exc:  # it comes back after the visibility timeout
+            _log.warning(
+                "worker_hand_back_failed", worker=self.name, job=delivery.id, error=str(exc)
+            )
+        self._count("released")
+        _log.info("worker_job_released", worker=self.name, job=delivery.id)
+
+
+async def _first_of(stop: asyncio.Event, tasks: set[asyncio.Task[None]]) -> None:
+    """Wait until ``stop`` is set or one of ``tasks`` ends."""
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
