@@ -192,10 +192,16 @@ def _reason(err: Any, loc: list[str]) -> str:
         return f"is not a known key; allowed keys here are: {_allowed_keys(loc)}"
     if kind == "missing":
         return "is required but missing"
+    got = err.get("input")
     if kind == "list_type":
-        got = err.get("input")
+        if got is None:
+            return "is empty; write a list such as ['time.*'], or [] for none"
         return f"must be a YAML list (got {got!r}); write it as [{got!r}] or one '- item' per line"
+    if kind in ("dict_type", "model_type"):
+        if got is None:
+            return "is empty; write a mapping such as {allow: ['time.*']}, or {} for none"
+        return f"must be a YAML mapping of keys to values (got {got!r})"
     message = str(err["msg"])
     if message.startswith("Value error, "):
         return message[len("Value error, ") :]
-    return f"{message[0].lower()}{message[1:]} (got {err.get('input')!r})"
+    return f"{message[0].lower()}{message[1:]} (got {got!r})"

@@ -220,3 +220,9 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
 def test_an_empty_file_is_refused_saying_what_to_write(tmp_path: Path) -> None:
     err = error_of(tmp_path, "# nothing yet\n")
     assert "empty" in err.reason and "tenant:" in err.reason
+
+
+def test_an_empty_list_or_role_says_how_to_write_it(tmp_path: Path) -> None:
+    assert "[] for none" in error_of(tmp_path, "tenant: acme\nallow:\n").reason
+    err = error_of(tmp_path, "tenant: acme\nroles:\n  viewer:\n")
+    assert err.key == "roles.viewer" and "mapping" in err.reason and "RoleDoc" not in err.reason
