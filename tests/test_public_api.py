@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import penguiflow_agents
 import penguiflow_agents.testing
@@ -36,6 +38,14 @@ PROMISED = {
     "map_concurrent",
     "join_k",
     "subflow",
+    "predicate_router",
+    "union_router",
+    "table_router",
+    "Flow",
+    "Context",
+    "FlowErrorCode",
+    "FlowEventKind",
+    "MapItemError",
     "tool",
     "ToolRegistry",
     "ToolResult",
@@ -62,6 +72,32 @@ def test_every_top_level_name_resolves_to_the_object_of_its_subpackage() -> None
         value = getattr(penguiflow_agents, name)
         home = importlib.import_module(penguiflow_agents._EXPORTS[name])
         assert getattr(home, name) is value, name
+
+
+def test_all_and_the_lazy_export_table_list_the_same_names_once_sorted() -> None:
+    """__all__ is sorted, has no duplicates and names exactly what the lazy table can import."""
+    names = penguiflow_agents.__all__
+    assert names == sorted(set(names))
+    assert set(penguiflow_agents._EXPORTS) == set(names)
+
+
+def test_the_type_checking_imports_mirror_the_export_table() -> None:
+    """What type checkers and IDEs see (the TYPE_CHECKING block) is what runs (the lazy table)."""
+    tree = ast.parse(Path(penguiflow_agents.__file__).read_text())
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+    )
+    seen = {
+        alias.asname or alias.name: stmt.module
+        for stmt in block.body
+        if isinstance(stmt, ast.ImportFrom)
+        for alias in stmt.names
+    }
+    assert seen == penguiflow_agents._EXPORTS
 
 
 def test_the_promised_names_are_exported() -> None:
