@@ -1,0 +1,218 @@
+"""``penguiflow-agents worker | submit``: scale out on a message bus (Redis) and a shared store.
+
+- ``worker [--bus URL] [--store URL] [--concurrency N]``: take run/resume
+  jobs from the bus and execute them with the tools of ``--tools`` and the
+  policies of ``--policies`` on the store, until SIGTERM/SIGINT; then let
+  running jobs finish for ``--drain-timeout`` seconds and hand the rest back.
+  Logs go to stderr (JSON lines with ``--json``).
+- ``submit "QUESTION" [--bus URL] [--tenant T] [--json]``: enqueue a run and
+  print its run id; ``--wait`` polls the store until the run ends or pauses
+  and prints it like ``run`` (with ``--json``, the same document).
+  ``submit --resume RUN_ID`` enqueues the resume of a paused run instead.
+
+The bus URL is ``--bus``, else ``$PENGUIFLOW_BUS``, else
+``redis://127.0.0.1:6379/0``. Exit status as for ``run``: 0 completed (or
+enqueued), 3 paused, 2 usage or configuration error, 1 anything else
+(failed, cancelled, a wait that timed out, the bus or store unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from penguiflow_agents.cli._common import error, headers_of, print_json
+from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
+
+__all__ = ["WORKER_CLAIM_LEASE_S", "bus_url_of", "cmd_submit", "cmd_worker"]
+
+BUS_ENV = "PENGUIFLOW_BUS"
+# The planners' claim lease in a worker: a run whose worker died on another host is taken
+# over after at most this long (on the same host, at once).
+WORKER_CLAIM_LEASE_S = 120.0
+
+
+def bus_url_of(args: argparse.Namespace) -> str:
+    from penguiflow_agents.bus import DEFAULT_BUS_URL
+
+    return str(getattr(args, "bus", None) or os.environ.get(BUS_ENV) or DEFAULT_BUS_URL)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker until SIGTERM/SIGINT."""
+    from penguiflow_agents._logging import configure_logging
+
+    configure_logging(structured=args.json, level="debug" if args.verbose else "info")
+    if args.concurrency < 1:
+        error(f"--concurrency must be a positive integer, got {args.concurrency!r}.")
+        return EXIT_USAGE
+    return _guard(_worker(args))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Enqueue a run (or a resume); with --wait, print it like ``run`` once it ends or pauses."""
+    from penguiflow_agents._logging import configure_logging
+
+    # stdout is for the run id or the result: logs go to stderr, errors only unless --verbose.
+    configure_logging(structured=False, level="debug" if args.verbose else "error")
+    if (args.question is None) == (args.resume is None):
+        error(
+            'pass either a QUESTION or --resume RUN_ID (exactly one), e.g. submit "What time is it?"'
+        )
+        return EXIT_USAGE
+    if args.question is not None and not args.question.strip():
+        error(f"the question must not be empty, got {args.question!r}.")
+        return EXIT_USAGE
+    return _guard(_submit(args), json_doc=args.json)
+
+
+def _guard(body: Coroutine[Any, Any, int], *, json_doc: bool = False) -> int:
+    try:
+        return asyncio.run(body)
+    except (ConfigError, UserError) as exc:
+        _fail(str(exc), json_doc)
+        return EXIT_USAGE
+    except PenguiflowError as exc:
+        _fail(str(exc), json_doc)
+        return EXIT_FAILURE
+
+
+def _fail(message: str, json_doc: bool) -> None:
+    error(message)
+    if json_doc:
+        print_json({"status": "failed", "run_id": None, "answer": None, "error": message})
+
+
+# -- worker -------------------------------------------------------------------------------------
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from penguiflow_agents.bus import open_bus
+    from penguiflow_agents.policy import PolicySet
+    from penguiflow_agents.store import open_store, redact_url
+    from penguiflow_agents.worker import Worker
+
+    policies = PolicySet.load_dir(args.policies)  # a bad file stops the worker: never half a policy
+    async with AsyncExitStack() as stack:
+        store = await open_store(args.store)
+        stack.push_async_callback(store.aclose)
+        url = bus_url_of(args)
+        bus = await open_bus(url)
+        stack.push_async_callback(bus.aclose)
+        from penguiflow_agents.cli._run import load_tools
+
+        registry = load_tools(args.tools)
+        stack.push_async_callback(registry.aclose)
+        worker = Worker(
+            bus,
+            _planner_factory(args, store, registry, policies),
+            store,
+            concurrency=args.concurrency,
+            drain_timeout_s=args.drain_timeout,
+        )
+        sys.stderr.write(
+            f"worker {worker.name}: jobs from {redact_url(url)}, runs in {redact_url(args.store)}, "
+            f"{args.concurrency} at once; SIGTERM stops it\n"
+        )
+        sys.stderr.flush()
+        await worker.run(handle_signals=True)
+    return EXIT_OK
+
+
+def _planner_factory(
+    args: argparse.Namespace, store: Any, registry: Any, policies: Any
+) -> Callable[[str | None], Any]:
+    from penguiflow_agents.cli._run import OFFLINE_SCRIPT
+    from penguiflow_agents.llm import open_llm
+    from penguiflow_agents.planner import ReactPlanner
+
+    @asynccontextmanager
+    async def open_planner(model: str | None) -> AsyncIterator[ReactPlanner]:
+        async with open_llm(model or args.model, default_script=OFFLINE_SCRIPT) as llm:
+            yield ReactPlanner(
+                llm=llm,
+                registry=registry,
+                store=store,
+                policies=policies,
+                claim_lease_s=WORKER_CLAIM_LEASE_S,
+            )
+
+    return open_planner
+
+
+# -- submit -------------------------------------------------------------------------------------
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    from penguiflow_agents.bus import open_bus
+    from penguiflow_agents.worker import submit_resume, submit_run
+
+    headers = headers_of(args)
+    async with AsyncExitStack() as stack:
+        store = None
+        after_version = None
+        if args.wait or args.resume:
+            from penguiflow_agents.store import open_store
+
+            store = await open_store(args.store)
+            stack.push_async_callback(store.aclose)
+        bus = await open_bus(bus_url_of(args))
+        stack.push_async_callback(bus.aclose)
+        if args.resume is not None:
+            assert store is not None
+            record = await store.get_run(headers.tenant, args.resume)  # foreign = unknown
+            after_version = record.version
+            job = await submit_resume(bus, args.resume, headers=headers)
+        else:
+            job = await submit_run(
+                bus, args.question, headers=headers, model=args.model, session_id=args.session
+            )
+        if not args.wait:
+            if args.json:
+                print_json({"status": "queued", "run_id": job.run_id, "kind": job.kind})
+            else:
+                sys.stdout.write(job.run_id + "\n")
+            return EXIT_OK
+        assert store is not None
+        return await _wait(args, store, job.run_id, headers.tenant, after_version)
+
+
+async def _wait(
+    args: argparse.Namespace, store: Any, run_id: str, tenant: str, after_version: int | None
+) -> int:
+    from penguiflow_agents.cli._run import exit_code, locations
+    from penguiflow_agents.cli._run_output import RunPrinter, result_document
+    from penguiflow_agents.worker import wait_for_run
+
+    printer = RunPrinter(quiet=args.json)
+    printer.line(f"[dim]run {run_id} queued; waiting for a worker[/dim]")
+    try:
+        result = await wait_for_run(
+            store, tenant, run_id, timeout_s=args.wait_timeout, after_version=after_version
+        )
+    except TimeoutError as exc:
+        error(str(exc))
+        if args.json:
+            print_json({"status": "waiting", "run_id": run_id, "answer": None, "error": str(exc)})
+        return EXIT_FAILURE
+    record = await store.get_run(tenant, run_id)
+    where = locations(args)
+    if args.json:
+        print_json(
+            result_document(
+                result, where, record.principal, replay=result.model.startswith("replay")
+            )
+        )
+    else:
+        for step in result.steps:
+            printer.step(step)
+        printer.finish(result)
+        if result.status == "paused":
+            printer.show_paused(result, where, record.principal)
+    return exit_code(result)
