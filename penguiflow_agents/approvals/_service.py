@@ -352,17 +352,28 @@ class ApprovalService:
         spec: ToolSpec | None,
         arguments: Mapping[str, Any],
         headers: Headers,
+        run_id: str | None = None,
+        call_id: str | None = None,
     ) -> str | None:
         """``None`` if the approved call may run now; else why it may not.
 
         ``arguments`` are the ones about to be sent (the edited ones for an
-        edit). The reason is a sentence the planner shows to the model.
+        edit); ``run_id`` and ``call_id`` name the call about to run (pass
+        them: an approval never carries over to another run or call). The
+        reason is a sentence the planner shows to the model.
         """
         status = self.effective_status(record)
         if status != "approved":
             return f"approval {record.id!r} is {status}, not approved; the call was not run."
-        if headers.tenant != record.tenant:
-            return f"approval {record.id!r} belongs to another run; the call was not run."
+        if (
+            headers.tenant != record.tenant
+            or (run_id is not None and run_id != record.run_id)
+            or (call_id is not None and call_id != record.call_id)
+        ):
+            return (
+                f"approval {record.id!r} was given for another run or call; the call was not "
+                "run. Call the tool again to ask for a new approval."
+            )
         if spec is None or spec.name != record.tool:
             return f"tool {record.tool!r} is no longer registered; the approved call was not run."
         if not self._policies.is_visible(record.tool, headers):

@@ -114,3 +114,14 @@ async def test_headers_of_another_tenant_may_not_run_the_call(env: Any) -> None:
     record = await approved(env)
     gina = Headers(tenant="globex", principal="gina")
     assert env.svc.check_binding(record, spec=env.spec, arguments=env.args, headers=gina)
+
+
+async def test_an_approval_binds_its_run_and_call_id(env: Any) -> None:
+    record = await approved(env)
+    check = env.svc.check_binding
+    kw = {"spec": env.spec, "arguments": env.args, "headers": env.alice}
+    assert check(record, run_id="run-1", call_id="call-1", **kw) is None
+    other_run = check(record, run_id="run-2", call_id="call-1", **kw)
+    other_call = check(record, run_id="run-1", call_id="call-2", **kw)
+    assert other_run is not None and "another run or call" in other_run
+    assert other_call is not None and "another run or call" in other_call
