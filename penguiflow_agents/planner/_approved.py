@@ -86,7 +86,12 @@ async def resolve(
         )
         spec = catalog.by_name.get(pending.tool)
         why = deps.approvals.check_binding(
-            approval, spec=spec, arguments=arguments, headers=run.headers
+            approval,
+            spec=spec,
+            arguments=arguments,
+            headers=run.headers,
+            run_id=run.run_id,
+            call_id=pending.call_id,
         )
         if why is None and spec is not None:
             return Approved(pending=pending, approval=approval, spec=spec, arguments=arguments)

@@ -286,3 +286,23 @@ async def test_gated_call_with_invalid_arguments_is_refused_without_asking_anyon
     assert result.status == "completed"
     assert result.steps[0].outcome == "invalid_arguments"
     assert await store.list_approvals("acme") == []
+
+
+async def test_an_approval_of_another_run_never_lets_a_call_run() -> None:
+    """A paused run whose stored state names another run's approval (same tool, same
+    arguments) does not run the call: the approval is bound to its run and call id."""
+    files, store = Files(), MemoryStore()
+    llm = ScriptedLLM(write_then_answer())
+    planner = planner_for(files, store, llm)
+    first = await planner.run("write", headers=ALICE)
+    second = await planner.run("write", headers=ALICE)
+    other = second.pending_approvals[0].id
+    await service(store).decide(tenant="acme", approval_id=other, decision="approve", **ADMIN)
+    record = await store.get_run("acme", first.run_id)
+    record.state["paused"]["waiting"][0]["id"] = other
+    await store.update_run(record, expected_version=record.version)
+
+    done = await planner.resume(first.run_id, headers=ALICE)
+    assert files.writes == []
+    assert done.steps[-1].outcome == "approval_void"
+    assert "another run or call" in str(done.steps[-1].result)
