@@ -147,7 +147,7 @@ async def test_a_deadline_passing_while_a_node_runs_ends_the_trace_at_the_deadli
     assert info.value.code is FlowErrorCode.DEADLINE_EXCEEDED
 
 
-async def test_another_tenant_cannot_fetch_or_cancel_and_gets_the_unknown_trace_error(
+async def test_another_tenant_cannot_fetch_cancel_or_stream_and_gets_the_unknown_trace_error(
     acme: Headers,
 ) -> None:
     gate = asyncio.Event()
@@ -163,11 +163,15 @@ async def test_another_tenant_cannot_fetch_or_cancel_and_gets_the_unknown_trace_
             await flow.fetch(msg.trace_id, tenant="globex")
         with pytest.raises(NotFoundError) as foreign_cancel:
             await flow.cancel(msg.trace_id, tenant="globex")
+        with pytest.raises(NotFoundError) as foreign_stream:
+            async for _ in flow.stream(msg.trace_id, tenant="globex"):
+                pass
         with pytest.raises(NotFoundError) as unknown:
             await flow.fetch("0" * 32, tenant="globex")
         same = str(unknown.value).replace("0" * 32, msg.trace_id)
         assert str(foreign_fetch.value) == same
         assert str(foreign_cancel.value) == same
+        assert str(foreign_stream.value) == same
         gate.set()
         assert await flow.fetch(msg.trace_id, tenant="acme", timeout_s=TIMEOUT_S) == "acme data"
 
