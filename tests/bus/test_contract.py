@@ -129,7 +129,7 @@ async def test_the_backlog_is_bounded_and_a_full_bus_refuses_jobs(make_bus: Make
     bus = await make_bus(max_backlog=3)
     for i in range(3):
         await bus.publish({"i": i})
-    with pytest.raises(BusError, match="backlog.*full"):
+    with pytest.raises(BusError, match=r"backlog.*full"):
         await bus.publish({"i": 3})
     delivered = await bus.consume("c1", max_jobs=2, block_s=0.5)
     with pytest.raises(BusError):  # in flight still counts: not done yet
