@@ -158,3 +158,66 @@ async def test_join_refuses_payload_mode_and_bad_k() -> None:
         with pytest.raises(FlowError) as info:
             await flow.fetch(timeout_s=TIMEOUT_S)
     assert "needs envelope mode" in str(info.value)
+
+
+async def test_joins_that_never_complete_leave_no_memory_behind(acme: Headers) -> None:
+    """Rounds of traces whose join never completes (cancelled, or past a deadline and never
+    fetched) do not make the process grow: buffers and finished traces are let go."""
+    import gc
+    import tracemalloc
+
+    never = asyncio.Event()
+    rounds, per_round, payload_size = 6, 100, 4_000  # a leak would keep ~400 kB per round
+
+    async def start(msg: Message[str], ctx: Context) -> str:
+        return msg.payload
+
+    async def fast(msg: Message[str], ctx: Context) -> str:
+        return msg.payload + "!"  # a new string of payload_size bytes in the join's buffer
+
+    async def stuck(msg: Message[str], ctx: Context) -> str:
+        await never.wait()
+        return msg.payload
+
+    async def finish(msg: Message[Any], ctx: Context) -> Any:
+        return msg.payload
+
+    src, ok, hang, end = Node(start), Node(fast), Node(stuck, concurrency=per_round), Node(finish)
+    join = join_k("join", 2)
+    flow = create(
+        src.to(ok, hang), ok.to(join), hang.to(join), join.to(end), end.to(), max_unfetched=60
+    )
+    sizes: list[int] = []
+    tracemalloc.start()
+    try:
+        async with flow:
+            for r in range(rounds):
+                deadline = time.time() + 0.05
+                msgs = [
+                    Message(
+                        payload=f"{r}-{i}-".ljust(payload_size, "x"),
+                        headers=acme,
+                        deadline_s=deadline if i % 2 else None,
+                    )
+                    for i in range(per_round)
+                ]
+                # ends 20 ms after the others: by then their deadline failures have landed
+                late = Message(payload="late", headers=acme, deadline_s=deadline + 0.02)
+                for m in [*msgs, late]:
+                    await flow.emit(m)
+                cancelled = msgs[0::2]
+                for m in cancelled:  # every other trace is cancelled and its error fetched
+                    await asyncio.wait_for(flow.cancel(m.trace_id), TIMEOUT_S)
+                    err = await flow.fetch(m.trace_id, raise_errors=False, timeout_s=TIMEOUT_S)
+                    assert err.code is FlowErrorCode.CANCELLED
+                # the rest run past their deadline and nobody fetches them
+                err = await flow.fetch(late.trace_id, raise_errors=False, timeout_s=TIMEOUT_S)
+                assert err.code is FlowErrorCode.DEADLINE_EXCEEDED
+                assert join.pending == 0
+                del msgs, cancelled, late, err
+                gc.collect()
+                sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    growth = sizes[-1] - sizes[1]  # round 0 warms caches up
+    assert growth < payload_size * per_round // 2, sizes
