@@ -306,3 +306,49 @@ async def test_an_approval_of_another_run_never_lets_a_call_run() -> None:
     assert files.writes == []
     assert done.steps[-1].outcome == "approval_void"
     assert "another run or call" in str(done.steps[-1].result)
+
+
+async def test_two_gated_calls_of_one_step_are_matched_by_call_id_whatever_the_decision_order() -> (
+    None
+):
+    """The second call is approved first and runs on its own resume while the first still
+    waits; the first is then rejected; the model gets each result under its own call id, in
+    the order it asked."""
+    files, store = Files(), MemoryStore()
+    llm = ScriptedLLM(
+        [
+            {
+                "tool_calls": [
+                    {"name": "files.write", "arguments": {"path": "/a", "text": "A"}, "id": "w-a"},
+                    {"name": "clock.now", "arguments": {}, "id": "c-now"},
+                    {"name": "files.write", "arguments": {"path": "/b", "text": "B"}, "id": "w-b"},
+                ]
+            },
+            {"content": "Done."},
+        ]
+    )
+    planner = planner_for(files, store, llm)
+    paused = await planner.run("write both", headers=ALICE)
+    by_call = {p.call_id: p.id for p in paused.pending_approvals}
+    assert set(by_call) == {"w-a", "w-b"}
+    svc = service(store)
+
+    await svc.decide(tenant="acme", approval_id=by_call["w-b"], decision="approve", **ADMIN)
+    half = await planner.resume(paused.run_id, headers=ALICE)
+    assert half.status == "paused"
+    assert [p.call_id for p in half.pending_approvals] == ["w-a"]
+    assert files.writes == [{"path": "/b", "text": "B"}]
+
+    await svc.decide(
+        tenant="acme", approval_id=by_call["w-a"], decision="reject", reason="No A.", **ADMIN
+    )
+    done = await planner.resume(paused.run_id, headers=ALICE)
+    assert done.status == "completed"
+    assert files.writes == [{"path": "/b", "text": "B"}]
+    tools = [
+        (m["tool_call_id"], m["content"]) for m in llm.requests[-1].messages if m["role"] == "tool"
+    ]
+    assert [call_id for call_id, _ in tools] == ["w-a", "c-now", "w-b"]
+    assert "No A." in tools[0][1]
+    assert tools[1][1] == "12:00"
+    assert tools[2][1] == "wrote 1 characters to /b"
