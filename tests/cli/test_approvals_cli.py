@@ -1,7 +1,13 @@
-"""`penguiflow-agents approvals list | approve | reject`, run as real subprocesses on SQLite."""
+"""`penguiflow-agents approvals list | approve | reject` on a SQLite file.
+
+Most commands go through ``penguiflow_agents.cli.main(argv)`` in this process
+(same parser, handlers, exit codes and output, without a second of start-up
+each); the ones marked "subprocess" run the real console entry point.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,6 +20,7 @@ import pytest
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.approvals import ApprovalService
+from penguiflow_agents.cli import main
 from penguiflow_agents.policy import PolicySet
 from penguiflow_agents.store import ApprovalRecord, RunRecord, open_store
 from penguiflow_agents.tools._types import ToolSpec
@@ -46,23 +53,45 @@ ALICE = Headers(tenant="acme", principal="alice", roles=["admin"])
 
 
 class Cli:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         self.dir = tmp_path
         self.url = f"sqlite:///{tmp_path}/state.db"
         self.policies_dir = tmp_path / "policies"
         self.policies_dir.mkdir()
         (self.policies_dir / "acme.yaml").write_text(POLICY, encoding="utf-8")
         self.policies = PolicySet.load_dir(self.policies_dir)
+        self._capsys = capsys
+
+    def argv(self, *argv: str) -> list[str]:
+        where = [
+            "--store",
+            self.url,
+            "--policies",
+            str(self.policies_dir),
+            "--tools",
+            str(self.dir),
+        ]
+        return ["approvals", *argv, *where]
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "penguiflow_agents", "approvals", *argv]
-        cmd += ["--store", self.url, "--policies", str(self.policies_dir), "--tools", str(self.dir)]
+        """``penguiflow-agents approvals ARGV`` through ``cli.main`` in this process."""
+        self._capsys.readouterr()
+        code = main(self.argv(*argv))
+        out, err = self._capsys.readouterr()
+        return subprocess.CompletedProcess(self.argv(*argv), code, out, err)
+
+    def subprocess(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """The same through the real entry point, in a child process."""
+        cmd = [sys.executable, "-m", "penguiflow_agents", *self.argv(*argv)]
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "COLUMNS": "200"}
         return subprocess.run(
             cmd, cwd=self.dir, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
         )
 
-    async def request(self, *, run_id: str = "run-1", age_s: float = 0.0) -> ApprovalRecord:
+    def request(self, *, run_id: str = "run-1", age_s: float = 0.0) -> ApprovalRecord:
+        return asyncio.run(self._request(run_id, age_s))
+
+    async def _request(self, run_id: str, age_s: float) -> ApprovalRecord:
         store = await open_store(self.url)
         try:
             try:
@@ -85,17 +114,20 @@ class Cli:
         finally:
             await store.aclose()
 
-    async def get(self, approval_id: str) -> ApprovalRecord:
-        store = await open_store(self.url)
-        try:
-            return await store.get_approval("acme", approval_id)
-        finally:
-            await store.aclose()
+    def get(self, approval_id: str) -> ApprovalRecord:
+        async def go() -> ApprovalRecord:
+            store = await open_store(self.url)
+            try:
+                return await store.get_approval("acme", approval_id)
+            finally:
+                await store.aclose()
+
+        return asyncio.run(go())
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path)
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path, capsys)
 
 
 def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -103,8 +135,8 @@ def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout)
 
 
-async def test_list_json_has_the_design_shape(cli: Cli) -> None:
-    record = await cli.request()
+def test_list_json_has_the_design_shape(cli: Cli) -> None:
+    record = cli.request()
     listed = as_json(cli.run("list", "--tenant", "acme", "--json"))
     assert len(listed) == 1
     item = listed[0]
@@ -115,9 +147,9 @@ async def test_list_json_has_the_design_shape(cli: Cli) -> None:
     assert as_json(cli.run("list", "--json")) == []  # the default tenant has none
 
 
-async def test_list_table_shows_requests_and_expired_ones_as_expired(cli: Cli) -> None:
-    fresh = await cli.request(run_id="run-1")
-    old = await cli.request(run_id="run-2", age_s=7200)
+def test_list_table_shows_requests_and_expired_ones_as_expired(cli: Cli) -> None:
+    fresh = cli.request(run_id="run-1")
+    old = cli.request(run_id="run-2", age_s=7200)
     proc = cli.run("list", "--tenant", "acme")
     assert proc.returncode == 0, proc.stderr
     assert fresh.id in proc.stdout and old.id in proc.stdout and "files.write_file" in proc.stdout
@@ -125,18 +157,21 @@ async def test_list_table_shows_requests_and_expired_ones_as_expired(cli: Cli) -
     assert [a["id"] for a in expired] == [old.id]
 
 
-async def test_an_admin_approves_and_is_told_the_resume_command(cli: Cli) -> None:
-    record = await cli.request()
-    proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
+def test_an_admin_approves_and_is_told_the_resume_command(cli: Cli) -> None:
+    """subprocess: the console entry point end to end."""
+    record = cli.request()
+    proc = cli.subprocess(
+        "approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "penguiflow-agents resume run-1 --tenant acme" in proc.stdout
-    stored = await cli.get(record.id)
+    stored = cli.get(record.id)
     assert stored.status == "approved" and stored.decision is not None
     assert stored.decision.decided_by == "bob"
 
 
-async def test_approve_with_args_is_an_edit_and_bad_args_are_refused(cli: Cli) -> None:
-    record = await cli.request()
+def test_approve_with_args_is_an_edit_and_bad_args_are_refused(cli: Cli) -> None:
+    record = cli.request()
     base = ["approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"]
     not_json = cli.run(*base, "--args", "{nope")
     assert not_json.returncode == 2 and "--args" in not_json.stderr
@@ -149,17 +184,17 @@ async def test_approve_with_args_is_an_edit_and_bad_args_are_refused(cli: Cli) -
     assert decided["next"].startswith("penguiflow-agents resume run-1 --tenant acme")
 
 
-async def test_the_requester_and_a_wrong_role_cannot_approve(cli: Cli) -> None:
-    record = await cli.request()
+def test_the_requester_and_a_wrong_role_cannot_approve(cli: Cli) -> None:
+    record = cli.request()
     own = cli.run("approve", record.id, "--as", "alice", "--role", "admin", "--tenant", "acme")
     assert own.returncode == 1 and "alice" in own.stderr
     wrong = cli.run("approve", record.id, "--as", "carol", "--role", "viewer", "--tenant", "acme")
     assert wrong.returncode == 1 and "role:admin" in wrong.stderr
-    assert (await cli.get(record.id)).status == "pending"
+    assert (cli.get(record.id)).status == "pending"
 
 
-async def test_another_tenants_id_fails_exactly_like_an_unknown_one(cli: Cli) -> None:
-    record = await cli.request()
+def test_another_tenants_id_fails_exactly_like_an_unknown_one(cli: Cli) -> None:
+    record = cli.request()
     foreign = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "globex")
     unknown = cli.run("approve", "apr_nope", "--as", "bob", "--role", "admin", "--tenant", "globex")
     assert foreign.returncode == unknown.returncode == 1
@@ -167,8 +202,8 @@ async def test_another_tenants_id_fails_exactly_like_an_unknown_one(cli: Cli) ->
     assert foreign.stdout == unknown.stdout == ""
 
 
-async def test_reject_then_a_second_decision_says_who_decided_what(cli: Cli) -> None:
-    record = await cli.request()
+def test_reject_then_a_second_decision_says_who_decided_what(cli: Cli) -> None:
+    record = cli.request()
     proc = cli.run(
         "reject",
         record.id,
@@ -188,14 +223,14 @@ async def test_reject_then_a_second_decision_says_who_decided_what(cli: Cli) -> 
     assert "already decided" in again.stderr and "reject" in again.stderr and "bob" in again.stderr
 
 
-async def test_an_expired_request_cannot_be_approved(cli: Cli) -> None:
-    record = await cli.request(age_s=7200)
+def test_an_expired_request_cannot_be_approved(cli: Cli) -> None:
+    record = cli.request(age_s=7200)
     proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
     assert proc.returncode == 1 and "expired" in proc.stderr
 
 
-async def test_a_bad_policy_file_is_a_configuration_error(cli: Cli) -> None:
-    record = await cli.request()
+def test_a_bad_policy_file_is_a_configuration_error(cli: Cli) -> None:
+    record = cli.request()
     (cli.policies_dir / "bad.yaml").write_text("tenant: x\nallow: [1]\n", encoding="utf-8")
     proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
     assert proc.returncode == 2 and "bad.yaml" in proc.stderr and "allow.0" in proc.stderr
@@ -219,3 +254,14 @@ def test_approvals_list_does_not_import_litellm(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("clean")
+
+
+def test_rejecting_or_listing_as_another_tenant_reveals_nothing(cli: Cli) -> None:
+    record = cli.request()
+    base = ["--as", "bob", "--role", "admin", "--tenant", "globex", "--reason", "no"]
+    foreign = cli.run("reject", record.id, *base)
+    unknown = cli.run("reject", "apr_nope", *base)
+    assert foreign.returncode == unknown.returncode == 1
+    assert foreign.stderr.replace(record.id, "ID") == unknown.stderr.replace("apr_nope", "ID")
+    assert as_json(cli.run("list", "--tenant", "globex", "--json")) == []
+    assert (cli.get(record.id)).status == "pending"
