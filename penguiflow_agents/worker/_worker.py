@@ -62,7 +62,7 @@ PlannerFactory: TypeAlias = Callable[[str | None], AbstractAsyncContextManager[R
 
 _log = structlog.get_logger("penguiflow_agents.worker")
 
-# Longest one consume call waits for a job (a stop is noticed within this).
+# Longest one consume call waits for a job, by default (a stop is noticed within this).
 CONSUME_BLOCK_S = 1.0
 # Waits after a bus failure before trying again: doubling from the first to the second.
 BUS_RETRY_S = (0.5, 10.0)
@@ -106,7 +106,8 @@ class _InFlight:
 class Worker:
     """Executes jobs from ``bus`` with planners from ``planner_factory`` on ``store``.
 
-    ``planner_factory(model)`` is an async context manager giving a
+    ``block_s`` bounds each wait for a job on the bus, and so how long a
+    ``stop()`` may take to be noticed. ``planner_factory(model)`` is an async context manager giving a
     ``ReactPlanner`` for a job's model (a ``--model`` value, or None for the
     default) on this very ``store``; the worker keeps up to ``MAX_PLANNERS``
     open and closes them when it stops. For one planner whatever the model:
@@ -124,6 +125,7 @@ class Worker:
         concurrency: int = 4,
         drain_timeout_s: float = 30.0,
         name: str | None = None,
+        block_s: float = CONSUME_BLOCK_S,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise UserError(f"Worker concurrency must be a positive integer, got {concurrency!r}.")
@@ -135,6 +137,7 @@ class Worker:
         self.store = store
         self.concurrency = concurrency
         self.drain_timeout_s = float(drain_timeout_s)
+        self.block_s = float(block_s)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._factory = planner_factory
         self._planners: dict[str | None, ReactPlanner] = {}
@@ -204,9 +207,7 @@ class Worker:
                 await _first_of(stop, set(self._tasks))
                 continue
             try:
-                deliveries = await self.bus.consume(
-                    self.name, max_jobs=free, block_s=CONSUME_BLOCK_S
-                )
+                deliveries = await self.bus.consume(self.name, max_jobs=free, block_s=self.block_s)
             except BusError as exc:
                 _log.error("worker_bus_failed", worker=self.name, error=str(exc), retry_s=backoff)
                 with contextlib.suppress(TimeoutError):

@@ -1,0 +1,236 @@
+"""Worker: jobs run once, duplicates and redeliveries are idempotent, shutdown drains or hands back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from penguiflow_agents.approvals import ApprovalService
+from penguiflow_agents.exceptions import ConflictError, UserError
+from penguiflow_agents.planner import ReactPlanner
+from penguiflow_agents.worker import Job, Worker, submit, submit_resume, submit_run, wait_for_run
+
+from .conftest import ADMIN, ALICE, WAIT_S, Lab, tenant_headers
+
+
+async def test_a_run_job_runs_once_and_is_acked(lab: Lab) -> None:
+    worker = lab.worker()
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "count for me", headers=ALICE)
+        result = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+        await lab.acked()
+    assert result.status == "completed" and result.answer == f"done {job.run_id}"
+    assert lab.counts[job.run_id] == 1
+    assert worker.stats["completed"] == 1
+    record = await lab.store.get_run("acme", job.run_id)
+    assert (record.principal, record.roles, record.claimed_by) == ("alice", ["staff"], None)
+
+
+async def test_a_duplicate_job_of_a_finished_run_is_acked_without_running_again(lab: Lab) -> None:
+    worker = lab.worker()
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "count for me", headers=ALICE)
+        await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+        await submit(lab.bus, job)  # the same job again (a retrying submitter)
+        await lab.until(lambda: worker.stats["skipped"] == 1, "the duplicate to be skipped")
+        await lab.acked()
+    assert lab.counts[job.run_id] == 1
+    assert worker.stats["completed"] == 1
+
+
+async def test_a_paused_run_is_acked_and_a_resume_job_finishes_it(lab: Lab) -> None:
+    worker = lab.worker(lab.planner(policies=True, tool_name="count.gated"))
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "needs approval", headers=ALICE)
+        paused = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+        assert paused.status == "paused" and lab.counts[job.run_id] == 0
+        [pending] = paused.pending_approvals
+        await ApprovalService(lab.store, lab.policies).decide(
+            tenant="acme",
+            approval_id=pending.id,
+            principal=ADMIN.principal,
+            roles=ADMIN.roles,
+            decision="approve",
+        )
+        version = (await lab.store.get_run("acme", job.run_id)).version
+        await submit_resume(lab.bus, job.run_id, headers=ADMIN)
+        done = await wait_for_run(
+            lab.store, "acme", job.run_id, timeout_s=WAIT_S, after_version=version
+        )
+    assert done.status == "completed"
+    assert lab.counts[job.run_id] == 1
+    assert worker.stats["paused"] == 1 and worker.stats["completed"] == 1
+
+
+async def test_a_worker_runs_at_most_concurrency_jobs_at_once(lab: Lab) -> None:
+    lab.gate = asyncio.Event()
+    worker = lab.worker(concurrency=2)
+    async with lab.running(worker):
+        jobs = [await submit_run(lab.bus, f"q{i}", headers=ALICE) for i in range(5)]
+        await lab.until(lambda: lab.active == 2, "two jobs in their tool")
+        await asyncio.sleep(0.3)  # a margin in which a third job would have started
+        assert lab.active == 2 and worker.in_flight == 2
+        lab.gate.set()
+        for job in jobs:
+            result = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+            assert result.status == "completed"
+    assert lab.max_active == 2
+    assert all(lab.counts[job.run_id] == 1 for job in jobs)
+
+
+async def test_two_workers_sharing_a_stream_run_each_job_exactly_once(shared_lab: Lab) -> None:
+    lab = shared_lab
+    first, second = lab.worker(concurrency=3), lab.worker(concurrency=3)
+    async with lab.running(first, second):
+        jobs = [await submit_run(lab.bus, f"q{i}", headers=ALICE) for i in range(12)]
+        results = [
+            await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S) for job in jobs
+        ]
+        await lab.acked()
+    assert {r.status for r in results} == {"completed"}
+    assert {job.run_id: lab.counts[job.run_id] for job in jobs} == {job.run_id: 1 for job in jobs}
+    assert first.stats["completed"] + second.stats["completed"] == 12
+    assert first.stats["skipped"] + second.stats["skipped"] == 0
+
+
+@contextlib.asynccontextmanager
+async def stalled_run(
+    lab: Lab, *, lease_s: float
+) -> AsyncIterator[tuple[str, asyncio.Task[object]]]:
+    """A run started with a claim by a planner that then stalls in its second model turn
+    (a worker that hangs, or died on another host: its claim stays until the lease runs out)."""
+    headers = ALICE
+    job = Job.run("stall", headers=headers)
+    stalled = lab.planner(hang=True, lease_s=lease_s)
+    task: asyncio.Task[object] = asyncio.create_task(
+        stalled.run("stall", headers=headers, run_id=job.run_id, claim=True)
+    )
+    await lab.until(lab.hanging.is_set, "the stalled planner to hang")
+    try:
+        yield job.run_id, task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConflictError):
+            await task  # a planner that lost its run raises ConflictError rather than write
+
+
+async def test_a_first_delivery_of_a_run_held_by_a_live_claim_is_acked_without_running(
+    lab: Lab,
+) -> None:
+    """A duplicate job: the holder of the claim finishes the run, this worker does nothing."""
+    async with stalled_run(lab, lease_s=600.0) as (run_id, _task):
+        worker = lab.worker()
+        async with lab.running(worker):
+            await submit(lab.bus, Job.run("stall", headers=ALICE, run_id=run_id))
+            await lab.until(lambda: worker.stats["skipped"] == 1, "the job to be skipped")
+            await lab.acked()
+            record = await lab.store.get_run("acme", run_id)
+            assert record.status == "running" and record.claimed_by is not None
+            assert lab.counts[run_id] == 1
+
+
+async def test_a_redelivered_job_of_a_held_run_waits_for_the_lease_then_takes_over(
+    lab: Lab,
+) -> None:
+    """Its worker went silent while its claim still held: the run is neither lost nor run twice."""
+    async with stalled_run(lab, lease_s=1.0) as (run_id, stalled):
+        await submit(lab.bus, Job.run("stall", headers=ALICE, run_id=run_id))
+        [lost] = await lab.bus.consume("silent-worker", block_s=1.0)  # never acked or renewed
+        assert lost.attempt == 1
+        worker = lab.worker()
+        async with lab.running(worker):
+            result = await wait_for_run(lab.store, "acme", run_id, timeout_s=WAIT_S)
+            await lab.acked()
+        assert result.status == "completed" and result.answer == f"done {run_id}"
+        assert lab.counts[run_id] == 1  # resumed from the checkpoint after the tool call
+        assert worker.stats["taken_over"] == 1
+    # The stalled planner, woken or cancelled at last, could not overwrite the finished run.
+    assert stalled.done()
+    record = await lab.store.get_run("acme", run_id)
+    assert record.status == "completed"
+    kinds = [e.kind for e in await lab.store.list_events("acme", run_id)]
+    assert kinds.count("run_finished") == 1
+
+
+async def test_stopping_lets_a_running_job_finish_within_the_drain_timeout(lab: Lab) -> None:
+    lab.gate = asyncio.Event()
+    worker = lab.worker(drain_timeout_s=WAIT_S)
+    task = asyncio.create_task(worker.run())
+    job = await submit_run(lab.bus, "slow", headers=ALICE)
+    await lab.until(lambda: lab.active == 1, "the job to be in its tool")
+    worker.stop()
+    await asyncio.sleep(0.1)  # the worker is draining, not yet done
+    assert not task.done()
+    lab.gate.set()
+    await asyncio.wait_for(task, WAIT_S)
+    result = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=1.0)
+    assert result.status == "completed"
+    assert await lab.bus.backlog() == 0
+    assert worker.stats["released"] == 0
+
+
+async def test_stopping_past_the_drain_timeout_hands_the_run_back_for_another_worker(
+    lab: Lab,
+) -> None:
+    """The run is not cancelled: another worker continues it from its last step at once."""
+    stopping = lab.worker(lab.planner(hang=True), drain_timeout_s=0.1)
+    task = asyncio.create_task(stopping.run())
+    job = await submit_run(lab.bus, "long", headers=ALICE)
+    await lab.until(lab.hanging.is_set, "the run to hang in its second turn")
+    stopping.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert stopping.stats["released"] == 1
+    record = await lab.store.get_run("acme", job.run_id)
+    assert record.status == "running"  # not "cancelled": handed back
+    assert await lab.bus.backlog() == 1
+    successor = lab.worker()
+    async with lab.running(successor):
+        result = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+    assert result.status == "completed"
+    assert lab.counts[job.run_id] == 1
+    assert successor.stats["taken_over"] == 1
+    kinds = [e.kind for e in await lab.store.list_events("acme", job.run_id)]
+    assert kinds.count("run_finished") == 1
+
+
+async def test_an_invalid_job_is_acked_and_counted(lab: Lab) -> None:
+    worker = lab.worker()
+    async with lab.running(worker):
+        await lab.bus.publish({"kind": "explode", "tenant": "acme", "run_id": "r1"})
+        await lab.until(lambda: worker.stats["invalid"] == 1, "the job to be refused")
+        await lab.acked()
+
+
+async def test_a_model_the_factory_cannot_open_fails_the_run_with_the_reason(lab: Lab) -> None:
+    @contextlib.asynccontextmanager
+    async def factory(model: str | None) -> AsyncIterator[ReactPlanner]:
+        raise UserError(f"unknown model {model!r}")
+        yield lab.planner()  # pragma: no cover
+
+    worker = Worker(lab.bus, factory, lab.store, block_s=0.05)
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "hi", headers=ALICE, model="nope/none")
+        result = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+    assert result.status == "failed"
+    assert result.error is not None and "unknown model 'nope/none'" in result.error
+
+
+async def test_a_worker_refuses_planners_on_another_store(lab: Lab) -> None:
+    from penguiflow_agents.store import MemoryStore
+
+    elsewhere = ReactPlanner(llm=lab.llm(), registry=lab.registry(), store=MemoryStore())
+    worker = Worker(lab.bus, lambda _m: contextlib.nullcontext(elsewhere), lab.store, block_s=0.05)
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "hi", headers=tenant_headers("acme"))
+        result = await wait_for_run(lab.store, "acme", job.run_id, timeout_s=WAIT_S)
+    assert result.status == "failed" and "worker's own store" in (result.error or "")
+
+
+def test_bad_worker_settings_are_refused(lab: Lab) -> None:
+    with pytest.raises(UserError, match="concurrency"):
+        lab.worker(concurrency=0)
+    with pytest.raises(UserError, match="drain_timeout_s"):
+        lab.worker(drain_timeout_s=-1)
