@@ -4,14 +4,17 @@ Run it over stdio (what an ``mcp_stdio`` manifest starts)::
 
     python -m penguiflow_agents.testing.mcp_server --transport stdio
 
-or over streamable HTTP on a free 127.0.0.1 port (``--port 0`` picks one); the
-first line on stdout is ``READY <url>`` once the server accepts connections::
+(``--linger-s S``: the server outlives the end of its input by ``S`` seconds,
+like a server that is slow to exit, which only a signal stops sooner), or over
+streamable HTTP on a free 127.0.0.1 port (``--port 0`` picks one); the first
+line on stdout is ``READY <url>`` once the server accepts connections::
 
     python -m penguiflow_agents.testing.mcp_server --transport http --port 0
 
 Tools (all state is per process, shared by every session of the process):
 
 - ``echo(text)`` and ``add(a, b)`` (structured result): trivial calls;
+- ``text_only(text)``: echoes the text as a text block only (no structured content);
 - ``slow(seconds, steps=0)``: sleeps, reporting ``steps`` progress notifications;
 - ``flaky(key, fail_times, hang_s=0)``: fails the first ``fail_times`` calls per
   key (a tool error, or a hang of ``hang_s`` for a caller's timeout to end);
@@ -129,6 +132,12 @@ def build_server(stats: ServerStats | None = None) -> MCPServer:
 
     server.add_tool(echo_tool("Echo the text back."), name="echo")
 
+    @server.tool(structured_output=False)
+    async def text_only(text: str) -> str:
+        """Echo the text back as a text block only, without structured content."""
+        async with tracked("text_only"):
+            return text
+
     @server.tool()
     async def add(a: int, b: int) -> int:
         """Add two integers."""
@@ -238,11 +247,14 @@ async def _announce_tools_changed(ctx: Context) -> None:
             pass  # a modern connection has no standing channel: the bus covers it
 
 
-async def _run_stdio(server: MCPServer) -> None:
+async def _run_stdio(server: MCPServer, linger_s: float = 0.0) -> None:
     low = server._lowlevel_server
     options = low.create_initialization_options(NotificationOptions(tools_changed=True))
     async with stdio_server() as (read_stream, write_stream):
         await low.run(read_stream, write_stream, options)
+    if linger_s > 0:  # the client closed our stdin: a well-behaved server exits now
+        print(f"input closed; lingering {linger_s:g}s", file=sys.stderr, flush=True)
+        await anyio.sleep(linger_s)
 
 
 async def _run_http(server: MCPServer, host: str, port: int) -> None:
@@ -356,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="HTTP port; 0 picks a free one")
+    parser.add_argument(
+        "--linger-s",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stdio: keep running S seconds after stdin closed (a server slow to exit)",
+    )
     args = parser.parse_args(argv)
     print(
         f"{SERVER_NAME} MCP server starting (pid {os.getpid()}, {args.transport})",
@@ -365,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     server = build_server()
     try:
         if args.transport == "stdio":
-            anyio.run(_run_stdio, server)
+            anyio.run(_run_stdio, server, args.linger_s)
         else:
             asyncio.run(_run_http(server, args.host, args.port))
     except KeyboardInterrupt:

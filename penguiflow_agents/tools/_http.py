@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +25,7 @@ import httpx
 
 from penguiflow_agents.exceptions import MissingEnvVarError
 from penguiflow_agents.tools._manifest import SourceManifest, ToolOverride, path_parameters
+from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
 from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
 
 __all__ = ["HttpToolSource"]
@@ -36,7 +35,6 @@ CONNECT_TIMEOUT_S = 5.0
 # Characters of an error response body quoted back in a tool_error.
 ERROR_BODY_EXCERPT = 300
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class HttpToolSource:
@@ -56,7 +54,7 @@ class HttpToolSource:
         self.manifest = manifest
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._secrets: tuple[str, ...] = ()
+        self._redact = Redactor()
         self._specs = [self._spec(bare, ep) for bare, ep in manifest.tools.items()]
 
     @classmethod
@@ -88,9 +86,9 @@ class HttpToolSource:
             base_url = self.manifest.resolved_url()
             headers = self.manifest.resolved_headers()
             # Values that must never appear in a message: headers, and ${VAR}s in the URL.
-            url_vars = [os.environ.get(v, "") for v in _VAR_RE.findall(self.manifest.url or "")]
-            secrets = {*headers.values(), *url_vars} - {""}
-            self._secrets = tuple(sorted(secrets, key=len, reverse=True))
+            resolved = secret_values(self.manifest)
+            self._redact.update([*headers.values(), *resolved])
+            redact_library_logs(resolved)  # httpx logs each request's URL
             timeout = httpx.Timeout(self.manifest.timeout_s, connect=CONNECT_TIMEOUT_S)
             self._client = httpx.AsyncClient(
                 base_url=base_url or "",
@@ -189,11 +187,6 @@ class HttpToolSource:
         if len(text) > ERROR_BODY_EXCERPT:
             text = text[:ERROR_BODY_EXCERPT] + "..."
         return ": " + self._redact(text)
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -45,7 +45,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from penguiflow_agents.exceptions import PenguiflowError, ToolSourceUnavailableError, UserError
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
-from penguiflow_agents.tools._mcp_transport import Redactor, open_transport, secret_values
+from penguiflow_agents.tools._mcp_transport import open_transport
+from penguiflow_agents.tools._redact import Redactor, secret_values
 from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
 
 __all__ = [
@@ -225,7 +226,9 @@ class MCPToolSource:
                     f"({self._describe(exc)}).",
                     started,
                 )
-            return to_tool_result(name, result, latency_s=time.perf_counter() - started)
+            return to_tool_result(
+                name, result, latency_s=time.perf_counter() - started, redact=self._redact
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:

@@ -1,21 +1,27 @@
 """MCP call outcomes as ``ToolResult``s the planner can show the model.
 
-- a result: the text of its content blocks is the output (non-text blocks are
-  described in one bracketed line each); structured content is kept in
-  ``structured`` and is the output when there is no text;
-- an ``isError`` result: a ``tool_error`` whose message is that text;
+- a result with structured content: the structured content (a JSON object)
+  is the output, so the model reads it as JSON once, not as a JSON text inside
+  a string; the text blocks are the server's rendering of the same data for
+  older clients (the MCP specification says so), and are not repeated;
+- a result without structured content: the text of its content blocks is the
+  output (non-text blocks are described in one bracketed line each);
+- an ``isError`` result: a ``tool_error`` whose message is that text (or the
+  structured content as JSON when there is no text), secrets redacted;
 - a JSON-RPC error from the server: ``invalid_arguments`` for -32602 (the
   server rejected the arguments), ``tool_error`` for any other code.
+
+``structured`` always keeps the structured content as the server sent it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mcp_types as types
 
-from penguiflow_agents.tools._types import ToolErrorKind, ToolResult
+from penguiflow_agents.tools._types import ToolErrorKind, ToolResult, canonical_json
 
 __all__ = ["content_text", "error_result", "to_tool_result"]
 
@@ -41,22 +47,33 @@ def content_text(blocks: Sequence[Any]) -> str:
     return "\n".join(parts)
 
 
-def to_tool_result(name: str, result: types.CallToolResult, *, latency_s: float) -> ToolResult:
-    """A ``CallToolResult`` as a ``ToolResult`` (``isError`` becomes ``tool_error``)."""
-    text = content_text(result.content)
+def to_tool_result(
+    name: str,
+    result: types.CallToolResult,
+    *,
+    latency_s: float,
+    redact: Callable[[str], str] = str,
+) -> ToolResult:
+    """A ``CallToolResult`` as a ``ToolResult`` (``isError`` becomes ``tool_error``).
+
+    ``redact`` cleans the text of an error message (a server may echo a header).
+    """
     structured = result.structured_content
     if result.is_error:
+        text = content_text(result.content)
+        if not text and structured is not None:
+            text = canonical_json(structured)
         return ToolResult(
             tool=name,
             ok=False,
-            output=text or None,
+            output=None,
             structured=structured,
             error_kind=ToolErrorKind.TOOL_ERROR,
-            error=text or f"tool {name!r} reported an error without a message.",
+            error=redact(text) if text else f"tool {name!r} reported an error without a message.",
             latency_s=latency_s,
             attempts=1,
         )
-    output: Any = text if text or structured is None else structured
+    output: Any = structured if structured is not None else content_text(result.content)
     return ToolResult(
         tool=name, ok=True, output=output, structured=structured, latency_s=latency_s, attempts=1
     )

@@ -8,7 +8,7 @@ SDK does not do for us:
 - the end of the server's output stream (the process died, the transport
   closed) is reported at once, so the source can mark the session broken;
 - ``${VAR}`` values resolved at connect time are redacted from any text that
-  could reach a log or an error message.
+  could reach a log or an error message (see ``_redact``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import IO, Any, TextIO, cast
@@ -31,16 +30,15 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from penguiflow_agents.tools._manifest import SourceManifest
+from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
 
 __all__ = [
     "HTTP_CONNECT_TIMEOUT_S",
     "HTTP_READ_TIMEOUT_S",
     "STDERR_DRAIN_TIMEOUT_S",
-    "Redactor",
     "StderrPump",
     "open_transport",
     "resolve_command",
-    "secret_values",
 ]
 
 log = structlog.get_logger("penguiflow_agents.tools.mcp")
@@ -56,7 +54,6 @@ STDERR_LINE_MAX = 4000
 # Bytes of stderr buffered before a line is forced out.
 STDERR_READ_LIMIT = 64 * 1024
 
-_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Command names replaced by the running interpreter, so that ``python`` in a
 # manifest is the interpreter (and virtualenv) penguiflow-agents runs in.
 _PYTHON_NAMES = frozenset({"python", "python3"})
@@ -73,35 +70,6 @@ def resolve_command(command: list[str]) -> tuple[str, list[str]]:
     if exe in _PYTHON_NAMES and sys.executable:
         exe = sys.executable
     return exe, args
-
-
-def secret_values(
-    manifest: SourceManifest, environ: os._Environ[str] | dict[str, str] | None = None
-) -> list[str]:
-    """Values of the ``${VAR}`` variables the manifest's env/headers/url refer to."""
-    env = os.environ if environ is None else environ
-    texts: list[str] = [*manifest.env.values(), *manifest.headers.values()]
-    if manifest.url:
-        texts.append(manifest.url)
-    names = {m.group(1) for text in texts for m in _VAR_RE.finditer(text)}
-    return [v for name in sorted(names) if (v := env.get(name))]
-
-
-class Redactor:
-    """Replaces secret values in text with ``***`` before it reaches a log or an error."""
-
-    __slots__ = ("_pattern",)
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._pattern: re.Pattern[str] | None = None
-        self.update(secrets)
-
-    def update(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
-
-    def __call__(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub("***", text)
 
 
 class StderrPump:
@@ -247,8 +215,10 @@ async def open_transport(
 
     ``${VAR}`` in env/headers/url is resolved here (raises MissingEnvVarError);
     helpers that must outlive the session (the stderr pump, the HTTP client)
-    are registered on ``stack``.
+    are registered on ``stack``. The resolved values are kept out of the
+    SDK's and HTTP clients' log records from here on.
     """
+    redact_library_logs(secret_values(manifest))
     if manifest.transport == "mcp_stdio":
         assert manifest.command is not None  # the manifest model requires it
         env = manifest.resolved_env()

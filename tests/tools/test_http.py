@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -256,3 +257,31 @@ async def test_the_source_client_is_closed_on_aclose(manifest_dir: Path) -> None
     assert transport.closed == 0
     await registry.aclose()
     assert transport.closed == 1
+
+
+async def test_a_secret_in_the_url_stays_out_of_httpx_logs_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs every request's URL at info level; the ${VAR} value in it is masked."""
+    url_secret = "k-77e1c0ffee"
+    monkeypatch.setenv("PF_TEST_TICKETS_URL_KEY", url_secret)
+    (tmp_path / "keyed.yaml").write_text(
+        "name: keyed\ntransport: http\nurl: http://keyed.test/${PF_TEST_TICKETS_URL_KEY}/api\n"
+        "tools:\n  ping: {method: GET, path: /ping}\n  boom: {method: GET, path: /boom}\n",
+        encoding="utf-8",
+    )
+    caplog.set_level(logging.DEBUG)
+    with respx.mock(assert_all_called=True) as router:
+        router.get(f"http://keyed.test/{url_secret}/api/ping").mock(
+            return_value=httpx.Response(200, json={"pong": True})
+        )
+        router.get(f"http://keyed.test/{url_secret}/api/boom").mock(
+            side_effect=httpx.ConnectError(f"cannot reach keyed.test/{url_secret}")
+        )
+        async with ToolRegistry.from_dir(tmp_path) as registry:
+            ok = await registry.call("keyed.ping", {})
+            down = await registry.call("keyed.boom", {})
+    assert ok.ok and ok.output == {"pong": True}
+    assert down.error_kind is ToolErrorKind.UNAVAILABLE and "***" in (down.error or "")
+    assert any("HTTP Request" in record.getMessage() for record in caplog.records)
+    assert url_secret not in caplog.text + (down.error or "")

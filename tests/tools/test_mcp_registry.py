@@ -6,6 +6,7 @@ retries), crashes and list changes against real server processes, and the real
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 import pytest_asyncio
+from structlog.testing import capture_logs
 
 from penguiflow_agents.testing.mcp_server import HttpServerProcess, running_http_server
 from penguiflow_agents.tools import CallContext, SourceManifest, ToolErrorKind, ToolRegistry
@@ -180,7 +182,7 @@ async def test_killing_the_server_mid_call_is_unavailable_and_it_is_restarted_fo
         result = await slow
         assert result.ok and result.attempts == 2, result
         again = await registry.call("fx.echo", {"text": "back"})
-        assert again.ok and again.output == "back"
+        assert again.ok and again.output == {"result": "back"}
         assert (await _stats(registry))["pid"] != first_pid
     assert _children() - before == set()
 
@@ -199,7 +201,7 @@ async def test_a_flaky_idempotent_tool_succeeds_after_retries(
     async with registry:
         result = await registry.call("fx.flaky", {"key": key, "fail_times": 2, "hang_s": 10})
         stats = await _stats(registry)
-    assert result.ok and result.output == "ok after 3 calls", result
+    assert result.ok and result.output == {"result": "ok after 3 calls"}, result
     assert result.attempts == 3
     assert stats["flaky"][key] == 3
 
@@ -313,3 +315,43 @@ async def test_the_time_server_is_listed_and_called_through_the_repo_manifest() 
         status = {s.name: s for s in registry.status()}["time"]
         assert status.up and status.transport == "mcp_stdio"
     assert _children() - before == set()
+
+
+async def test_secret_values_never_reach_logs_events_results_or_status(
+    http_server: HttpServerProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """${VAR} in an mcp_http url and headers: the SDK and httpx log the URL at debug/info
+    level, a server may echo a value in an error; none of it shows the value."""
+    secret = "pf-secret-5c1e7a"
+    monkeypatch.setenv("PF_TEST_MCP_URL_SECRET", secret)
+    caplog.set_level(logging.DEBUG)
+    events: list[tuple[str, dict[str, Any]]] = []
+    registry = ToolRegistry(on_event=lambda kind, payload: events.append((kind, dict(payload))))
+    registry.add_manifest(
+        SourceManifest(
+            name="fx",
+            transport="mcp_http",
+            url=http_server.url + "?key=${PF_TEST_MCP_URL_SECRET}",
+            headers={"Authorization": "Bearer ${PF_TEST_MCP_URL_SECRET}"},
+            path="fx.yaml",
+        )
+    )
+    ctx = CallContext(on_event=lambda kind, payload: events.append((kind, dict(payload))))
+    with capture_logs() as logs:
+        async with registry:
+            results = [
+                await registry.call("fx.echo", {"text": "hi"}, ctx),
+                await registry.call("fx.slow", {"seconds": 0.02, "steps": 2}, ctx),
+                await registry.call("fx.fail", {"message": f"bad key {secret}"}, ctx),
+                await registry.call("fx.fail", {"message": secret, "protocol": True}, ctx),
+            ]
+            status = [s.to_dict() for s in registry.status()]
+    assert [r.outcome for r in results] == ["ok", "ok", "tool_error", "tool_error"]
+    assert "bad key ***" in (results[2].error or "")
+    assert any("HTTP Request" in r.getMessage() for r in caplog.records), "httpx logged"
+    assert [kind for kind, _ in events] == ["tool_progress", "tool_progress"]
+    seen = repr(logs) + repr(events) + repr(status) + caplog.text
+    seen += repr([r.to_dict() for r in results]) + repr([r.getMessage() for r in caplog.records])
+    assert secret not in seen

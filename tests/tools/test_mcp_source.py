@@ -159,12 +159,21 @@ async def test_include_exclude_and_per_tool_overrides_shape_the_specs(
     )
 
 
-async def test_results_keep_text_and_structured_content(source: MCPToolSource) -> None:
+async def test_structured_content_is_kept_and_is_what_the_model_reads(
+    source: MCPToolSource,
+) -> None:
+    """The server sends text "5" and structured {"result": 5}: the output is the JSON value."""
     result = await source.call("add", {"a": 2, "b": 3}, CallContext())
     assert result.ok and result.tool == "fx.add"
-    assert result.output == "5"
+    assert result.output == {"result": 5}
     assert result.structured == {"result": 5}
     assert result.attempts == 1 and result.latency_s > 0
+
+
+async def test_a_result_without_structured_content_is_its_text(source: MCPToolSource) -> None:
+    result = await source.call("text_only", {"text": "plain words"}, CallContext())
+    assert result.ok and result.structured is None
+    assert result.output == "plain words"
 
 
 async def test_an_is_error_result_becomes_a_tool_error_with_its_text(source: MCPToolSource) -> None:
@@ -221,7 +230,9 @@ async def test_cancelling_a_call_cancels_the_request_on_the_server(
         assert time.perf_counter() - started < 0.2 + PROMPT_S
         stats = await _wait_for_stat(src, "cancelled", 1)
         assert stats["cancelled"] == 1 and stats["in_flight"] == 0
-        assert (await src.call("echo", {"text": "still up"}, CallContext())).output == "still up"
+        assert (await src.call("echo", {"text": "still up"}, CallContext())).output == {
+            "result": "still up"
+        }
     finally:
         if own:
             await src.aclose()
@@ -231,7 +242,7 @@ async def test_concurrent_calls_share_one_session(source: MCPToolSource) -> None
     results = await asyncio.gather(
         *(source.call("echo", {"text": str(i)}, CallContext()) for i in range(50))
     )
-    assert [r.output for r in results] == [str(i) for i in range(50)]
+    assert [r.output for r in results] == [{"result": str(i)} for i in range(50)]
     stats = await _call_ok(source, "stats")
     assert stats["calls"]["echo"] == 50
     assert len({(await _call_ok(source, "stats"))["pid"] for _ in range(3)}) == 1
@@ -255,7 +266,7 @@ async def test_a_stdio_server_crash_fails_in_flight_calls_at_once_and_the_next_c
             assert "lost during the call" in (result.error or "")
         assert not src.connected
         again = await src.call("echo", {"text": "back"}, CallContext())
-        assert again.ok and again.output == "back"
+        assert again.ok and again.output == {"result": "back"}
         assert (await _call_ok(src, "stats"))["pid"] != first_pid
     finally:
         await src.aclose()

@@ -1,0 +1,121 @@
+"""Keeping resolved ``${VAR}`` values out of text that leaves a source.
+
+- ``secret_values(manifest)``: the values of the ``${VAR}`` variables a
+  manifest's ``env``, ``headers`` and ``url`` refer to;
+- ``Redactor``: replaces such values in a text with ``***`` before it reaches
+  one of our log events or an error message;
+- ``redact_library_logs(values)``: the libraries a source hands those values
+  to (the ``mcp`` SDK, httpx, httpx2, httpcore) log URLs and messages through
+  the standard ``logging`` module, at levels an application may well enable.
+  A log-record factory, installed once per process, replaces the values in
+  the records of those loggers, whatever handlers the application set up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from penguiflow_agents.tools._manifest import SourceManifest
+
+__all__ = ["LIBRARY_LOGGERS", "Redactor", "redact_library_logs", "secret_values"]
+
+# Top-level logger names of the libraries that see resolved values ("client" is
+# the mcp SDK's session logger); records of other loggers are left alone.
+LIBRARY_LOGGERS = frozenset({"mcp", "httpx", "httpx2", "httpcore", "client"})
+MASK = "***"
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def secret_values(manifest: SourceManifest, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the ``${VAR}`` variables the manifest's env/headers/url refer to."""
+    env = os.environ if environ is None else environ
+    texts: list[str] = [*manifest.env.values(), *manifest.headers.values()]
+    if manifest.url:
+        texts.append(manifest.url)
+    names = {m.group(1) for text in texts for m in _VAR_RE.finditer(text)}
+    return [v for name in sorted(names) if (v := env.get(name))]
+
+
+def _pattern_of(values: Iterable[str]) -> re.Pattern[str] | None:
+    ordered = sorted({v for v in values if v}, key=len, reverse=True)  # longest first
+    return re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+
+class Redactor:
+    """Replaces secret values in text with ``***`` before it reaches a log or an error."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._pattern: re.Pattern[str] | None = None
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        self._pattern = _pattern_of(secrets)
+
+    def __call__(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+
+class _LibraryLogScrubber:
+    """The process-wide set of values to keep out of library log records."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._installed = False
+
+    def add(self, values: Iterable[str]) -> None:
+        new = {v for v in values if v} - self._values
+        if not new:
+            return
+        with self._lock:
+            self._values |= new
+            self._pattern = _pattern_of(self._values)
+            if not self._installed:
+                previous = logging.getLogRecordFactory()
+                logging.setLogRecordFactory(self._factory(previous))
+                self._installed = True
+
+    def _factory(
+        self, previous: Callable[..., logging.LogRecord]
+    ) -> Callable[..., logging.LogRecord]:
+        def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            pattern = self._pattern
+            if pattern is not None and record.name.partition(".")[0] in LIBRARY_LOGGERS:
+                _scrub(record, pattern)
+            return record
+
+        return make_record
+
+
+def _scrub(record: logging.LogRecord, pattern: re.Pattern[str]) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: logging reports that itself
+        return
+    if pattern.search(message):
+        record.msg, record.args = pattern.sub(MASK, message), None
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None:
+        text = "".join(traceback.format_exception(exc)).rstrip("\n")
+        if pattern.search(text):
+            # Formatters print exc_text as is; without exc_info none can render it again.
+            record.exc_text, record.exc_info = pattern.sub(MASK, text), None
+
+
+_scrubber = _LibraryLogScrubber()
+
+
+def redact_library_logs(values: Iterable[str]) -> None:
+    """Keep ``values`` out of the log records of the mcp SDK and the HTTP clients, from now on."""
+    _scrubber.add(values)
