@@ -144,7 +144,7 @@ class Worker:
         self._planner_lock = asyncio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tasks: dict[asyncio.Task[None], _InFlight] = {}
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()
         self._running = False
         self._stats = dict.fromkeys(STAT_KEYS, 0)
 
@@ -163,20 +163,23 @@ class Worker:
         return len(self._tasks)
 
     def stop(self) -> None:
-        """Ask a running ``run()`` to stop gracefully (see the module docstring)."""
-        if self._stop is not None:
-            self._stop.set()
+        """Ask ``run()`` to stop gracefully (see the module docstring); also before it starts."""
+        self._stop.set()
 
     async def run(self, *, stop: asyncio.Event | None = None, handle_signals: bool = False) -> None:
         """Take and execute jobs until ``stop`` is set (or ``stop()``, or a signal), then drain."""
         if self._running:
             raise UserError(f"worker {self.name!r} is already running; start another Worker.")
-        self._running = True
-        self._stop = stop = stop or asyncio.Event()
+        if stop is not None:
+            if self._stop.is_set():
+                stop.set()
+            self._stop = stop
+        stop = self._stop
         loop = asyncio.get_running_loop()
         signals = [signal.SIGTERM, signal.SIGINT] if handle_signals else []
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
+        self._running = True
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"{self.name}-heartbeat")
         try:
             async with AsyncExitStack() as stack:
@@ -327,6 +330,7 @@ class Worker:
     async def _take_over(self, entry: _InFlight, job: Job, record: RunRecord) -> bool:
         """Continue a run that exists (resume it, or take over a dead worker's run)."""
         watch_until: float | None = None
+        seen = record  # the run as this worker first found it held
         taken_over = record.status == "running"
         while True:
             try:
@@ -345,15 +349,16 @@ class Worker:
                 # Held by another live claim (or still running where it started).
                 if entry.delivery.attempt <= 1:
                     return self._skip(job, "held")  # a duplicate: its holder finishes it
+                # A redelivery: its worker went silent. Watch the run: a holder that writes
+                # (checkpoint, lease renewal) is alive and finishes it; a dead one's lease
+                # runs out, and then the next resume takes the run over.
                 if watch_until is None:
-                    lease_left = max((record.claim_expires_at or 0.0) - time.time(), 0.0)
+                    lease_left = max((seen.claim_expires_at or 0.0) - time.time(), 0.0)
                     watch_until = time.monotonic() + min(lease_left + WATCH_GRACE_S, MAX_WATCH_S)
-                stop = self._stop
-                if time.monotonic() >= watch_until or (stop is not None and stop.is_set()):
+                if time.monotonic() >= watch_until or self._stop.is_set():
                     return False  # not ours to finish now: the bus delivers it again later
-                if stop is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), WATCH_POLL_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), WATCH_POLL_S)
                 current = await get_run(self.store, job.tenant, job.run_id)
                 if current is None:
                     return self._skip(job, "unknown")
@@ -361,6 +366,8 @@ class Worker:
                     job.kind == "run" and current.status != "running"
                 ):
                     return self._skip(job, current.status)
+                if current.version != seen.version:
+                    return self._skip(job, "held")  # its holder is alive: it finishes the run
                 record = current
                 continue
             self._finished(job, result, taken_over=taken_over)

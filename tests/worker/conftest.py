@@ -107,8 +107,8 @@ class Lab:
         registry.add_functions(bump, gated, source="count", timeout_s=WAIT_S * 3)
         return registry
 
-    def llm(self, *, hang: bool = False, tool_name: str = "count.bump") -> ScriptedLLM:
-        lab = self
+    def call_tool_turn(self, tool_name: str = "count.bump") -> Callable[[LLMRequest], LLMResponse]:
+        """A first model turn: call ``tool_name`` with the run's own id."""
 
         def call_tool(request: LLMRequest) -> LLMResponse:
             run_id = str(request.metadata["run_id"])
@@ -117,13 +117,18 @@ class Lab:
                 tool_calls=[LLMToolCall(id="t1", name=tool_name, arguments={"run_id": run_id})],
             )
 
+        return call_tool
+
+    def llm(self, *, hang: bool = False, tool_name: str = "count.bump") -> ScriptedLLM:
+        lab = self
+
         async def answer(request: LLMRequest) -> LLMResponse:
             if hang:
                 lab.hanging.set()
                 await lab.hang.wait()
             return LLMResponse(content=f"done {request.metadata['run_id']}")
 
-        return ScriptedLLM([call_tool, answer])
+        return ScriptedLLM([self.call_tool_turn(tool_name), answer])
 
     def planner(
         self,

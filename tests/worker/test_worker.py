@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from penguiflow_agents.approvals import ApprovalService
 from penguiflow_agents.exceptions import ConflictError, UserError
+from penguiflow_agents.llm import LLMRequest, LLMResponse
 from penguiflow_agents.planner import ReactPlanner
+from penguiflow_agents.testing import ScriptedLLM
 from penguiflow_agents.worker import Job, Worker, submit, submit_resume, submit_run, wait_for_run
 
 from .conftest import ADMIN, ALICE, WAIT_S, Lab, tenant_headers
@@ -132,12 +135,54 @@ async def test_a_first_delivery_of_a_run_held_by_a_live_claim_is_acked_without_r
             assert lab.counts[run_id] == 1
 
 
-async def test_a_redelivered_job_of_a_held_run_waits_for_the_lease_then_takes_over(
+@contextlib.contextmanager
+def frozen_run(lab: Lab, *, lease_s: float) -> Iterator[str]:
+    """A run whose holder froze mid-run: started with a claim in another thread's event loop,
+    which then blocks in its second model turn (a dead or wedged worker on another host: it
+    neither writes nor renews its lease, and its pid is alive)."""
+    job = Job.run("freeze", headers=ALICE)
+    frozen, thaw = threading.Event(), threading.Event()
+
+    def freeze(_request: LLMRequest) -> LLMResponse:
+        frozen.set()
+        thaw.wait(WAIT_S * 3)  # blocks the whole loop of that thread
+        return LLMResponse(content="too late")
+
+    holder = ReactPlanner(
+        llm=ScriptedLLM([lab.call_tool_turn(), freeze]),
+        registry=lab.registry(),
+        store=lab.store,
+        claim_lease_s=lease_s,
+    )
+    outcome: list[BaseException | object] = []
+
+    def drive() -> None:
+        try:
+            outcome.append(
+                asyncio.run(holder.run("freeze", headers=ALICE, run_id=job.run_id, claim=True))
+            )
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    try:
+        assert frozen.wait(WAIT_S), "the holder never reached its second turn"
+        yield job.run_id
+    finally:
+        thaw.set()
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+    # Thawed, the old holder finds the run taken over: it raises instead of writing.
+    assert outcome and isinstance(outcome[0], ConflictError), outcome
+
+
+async def test_a_redelivered_job_of_a_frozen_holders_run_takes_it_over_when_the_lease_lapses(
     lab: Lab,
 ) -> None:
     """Its worker went silent while its claim still held: the run is neither lost nor run twice."""
-    async with stalled_run(lab, lease_s=1.0) as (run_id, stalled):
-        await submit(lab.bus, Job.run("stall", headers=ALICE, run_id=run_id))
+    with frozen_run(lab, lease_s=1.0) as run_id:
+        await submit(lab.bus, Job.run("freeze", headers=ALICE, run_id=run_id))
         [lost] = await lab.bus.consume("silent-worker", block_s=1.0)  # never acked or renewed
         assert lost.attempt == 1
         worker = lab.worker()
@@ -147,12 +192,28 @@ async def test_a_redelivered_job_of_a_held_run_waits_for_the_lease_then_takes_ov
         assert result.status == "completed" and result.answer == f"done {run_id}"
         assert lab.counts[run_id] == 1  # resumed from the checkpoint after the tool call
         assert worker.stats["taken_over"] == 1
-    # The stalled planner, woken or cancelled at last, could not overwrite the finished run.
-    assert stalled.done()
     record = await lab.store.get_run("acme", run_id)
-    assert record.status == "completed"
+    assert record.status == "completed" and record.state["result"]["answer"] == f"done {run_id}"
     kinds = [e.kind for e in await lab.store.list_events("acme", run_id)]
     assert kinds.count("run_finished") == 1
+
+
+async def test_a_redelivered_job_whose_holder_finishes_the_run_is_acked_without_running(
+    lab: Lab,
+) -> None:
+    """While a redelivered job watches, the live holder ends the run: nothing runs twice."""
+    async with stalled_run(lab, lease_s=600.0) as (run_id, task):
+        await submit(lab.bus, Job.run("stall", headers=ALICE, run_id=run_id))
+        await lab.bus.consume("silent-worker", block_s=1.0)
+        worker = lab.worker()
+        async with lab.running(worker):
+            await asyncio.sleep(0.5)  # the job comes back after the 0.3 s visibility timeout
+            lab.hang.set()  # the holder answers
+            result = await wait_for_run(lab.store, "acme", run_id, timeout_s=WAIT_S)
+            await lab.until(lambda: worker.stats["skipped"] == 1, "the job to be skipped")
+            await lab.acked()
+        assert result.status == "completed" and await task == result
+        assert lab.counts[run_id] == 1 and worker.stats["taken_over"] == 0
 
 
 async def test_stopping_lets_a_running_job_finish_within_the_drain_timeout(lab: Lab) -> None:
