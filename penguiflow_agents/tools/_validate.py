@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ __all__ = ["argument_errors", "format_path", "validator_for"]
 VALIDATOR_CACHE_SIZE = 1024
 # Failing paths listed before the rest are summarised.
 MAX_REPORTED_ERRORS = 20
+# Allowed property names quoted in an "is not allowed here" line.
+MAX_ALLOWED_SHOWN = 12
 
 
 class _SchemaError(Exception):
@@ -173,5 +176,33 @@ def _describe(err: jsonschema.ValidationError) -> list[str]:
         if missing:
             return [f"{format_path([*path, name])}: is required (required)" for name in missing]
     if constraint == "additionalProperties" and isinstance(err.instance, Mapping):
+        schema = err.schema if isinstance(err.schema, Mapping) else {}
+        extra = _unexpected(err.instance, schema)
+        if extra:
+            allowed = _allowed_names(schema)
+            return [
+                f"{format_path([*path, name])}: is not allowed here{allowed} (additionalProperties)"
+                for name in extra
+            ]
         return [f"{format_path(path)}: {err.message} (additionalProperties)"]
     return [f"{format_path(path)}: {err.message} ({constraint})"]
+
+
+def _unexpected(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The property names of ``instance`` that ``additionalProperties: false`` refuses."""
+    properties = schema.get("properties") or {}
+    patterns = list((schema.get("patternProperties") or {}).keys())
+    return [
+        name
+        for name in instance
+        if name not in properties and not any(re.search(p, name) for p in patterns)
+    ]
+
+
+def _allowed_names(schema: Mapping[str, Any]) -> str:
+    names = list((schema.get("properties") or {}).keys())
+    if not names:
+        return "; this object takes no properties"
+    shown = ", ".join(names[:MAX_ALLOWED_SHOWN])
+    more = f", ... ({len(names)} in all)" if len(names) > MAX_ALLOWED_SHOWN else ""
+    return f"; allowed: {shown}{more}"
