@@ -4,22 +4,32 @@
 registered tool, each source up or down (with the reason). With
 ``--tenant``/``--role`` it is exactly that caller's view under the policies.
 ``tools call`` always runs as a caller: a tool the caller cannot see is "not
-available", and a call that a policy gates behind an approval is refused here
-(run it through ``penguiflow-agents run`` so the approval can be requested).
+available"; the arguments are validated against the tool's schema (each
+failing path named); a valid call that a policy gates behind an approval is
+refused here (run it through ``penguiflow-agents run`` so the approval can be
+requested).
 
 Exit status: 0 done; 2 usage or configuration error (bad ``--args`` JSON, a
 missing tools directory, a bad policy file, or *every* manifest refused; a
 refused manifest among good ones is reported on stderr and is not fatal);
-1 anything else (tool not available, a failed call). Never imports litellm.
+1 anything else (tool not available, a failed call); 130 / 143 when
+interrupted (Ctrl-C, SIGTERM). Never imports litellm.
+
+An interrupt or SIGTERM cancels the command and closes every tool source
+before the process exits, so no MCP server process outlives it; a second
+signal is not caught.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -42,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["cmd_tools_call", "cmd_tools_list"]
 
 OPERATOR_VIEW = "operator view: all registered tools"
+# Signals that cancel a command cleanly (tool sources closed, servers stopped).
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Characters of a tool description shown in the human listing.
 _DESCRIPTION_CHARS = 90
 
@@ -60,7 +72,7 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             error(str(exc))
             return EXIT_USAGE
-    return asyncio.run(_list(args, registry, policies))
+    return _run_closing_on_signals(_list(args, registry, policies))
 
 
 def cmd_tools_call(args: argparse.Namespace) -> int:
@@ -82,7 +94,41 @@ def cmd_tools_call(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         error(str(exc))
         return EXIT_USAGE
-    return asyncio.run(_call(args, registry, policies, arguments))
+    return _run_closing_on_signals(_call(args, registry, policies, arguments))
+
+
+def _run_closing_on_signals(command: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run(command)``; SIGINT/SIGTERM cancel it, so its ``async with registry`` closes."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            loop.remove_signal_handler(signum)  # a second one is not caught
+            task.cancel()
+
+        installed = []
+        for signum in _SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+        try:
+            return await command
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            task.uncancel()
+            error("interrupted" if received[0] == signal.SIGINT else "terminated")
+            return 128 + received[0]
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
 
 
 def _load(args: argparse.Namespace, *, fatal_if_all_failed: bool) -> ToolRegistry | None:
@@ -143,6 +189,7 @@ async def _list(
         for spec in shown:
             flags = f"risk={spec.risk:<6} {'idempotent' if spec.idempotent else '':<10}"
             print(f"  {spec.name:<{width}}  {flags}  {_summary(spec.description)}")
+            print(f"  {'':<{width}}  args: {_parameters(spec.input_schema)}")
     return EXIT_OK
 
 
@@ -158,22 +205,30 @@ async def _call(
         structlog.get_logger("penguiflow_agents.cli").warning(
             "policy.call_refused", tool=name, tenant=headers.tenant, reason="not visible"
         )
+        why = ""
+        if not policies.tenants & {headers.tenant, "*"}:
+            why = (
+                f" (no policy file in {args.policies!r} is for this tenant or for '*', "
+                "and without one every tool is denied)"
+            )
         error(
             f"tool {name!r} is not available to tenant {tenant_of(args)!r} "
-            f"with roles {list(headers.roles)!r}; see `penguiflow-agents tools list "
+            f"with roles {list(headers.roles)!r}{why}; see `penguiflow-agents tools list "
             f"--tenant {tenant_of(args)}` for the tools it can use."
         )
         return EXIT_FAILURE
     rule = policies.approval_rule(name, arguments, headers)
-    if rule is not None:
-        why = f" ({rule.reason})" if rule.reason else ""
-        error(
-            f"calling {name!r} with these arguments needs an approval{why}; `tools call` "
-            "cannot wait for one: ask for it through `penguiflow-agents run`."
-        )
-        return EXIT_FAILURE
     async with registry:
-        result = await registry.call(name, arguments, CallContext(headers=headers))
+        # Arguments first: never send anyone to ask for an approval of a call that cannot run.
+        refusal = await registry.check(name, arguments)
+        if refusal is None and rule is not None:
+            why = f" ({rule.reason})" if rule.reason else ""
+            error(
+                f"calling {name!r} with these arguments needs an approval{why}; `tools call` "
+                "cannot wait for one: ask for it through `penguiflow-agents run`."
+            )
+            return EXIT_FAILURE
+        result = refusal or await registry.call(name, arguments, CallContext(headers=headers))
     if args.json:
         print_json(result.to_dict())
     elif result.ok:
@@ -198,15 +253,32 @@ def _tool_json(spec: ToolSpec) -> dict[str, Any]:
     }
 
 
+def _parameters(schema: Mapping[str, Any]) -> str:
+    """``timezone: string, days?: integer`` (``?``: optional) from an input schema."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping) or not properties:
+        return "none"
+    required = set(schema.get("required") or ())
+    parts = []
+    for name, prop in properties.items():
+        kind = prop.get("type", "any") if isinstance(prop, Mapping) else "any"
+        if isinstance(kind, list):
+            kind = "|".join(str(k) for k in kind)
+        parts.append(f"{name}{'' if name in required else '?'}: {kind}")
+    return ", ".join(parts)
+
+
 def _summary(description: str) -> str:
     first = description.strip().splitlines()[0] if description.strip() else ""
     return first if len(first) <= _DESCRIPTION_CHARS else first[: _DESCRIPTION_CHARS - 1] + "…"
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    """Logs go to stderr (stdout is for results): errors only, everything with --verbose."""
-    if structlog.is_configured():
-        return
+    """Logs go to stderr (stdout is for results): errors only, everything with --verbose.
+
+    Always configured here, whatever was configured before: the command owns
+    its process, and its stdout must hold nothing but the result.
+    """
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.ERROR
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -273,7 +273,41 @@ class ToolRegistry:
         result.latency_s = time.monotonic() - start
         return result
 
-    async def _call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+    async def check(self, name: str, arguments: Mapping[str, Any]) -> ToolResult | None:
+        """The refusal ``call`` would return before reaching the source, or None.
+
+        ``not_found``, ``unavailable`` (the source is down) or
+        ``invalid_arguments`` (each failing path and constraint); None when the
+        call would go ahead. Calls nothing: for checks before asking a human.
+        """
+        try:
+            refusal = await self._check(name, arguments)
+        except Exception:  # never raises, like call()
+            log.exception("tool_registry.check_failed", tool=name)
+            return ToolResult.failure(
+                name,
+                ToolErrorKind.TOOL_ERROR,
+                f"checking a call of {name!r} failed inside the registry; see the log for details.",
+            )
+        return refusal
+
+    async def _check(self, name: str, arguments: Mapping[str, Any]) -> ToolResult | None:
+        found = await self._find(name)
+        if isinstance(found, ToolResult):
+            return found
+        errors = argument_errors(found.input_schema, arguments)
+        if not errors:
+            return None
+        result = ToolResult.failure(
+            name,
+            ToolErrorKind.INVALID_ARGUMENTS,
+            f"invalid arguments for {name!r}: " + "; ".join(errors),
+        )
+        result.structured = {"errors": errors}
+        return result
+
+    async def _find(self, name: str) -> ToolSpec | ToolResult:
+        """The spec of ``name`` (its source listed first if need be), or a refusal."""
         source_name, _, bare = name.partition(".")
         entry = self._entries.get(source_name)
         if entry is None or not bare:
@@ -292,16 +326,14 @@ class ToolRegistry:
                     f"source {source_name!r} is down: {entry.reason}",
                 )
             return _not_found(name)
-        errors = argument_errors(spec.input_schema, arguments)
-        if errors:
-            result = ToolResult.failure(
-                name,
-                ToolErrorKind.INVALID_ARGUMENTS,
-                f"invalid arguments for {name!r}: " + "; ".join(errors),
-            )
-            result.structured = {"errors": errors}
-            return result
-        return await entry.source.call(bare, arguments, ctx)
+        return spec
+
+    async def _call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        refusal = await self._check(name, arguments)
+        if refusal is not None:
+            return refusal
+        source_name, _, bare = name.partition(".")
+        return await self._entries[source_name].source.call(bare, arguments, ctx)
 
     # -- health and lifecycle ---------------------------------------------
 

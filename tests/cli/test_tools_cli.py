@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -169,6 +170,51 @@ def test_call_of_a_failing_tool_exits_1(workdir: Path, capsys: pytest.CaptureFix
     argv = run(workdir, "tools", "call", "clock.add_minutes", "--tenant", "acme")
     assert main([*argv, "--args", '{"time": "09:30"}']) == 1
     assert "invalid_arguments" in capsys.readouterr().err
+
+
+def test_call_with_bad_arguments_names_each_failing_path_and_calls_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = run(workdir, "tools", "call", "files.write_file", "--tenant", "acme")
+    bad = '{"path": 7, "mode": "append"}'
+    assert main([*argv, "--args", bad]) == 1
+    err = capsys.readouterr().err
+    for fragment in (
+        "invalid_arguments",
+        "$.path: 7 is not of type 'string' (type)",
+        "$.content: is required (required)",
+        "$.mode: is not allowed here; allowed: content, path (additionalProperties)",
+    ):
+        assert fragment in err, fragment
+    assert main([*argv, "--json", "--args", bad]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["error_kind"] == "invalid_arguments" and len(result["structured"]["errors"]) == 3
+    sandbox = workdir / "sandbox"
+    assert not sandbox.exists() or not any(sandbox.iterdir()), "nothing was written"
+
+
+def test_list_shows_each_tools_arguments_from_its_schema(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(run(workdir, "tools", "list")) == 0
+    out = capsys.readouterr().out
+    assert "args: time: string, minutes: integer" in out
+    assert "args: directory?: string" in out, "optional arguments are marked"
+
+
+def test_list_json_stdout_is_only_json_even_after_logging_was_configured_elsewhere(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A library (or a test helper) configured structlog's stdout default first: the
+    command still sends its logs to stderr."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+    )
+    assert main(run(workdir, "tools", "list", "--json", "--verbose")) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 5
+    assert "tool_source.up" in captured.err
 
 
 def test_call_of_a_tool_the_caller_cannot_see_is_refused(

@@ -4,12 +4,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -100,3 +105,72 @@ def test_cli_calls_the_time_server(marked_tools: tuple[Path, str], tmp_path: Pat
     assert result["ok"] and result["structured"]["timezone"] == "UTC"
     assert done.stderr == ""  # the server's stderr went to the log, which is quiet here
     assert _time_server_processes(marker) == []
+
+
+# Longest wait for the CLI to report its MCP session started (interpreter + server start).
+SESSION_START_TIMEOUT_S = 30
+# The lingering server outlives its closed input this long: far beyond any test's wait.
+LINGER_S = 60
+
+
+def _read_until(stream: IO[bytes], marker: bytes, timeout_s: float) -> bytes:
+    """What ``stream`` gave until ``marker`` appeared (bounded by ``timeout_s``)."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while marker not in seen:
+        readable, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+        if not readable:
+            raise AssertionError(f"no {marker!r} within {timeout_s}s; got {seen[-2000:]!r}")
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            raise AssertionError(f"the CLI exited before {marker!r}; got {seen[-2000:]!r}")
+        seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_cli_call_stops_its_server_before_exiting(
+    tmp_path: Path, signum: int
+) -> None:
+    """Ctrl-C or SIGTERM mid-call: the CLI closes the session, so even a server that does
+    not exit when its input closes is stopped; exit status 128 + signal."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "fx.yaml").write_text(
+        "name: fx\ntransport: mcp_stdio\n"
+        "command: [python, -m, penguiflow_agents.testing.mcp_server, "
+        f"--linger-s, '{LINGER_S}']\ntimeout_s: 60\n",
+        encoding="utf-8",
+    )
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "all.yaml").write_text('tenant: "*"\nallow: ["fx.*"]\n', encoding="utf-8")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    argv = ["tools", "call", "fx.slow", "-v", "--args", '{"seconds": 60}']
+    argv += ["--tools", str(tools), "--policies", str(policies)]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "penguiflow_agents", *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    servers: list[psutil.Process] = []
+    try:
+        assert cli.stderr is not None
+        _read_until(cli.stderr, b"mcp_session_started", SESSION_START_TIMEOUT_S)
+        servers = psutil.Process(cli.pid).children(recursive=True)
+        assert servers, "the server process is running"
+        cli.send_signal(signum)
+        _, err = cli.communicate(timeout=CLI_TIMEOUT_S)
+        assert cli.returncode == 128 + signum, err.decode(errors="replace")[-2000:]
+        assert (b"interrupted" if signum == signal.SIGINT else b"terminated") in err
+        alive = [p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], "a server process outlived the CLI"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+        for proc in servers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()

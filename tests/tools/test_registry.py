@@ -142,7 +142,7 @@ async def test_invalid_arguments_name_every_nested_failure() -> None:
         "$.parcels[2]:",
         "(type)",
         "(additionalProperties)",
-        "'extra'",
+        "$.extra: is not allowed here; allowed: address, parcels",
     ):
         assert fragment in joined, fragment
     assert result.attempts == 0
@@ -296,3 +296,19 @@ async def test_mcp_manifests_map_to_a_source_that_is_built_lazily(tmp_path: Path
     assert registry.status()[0].transport == "mcp_http"
     assert registry.status()[0].up is None
     await registry.aclose()
+
+
+async def test_check_gives_the_refusal_call_would_give_without_calling_anything() -> None:
+    registry = ToolRegistry()
+    source = FakeSource("fake")
+    registry.add_source(source)
+    registry.add_source(FakeSource("broken", fail_list=True))
+    assert await registry.check("fake.get_one", {"n": 1}) is None
+    invalid = await registry.check("fake.get_one", {"n": -1, "m": 2})
+    assert invalid is not None and invalid.error_kind is ToolErrorKind.INVALID_ARGUMENTS
+    assert invalid.error == (await registry.call("fake.get_one", {"n": -1, "m": 2})).error
+    missing = await registry.check("fake.nope", {})
+    assert missing is not None and missing.error_kind is ToolErrorKind.NOT_FOUND
+    down = await registry.check("broken.get_one", {"n": 1})
+    assert down is not None and down.error_kind is ToolErrorKind.UNAVAILABLE
+    assert source.calls == []
