@@ -355,3 +355,14 @@ async def test_secret_values_never_reach_logs_events_results_or_status(
     seen = repr(logs) + repr(events) + repr(status) + caplog.text
     seen += repr([r.to_dict() for r in results]) + repr([r.getMessage() for r in caplog.records])
     assert secret not in seen
+
+
+async def test_an_exception_inside_the_registry_block_still_stops_the_server() -> None:
+    before = _children()
+    registry = _registry("stdio")
+    with pytest.raises(RuntimeError, match="caller failed"):
+        async with registry:
+            pid = (await _stats(registry))["pid"]
+            assert pid in _children() - before
+            raise RuntimeError("caller failed")
+    assert _children() - before == set()
