@@ -550,7 +550,7 @@ class MCPToolSource:
                 "message": message,
             }
             try:
-                outcome = sink("tool_progress", payload)
+                outcome = sink("tool.progress", payload)
                 if inspect.isawaitable(outcome):
                     await outcome
             except Exception as exc:

@@ -257,7 +257,13 @@ class ToolRegistry:
     async def call(
         self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
     ) -> ToolResult:
-        """Validate and call ``name`` (``source.tool``); never raises."""
+        """Validate and call ``name`` (``source.tool``); never raises.
+
+        ``ctx.on_event(name, payload)`` hears about this call while it runs:
+        ``tool.retry`` (``tool``, ``attempt``, ``delay_s``) before a retry, and
+        for MCP tools ``tool.progress`` (``tool``, ``call_id``, ``progress``,
+        ``total``, ``message``) for each progress notification of the server.
+        """
         start = time.monotonic()
         try:
             result = await self._call(name, arguments, ctx or CallContext())

@@ -351,7 +351,7 @@ async def test_secret_values_never_reach_logs_events_results_or_status(
     assert [r.outcome for r in results] == ["ok", "ok", "tool_error", "tool_error"]
     assert "bad key ***" in (results[2].error or "")
     assert any("HTTP Request" in r.getMessage() for r in caplog.records), "httpx logged"
-    assert [kind for kind, _ in events] == ["tool_progress", "tool_progress"]
+    assert [kind for kind, _ in events] == ["tool.progress", "tool.progress"]
     seen = repr(logs) + repr(events) + repr(status) + caplog.text
     seen += repr([r.to_dict() for r in results]) + repr([r.getMessage() for r in caplog.records])
     assert secret not in seen

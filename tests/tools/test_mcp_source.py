@@ -194,7 +194,9 @@ async def test_a_json_rpc_error_becomes_a_tool_error_naming_the_code(source: MCP
     )
 
 
-async def test_progress_notifications_become_tool_progress_events(source: MCPToolSource) -> None:
+async def test_progress_notifications_become_tool_progress_events_for_the_caller(
+    source: MCPToolSource,
+) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def sink(kind: str, payload: Any) -> None:
@@ -203,7 +205,7 @@ async def test_progress_notifications_become_tool_progress_events(source: MCPToo
     ctx = CallContext(call_id="c-1", on_event=sink)
     result = await source.call("slow", {"seconds": 0.15, "steps": 3}, ctx)
     assert result.ok, result
-    assert [k for k, _ in events] == ["tool_progress"] * 3
+    assert [k for k, _ in events] == ["tool.progress"] * 3
     assert [p["progress"] for _, p in events] == [1, 2, 3]
     assert events[-1][1] == {
         "tool": "fx.slow",
