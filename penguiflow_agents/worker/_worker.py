@@ -72,6 +72,8 @@ WATCH_POLL_S = 1.0
 WATCH_GRACE_S = 5.0
 # Longest a redelivered job watches a held run (a run with no lease would never lapse).
 MAX_WATCH_S = 900.0
+# Pause after a store failure before taking jobs again: doubling from the first to the second.
+STORE_RETRY_S = (1.0, 30.0)
 # Longest wait for cancelled jobs to unwind after their claims were handed back.
 CANCEL_TIMEOUT_S = 10.0
 # Longest wait for one hand-back to the store or the bus at shutdown.
@@ -146,6 +148,7 @@ class Worker:
         self._tasks: dict[asyncio.Task[None], _InFlight] = {}
         self._stop = asyncio.Event()
         self._running = False
+        self._store_backoff_s = 0.0  # > 0 after a store failure: pause before taking jobs
         self._stats = dict.fromkeys(STAT_KEYS, 0)
 
     def __repr__(self) -> str:
@@ -209,6 +212,11 @@ class Worker:
             if free <= 0:
                 await _first_of(stop, set(self._tasks))
                 continue
+            if self._store_backoff_s:  # the store failed lately: take no job for a while
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._store_backoff_s)
+                if stop.is_set():
+                    break
             try:
                 deliveries = await self.bus.consume(self.name, max_jobs=free, block_s=self.block_s)
             except BusError as exc:
@@ -264,7 +272,9 @@ class Worker:
                 job=delivery.id,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            done = await self._durable(entry)
+            done = await self._after_error(entry)
+        else:
+            self._store_backoff_s = 0.0
         if done:
             try:
                 await self.bus.ack(delivery)
@@ -373,15 +383,31 @@ class Worker:
             self._finished(job, result, taken_over=taken_over)
             return True
 
-    async def _durable(self, entry: _InFlight) -> bool:
-        """After an unexpected error: is the job's outcome in the store anyway?"""
+    async def _after_error(self, entry: _InFlight) -> bool:
+        """After an unexpected error: is the job's outcome in the store anyway?
+
+        A run this process still holds is handed back first (its planner is gone), so
+        that the job's next delivery takes it over instead of finding it "held". When the
+        store itself fails, the worker pauses taking jobs for a while (doubling up to
+        ``STORE_RETRY_S[1]``), so that an outage burns few delivery attempts.
+        """
         job = entry.job
         if job is None:
             return True
         try:
+            await release_claim(self.store, job.tenant, job.run_id)
             record = await get_run(self.store, job.tenant, job.run_id)
-        except PenguiflowError:
-            return False  # the store is down: the bus delivers the job again later
+        except PenguiflowError as exc:
+            self._store_backoff_s = min(
+                max(self._store_backoff_s * 2, STORE_RETRY_S[0]), STORE_RETRY_S[1]
+            )
+            _log.error(
+                "worker_store_failed",
+                worker=self.name,
+                error=str(exc),
+                pause_s=self._store_backoff_s,
+            )
+            return False  # the bus delivers the job again after the visibility timeout
         if record is None:
             return job.kind == "resume"
         return record.status != "running"

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from penguiflow_agents.approvals import ApprovalService
-from penguiflow_agents.exceptions import ConflictError, UserError
+from penguiflow_agents.bus import MemoryBus
+from penguiflow_agents.exceptions import ConflictError, StoreError, UserError
 from penguiflow_agents.llm import LLMRequest, LLMResponse
 from penguiflow_agents.planner import ReactPlanner
+from penguiflow_agents.store import MemoryStore, RunRecord
 from penguiflow_agents.testing import ScriptedLLM
 from penguiflow_agents.worker import Job, Worker, submit, submit_resume, submit_run, wait_for_run
 
@@ -280,8 +282,6 @@ async def test_a_model_the_factory_cannot_open_fails_the_run_with_the_reason(lab
 
 
 async def test_a_worker_refuses_planners_on_another_store(lab: Lab) -> None:
-    from penguiflow_agents.store import MemoryStore
-
     elsewhere = ReactPlanner(llm=lab.llm(), registry=lab.registry(), store=MemoryStore())
     worker = Worker(lab.bus, lambda _m: contextlib.nullcontext(elsewhere), lab.store, block_s=0.05)
     async with lab.running(worker):
@@ -295,3 +295,29 @@ def test_bad_worker_settings_are_refused(lab: Lab) -> None:
         lab.worker(concurrency=0)
     with pytest.raises(UserError, match="drain_timeout_s"):
         lab.worker(drain_timeout_s=-1)
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore whose next ``fail_writes`` run writes fail like a store that went away."""
+
+    fail_writes = 0
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        if self.fail_writes > 0:
+            self.fail_writes -= 1
+            raise StoreError("the store is unreachable (test)")
+        return await super().update_run(run, expected_version=expected_version)
+
+
+async def test_a_run_whose_planner_died_of_a_store_error_is_handed_back_and_finished() -> None:
+    """The run is not left held by a planner that is gone: the job's redelivery finishes it."""
+    store = FlakyStore()
+    lab = Lab(store=store, bus=MemoryBus(visibility_timeout_s=0.3))
+    store.fail_writes = 2  # its first checkpoint fails, and so does recording the failure
+    worker = lab.worker(lab.planner(lease_s=60.0))
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "flaky", headers=ALICE)
+        result = await wait_for_run(store, "acme", job.run_id, timeout_s=WAIT_S)
+        await lab.acked()
+    assert result.status == "completed" and lab.counts[job.run_id] == 1
+    assert worker.stats["taken_over"] == 1  # by its own redelivery, long before the 60 s lease
