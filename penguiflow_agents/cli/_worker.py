@@ -30,12 +30,9 @@ from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import error, headers_of, print_json
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
-__all__ = ["WORKER_CLAIM_LEASE_S", "bus_url_of", "cmd_submit", "cmd_worker"]
+__all__ = ["bus_url_of", "cmd_submit", "cmd_worker"]
 
 BUS_ENV = "PENGUIFLOW_BUS"
-# The planners' claim lease in a worker: a run whose worker died on another host is taken
-# over after at most this long (on the same host, at once).
-WORKER_CLAIM_LEASE_S = 120.0
 
 
 def bus_url_of(args: argparse.Namespace) -> str:
@@ -140,8 +137,7 @@ def _planner_factory(
                 registry=registry,
                 store=store,
                 policies=policies,
-                claim_lease_s=WORKER_CLAIM_LEASE_S,
-            )
+            )  # the planner's claim lease: a dead worker's run is taken over once it ran out
 
     return open_planner
 
