@@ -131,12 +131,15 @@ class HttpToolSource:
         params = {k: _query_value(v) for k, v in args.items() if k in in_query}
         body = {k: v for k, v in args.items() if k not in in_query}
         send_body = endpoint.method in _BODY_METHODS
+        # The tool's own timeout_s may be longer than the source's (the client's default).
+        limit = endpoint.timeout_s or self.manifest.timeout_s
         try:
             response = await client.request(
                 endpoint.method,
                 path,
                 params=params or None,
                 json=body if send_body else None,
+                timeout=httpx.Timeout(limit, connect=min(limit, CONNECT_TIMEOUT_S)),
             )
         except httpx.TimeoutException:
             return ToolResult.failure(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -285,3 +286,45 @@ async def test_a_secret_in_the_url_stays_out_of_httpx_logs_and_errors(
     assert down.error_kind is ToolErrorKind.UNAVAILABLE and "***" in (down.error or "")
     assert any("HTTP Request" in record.getMessage() for record in caplog.records)
     assert url_secret not in caplog.text + (down.error or "")
+
+
+@contextlib.asynccontextmanager
+async def slow_http_server(delay_s: float) -> AsyncIterator[str]:
+    """A real HTTP endpoint on 127.0.0.1 that answers ``{"late": true}`` after ``delay_s``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = b'{"late": true}'
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(delay_s)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client gave up (its timeout), or the server is closing
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_a_tools_own_timeout_s_longer_than_the_sources_is_the_limit(tmp_path: Path) -> None:
+    """Source timeout_s 0.2, tool timeout_s 5: a 0.6 s endpoint answers (over a real socket)."""
+    async with slow_http_server(0.6) as url:
+        (tmp_path / "slowpoke.yaml").write_text(
+            f"name: slowpoke\ntransport: http\nurl: {url}\ntimeout_s: 0.2\n"
+            "tools:\n  wait: {method: GET, path: /wait, timeout_s: 5}\n"
+            "  quick: {method: GET, path: /quick}\n",
+            encoding="utf-8",
+        )
+        async with ToolRegistry.from_dir(tmp_path) as registry:
+            waited = await registry.call("slowpoke.wait", {})
+            quick = await registry.call("slowpoke.quick", {})
+    assert waited.ok and waited.output == {"late": True}, waited
+    assert quick.error_kind is ToolErrorKind.TIMEOUT
