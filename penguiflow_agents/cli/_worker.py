@@ -36,9 +36,16 @@ BUS_ENV = "PENGUIFLOW_BUS"
 
 
 def bus_url_of(args: argparse.Namespace) -> str:
+    """--bus, else $PENGUIFLOW_BUS, else the local Redis; a process-local bus is refused."""
     from penguiflow_agents.bus import DEFAULT_BUS_URL
 
-    return str(getattr(args, "bus", None) or os.environ.get(BUS_ENV) or DEFAULT_BUS_URL)
+    url = str(getattr(args, "bus", None) or os.environ.get(BUS_ENV) or DEFAULT_BUS_URL)
+    if url.lower().startswith("memory:"):
+        raise UserError(
+            f"--bus {url!r} lives in one process, so no other process could reach it; "
+            "use a Redis URL such as redis://127.0.0.1:6379/0."
+        )
+    return url
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -108,14 +108,15 @@ class _InFlight:
 class Worker:
     """Executes jobs from ``bus`` with planners from ``planner_factory`` on ``store``.
 
-    ``block_s`` bounds each wait for a job on the bus, and so how long a
-    ``stop()`` may take to be noticed. ``planner_factory(model)`` is an async context manager giving a
+    ``planner_factory(model)`` is an async context manager giving a
     ``ReactPlanner`` for a job's model (a ``--model`` value, or None for the
     default) on this very ``store``; the worker keeps up to ``MAX_PLANNERS``
     open and closes them when it stops. For one planner whatever the model:
     ``Worker(bus, lambda model: contextlib.nullcontext(planner), store)``.
-    Give the planners a ``claim_lease_s`` of a minute or two, so that a run
-    whose worker died on another host is taken over soon.
+    A run whose worker died is taken over once the planner's claim lease ran
+    out (at once when the dead worker was on this host): keep it short.
+    ``block_s`` bounds each wait for a job on the bus, and so how long a
+    ``stop()`` may take to be noticed.
     """
 
     def __init__(

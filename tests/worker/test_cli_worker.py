@@ -1,0 +1,78 @@
+"""`penguiflow-agents worker | submit`: usage errors and an unreachable bus, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+import structlog
+
+from penguiflow_agents.bus import RedisBus
+from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The commands configure structlog for their process; give the next test its own back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_submit_needs_exactly_one_of_a_question_and_resume(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["submit"]) == EXIT_USAGE
+    assert "QUESTION or --resume" in capsys.readouterr().err
+    assert main(["submit", "hi", "--resume", "run_1"]) == EXIT_USAGE
+
+
+def test_a_process_local_bus_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["submit", "hi", "--bus", "memory://"]) == EXIT_USAGE
+    assert "one process" in capsys.readouterr().err
+    assert main(["worker", "--bus", "memory://", "--store", "memory://"]) == EXIT_USAGE
+
+
+def test_worker_concurrency_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--concurrency", "0"]) == EXIT_USAGE
+    assert "--concurrency" in capsys.readouterr().err
+
+
+def test_submit_to_an_unreachable_bus_fails_without_showing_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["submit", "hi", "--bus", "redis://:hunter2@127.0.0.1:1/0", "--json"])
+    out = capsys.readouterr()
+    assert code == EXIT_FAILURE
+    assert "hunter2" not in out.err + out.out
+    doc = json.loads(out.out)
+    assert doc["status"] == "failed" and "Redis" in doc["error"]
+
+
+def test_submit_prints_the_run_id_it_enqueued(
+    capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    stream = f"pf-cli-test:{uuid.uuid4().hex[:12]}"
+    url = f"{redis_url}?stream={stream}"
+    assert main(["submit", "What day?", "--bus", url, "--tenant", "acme", "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "queued" and doc["run_id"].startswith("run_")
+
+    async def check() -> None:
+        bus = await RedisBus.open(url)
+        try:
+            [delivery] = await bus.consume("c1", block_s=1.0)
+            assert delivery.job["run_id"] == doc["run_id"]
+            assert delivery.job["tenant"] == "acme" and delivery.job["query"] == "What day?"
+            assert delivery.job["principal"] == "cli-user"
+        finally:
+            await bus.aclose()
+            client = aioredis.Redis.from_url(redis_url)
+            await client.delete(stream, f"{stream}:dead")
+            await client.aclose()
+
+    asyncio.run(check())
