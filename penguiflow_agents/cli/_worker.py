@@ -170,6 +170,9 @@ async def _submit(args: argparse.Namespace) -> int:
         if args.resume is not None:
             assert store is not None
             record = await store.get_run(headers.tenant, args.resume)  # foreign = unknown
+            if record.status in ("completed", "failed", "cancelled"):
+                # Nothing to resume: show how it ended (like `resume`), enqueue nothing.
+                return await _show(args, store, args.resume, headers.tenant, None)
             after_version = record.version
             job = await submit_resume(bus, args.resume, headers=headers)
         else:
@@ -189,12 +192,10 @@ async def _submit(args: argparse.Namespace) -> int:
 async def _wait(
     args: argparse.Namespace, store: Any, run_id: str, tenant: str, after_version: int | None
 ) -> int:
-    from penguiflow_agents.cli._run import exit_code, locations
-    from penguiflow_agents.cli._run_output import RunPrinter, result_document
+    from penguiflow_agents.cli._run_output import RunPrinter
     from penguiflow_agents.worker import wait_for_run
 
-    printer = RunPrinter(quiet=args.json)
-    printer.line(f"[dim]run {run_id} queued; waiting for a worker[/dim]")
+    RunPrinter(quiet=args.json).line(f"[dim]run {run_id} queued; waiting for a worker[/dim]")
     try:
         result = await wait_for_run(
             store, tenant, run_id, timeout_s=args.wait_timeout, after_version=after_version
@@ -204,7 +205,19 @@ async def _wait(
         if args.json:
             print_json({"status": "waiting", "run_id": run_id, "answer": None, "error": str(exc)})
         return EXIT_FAILURE
+    return await _show(args, store, run_id, tenant, result)
+
+
+async def _show(args: argparse.Namespace, store: Any, run_id: str, tenant: str, result: Any) -> int:
+    """Print the run like `run` does (with --json, the same document); its exit status."""
+    from penguiflow_agents.cli._run import exit_code, locations
+    from penguiflow_agents.cli._run_output import RunPrinter, result_document
+    from penguiflow_agents.worker import result_of
+
+    printer = RunPrinter(quiet=args.json)
     record = await store.get_run(tenant, run_id)
+    result = result if result is not None else result_of(record)
+    assert result is not None
     where = locations(args)
     if args.json:
         print_json(

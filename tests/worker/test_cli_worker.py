@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +14,7 @@ import structlog
 
 from penguiflow_agents.bus import RedisBus
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from penguiflow_agents.store import RunRecord, open_store
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +78,45 @@ def test_submit_prints_the_run_id_it_enqueued(
             await client.aclose()
 
     asyncio.run(check())
+
+
+def test_submit_resume_of_an_ended_run_prints_it_and_enqueues_nothing(
+    capsys: pytest.CaptureFixture[str], redis_url: str, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'state.db'}"
+    stream = f"pf-cli-test:{uuid.uuid4().hex[:12]}"
+    bus_url = f"{redis_url}?stream={stream}"
+
+    async def seed() -> None:
+        store = await open_store(store_url)
+        try:
+            await store.create_run(
+                RunRecord(
+                    run_id="run_done",
+                    tenant="acme",
+                    principal="alice",
+                    status="completed",
+                    state={"result": {"status": "completed", "run_id": "run_done", "answer": "42"}},
+                )
+            )
+        finally:
+            await store.aclose()
+
+    async def backlog() -> int:
+        bus = await RedisBus.open(bus_url)
+        try:
+            return int(await bus.backlog())
+        finally:
+            await bus.aclose()
+            client = aioredis.Redis.from_url(redis_url)
+            await client.delete(stream, f"{stream}:dead")
+            await client.aclose()
+
+    asyncio.run(seed())
+    args = ["submit", "--resume", "run_done", "--bus", bus_url, "--store", store_url]
+    assert main([*args, "--tenant", "acme", "--wait", "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["status"], doc["answer"], doc["run_id"]) == ("completed", "42", "run_done")
+    assert main([*args, "--tenant", "globex"]) == EXIT_FAILURE  # another tenant's id: unknown
+    assert "no run with id 'run_done'" in capsys.readouterr().err
+    assert asyncio.run(backlog()) == 0
