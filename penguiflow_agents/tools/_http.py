@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from penguiflow_agents.exceptions import MissingEnvVarError
+from penguiflow_agents.exceptions import MissingEnvVarError, ToolSourceUnavailableError
 from penguiflow_agents.tools._manifest import SourceManifest, ToolOverride, path_parameters
 from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
 from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
@@ -90,12 +90,21 @@ class HttpToolSource:
             self._redact.update([*headers.values(), *resolved])
             redact_library_logs(resolved)  # httpx logs each request's URL
             timeout = httpx.Timeout(self.manifest.timeout_s, connect=CONNECT_TIMEOUT_S)
-            self._client = httpx.AsyncClient(
-                base_url=base_url or "",
-                headers=headers,
-                timeout=timeout,
-                transport=self._transport,
-            )
+            try:
+                self._client = httpx.AsyncClient(
+                    base_url=base_url or "",
+                    headers=headers,
+                    timeout=timeout,
+                    transport=self._transport,
+                )
+            except Exception as exc:  # an invalid URL or header, once ${VAR} is filled in
+                raise ToolSourceUnavailableError(
+                    self._redact(
+                        f"{self.manifest.path or self.name}: the url or headers are not valid "
+                        f"once their variables are filled in ({type(exc).__name__}: {exc}); "
+                        "fix the manifest or the variables."
+                    )
+                ) from None
         return self._client
 
     async def list_tools(self) -> list[ToolSpec]:
@@ -112,7 +121,7 @@ class HttpToolSource:
         where = f"{endpoint.method} {endpoint.path}"
         try:
             client = self._connect()
-        except MissingEnvVarError as exc:
+        except (MissingEnvVarError, ToolSourceUnavailableError) as exc:
             return ToolResult.failure(qualified, ToolErrorKind.UNAVAILABLE, str(exc))
         args = dict(arguments)
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+from structlog.testing import capture_logs
 
 from penguiflow_agents.tools import HttpToolSource, ToolErrorKind, ToolRegistry, load_manifest
 
@@ -328,3 +329,22 @@ async def test_a_tools_own_timeout_s_longer_than_the_sources_is_the_limit(tmp_pa
             quick = await registry.call("slowpoke.quick", {})
     assert waited.ok and waited.output == {"late": True}, waited
     assert quick.error_kind is ToolErrorKind.TIMEOUT
+
+
+async def test_a_url_made_invalid_by_its_variable_is_down_without_echoing_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PF_TEST_TICKETS_BAD_PORT", "99999-secret-port")
+    (tmp_path / "bad.yaml").write_text(
+        "name: bad\ntransport: http\nurl: http://127.0.0.1:${PF_TEST_TICKETS_BAD_PORT}/api\n"
+        "tools:\n  ping: {method: GET, path: /ping}\n",
+        encoding="utf-8",
+    )
+    with capture_logs() as logs:
+        async with ToolRegistry.from_dir(tmp_path) as registry:
+            assert await registry.list_tools() == []
+            result = await registry.call("bad.ping", {})
+            reason = registry.status()[0].reason or ""
+    assert "bad.yaml" in reason and "not valid" in reason
+    assert result.error_kind is ToolErrorKind.UNAVAILABLE
+    assert "99999-secret-port" not in reason + (result.error or "") + repr(logs)
