@@ -11,6 +11,7 @@ import copy
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import ConflictError, NotFoundError, StoreError
@@ -20,6 +21,64 @@ from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, Stor
 __all__ = ["MemoryStore"]
 
 
+@dataclass(slots=True, kw_only=True)
+class _StoredRun:
+    """A run as the store keeps it: roles and state as JSON text (encoding validates them, and
+    decoding is the copy each reader gets, cheaper than a deep copy)."""
+
+    run_id: str
+    tenant: str
+    principal: str
+    roles: str
+    session_id: str | None
+    status: str
+    model: str
+    query: str
+    state: str
+    version: int
+    claimed_by: str | None
+    claim_expires_at: float | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, run: RunRecord, *, version: int, created_at: float) -> _StoredRun:
+        return cls(
+            run_id=run.run_id,
+            tenant=run.tenant,
+            principal=run.principal,
+            roles=_codec.dumps(list(run.roles), what="run roles"),
+            session_id=run.session_id,
+            status=run.status,
+            model=run.model,
+            query=run.query,
+            state=_codec.dumps(dict(run.state), what="run state"),
+            version=version,
+            claimed_by=run.claimed_by,
+            claim_expires_at=run.claim_expires_at,
+            created_at=created_at,
+            updated_at=created_at,
+        )
+
+    def record(self) -> RunRecord:
+        return RunRecord(
+            run_id=self.run_id,
+            tenant=self.tenant,
+            principal=self.principal,
+            roles=_codec.loads(self.roles),
+            session_id=self.session_id,
+            status=self.status,
+            model=self.model,
+            query=self.query,
+            state=_codec.loads(self.state),
+            version=self.version,
+            claimed_by=self.claimed_by,
+            claim_expires_at=self.claim_expires_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
 class MemoryStore:
     """An in-process ``StateStore``; nothing survives the process."""
 
@@ -27,7 +86,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._closed = False
         self._events: dict[tuple[str, str], list[StoredEvent]] = {}
-        self._runs: dict[tuple[str, str], RunRecord] = {}
+        self._runs: dict[tuple[str, str], _StoredRun] = {}
         self._sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._approvals: dict[tuple[str, str], ApprovalRecord] = {}
         self._calls: dict[tuple[str, str, str], CallRecord] = {}
@@ -66,21 +125,25 @@ class MemoryStore:
     # -- runs -----------------------------------------------------------
 
     async def create_run(self, run: RunRecord) -> RunRecord:
-        new = _codec.prepare_new_run(run)
+        _codec.check_run_status(run.status)
+        now = time.time()
+        stored = _StoredRun.of(run, version=run.version, created_at=run.created_at or now)
+        stored.updated_at = run.updated_at or now
         with self._lock:
             self._check_open()
-            key = (new.tenant, new.run_id)
+            key = (run.tenant, run.run_id)
             if key in self._runs:
                 raise ConflictError(
-                    f"a run with id {new.run_id!r} already exists; use a fresh run id."
+                    f"a run with id {run.run_id!r} already exists; use a fresh run id."
                 )
-            self._runs[key] = new
-            return copy.deepcopy(new)
+            self._runs[key] = stored
+            return stored.record()
 
     async def get_run(self, tenant: str, run_id: str) -> RunRecord:
         with self._lock:
             self._check_open()
-            return copy.deepcopy(self._run(tenant, run_id))
+            stored = self._run(tenant, run_id)
+        return stored.record()
 
     async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
         if status is not None:
@@ -92,11 +155,12 @@ class MemoryStore:
                 for (t, _), r in self._runs.items()
                 if t == tenant and (status is None or r.status == status)
             ]
-            runs.sort(key=lambda r: r.created_at)  # stable: ties keep creation order
-            return [copy.deepcopy(r) for r in runs]
+        runs.sort(key=lambda r: r.created_at)  # stable: ties keep creation order
+        return [r.record() for r in runs]
 
     async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
-        new = _codec.prepare_new_run(run)
+        _codec.check_run_status(run.status)
+        new = _StoredRun.of(run, version=0, created_at=0.0)  # encoded outside the lock
         with self._lock:
             self._check_open()
             current = self._run(run.tenant, run.run_id)
@@ -109,7 +173,7 @@ class MemoryStore:
             new.created_at = current.created_at
             new.updated_at = time.time()
             self._runs[(run.tenant, run.run_id)] = new
-            return copy.deepcopy(new)
+        return new.record()
 
     async def claim_run(
         self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
@@ -129,9 +193,9 @@ class MemoryStore:
             current.claim_expires_at = now + lease_s
             current.version += 1
             current.updated_at = now
-            return copy.deepcopy(current)
+        return current.record()
 
-    def _run(self, tenant: str, run_id: str) -> RunRecord:
+    def _run(self, tenant: str, run_id: str) -> _StoredRun:
         try:
             return self._runs[(tenant, run_id)]
         except KeyError:
