@@ -7,12 +7,20 @@ calls, one per turn, then answers (6 model turns = 6 steps). The time spent
 inside ``llm.complete`` and inside ``registry.call`` (a real ToolRegistry with
 a Python tool) is measured and subtracted from the wall time of the runs; what
 remains is the planner: building requests, checking calls, observations,
-events, the run record and its events in the store (MemoryStore).
+events, the run record, its checkpoints and its events in the store
+(MemoryStore), the claim and its heartbeat task.
 
-Reported: median over ``--repeat`` batches of ``--runs`` runs, in ms per step,
-without a policy layer and with a PolicySet (view + execution checks).
+Reported: median over ``--repeat`` batches of ``--runs`` runs, in ms per step:
+
+- ``kv.lookup`` (idempotent, a read) without a policy layer and with a
+  PolicySet (view + execution checks): the shape of the requirement. Steps
+  of idempotent tools need no checkpoint (a takeover repeats them harmlessly);
+- ``kv.bump`` (not idempotent, a write): every step is checkpointed before
+  and after its call (two writes of the run's state), so that a takeover
+  never runs it twice. Shown for information: its cost is the store's.
+
 Required: at most 0.10 ms per step (a widely used planner needs ~0.14 ms on this
-shape here); aim 0.05. Exits 1 above the requirement.
+shape here); aim 0.05. Exits 1 when a lookup figure is above the requirement.
 """
 
 from __future__ import annotations
@@ -39,10 +47,16 @@ TOOL_CALLS = 5
 STEPS = TOOL_CALLS + 1
 
 
-@tool
+@tool(idempotent=True)
 async def lookup(key: str) -> str:
     """Return a value for a key."""
     return "value-" + key
+
+
+@tool
+async def bump(key: str) -> str:
+    """Count one more for a key (a write: not idempotent)."""
+    return "bumped-" + key
 
 
 class TimedLLM:
@@ -85,9 +99,9 @@ class TimedRegistry:
             self.spent += time.perf_counter() - t0
 
 
-def script() -> list[dict[str, Any]]:
+def script(tool_name: str) -> list[dict[str, Any]]:
     turns: list[dict[str, Any]] = [
-        {"tool_calls": [{"name": "kv.lookup", "arguments": {"key": f"k{i}"}}]}
+        {"tool_calls": [{"name": tool_name, "arguments": {"key": f"k{i}"}}]}
         for i in range(TOOL_CALLS)
     ]
     turns.append({"content": "All five values looked up."})
@@ -106,10 +120,13 @@ async def batch(planner: ReactPlanner, llm: TimedLLM, reg: TimedRegistry, runs: 
     return (wall - llm.spent - reg.spent) / (runs * STEPS) * 1000
 
 
-async def measure(runs: int, repeat: int, policies: PolicySet | None) -> tuple[float, float]:
+async def measure(
+    runs: int, repeat: int, policies: PolicySet | None, tool_name: str
+) -> tuple[float, float]:
     registry = ToolRegistry()
-    registry.add_functions(lookup, source="kv", max_concurrency=64)
-    llm, reg = TimedLLM(ScriptedLLM(script(), record=False)), TimedRegistry(registry)
+    registry.add_functions(lookup, bump, source="kv", max_concurrency=64)
+    llm = TimedLLM(ScriptedLLM(script(tool_name), record=False))
+    reg = TimedRegistry(registry)
     planner = ReactPlanner(llm=llm, registry=reg, policies=policies)
     await batch(planner, llm, reg, 20)  # warm up: imports, caches, source listing
     figures = [await batch(planner, llm, reg, runs) for _ in range(repeat)]
@@ -130,10 +147,15 @@ def main() -> int:
         f"planner overhead, {args.runs} runs x {STEPS} steps ({TOOL_CALLS} tool calls + answer), median of {args.repeat}"
     )
     worst = 0.0
-    for label, policies in (("no policies", None), ("with PolicySet", policy)):
-        median, best = asyncio.run(measure(args.runs, args.repeat, policies))
-        worst = max(worst, median)
-        print(f"  {label:15s} {median:.4f} ms/step (best {best:.4f})")
+    for label, policies, tool_name in (
+        ("lookup, no policies", None, "kv.lookup"),
+        ("lookup, with PolicySet", policy, "kv.lookup"),
+        ("bump (2 checkpoints/step), no policies", None, "kv.bump"),
+    ):
+        median, best = asyncio.run(measure(args.runs, args.repeat, policies, tool_name))
+        if tool_name == "kv.lookup":
+            worst = max(worst, median)
+        print(f"  {label:40s} {median:.4f} ms/step (best {best:.4f})")
     verdict = "meets" if worst <= REQUIRED_MS else "MISSES"
     print(f"required <= {REQUIRED_MS} ms/step, target {TARGET_MS}: {verdict} the requirement")
     return 0 if worst <= REQUIRED_MS else 1

@@ -127,12 +127,7 @@ async def execute_approved(
             except ConflictError:
                 pass  # the other execution finished first; ours was a harmless repeat
         else:
-            content = (
-                f"Error (unknown_outcome): the approved call of {spec.name!r} was started earlier "
-                "by a process that stopped before it finished, so whether it took effect is "
-                "unknown. It was not run again because the tool is not idempotent; check its "
-                "effect before calling it again."
-            )
+            content = _prompts.unknown_outcome(spec.name, approved=True)
             await _applied(deps, run, pending, "unknown", executed_here=False)
             return _not_run(step, pending, "unknown", content, deps.max_result_chars)
     record, content = observe(deps, catalog, step, pending.call_id, spec.name, args, result)

@@ -233,6 +233,25 @@ async def _tally(out: StepOutcome, record: Step, content: str, run: Run) -> None
         await run.emit(ToolCallFinished(run_id=run.run_id, record=record))
 
 
+async def _prior_approvals(deps: Deps, run: Run) -> dict[str, PendingApproval]:
+    """call id -> the approval a dead owner already requested for it in this run."""
+    if deps.approvals is None:
+        return {}
+    records = await deps.store.list_approvals(run.headers.tenant, run_id=run.run_id)
+    return {
+        r.call_id: PendingApproval(
+            id=r.id,
+            tool=r.tool,
+            arguments=dict(r.arguments),
+            call_id=r.call_id,
+            approvers=list(r.approvers),
+            reason=r.rule.get("reason"),
+            expires_at=r.expires_at,
+        )
+        for r in records
+    }
+
+
 async def run_calls(
     deps: Deps,
     run: Run,
@@ -240,12 +259,35 @@ async def run_calls(
     step: int,
     calls: Sequence[LLMToolCall],
     out: StepOutcome,
+    *,
+    recovering: bool = False,
 ) -> None:
-    """Check, gate and run the calls of one turn; events go to ``run.emit`` as calls finish."""
+    """Check, gate and run the calls of one turn; events go to ``run.emit`` as calls finish.
+
+    ``recovering``: the step was in flight when the run's previous owner died.
+    Calls with a result in ``out.done`` are settled; a call that already has an
+    approval request waits for it (no second request); every other call that may
+    run could have been running when the owner died, so it runs again only if its
+    tool is idempotent, else the model is told its outcome is unknown.
+    """
     runnable: list[LLMToolCall] = []
+    prior = await _prior_approvals(deps, run) if recovering else {}
     for call in calls:
+        if call.id in out.done:
+            continue
+        if call.id in prior:
+            out.waiting.append(prior[call.id])
+            continue
         checked = await _check(deps, run, catalog, step, call)
         if isinstance(checked, ToolSpec):
+            if recovering and not checked.idempotent:
+                content = _prompts.unknown_outcome(call.name)
+                await _tally(
+                    out,
+                    *_refusal(step, call, "unknown", content, deps.max_result_chars),
+                    run,
+                )
+                continue
             runnable.append(call)
         elif isinstance(checked, PendingApproval):
             out.waiting.append(checked)

@@ -7,13 +7,14 @@ that drives it). Nothing per-run is ever stored on the planner.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from penguiflow_agents._identity import Headers
@@ -56,6 +57,7 @@ class Deps:
     max_consecutive_errors: int
     max_result_chars: int
     claim_lease_s: float
+    heartbeat_s: float | None  # None: the lease is renewed by checkpoints only
 
 
 @dataclass(slots=True, kw_only=True)
@@ -70,6 +72,8 @@ class Run:
     owner: str | None = None  # set while this process holds a claim on the run
     lost: bool = False  # another process took the run over: write nothing more
     emit: Emit | None = None  # where events go when the run is streamed (None: nowhere)
+    # Serialises this process's writes of the record (checkpoints and heartbeats).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None = unbounded)."""
@@ -77,6 +81,13 @@ class Run:
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def lease_half_gone(self, lease_s: float) -> bool:
+        """Whether this process's claim has less than half its lease left (time to renew)."""
+        expires = self.record.claim_expires_at
+        return (
+            self.owner is not None and expires is not None and expires - time.time() < lease_s / 2
+        )
 
 
 def new_run_id() -> str:

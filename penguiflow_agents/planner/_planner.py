@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import UserError
@@ -38,8 +38,15 @@ from penguiflow_agents.planner._context import (
     new_run_id,
 )
 from penguiflow_agents.planner._model import complete, stream_model, streamed
-from penguiflow_agents.planner._records import checkpoint, claim, finish, finish_quietly, pause
-from penguiflow_agents.planner._state import PausedStep, RunState
+from penguiflow_agents.planner._records import (
+    checkpoint,
+    claim,
+    finish,
+    finish_quietly,
+    heartbeat,
+    pause,
+)
+from penguiflow_agents.planner._state import InflightStep, PausedStep, RunState
 from penguiflow_agents.planner._types import (
     FinalAnswer,
     LLMResponded,
@@ -56,7 +63,14 @@ from penguiflow_agents.tools._types import ToolSpec
 if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
 
-__all__ = ["ReactPlanner"]
+__all__ = ["DEFAULT_CLAIM_LEASE_S", "ReactPlanner"]
+
+# How long a run's owner holds it without renewing; after that another process may take it over.
+DEFAULT_CLAIM_LEASE_S = 30.0
+# Heartbeats per lease: the lease is renewed every lease / 3 (10 s for 30 s).
+_BEATS_PER_LEASE = 3
+# Longest wait for a stopped heartbeat to unwind (it holds no lock once the run ended).
+_HEARTBEAT_STOP_S = 5.0
 
 
 class ReactPlanner:
@@ -73,10 +87,17 @@ class ReactPlanner:
     prompt + completion tokens; ``max_consecutive_errors`` turns in a row in
     which every call failed; ``max_parallel`` calls of one turn at once;
     ``max_result_chars`` of a tool result shown to the model (the trajectory
-    keeps it whole). A resume holds the run under a claim of
-    ``claim_lease_s``, renewed every step; if the resuming process dies, another
-    may take the run over once the lease ran out, or at once when the dead
-    process was on the same host.
+    keeps it whole).
+
+    Durability: a run is held by the process executing it under a claim of
+    ``claim_lease_s`` (default 30 s) and checkpointed in the store after every
+    model turn and every step; a heartbeat renews the lease every
+    ``heartbeat_s`` (default a third of the lease; ``None``: only checkpoints
+    renew it). If the process dies, ``resume`` in any process sharing the store
+    takes the run over from its last checkpoint: at once when the dead process
+    was on the same host, else once the lease ran out. Calls that were in flight
+    run again only if their tool is idempotent; otherwise the model is told that
+    their outcome is unknown.
     """
 
     __slots__ = ("_deps", "_index")
@@ -95,7 +116,8 @@ class ReactPlanner:
         max_tokens_budget: int | None = None,
         max_consecutive_errors: int = 3,
         max_result_chars: int = 16_000,
-        claim_lease_s: float = 600.0,
+        claim_lease_s: float = DEFAULT_CLAIM_LEASE_S,
+        heartbeat_s: float | Literal["auto"] | None = "auto",
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -115,6 +137,13 @@ class ReactPlanner:
             )
         if not claim_lease_s > 0:
             raise UserError(f"ReactPlanner claim_lease_s must be positive, got {claim_lease_s!r}.")
+        if heartbeat_s == "auto":
+            heartbeat_s = claim_lease_s / _BEATS_PER_LEASE
+        elif heartbeat_s is not None and not 0 < heartbeat_s < claim_lease_s:
+            raise UserError(
+                f"ReactPlanner heartbeat_s must be between 0 and claim_lease_s={claim_lease_s!r} "
+                f"(or None for no heartbeat), got {heartbeat_s!r}."
+            )
         if store is None:
             from penguiflow_agents.store import MemoryStore
 
@@ -140,6 +169,7 @@ class ReactPlanner:
             max_consecutive_errors=max_consecutive_errors,
             max_result_chars=max_result_chars,
             claim_lease_s=claim_lease_s,
+            heartbeat_s=heartbeat_s,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None
@@ -175,16 +205,16 @@ class ReactPlanner:
         run_id: str | None = None,
         trace_id: str | None = None,
         deadline: float | None = None,
-        claim: bool = False,
+        claim: bool = True,
     ) -> RunResult:
         """Answer ``query`` as the caller ``headers``; returns when completed, failed or paused.
 
         ``deadline`` (absolute, ``time.monotonic()``) tightens ``deadline_s``.
         Cancelling the awaiting task cancels in-flight tool calls and records
-        the run as cancelled. ``claim=True`` holds the new run under a claim of
-        ``claim_lease_s`` renewed (with a checkpoint) every step, as a resume
-        does, so that if this process dies another can take the run over with
-        ``resume`` from its last step (workers use it).
+        the run as cancelled. The run is held under a claim and checkpointed
+        every step (see the class docstring), so that if this process dies
+        another can take it over with ``resume``; ``claim=False`` skips that
+        (fewer store writes, but the run is lost with its process).
         """
         run = await self._start(query, headers, session_id, run_id, trace_id, deadline, None, claim)
         return await self._drive(run, self._loop(run))
@@ -214,14 +244,20 @@ class ReactPlanner:
     async def resume(
         self, run_id: str, *, headers: Headers, deadline: float | None = None
     ) -> RunResult:
-        """Continue a paused run once its approvals are decided (any process, same store).
+        """Continue a run in this process (any process sharing the store).
+
+        A paused run continues once its approvals are decided (undecided ones
+        leave it paused). A running run is taken over when its owner is gone
+        (a dead process of this host, or an owner whose lease ran out): it
+        goes on from its last checkpoint; calls that were in flight run again
+        only if their tool is idempotent, else the model is told their outcome
+        is unknown. A run held by a live owner raises ``ConflictError``.
 
         The run continues as its requester, with this planner's model (open
         the model the run started with: ``RunResult.model`` / ``RunRecord.model``).
         A run of another tenant fails like an unknown id (``NotFoundError``).
         Of two concurrent resumes one does the work; the other raises
         ``ConflictError`` (or returns the result if the run already finished).
-        Undecided approvals leave the run paused.
         """
         return await self._resume(run_id, headers, deadline, None)
 
@@ -282,6 +318,8 @@ class ReactPlanner:
                 query=query,
                 claimed_by=owner,
                 claim_expires_at=time.time() + deps.claim_lease_s if owner else None,
+                # The first checkpoint: a takeover before the first step starts from here.
+                state=state.to_dict() if owner else {},
             )
         )
         await store.append_event(
@@ -353,7 +391,24 @@ class ReactPlanner:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _drive(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
-        """Run ``body`` and make sure the run ends recorded, whatever happens."""
+        """Run ``body`` and make sure the run ends recorded, whatever happens.
+
+        While this process owns the run, a heartbeat task renews its lease.
+        """
+        beat = None
+        interval = self._deps.heartbeat_s
+        if run.owner is not None and interval is not None:
+            beat = asyncio.create_task(
+                heartbeat(self._deps, run, interval), name=f"heartbeat:{run.run_id}"
+            )
+        try:
+            return await self._settle(run, body)
+        finally:
+            if beat is not None:
+                beat.cancel()
+                await asyncio.wait({beat}, timeout=_HEARTBEAT_STOP_S)
+
+    async def _settle(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
         try:
             return await body
         except Stop as stop:
@@ -372,7 +427,16 @@ class ReactPlanner:
             )
             raise
 
-    async def _loop(self, run: Run) -> RunResult:
+    async def _loop(self, run: Run, *, must_save: bool = False) -> RunResult:
+        """Model turns until an answer.
+
+        Checkpoints are written where losing the state could run a side effect
+        twice or misreport it: before a step whose calls include a tool that is
+        not idempotent (or needs an approval), and after such a step. Steps of
+        idempotent tools only are not written (a takeover from an earlier
+        checkpoint repeats them harmlessly), except to renew the lease when no
+        heartbeat does. ``must_save``: write before the next model call.
+        """
         deps = self._deps
         st = run.state
         run_id = run.run_id
@@ -390,10 +454,10 @@ class ReactPlanner:
                     f"the run's deadline of {run.deadline_s} s passed after {st.model_calls} "
                     "step(s) without a final answer; raise deadline_s or use faster tools.",
                 )
-            if run.owner is not None:
-                await checkpoint(self._deps, run)
-            st.model_calls += 1
-            step = st.model_calls
+            if must_save or run.lease_half_gone(deps.claim_lease_s):
+                await checkpoint(deps, run)  # the last step's results: a takeover won't redo it
+                must_save = False
+            step = st.model_calls + 1
             if emit is not None:
                 await emit(StepStarted(run_id=run_id, step=step))
             catalog = await self._catalog(run.headers)
@@ -408,31 +472,39 @@ class ReactPlanner:
                 response = await stream_model(deps, run, request, emit)
             else:
                 response = await complete(deps, run, request)
+            # The state changes of a turn happen together, with no await in between, so that
+            # a heartbeat's snapshot never holds half a turn.
+            st.model_calls = step
             st.usage = st.usage + response.usage
             st.add_cost(response.cost_usd)
             calls = _unique_ids(response.tool_calls, step)
+            content = response.content
+            out = StepOutcome(done={}, waiting=[])
+            if calls:
+                st.messages.append(_assistant_message(content, calls))
+                st.inflight = InflightStep(step=step, calls=list(calls), done=out.done)
+            elif not (content and content.strip()):
+                # Neither a call nor an answer: tell the model, never pass it off as an answer.
+                message = _prompts.empty_turn(catalog.visible_names)
+                st.messages.append({"role": "assistant", "content": content or ""})
+                st.messages.append({"role": "user", "content": message})
             if emit is not None:
                 await emit(
                     LLMResponded(
                         run_id=run_id,
                         step=step,
-                        content=response.content,
+                        content=content,
                         tool_calls=tuple((c.id, c.name) for c in calls),
                         usage=response.usage,
                         latency_s=time.perf_counter() - started,
                     )
                 )
             if not calls:
-                content = response.content
                 if content and content.strip():
                     if emit is not None:
                         await emit(FinalAnswer(run_id=run_id, answer=content))
-                    return await finish(self._deps, run, "completed", answer=content)
-                # Neither a call nor an answer: tell the model, never pass it off as an answer.
-                message = _prompts.empty_turn(catalog.visible_names)
-                st.messages.append({"role": "assistant", "content": content or ""})
-                st.messages.append({"role": "user", "content": message})
-                self._count_errors(st, failed=True, last_error=message)
+                    return await finish(deps, run, "completed", answer=content)
+                self._count_errors(st, failed=True, last_error=st.messages[-1]["content"])
                 continue
             budget = deps.max_tokens_budget
             if budget is not None and st.usage.total_tokens > budget:
@@ -441,56 +513,98 @@ class ReactPlanner:
                     f"the run used {st.usage.total_tokens} tokens, over its max_tokens_budget of "
                     f"{budget}, before a final answer; the calls of step {step} were not run.",
                 )
-            st.messages.append(_assistant_message(response.content, calls))
-            out = StepOutcome(done={}, waiting=[])
+            # The model's turn is saved before a call with effects runs: a takeover knows what was
+            # in flight, so such a call is not run a second time.
+            effects = self._has_effects(catalog, calls, run.headers)
+            if effects:
+                await checkpoint(deps, run)
             await run_calls(deps, run, catalog, step, calls, out)
             order = [c.id for c in calls]
             if out.waiting:
                 st.paused = PausedStep(step=step, order=order, done=out.done, waiting=out.waiting)
-                return await pause(self._deps, run)
+                return await pause(deps, run)
             _close_step(st, order, out.done)
+            must_save = effects
             self._count_errors(st, failed=out.failures == len(calls), last_error=out.last_error)
 
     async def _continue(self, run: Run) -> RunResult:
-        """Settle the decided calls of the paused step, then go on with the loop."""
+        """Settle the paused or in-flight step of a claimed run, then go on with the loop."""
+        try:
+            if run.state.paused is not None:
+                await self._settle_paused(run)
+            elif run.state.inflight is not None:
+                await self._recover_inflight(run)
+        except _Paused:
+            return await pause(self._deps, run)
+        return await self._loop(run, must_save=True)
+
+    async def _recover_inflight(self, run: Run) -> None:
+        """The step that was running when the run's previous owner died."""
+        st = run.state
+        inflight = st.inflight
+        assert inflight is not None
+        catalog = await self._catalog(run.headers)
+        out = StepOutcome(done=inflight.done, waiting=[])
+        calls = inflight.calls
+        await self._deps.store.append_event(
+            run.headers.tenant,
+            run.run_id,
+            "step_recovered",
+            {"step": inflight.step, "call_ids": [c.id for c in calls if c.id not in out.done]},
+        )
+        await run_calls(self._deps, run, catalog, inflight.step, calls, out, recovering=True)
+        order = [c.id for c in calls]
+        if out.waiting:
+            st.paused = PausedStep(
+                step=inflight.step, order=order, done=out.done, waiting=out.waiting
+            )
+            raise _Paused
+        results = [s for s in st.steps if s.step == inflight.step]
+        _close_step(st, order, out.done)
+        last = next((out.done[s.call_id] for s in reversed(results) if not s.ok), None)
+        self._count_errors(
+            st, failed=bool(results) and not any(s.ok for s in results), last_error=last
+        )
+
+    async def _settle_paused(self, run: Run) -> None:
+        """Settle the decided calls of the paused step; raises ``_Paused`` if some still wait."""
         deps = self._deps
         st = run.state
         paused = st.paused
         emit = run.emit
-        if paused is not None:
-            catalog = await self._catalog(run.headers)
-            still = []
-            for pending in paused.waiting:
-                resolved = await resolve(deps, run, catalog, paused.step, pending)
-                if resolved is None:
-                    still.append(pending)
-                    continue
-                if isinstance(resolved, Approved):
-                    if emit is not None:
-                        await emit(
-                            ToolCallStarted(
-                                run_id=run.run_id,
-                                step=paused.step,
-                                call_id=pending.call_id,
-                                tool=pending.tool,
-                                arguments=resolved.arguments,
-                            )
-                        )
-                    resolved = await execute_approved(deps, run, catalog, paused.step, resolved)
-                record, content = resolved
-                paused.done[pending.call_id] = content
-                st.steps.append(record)
+        assert paused is not None
+        catalog = await self._catalog(run.headers)
+        still = []
+        for pending in paused.waiting:
+            resolved = await resolve(deps, run, catalog, paused.step, pending)
+            if resolved is None:
+                still.append(pending)
+                continue
+            if isinstance(resolved, Approved):
                 if emit is not None:
-                    await emit(ToolCallFinished(run_id=run.run_id, record=record))
-            if still:
-                paused.waiting = still
-                return await pause(self._deps, run)
-            results = [s for s in st.steps if s.step == paused.step]
-            failed = bool(results) and not any(s.ok for s in results)
-            _close_step(st, paused.order, paused.done)
-            last = next((paused.done[s.call_id] for s in reversed(results) if not s.ok), None)
-            self._count_errors(st, failed=failed, last_error=last)
-        return await self._loop(run)
+                    await emit(
+                        ToolCallStarted(
+                            run_id=run.run_id,
+                            step=paused.step,
+                            call_id=pending.call_id,
+                            tool=pending.tool,
+                            arguments=resolved.arguments,
+                        )
+                    )
+                resolved = await execute_approved(deps, run, catalog, paused.step, resolved)
+            record, content = resolved
+            paused.done[pending.call_id] = content
+            st.steps.append(record)
+            if emit is not None:
+                await emit(ToolCallFinished(run_id=run.run_id, record=record))
+        if still:
+            paused.waiting = still
+            raise _Paused
+        results = [s for s in st.steps if s.step == paused.step]
+        failed = bool(results) and not any(s.ok for s in results)
+        _close_step(st, paused.order, paused.done)
+        last = next((paused.done[s.call_id] for s in reversed(results) if not s.ok), None)
+        self._count_errors(st, failed=failed, last_error=last)
 
     # -- pieces of a step ----------------------------------------------------------------------
 
@@ -505,6 +619,25 @@ class ReactPlanner:
             specs if policies is None else policies.view(specs, headers).tools
         )
         return Catalog(by_name=index[1], visible=visible)
+
+    def _has_effects(
+        self, catalog: Catalog, calls: Sequence[LLMToolCall], headers: Headers
+    ) -> bool:
+        """Whether a call of this turn may run a tool that is not idempotent, or ask for approval."""
+        policies = self._deps.policies
+        for call in calls:
+            spec = catalog.by_name.get(call.name)
+            if spec is None or call.arguments is None:
+                continue  # refused before running: no effect
+            if not spec.idempotent:
+                return True
+            if (
+                self._deps.approvals is not None
+                and policies is not None
+                and policies.approval_rule(call.name, call.arguments, headers) is not None
+            ):
+                return True
+        return False
 
     def _count_errors(self, st: RunState, *, failed: bool, last_error: str | None) -> None:
         if not failed:
@@ -579,3 +712,8 @@ def _close_step(st: RunState, order: Sequence[str], done: dict[str, str]) -> Non
     for call_id in order:
         st.messages.append({"role": "tool", "tool_call_id": call_id, "content": done[call_id]})
     st.paused = None
+    st.inflight = None
+
+
+class _Paused(Exception):
+    """A settled step still has calls waiting for a decision: the run pauses."""

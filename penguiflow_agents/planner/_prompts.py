@@ -20,6 +20,7 @@ __all__ = [
     "render_output",
     "tool_failed",
     "truncate",
+    "unknown_outcome",
 ]
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -88,4 +89,14 @@ def empty_turn(available: Sequence[str]) -> str:
     return (
         "Error (empty_turn): your last reply had neither a tool call nor an answer. Either call "
         f"one of the available tools ({_names(available)}) or answer the user in plain text."
+    )
+
+
+def unknown_outcome(name: str, *, approved: bool = False) -> str:
+    """A call begun by a process that died mid-call, not run again (the tool is not idempotent)."""
+    what = "the approved call" if approved else "the call"
+    return (
+        f"Error (unknown_outcome): {what} of {name!r} was started earlier by a process that "
+        "stopped before it finished, so whether it took effect is unknown. It was not run again "
+        "because the tool is not idempotent; check its effect before calling it again."
     )

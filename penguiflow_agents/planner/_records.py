@@ -1,16 +1,26 @@
-"""Writing a run to the store: claim it for a resume, checkpoint, pause, finish.
+"""Writing a run to the store: claim it, checkpoint it, keep its lease alive, pause, finish.
+
+A run is held by the process that executes it: ``claimed_by`` names the
+owner (``host:pid:token``) and ``claim_expires_at`` ends its lease. The owner
+checkpoints the run's state after every model turn and every step, and a
+heartbeat renews the lease while the run is alive, so when the owner dies
+another process can take the run over (``claim``) from its last checkpoint:
+at once when the dead owner was on the same host, else once the lease ran out.
 
 Every write is a compare-and-set on the run's version, so a process that lost
-its claim (a takeover after its lease ran out) notices instead of overwriting.
+its claim (a takeover after its lease ran out, a worker handing it back)
+notices instead of overwriting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from datetime import UTC, datetime
 
-from penguiflow_agents.exceptions import ConflictError, UserError
+from penguiflow_agents.exceptions import ConflictError, PenguiflowError, UserError
 from penguiflow_agents.planner._context import Deps, Run, Stop, jsonable, new_owner, owner_is_dead
 from penguiflow_agents.planner._state import STATE_VERSION
 from penguiflow_agents.planner._types import Paused, RunResult
@@ -22,20 +32,38 @@ __all__ = [
     "claim",
     "finish",
     "finish_quietly",
+    "heartbeat",
     "pause",
     "stored_result",
     "write",
 ]
 
+logger = logging.getLogger("penguiflow_agents.planner")
+
 # Longest wait for the store to record that a run was cancelled or crashed.
 FINISH_TIMEOUT_S = 5.0
+# Longest wait for one heartbeat write; a slower store is retried at the next beat.
+HEARTBEAT_WRITE_TIMEOUT_S = 5.0
 # Session history kept per (tenant, session id): the most recent messages.
 _MAX_SESSION_MESSAGES = 200
 TERMINAL = ("completed", "failed", "cancelled")
 
+_LOST = (
+    "another process took this run over (this process's claim had expired or was handed "
+    "back); it stopped here so that no call runs twice."
+)
+
+
+def _iso(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts or 0.0, UTC).isoformat(timespec="seconds")
+
 
 async def claim(deps: Deps, tenant: str, run_id: str) -> RunRecord | RunResult:
-    """Take the run (compare-and-set in the store), or say why there is nothing to do."""
+    """Take the run (compare-and-set in the store), or say why there is nothing to do.
+
+    A paused run is claimed when it is resumed; a running run only when its
+    owner is gone: its lease ran out, or it is a dead process of this host.
+    """
     store = deps.store
     lease = deps.claim_lease_s
     owner = new_owner()
@@ -52,11 +80,12 @@ async def claim(deps: Deps, tenant: str, run_id: str) -> RunRecord | RunResult:
             continue  # another resume claimed and paused it again in between: retry
         if current.claimed_by is None:
             raise ConflictError(
-                f"run {run_id!r} is still running in the process that started it; "
-                "it can be resumed only after it pauses."
+                f"run {run_id!r} is still running in the process that started it, which holds "
+                "no claim on it (it was started with claim=False); it can be resumed only "
+                "after it pauses."
             )
         if owner_is_dead(current.claimed_by):
-            # Its claimer died on this host (e.g. SIGKILL): take over without waiting for the lease.
+            # Its owner died on this host (e.g. SIGKILL): take over without waiting for the lease.
             current.claimed_by = owner
             current.claim_expires_at = time.time() + lease
             try:
@@ -64,9 +93,9 @@ async def claim(deps: Deps, tenant: str, run_id: str) -> RunRecord | RunResult:
             except ConflictError:
                 continue
         raise ConflictError(
-            f"run {run_id!r} is being resumed by another process right now "
-            f"({current.claimed_by}); nothing was done here. Resume it again once that "
-            "process has finished or paused."
+            f"run {run_id!r} is being executed by another live process right now "
+            f"({current.claimed_by}, lease until {_iso(current.claim_expires_at)}); nothing was "
+            "done here. If that process died, resume the run again once its lease has run out."
         )
     raise ConflictError(
         f"run {run_id!r} kept changing while this process tried to claim it; resume it again."
@@ -81,40 +110,93 @@ def stored_result(record: RunRecord) -> RunResult:
 
 
 async def write(deps: Deps, run: Run, record: RunRecord) -> None:
+    """Compare-and-set ``record`` (which must be ``run.record``); the caller holds ``run.lock``.
+
+    A conflict with a write of our own whose answer we never saw (a heartbeat cut
+    by its time limit while the store still wrote) is recognised by the record
+    still naming this process's claim, unexpired, and the write is retried on
+    top of it. Any other conflict is raised: the run is no longer ours.
+    """
     store = deps.store
     try:
         run.record = await store.update_run(record, expected_version=record.version)
     except UserError:  # a tool returned something that is not JSON: store its text form
         record.state = jsonable(record.state)
         run.record = await store.update_run(record, expected_version=record.version)
+    except ConflictError:
+        current = await store.get_run(record.tenant, record.run_id)
+        still_ours = (
+            run.owner is not None
+            and current.status == "running"
+            and current.claimed_by == run.owner
+            and (current.claim_expires_at or 0.0) > time.time()
+        )
+        if not still_ours:
+            raise
+        record.version = current.version
+        run.record = await store.update_run(record, expected_version=record.version)
 
 
 async def checkpoint(deps: Deps, run: Run) -> None:
-    """Renew this process's claim and save the state, so a takeover starts from here."""
-    record = run.record
-    record.state = run.state.to_dict()
-    record.claim_expires_at = time.time() + deps.claim_lease_s
-    try:
-        await write(deps, run, record)
-    except ConflictError:
-        run.lost = True
-        raise Stop(
-            "failed",
-            "another process took this run over (this process's claim had expired); "
-            "it stopped here so that no call runs twice.",
-        ) from None
+    """Save the state and renew this process's lease, so a takeover starts from here."""
+    if run.owner is None:
+        return
+    async with run.lock:
+        record = run.record
+        record.state = run.state.to_dict()
+        record.claim_expires_at = time.time() + deps.claim_lease_s
+        try:
+            await write(deps, run, record)
+        except ConflictError:
+            run.lost = True
+            raise Stop("failed", _LOST) from None
+
+
+async def heartbeat(deps: Deps, run: Run, interval_s: float) -> None:
+    """Every ``interval_s``: renew the lease (with the state as it is) while this process owns
+    the run. Stops when the run is no longer ours; a store failure is retried at the next beat."""
+    while True:
+        await asyncio.sleep(interval_s)
+        async with run.lock:
+            record = run.record
+            if run.lost or run.owner is None or record.claimed_by != run.owner:
+                return
+            if record.status != "running":
+                return
+            record.state = run.state.to_dict()
+            record.claim_expires_at = time.time() + deps.claim_lease_s
+            try:
+                async with asyncio.timeout(HEARTBEAT_WRITE_TIMEOUT_S):
+                    await write(deps, run, record)
+            except ConflictError:
+                run.lost = True  # the next checkpoint stops the run
+                logger.warning("run %s: lost its claim to another process", run.run_id)
+                return
+            except (TimeoutError, PenguiflowError) as exc:
+                logger.warning(
+                    "run %s: could not renew its claim (%s); retrying in %.1f s",
+                    run.run_id,
+                    exc or type(exc).__name__,
+                    interval_s,
+                )
 
 
 async def pause(deps: Deps, run: Run) -> RunResult:
     st = run.state
     assert st.paused is not None
-    record = run.record
-    record.status = "paused"
-    record.state = st.to_dict()
-    record.claimed_by = None
-    record.claim_expires_at = None
-    await write(deps, run, record)
-    run.owner = None
+    st.inflight = None
+    async with run.lock:
+        record = run.record
+        record.status = "paused"
+        record.state = st.to_dict()
+        record.claimed_by = None
+        record.claim_expires_at = None
+        try:
+            await write(deps, run, record)
+        except ConflictError:
+            run.lost = True
+            raise ConflictError(f"run {run.run_id!r} could not be paused: {_LOST}") from None
+        run.owner = None
     waiting = st.paused.waiting
     await deps.store.append_event(
         run.headers.tenant,
@@ -136,18 +218,26 @@ async def finish(
 ) -> RunResult:
     st = run.state
     st.paused = None
+    st.inflight = None
     result = st.result(run.run_id, status, answer=answer, error=error)
     if run.lost:
         return result
     store = deps.store
     tenant = run.headers.tenant
-    record = run.record
-    record.status = status
-    record.state = {"v": STATE_VERSION, "result": result.to_dict()}
-    record.claimed_by = None
-    record.claim_expires_at = None
-    await write(deps, run, record)
-    run.owner = None
+    async with run.lock:
+        record = run.record
+        record.status = status
+        record.state = {"v": STATE_VERSION, "result": result.to_dict()}
+        record.claimed_by = None
+        record.claim_expires_at = None
+        try:
+            await write(deps, run, record)
+        except ConflictError:
+            run.lost = True
+            raise ConflictError(
+                f"run {run.run_id!r} could not be recorded as {status}: {_LOST}"
+            ) from None
+        run.owner = None
     await store.append_event(
         tenant,
         run.run_id,

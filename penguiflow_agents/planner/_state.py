@@ -2,8 +2,11 @@
 
 A paused run is nothing but this state in the store: the conversation so far,
 the trajectory, the usage, and the step it stopped in (which calls of that
-step already have a result, which wait for which approval). Any process that
-opens the store can rebuild it with ``RunState.from_dict`` and go on.
+step already have a result, which wait for which approval). A running run is
+checkpointed the same way after every model turn and every step, with the
+calls of the step in flight (``InflightStep``), so that another process can
+take it over if its owner dies. Any process that opens the store can rebuild
+it with ``RunState.from_dict`` and go on.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from penguiflow_agents.exceptions import StoreError
-from penguiflow_agents.llm._types import Usage
+from penguiflow_agents.llm._types import LLMToolCall, Usage
 from penguiflow_agents.planner._types import PendingApproval, RunResult, Step
 
-__all__ = ["STATE_VERSION", "PausedStep", "RunState"]
+__all__ = ["STATE_VERSION", "InflightStep", "PausedStep", "RunState"]
 
 STATE_VERSION = 1  # bump (and keep reading the old form) when the layout changes
 
@@ -49,6 +52,57 @@ class PausedStep:
 
 
 @dataclass(slots=True, kw_only=True)
+class InflightStep:
+    """A model turn whose calls are running: what a takeover must settle first.
+
+    ``calls`` are the model's calls in order; ``done`` maps the id of each call
+    that already has a result to the tool message content the model will see
+    (the same dict the step fills in while it runs, so every checkpoint has
+    the results known at that moment).
+    """
+
+    step: int
+    calls: list[LLMToolCall]
+    done: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "calls": [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "arguments": None if c.arguments is None else dict(c.arguments),
+                    "raw_arguments": c.raw_arguments,
+                    "parse_error": c.parse_error,
+                }
+                for c in self.calls
+            ],
+            "done": dict(self.done),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InflightStep:
+        calls = []
+        for c in data["calls"]:
+            arguments = c.get("arguments")
+            calls.append(
+                LLMToolCall(
+                    id=str(c["id"]),
+                    name=str(c["name"]),
+                    arguments=None if arguments is None else dict(arguments),
+                    raw_arguments=str(c.get("raw_arguments") or ""),
+                    parse_error=c.get("parse_error"),
+                )
+            )
+        return cls(
+            step=int(data["step"]),
+            calls=calls,
+            done={str(k): str(v) for k, v in dict(data["done"]).items()},
+        )
+
+
+@dataclass(slots=True, kw_only=True)
 class RunState:
     """Everything a run needs to go on; lives in a local variable, never on the planner."""
 
@@ -65,6 +119,7 @@ class RunState:
     consecutive_errors: int = 0
     last_error: str | None = None
     paused: PausedStep | None = None
+    inflight: InflightStep | None = None
 
     def add_cost(self, cost: float | None) -> None:
         if cost is not None:
@@ -93,7 +148,7 @@ class RunState:
             "model": self.model,
             "session_id": self.session_id,
             "trace_id": self.trace_id,
-            "messages": self.messages,
+            "messages": list(self.messages),
             "history_len": self.history_len,
             "steps": [s.to_dict() for s in self.steps],
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
@@ -102,6 +157,7 @@ class RunState:
             "consecutive_errors": self.consecutive_errors,
             "last_error": self.last_error,
             "paused": self.paused.to_dict() if self.paused else None,
+            "inflight": self.inflight.to_dict() if self.inflight else None,
         }
 
     @classmethod
@@ -115,6 +171,7 @@ class RunState:
         try:
             prompt, completion = data["usage"]
             paused = data.get("paused")
+            inflight = data.get("inflight")
             return cls(
                 query=str(data["query"]),
                 model=str(data["model"]),
@@ -129,6 +186,7 @@ class RunState:
                 consecutive_errors=int(data["consecutive_errors"]),
                 last_error=data.get("last_error"),
                 paused=PausedStep.from_dict(paused) if paused else None,
+                inflight=InflightStep.from_dict(inflight) if inflight else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(
