@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from penguiflow_agents.approvals import (
         ApprovalService,
     )
+    from penguiflow_agents.bus import MemoryBus, MessageBus, RedisBus, open_bus
     from penguiflow_agents.exceptions import (
         AlreadyDecidedError,
         ApprovalError,
@@ -104,10 +105,16 @@ if TYPE_CHECKING:
         load_manifest,
         tool,
     )
+    from penguiflow_agents.worker import Worker
 
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "MemoryBus": "penguiflow_agents.bus",
+    "MessageBus": "penguiflow_agents.bus",
+    "RedisBus": "penguiflow_agents.bus",
+    "open_bus": "penguiflow_agents.bus",
+    "Worker": "penguiflow_agents.worker",
     "AlreadyDecidedError": "penguiflow_agents.exceptions",
     "ApprovalError": "penguiflow_agents.exceptions",
     "ApproverNotAllowedError": "penguiflow_agents.exceptions",
@@ -212,8 +219,10 @@ __all__ = [
     "LiteLLMClient",
     "ManifestError",
     "MapItemError",
+    "MemoryBus",
     "MemoryStore",
     "Message",
+    "MessageBus",
     "MissingEnvVarError",
     "Node",
     "NodePolicy",
@@ -224,6 +233,7 @@ __all__ = [
     "PolicySet",
     "PostgresStore",
     "ReactPlanner",
+    "RedisBus",
     "ReplayScriptError",
     "RunPaused",
     "RunRecord",
@@ -245,12 +255,14 @@ __all__ = [
     "ToolView",
     "Usage",
     "UserError",
+    "Worker",
     "configure_logging",
     "create",
     "join_k",
     "load_manifest",
     "log_flow_events",
     "map_concurrent",
+    "open_bus",
     "open_llm",
     "open_store",
     "planner_node",
