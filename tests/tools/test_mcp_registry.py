@@ -236,13 +236,13 @@ async def test_a_tool_error_is_the_tools_answer_and_is_not_retried(
     assert stats["flaky"][key] == 1
 
 
-async def test_a_changed_tool_list_reaches_the_registry_with_a_new_definition_hash() -> None:
+async def test_a_changed_tool_list_reaches_the_registry_with_a_new_definition_hash(
+    http_server: HttpServerProcess,
+) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     registry = ToolRegistry(on_event=lambda kind, payload: events.append((kind, dict(payload))))
     registry.add_manifest(
-        SourceManifest(
-            name="fx", transport="mcp_stdio", command=STDIO_COMMAND, exclude=["added_.*"]
-        )
+        SourceManifest(name="fx", transport="mcp_http", url=http_server.url, exclude=["added_.*"])
     )
     async with registry:
         before = {s.name: s.definition_hash for s in await registry.list_tools()}
@@ -269,13 +269,13 @@ async def test_a_changed_tool_list_reaches_the_registry_with_a_new_definition_ha
     ) in events
 
 
-async def test_a_list_changed_notification_refreshes_the_registry_without_a_relist() -> None:
+async def test_a_list_changed_notification_refreshes_the_registry_without_a_relist(
+    http_server: HttpServerProcess,
+) -> None:
     """The registry's own spec (schema for validation, hash) follows list_changed by itself."""
     registry = ToolRegistry()
     registry.add_manifest(
-        SourceManifest(
-            name="fx", transport="mcp_stdio", command=STDIO_COMMAND, exclude=["added_.*"]
-        )
+        SourceManifest(name="fx", transport="mcp_http", url=http_server.url, exclude=["added_.*"])
     )
     async with registry:
         await registry.list_tools()
