@@ -121,6 +121,7 @@ class RunPrinter:
         self._status: Status | None = None
         self._streamed = False
         self._answered = False
+        self._announced: set[str] = set()
 
     def line(self, text: str) -> None:
         if not self.quiet:
@@ -154,7 +155,10 @@ class RunPrinter:
             async for event in events:
                 if isinstance(event, RunFinished):
                     result = event.result
-                elif not self.quiet:
+                    continue
+                if isinstance(event, StepStarted) and event.run_id not in self._announced:
+                    self._announce(event.run_id)
+                if not self.quiet:
                     self._show(event)
         finally:
             self._stop()
@@ -163,6 +167,16 @@ class RunPrinter:
         if not self.quiet:
             self.finish(result)
         return result
+
+    def _announce(self, run_id: str) -> None:
+        """Say the run's id once, before its first step: if this process dies, the run can be
+        taken over with ``penguiflow-agents resume RUN_ID`` (on stderr with --json)."""
+        self._announced.add(run_id)
+        if self.quiet:
+            sys.stderr.write(f"run {run_id}\n")
+            sys.stderr.flush()
+        else:
+            self.console.print(f"[dim]run {run_id}[/dim]")
 
     def _show(self, event: PlannerEvent) -> None:
         if isinstance(event, StepStarted):

@@ -228,6 +228,7 @@ class ReactPlanner:
         run_id: str | None = None,
         trace_id: str | None = None,
         deadline: float | None = None,
+        claim: bool = True,
     ) -> AsyncGenerator[PlannerEvent, None]:
         """Like ``run``, as events (text chunks when the model streams); the last is ``RunFinished``.
 
@@ -236,7 +237,9 @@ class ReactPlanner:
         """
 
         async def body(emit: Emit) -> RunResult:
-            run = await self._start(query, headers, session_id, run_id, trace_id, deadline, emit)
+            run = await self._start(
+                query, headers, session_id, run_id, trace_id, deadline, emit, claim
+            )
             return await self._drive(run, self._loop(run))
 
         return streamed(body)
@@ -282,7 +285,7 @@ class ReactPlanner:
         trace_id: str | None,
         deadline: float | None,
         emit: Emit | None,
-        claim: bool = False,
+        claim: bool,
     ) -> Run:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -193,3 +194,66 @@ def test_chat_keeps_history_and_decides_approvals_inline_as_another_principal(
     assert "approve" in done.stdout and "as 'boss'" in done.stdout
     assert "Saved: the meeting is at 11:00." in done.stdout
     assert (workdir / "sandbox" / "notes" / "a.txt").read_text() == "at 11:00"
+
+
+HANGING_TOOLS = '''
+import os, sys, time
+from penguiflow_agents.tools import tool
+
+@tool
+def append(text: str) -> str:
+    """Append a line to count.txt (an effect that must not happen twice)."""
+    with open("count.txt", "a", encoding="utf-8") as f:
+        f.write(text + "\\n")
+    if os.environ.get("HANG_TOOL") == "1":
+        print("TOOL_STARTED", flush=True)
+        time.sleep(3600)  # the test SIGKILLs the CLI here
+    return "appended"
+'''
+SIDE_SCRIPT = """
+turns:
+  - tool_calls: [{name: side.append, arguments: {text: hello}, id: a1}]
+  - match: unknown_outcome
+    content: "The append may or may not have happened; please check count.txt."
+"""
+
+
+def test_a_run_whose_process_was_killed_mid_call_is_taken_over_by_resume(workdir: Path) -> None:
+    """`run` SIGKILLed inside a non-idempotent tool: `resume RUN_ID` finishes it, tool ran once."""
+    (workdir / "hangtools.py").write_text(HANGING_TOOLS)  # importable: `python -m` runs in cwd
+    side = workdir / "side_tools"
+    side.mkdir()
+    (side / "side.yaml").write_text("name: side\ntransport: python\nmodule: hangtools\n")
+    (workdir / "side_policies").mkdir()
+    (workdir / "side_policies" / "all.yaml").write_text('tenant: "*"\nallow: ["side.*"]\n')
+    (workdir / "side.yaml").write_text(SIDE_SCRIPT)
+    where = ("--tools", "side_tools", "--policies", "side_policies")
+    model = ("--model", "replay:side.yaml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "penguiflow_agents", *("run", "Append hello"), *model, *where],
+        cwd=workdir,
+        env={**env_for(workdir), "HANG_TOOL": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    run_id = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends at the kill point, or when the process ends (a failure)
+            if line.startswith("run run_"):
+                run_id = line.split()[1]
+            if line.strip() == "TOOL_STARTED":
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=CLI_TIMEOUT_S)
+    assert proc.returncode == -signal.SIGKILL and run_id is not None
+    assert (workdir / "count.txt").read_text() == "hello\n"
+
+    done = cli(workdir, "resume", run_id, *where, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = one_json(done.stdout)
+    assert doc["status"] == "completed", doc["error"]
+    assert doc["answer"].startswith("The append may or may not have happened")
+    assert [(s["tool"], s["outcome"]) for s in doc["steps"]] == [("side.append", "unknown")]
+    assert (workdir / "count.txt").read_text() == "hello\n"  # not run a second time
