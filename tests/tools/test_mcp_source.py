@@ -275,6 +275,24 @@ async def test_a_stdio_server_crash_fails_in_flight_calls_at_once_and_the_next_c
     assert _children() - before == set()
 
 
+async def test_a_server_that_dies_while_idle_is_noticed_and_the_next_call_just_works() -> None:
+    """No call in flight when the process dies: the end of its output marks the session
+    broken at once, so the next call starts a new server instead of failing."""
+    before = _children()
+    src = MCPToolSource(_manifest("stdio"))
+    try:
+        first_pid = (await _call_ok(src, "stats"))["pid"]
+        assert src.connected
+        psutil.Process(first_pid).kill()
+        await _eventually(lambda: not src.connected)
+        result = await src.call("echo", {"text": "fresh"}, CallContext())
+        assert result.ok and result.output == {"result": "fresh"}, result
+        assert (await _call_ok(src, "stats"))["pid"] != first_pid
+    finally:
+        await src.aclose()
+    assert _children() - before == set()
+
+
 async def test_an_http_server_crash_fails_in_flight_calls_and_the_source_reconnects_after_restart() -> (
     None
 ):
