@@ -122,7 +122,7 @@ def _run_closing_on_signals(command: Coroutine[Any, Any, int]) -> int:
             if not received:
                 raise
             task.uncancel()
-            error("interrupted" if received[0] == signal.SIGINT else "terminated")
+            print("interrupted" if received[0] == signal.SIGINT else "terminated", file=sys.stderr)
             return 128 + received[0]
         finally:
             for signum in installed:
