@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents.exceptions import ReplayScriptError
 from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._types import ChatMessage, LLMResponse, LLMToolCall, Usage
@@ -140,20 +140,7 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
 def load_replay_script(path: str | Path) -> ReplayScript:
     """Read and validate a replay script; a bad one raises ``ReplayScriptError``."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReplayScriptError(
-            file, None, "the file does not exist; pass an existing replay script"
-        ) from None
-    except OSError as exc:
-        raise ReplayScriptError(file, None, f"the file cannot be read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ReplayScriptError(file, None, f"the file is not valid YAML{where}") from None
+    data = read_yaml_file(path, ReplayScriptError)
     if not isinstance(data, Mapping):
         raise ReplayScriptError(
             file,

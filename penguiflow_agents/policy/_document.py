@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 import jsonschema
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents.exceptions import PolicyError
 
 __all__ = ["ApprovalRuleDoc", "PolicyDocument", "RoleDoc", "load_policy_file", "parse_policy"]
@@ -69,29 +68,6 @@ def _check_when(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key written twice in one mapping."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` merges are allowed; their keys may be overridden
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                continue  # an unhashable key is refused by the schema later
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"the key {key!r} appears twice in one mapping (YAML would silently keep "
-                    "only the last one); merge the two into one",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 Glob = Annotated[str, AfterValidator(_check_glob)]
 Approver = Annotated[str, AfterValidator(_check_approver)]
 
@@ -130,17 +106,7 @@ class PolicyDocument(_Strict):
 def load_policy_file(path: str | os.PathLike[str]) -> PolicyDocument:
     """Read and validate one policy file; raise ``PolicyError(file, key, reason)``."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(file, None, f"cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise PolicyError(file, None, f"is not valid YAML{where}: {problem}") from None
+    data = read_yaml_file(path, PolicyError)
     return parse_policy(data, file=file)
 
 

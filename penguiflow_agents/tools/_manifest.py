@@ -34,10 +34,8 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -48,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents.exceptions import ManifestError, MissingEnvVarError
 
 __all__ = [
@@ -245,17 +244,7 @@ def expand_vars(text: str, *, file: str, environ: Mapping[str, str] | None = Non
 def load_manifest(path: str | os.PathLike[str]) -> SourceManifest:
     """Read and validate one manifest; raise ``ManifestError(file, key, reason)``."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(file, None, f"cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ManifestError(file, None, f"is not valid YAML{where}: {problem}") from None
+    data = read_yaml_file(path, ManifestError)
     if not isinstance(data, dict):
         raise ManifestError(
             file,

@@ -200,3 +200,13 @@ def test_source_manifest_is_constructible_in_code() -> None:
         name="local", transport="python", module="my.tools", max_concurrency=2
     )
     assert manifest.max_concurrency == 2 and manifest.allows("anything")
+
+
+def test_a_key_written_twice_in_a_manifest_is_refused_with_its_line(tmp_path: Path) -> None:
+    """YAML silently keeps the last of two equal keys; a manifest refuses it instead."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: a\ntransport: python\nmodule: m\nexclude: [x]\nexclude: []\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    message = str(caught.value)
+    assert str(path) in message and "'exclude' appears twice" in message and "line 5" in message
