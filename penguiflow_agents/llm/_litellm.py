@@ -10,6 +10,7 @@ calling. litellm exceptions are translated into ``LLMError`` here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from penguiflow_agents.exceptions import LLMError, UserError
 from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._json_actions import json_action_messages, parse_json_action
+from penguiflow_agents.llm._litellm_fast import OpenAIClients, quiet_logging
 from penguiflow_agents.llm._litellm_import import load_litellm, load_litellm_async
 from penguiflow_agents.llm._names import WireNames
 from penguiflow_agents.llm._script import turn_index
@@ -65,6 +67,9 @@ class LiteLLMClient:
     ``"json"`` the JSON-action prompt, ``"auto"`` (default) asks litellm and
     falls back to JSON only for a model litellm knows to lack function calling.
     ``extra`` is passed to ``litellm.acompletion`` as is (``top_p``, ``seed``, ...).
+
+    For the openai provider (OpenAI and OpenAI-compatible servers) one HTTP
+    client is reused across calls; ``aclose()`` closes it.
     """
 
     def __init__(
@@ -105,9 +110,14 @@ class LiteLLMClient:
         self._tool_calling = tool_calling
         self._priced = True  # False once litellm failed to price this model
         self._native: bool | None = None if tool_calling == "auto" else tool_calling == "native"
+        self._clients = OpenAIClients()
 
     def __repr__(self) -> str:
         return f"LiteLLMClient(model={self.model!r}, api_base={self.api_base!r}, is_replay={self.is_replay})"
+
+    async def aclose(self) -> None:
+        """Close the reused HTTP client (idempotent); the next call opens a new one."""
+        await self._clients.aclose()
 
     async def warm_up(self) -> None:
         """Import litellm now (off the event loop) instead of on the first call."""
@@ -122,16 +132,25 @@ class LiteLLMClient:
 
     # -- requests ---------------------------------------------------------------
 
-    def _params(self, request: LLMRequest, names: WireNames, native: bool) -> dict[str, Any]:
+    def _limit(self, request: LLMRequest) -> float:
+        """Seconds this request may take: the client's timeout, or less if the caller has less."""
+        if request.timeout_s is not None and 0 < request.timeout_s < self.timeout_s:
+            return request.timeout_s
+        return self.timeout_s
+
+    def _params(
+        self, litellm: Any, request: LLMRequest, names: WireNames, native: bool
+    ) -> dict[str, Any]:
         params: dict[str, Any] = dict(self.extra)
-        timeout = request.timeout_s or self.timeout_s
         if native:
             params["messages"] = [_wire_message(m, names) for m in request.messages]
             if request.tools:
                 params["tools"] = [_tool_schema(spec, names) for spec in request.tools]
         else:
             params["messages"] = json_action_messages(request.messages, request.tools)
-        params.update(model=self.model, timeout=timeout, max_retries=0, num_retries=0)
+        # The provider timeout is the client's own (a request with less time left is cut
+        # by ``_call``): a timeout varying per call would defeat litellm's client cache.
+        params.update(model=self.model, timeout=self.timeout_s, max_retries=0, num_retries=0)
         if self.api_base is not None:
             params["api_base"] = self.api_base
         if self._api_key is not None:
@@ -146,19 +165,47 @@ class LiteLLMClient:
         litellm = await load_litellm_async()
         native = self.native_tool_calling
         names = WireNames.build(spec.name for spec in request.tools)
-        params = self._params(request, names, native)
-        raw = await self._call(litellm, params)
+        params = self._params(litellm, request, names, native)
+        limit = self._limit(request)
+        async with self._lease(litellm, params, limit):
+            raw = await self._call(litellm, params, limit)
         return self._response(litellm, raw, names, native, turn_index(request.messages) + 1)
 
-    async def _call(self, litellm: Any, params: dict[str, Any]) -> Any:
-        """``litellm.acompletion(**params)`` with a time limit and retries; errors become ``LLMError``."""
-        timeout = float(params["timeout"])
+    @contextlib.asynccontextmanager
+    async def _lease(
+        self, litellm: Any, params: dict[str, Any], limit: float
+    ) -> AsyncIterator[None]:
+        """Put a reused HTTP client in ``params`` while the request lasts (openai provider).
+
+        Waiting for a free client counts against ``limit``."""
+        if "client" in params:  # the caller's own, through ``extra``
+            yield
+            return
+        lease = self._clients.lease(litellm, self.model, self.api_base, self._api_key, limit)
+        try:
+            async with lease as client:
+                if client is not None:
+                    params["client"] = client
+                try:
+                    yield
+                finally:
+                    params.pop("client", None)
+        except TimeoutError:
+            raise self._error(litellm, TimeoutError(), 0, limit) from None
+
+    async def _call(self, litellm: Any, params: dict[str, Any], limit: float) -> Any:
+        """``litellm.acompletion(**params)`` within ``limit`` seconds per attempt, with retries;
+        errors become ``LLMError``."""
+        timeout = limit
+        if limit >= self.timeout_s:
+            limit += _TIMEOUT_GRACE_S  # litellm's own timeout fires first and says so
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with asyncio.timeout(timeout + _TIMEOUT_GRACE_S):
-                    return await litellm.acompletion(**params)
+                async with asyncio.timeout(limit):
+                    with quiet_logging(litellm):
+                        return await litellm.acompletion(**params)
             except Exception as exc:
                 if not _retryable(litellm, exc) or attempt > self.max_retries:
                     raise self._error(litellm, exc, attempt, timeout) from None

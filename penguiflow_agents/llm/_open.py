@@ -47,7 +47,7 @@ def _absolute(path: str | Path) -> Path:
 @asynccontextmanager
 async def _replay(script: Path, spec: str) -> AsyncIterator[LiteLLMClient]:
     async with ReplayServer.from_file(script) as server:
-        yield LiteLLMClient(
+        client = LiteLLMClient(
             REPLAY_LITELLM_MODEL,
             api_base=server.url,
             api_key="replay",
@@ -56,6 +56,10 @@ async def _replay(script: Path, spec: str) -> AsyncIterator[LiteLLMClient]:
             is_replay=True,
             spec=spec,
         )
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 @asynccontextmanager
@@ -101,4 +105,8 @@ async def open_llm(
         async with _replay(path, f"{REPLAY_PREFIX}:{path}") as client:
             yield client
         return
-    yield LiteLLMClient(model)
+    client = LiteLLMClient(model)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -51,8 +51,6 @@ def _stream_cost(litellm: Any, model: str, usage: Usage) -> float | None:
 async def stream_completion(
     client: LiteLLMClient, request: LLMRequest
 ) -> AsyncIterator[TextDelta | LLMResponse]:
-    from penguiflow_agents.llm._litellm import native_tool_call
-
     if not client.native_tool_calling:
         response = await client.complete(request)  # JSON actions must be parsed whole
         if response.content and not response.tool_calls:
@@ -61,10 +59,27 @@ async def stream_completion(
         return
     litellm = await load_litellm_async()
     names = WireNames.build(spec.name for spec in request.tools)
-    params = client._params(request, names, native=True)
+    params = client._params(litellm, request, names, native=True)
     params.update(stream=True, stream_options={"include_usage": True})
-    timeout = float(params["timeout"])
-    stream = await client._call(litellm, params)
+    timeout = client._limit(request)
+    async with client._lease(litellm, params, timeout):
+        async for item in _chunks(client, litellm, params, timeout, request, names):
+            yield item
+
+
+async def _chunks(
+    client: LiteLLMClient,
+    litellm: Any,
+    params: dict[str, Any],
+    limit: float,
+    request: LLMRequest,
+    names: WireNames,
+) -> AsyncIterator[TextDelta | LLMResponse]:
+    """The stream of one leased request: text deltas, then the whole response."""
+    from penguiflow_agents.llm._litellm import native_tool_call
+
+    timeout = limit
+    stream = await client._call(litellm, params, timeout)
     content: list[str] = []
     calls: dict[int, _PartialCall] = {}
     usage = Usage()

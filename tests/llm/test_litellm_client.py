@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -329,3 +331,59 @@ def test_bad_constructor_arguments_are_user_errors() -> None:
 def test_importing_the_llm_package_does_not_import_litellm() -> None:
     code = "import sys, penguiflow_agents.llm; assert 'litellm' not in sys.modules, 'litellm was imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_requests_with_different_time_limits_reuse_one_openai_client(
+    mock_http: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run passes its remaining time on every call: that must not build a client per call."""
+    import openai
+
+    built: list[Any] = []
+
+    class Counting(openai.AsyncOpenAI):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", Counting)
+    route = mock_http.post(OPENAI_URL).respond(json=openai_reply(content="ok"))
+    client = _client()
+    for remaining in (50.0, 49.5, 12.25, 3.0):
+        assert (await client.complete(_request(timeout_s=remaining))).content == "ok"
+    assert route.call_count == 4
+    assert len(built) == 1
+    await client.aclose()
+    assert built[0].is_closed()
+
+
+async def test_a_request_is_cut_at_its_own_time_limit_when_below_the_clients(
+    mock_http: respx.MockRouter,
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=openai_reply(content="late"))
+
+    mock_http.post(OPENAI_URL).mock(side_effect=slow)
+    started = time.monotonic()
+    with pytest.raises(LLMError, match=r"did not answer within 0.3 s"):
+        await _client(timeout_s=60).complete(_request(timeout_s=0.3))
+    assert time.monotonic() - started < 10
+
+
+async def test_a_registered_litellm_callback_still_sees_every_call(
+    mock_http: respx.MockRouter, litellm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """litellm's per-call logging is skipped only while nobody registered a callback."""
+    from litellm.integrations.custom_logger import CustomLogger
+
+    seen = asyncio.Event()
+
+    class Recorder(CustomLogger):  # type: ignore[misc]
+        async def async_log_success_event(self, *args: Any, **kwargs: Any) -> None:
+            seen.set()
+
+    monkeypatch.setattr(litellm, "callbacks", [Recorder()])
+    mock_http.post(OPENAI_URL).respond(json=openai_reply(content="ok"))
+    await _client().complete(_request())
+    await asyncio.wait_for(seen.wait(), timeout=10)
