@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from penguiflow_agents.exceptions import UserError
 
-__all__ = ["WIRE_NAME_PATTERN", "WireNames", "from_wire_name", "to_wire_name"]
+__all__ = ["WIRE_NAME_PATTERN", "WireNames", "from_wire_name", "to_wire_name", "wire_candidates"]
 
 WIRE_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _MAX_LEN = 64
@@ -52,6 +52,15 @@ def _hashed(name: str, hash_chars: int = _HASH_CHARS) -> str:
 def to_wire_name(name: str) -> str:
     """The wire name of ``name`` on its own (``WireNames`` also resolves clashes in a set)."""
     return _plain(name) if _is_plain(name) else _hashed(name)
+
+
+def wire_candidates(name: str) -> list[str]:
+    """Every wire name ``WireNames.build`` may give ``name`` in some tool set, most specific
+    first: its plain form, or else its hashed forms from the longest hash down (a longer hash
+    is given only when the shorter ones were taken by other names of the set)."""
+    if _is_plain(name):
+        return [_plain(name)]
+    return [_hashed(name, n) for n in range(_MAX_HASH_CHARS, _HASH_CHARS - 1, -4)]
 
 
 @dataclass(frozen=True, slots=True)

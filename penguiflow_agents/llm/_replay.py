@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents.exceptions import UserError
-from penguiflow_agents.llm._names import from_wire_name, to_wire_name
+from penguiflow_agents.llm._names import to_wire_name, wire_candidates
 from penguiflow_agents.llm._script import (
     ReplayScript,
     ScriptTurn,
@@ -47,14 +47,20 @@ _SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def _wire_name_for(name: str, offered: Sequence[str]) -> str:
-    """The wire name a provider would use for script tool ``name``, given the offered tools."""
-    wire = to_wire_name(name)
-    if wire in offered:
-        return wire
-    for candidate in offered:
-        if candidate == name or from_wire_name(candidate) == name:
-            return candidate
-    return wire  # a tool that was not offered: the script makes the model hallucinate it
+    """The wire name a provider would use for script tool ``name``, given the offered tools.
+
+    The replay model sees wire names only, as a real provider does. Among the
+    forms ``name`` may take, the most specific one offered is its own: in a tool
+    set where the short form was taken by another tool, ``name`` got a longer one.
+    """
+    candidates = wire_candidates(name)
+    taken = set(offered)
+    for wire in candidates:
+        if wire in taken:
+            return wire
+    if name in taken:  # a client that sends the script's names as they are
+        return name
+    return to_wire_name(name)  # not offered: the script makes the model hallucinate a tool
 
 
 def _estimate_tokens(text: str) -> int:
