@@ -255,7 +255,9 @@ async def test_a_missing_replay_script_is_a_replay_script_error_naming_the_file(
 ) -> None:
     from penguiflow_agents.exceptions import ReplayScriptError
 
-    with pytest.raises(ReplayScriptError, match=r"nope\.yaml: the file does not exist; check the path"):
+    with pytest.raises(
+        ReplayScriptError, match=r"nope\.yaml: the file does not exist; check the path"
+    ):
         async with open_llm(f"replay:{tmp_path / 'nope.yaml'}"):
             pass
 
