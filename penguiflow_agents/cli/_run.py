@@ -196,16 +196,17 @@ async def open_planner(
     policy_set = PolicySet.load_dir(policies)  # a bad file raises: never run with half a policy
     registry = load_tools(tools)
     stack.push_async_callback(registry.aclose)
+    connecting = asyncio.ensure_future(registry.list_tools())  # start tool servers now
+    stack.push_async_callback(_settle, connecting)
+    # A real model imports litellm here (in a thread, while the tool servers start) to check
+    # its API key; the replay model starts its server and imports litellm in the background.
     llm = await stack.enter_async_context(
         open_llm(model, default_script=default_script, replay_when_keys_set=replay_when_keys_set)
     )
     warm_up = getattr(llm, "warm_up", None)
     if callable(warm_up):
-        # Import the model library in a thread while tool servers start (seconds saved).
         warming = asyncio.ensure_future(warm_up())
         stack.push_async_callback(_settle, warming)
-    connecting = asyncio.ensure_future(registry.list_tools())  # start tool servers now
-    stack.push_async_callback(_settle, connecting)
     max_steps = getattr(args, "max_steps", None)
     return ReactPlanner(
         llm=llm,

@@ -111,6 +111,7 @@ class LiteLLMClient:
         self._priced = True  # False once litellm failed to price this model
         self._native: bool | None = None if tool_calling == "auto" else tool_calling == "native"
         self._clients = OpenAIClients()
+        self._credentials_checked = False
 
     def __repr__(self) -> str:
         return f"LiteLLMClient(model={self.model!r}, api_base={self.api_base!r}, is_replay={self.is_replay})"
@@ -161,8 +162,35 @@ class LiteLLMClient:
             params["temperature"] = request.temperature
         return params
 
+    def missing_credentials(self, litellm: Any) -> list[str]:
+        """Names of the environment variables with API keys this model needs and lacks
+        (none when ``api_key`` was given, or when litellm does not know the provider)."""
+        if self._api_key:
+            return []
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                info = litellm.validate_environment(model=self.model, api_base=self.api_base)
+        except Exception:
+            return []
+        missing = info.get("missing_keys") if isinstance(info, Mapping) else None
+        return [str(k) for k in missing or [] if str(k).endswith("_KEY")]
+
+    def _check_credentials(self, litellm: Any) -> None:
+        """Fail at once, naming the variable, instead of retrying a call that cannot succeed."""
+        if self._credentials_checked:
+            return
+        missing = self.missing_credentials(litellm)
+        if missing:
+            raise LLMError(
+                f"the model {self.model!r} needs {' and '.join(missing)} in the environment "
+                "(or api_key=); set it and try again."
+            )
+        self._credentials_checked = True
+
     async def complete(self, request: LLMRequest) -> LLMResponse:
         litellm = await load_litellm_async()
+        self._check_credentials(litellm)
         native = self.native_tool_calling
         names = WireNames.build(spec.name for spec in request.tools)
         params = self._params(litellm, request, names, native)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm._litellm import LiteLLMClient
-from penguiflow_agents.llm._litellm_import import REPLAY_LITELLM_MODEL
+from penguiflow_agents.llm._litellm_import import REPLAY_LITELLM_MODEL, load_litellm_async
 from penguiflow_agents.llm._replay import ReplayServer
 
 __all__ = ["PROVIDER_KEY_VARIABLES", "REPLAY_PREFIX", "open_llm", "provider_keys_set"]
@@ -77,7 +77,8 @@ async def open_llm(
     - ``None``: the replay model with ``default_script`` when no provider key
       is set in the environment (or ``replay_when_keys_set``), else a
       ``UserError`` asking for ``--model``;
-    - anything else: that litellm model (``openai/gpt-4.1-mini``, ``anthropic/...``).
+    - anything else: that litellm model (``openai/gpt-4.1-mini``, ``anthropic/...``); a
+      ``UserError`` naming the variable when its provider's API key is not set.
 
     The client's ``is_replay`` says whether it is the replay model, and its
     ``spec`` is the value to pass again to reopen the same model (resume).
@@ -106,6 +107,12 @@ async def open_llm(
             yield client
         return
     client = LiteLLMClient(model)
+    missing = client.missing_credentials(await load_litellm_async())
+    if missing:
+        raise UserError(
+            f"--model {model!r} needs {' and '.join(missing)} in the environment; set it, or "
+            "pass --model replay to use the offline replay model."
+        )
     try:
         yield client
     finally:

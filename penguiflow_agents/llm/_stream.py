@@ -58,6 +58,7 @@ async def stream_completion(
         yield response
         return
     litellm = await load_litellm_async()
+    client._check_credentials(litellm)
     names = WireNames.build(spec.name for spec in request.tools)
     params = client._params(litellm, request, names, native=True)
     params.update(stream=True, stream_options={"include_usage": True})

@@ -257,3 +257,25 @@ def test_a_run_whose_process_was_killed_mid_call_is_taken_over_by_resume(workdir
     assert doc["answer"].startswith("The append may or may not have happened")
     assert [(s["tool"], s["outcome"]) for s in doc["steps"]] == [("side.append", "unknown")]
     assert (workdir / "count.txt").read_text() == "hello\n"  # not run a second time
+
+
+def test_help_exits_0_without_importing_litellm(tmp_path: Path) -> None:
+    """`--help` (top level and per command) answers at once: litellm is never imported."""
+    code = (
+        "import sys\n"
+        "from penguiflow_agents.cli import main\n"
+        "codes = [main([*argv, '--help']) for argv in ([], ['run'], ['demo'], ['resume'])]\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'openai'))\n"
+        "print(codes, leaked[:3])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0] []"
+    assert "usage: penguiflow-agents run" in done.stdout

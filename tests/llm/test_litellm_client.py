@@ -387,3 +387,14 @@ async def test_a_registered_litellm_callback_still_sees_every_call(
     mock_http.post(OPENAI_URL).respond(json=openai_reply(content="ok"))
     await _client().complete(_request())
     await asyncio.wait_for(seen.wait(), timeout=10)
+
+
+async def test_a_missing_api_key_fails_at_once_naming_the_variable(
+    mock_http: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not retried as a provider outage: nothing is sent, and the error says what to set."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    route = mock_http.post(OPENAI_URL).respond(json=openai_reply(content="never"))
+    with pytest.raises(LLMError, match="needs OPENAI_API_KEY in the environment"):
+        await LiteLLMClient("openai/gpt-4.1-mini", max_retries=3).complete(_request())
+    assert route.call_count == 0

@@ -240,7 +240,10 @@ async def test_no_model_with_a_provider_key_set_asks_for_model(
         assert llm.is_replay
 
 
-async def test_a_litellm_model_name_gives_a_plain_client_without_a_server() -> None:
+async def test_a_litellm_model_name_gives_a_plain_client_without_a_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     async with open_llm("anthropic/claude-sonnet-4-20250514") as llm:
         assert isinstance(llm, LiteLLMClient)
         assert (llm.model, llm.is_replay, llm.api_base) == (
@@ -248,6 +251,14 @@ async def test_a_litellm_model_name_gives_a_plain_client_without_a_server() -> N
             False,
             None,
         )
+
+
+async def test_a_litellm_model_without_its_api_key_is_a_user_error_naming_the_variable(
+    no_provider_keys: None,
+) -> None:
+    with pytest.raises(UserError, match="needs ANTHROPIC_API_KEY in the environment"):
+        async with open_llm("anthropic/claude-sonnet-4-20250514"):
+            pass
 
 
 async def test_a_missing_replay_script_is_a_replay_script_error_naming_the_file(
