@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 
+from penguiflow_agents.llm._json_actions import INVALID_ACTION_NAME
 from penguiflow_agents.llm._types import LLMToolCall
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._context import Deps, Run, Stop
@@ -165,6 +166,11 @@ async def _check(
     """A refusal, an approval request, or the spec of a call that may run now."""
     limit = deps.max_result_chars
     spec = catalog.by_name.get(call.name)
+    if spec is None and call.name == INVALID_ACTION_NAME and call.parse_error is not None:
+        content = _prompts.invalid_action(
+            call.parse_error, call.raw_arguments, catalog.visible_names
+        )
+        return _refusal(step, call, "invalid_arguments", content, limit)
     if spec is None:
         return _refusal(
             step, call, "not_found", _prompts.not_available(call.name, catalog.visible_names), limit

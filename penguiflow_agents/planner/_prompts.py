@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "empty_turn",
+    "invalid_action",
     "invalid_arguments",
     "malformed_arguments",
     "not_available",
@@ -99,4 +100,13 @@ def unknown_outcome(name: str, *, approved: bool = False) -> str:
         f"Error (unknown_outcome): {what} of {name!r} was started earlier by a process that "
         "stopped before it finished, so whether it took effect is unknown. It was not run again "
         "because the tool is not idempotent; check its effect before calling it again."
+    )
+
+
+def invalid_action(reason: str, raw: str, available: Sequence[str]) -> str:
+    """A JSON-action reply that is neither a valid tool call nor an answer."""
+    quoted = raw if len(raw) <= _RAW_QUOTE_CHARS else raw[:_RAW_QUOTE_CHARS] + "..."
+    return (
+        f"Error (invalid_action): your reply could not be read as an action: {reason}. "
+        f"You sent: {quoted!r}. Available tools: {_names(available)}."
     )

@@ -207,3 +207,34 @@ async def test_malformed_argument_json_from_openai_is_quoted_back_and_the_retry_
     history = json.loads(route.calls[1].request.content)["messages"]
     [assistant] = [m for m in history if m["role"] == "assistant"]
     assert assistant["tool_calls"][0]["function"]["arguments"] == "{}"
+
+
+async def test_a_json_action_model_gets_its_broken_reply_explained_and_never_as_the_answer(
+    mock_http: respx.MockRouter, registry: ToolRegistry
+) -> None:
+    """A model without native tool calling: its unreadable reply is an observation, not an answer."""
+    replies = iter(
+        [
+            openai_turn(None, '{"tool_calls": [{"name": "math.add", "arguments": {"a": 2,'),
+            openai_turn(
+                None, '{"tool_calls": [{"name": "math.add", "arguments": {"a": 2, "b": 3}}]}'
+            ),
+            openai_turn(None, '{"answer": "2 + 3 = 5"}'),
+        ]
+    )
+    route = mock_http.post(OPENAI_URL).mock(
+        side_effect=lambda request: httpx.Response(200, json=next(replies))
+    )
+    llm = LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456", tool_calling="json")
+    try:
+        result = await ReactPlanner(llm=llm, registry=registry).run(
+            "2 + 3?", headers=Headers(tenant="acme")
+        )
+    finally:
+        await llm.aclose()
+    assert (result.status, result.answer) == ("completed", "2 + 3 = 5")
+    assert [s.outcome for s in result.steps] == ["invalid_arguments", "ok"]
+    second = json.loads(route.calls[1].request.content)["messages"]
+    feedback = second[-1]["content"]
+    assert "Error (invalid_action)" in feedback and "not valid JSON" in feedback
+    assert "Available tools: math.add" in feedback
