@@ -218,33 +218,62 @@ class SQLiteStore:
         return await self._run(op)
 
     async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
-        new = _codec.prepare_new_run(run)
+        # Encoded once, outside the write lock; the record returned decodes the same text.
+        _codec.check_run_status(run.status)
+        roles = _codec.dumps(list(run.roles), what="run roles")
+        state = _codec.dumps(dict(run.state), what="run state")
 
         def op(conn: sqlite3.Connection) -> RunRecord:
             with _write(conn):
-                current = _get_run(conn, run.tenant, run.run_id)
-                if current.version != expected_version:
+                found = conn.execute(
+                    "SELECT version, created_at FROM runs WHERE tenant = ? AND run_id = ?",
+                    (run.tenant, run.run_id),
+                ).fetchone()
+                if found is None:
+                    raise NotFoundError("run", run.run_id)
+                version, created_at = found
+                if version != expected_version:
                     raise ConflictError(
-                        f"run {run.run_id!r} is at version {current.version}, not {expected_version}: "
+                        f"run {run.run_id!r} is at version {version}, not {expected_version}: "
                         "another writer changed it first; reload it and retry."
                     )
-                new.version = current.version + 1
-                new.created_at = current.created_at
-                new.updated_at = time.time()
+                now = time.time()
                 conn.execute(
                     "UPDATE runs SET principal = ?, roles = ?, session_id = ?, status = ?, model = ?, "
                     "query = ?, state = ?, version = ?, claimed_by = ?, claim_expires_at = ?, updated_at = ? "
                     "WHERE tenant = ? AND run_id = ?",
                     (
-                        *_codec.run_row(new)[2:10],
-                        new.claimed_by,
-                        new.claim_expires_at,
-                        new.updated_at,
+                        run.principal,
+                        roles,
+                        run.session_id,
+                        run.status,
+                        run.model,
+                        run.query,
+                        state,
+                        version + 1,
+                        run.claimed_by,
+                        run.claim_expires_at,
+                        now,
                         run.tenant,
                         run.run_id,
                     ),
                 )
-            return new
+            return RunRecord(
+                run_id=run.run_id,
+                tenant=run.tenant,
+                principal=run.principal,
+                roles=_codec.loads(roles),
+                session_id=run.session_id,
+                status=run.status,
+                model=run.model,
+                query=run.query,
+                state=_codec.loads(state),
+                version=version + 1,
+                claimed_by=run.claimed_by,
+                claim_expires_at=run.claim_expires_at,
+                created_at=created_at,
+                updated_at=now,
+            )
 
         return await self._run(op)
 
