@@ -97,7 +97,7 @@ async def chat(args: argparse.Namespace) -> int:
                     printer.show_paused(result, locations(args), headers.principal)
                     break
                 result = await printer.consume(
-                    planner.stream_resume(result.run_id, headers=headers)
+                    planner.stream_resume(result.run_id, headers=headers), announce=False
                 )
     return EXIT_OK
 

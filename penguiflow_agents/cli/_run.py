@@ -312,8 +312,15 @@ async def _resume(args: argparse.Namespace) -> int:
             principal=headers.principal,
             roles=headers.roles,
         )
-        printer.line(f"resuming run {args.run_id} ({record.status})")
-        result = await printer.consume(planner.stream_resume(args.run_id, headers=headers))
+        state = (
+            "running: taken over if its process is gone"
+            if record.status == "running"
+            else record.status
+        )
+        printer.line(f"resuming run {args.run_id} ({state})")
+        result = await printer.consume(
+            planner.stream_resume(args.run_id, headers=headers), announce=False
+        )
         return report(args, printer, result, planner, record.principal)
 
 
@@ -415,7 +422,9 @@ async def _demo(args: argparse.Namespace) -> int:
                     f"(role {', '.join(approver.roles)}), not the requester {headers.principal!r}"
                 )
             printer.line(f"resuming run {result.run_id}")
-            result = await printer.consume(planner.stream_resume(result.run_id, headers=approver))
+            result = await printer.consume(
+                planner.stream_resume(result.run_id, headers=approver), announce=False
+            )
         if args.json:
             doc = result_document(
                 result, locations(args), headers.principal, replay=is_replay(planner)

@@ -148,7 +148,10 @@ class RunPrinter:
             self._status.stop()
             self._status = None
 
-    async def consume(self, events: AsyncGenerator[PlannerEvent, None]) -> RunResult:
+    async def consume(
+        self, events: AsyncGenerator[PlannerEvent, None], *, announce: bool = True
+    ) -> RunResult:
+        """Show the events of one run (or resume); ``announce``: say the run's id first."""
         result: RunResult | None = None
         self._answered = False
         try:
@@ -156,7 +159,11 @@ class RunPrinter:
                 if isinstance(event, RunFinished):
                     result = event.result
                     continue
-                if isinstance(event, StepStarted) and event.run_id not in self._announced:
+                if (
+                    announce
+                    and isinstance(event, StepStarted)
+                    and event.run_id not in self._announced
+                ):
                     self._announce(event.run_id)
                 if not self.quiet:
                     self._show(event)
