@@ -273,6 +273,8 @@ async def test_a_secret_in_the_url_stays_out_of_httpx_logs_and_errors(
         encoding="utf-8",
     )
     caplog.set_level(logging.DEBUG)
+    # Another library (litellm, once imported by an earlier test) may have quietened httpx.
+    caplog.set_level(logging.INFO, logger="httpx")
     with respx.mock(assert_all_called=True) as router:
         router.get(f"http://keyed.test/{url_secret}/api/ping").mock(
             return_value=httpx.Response(200, json={"pong": True})
