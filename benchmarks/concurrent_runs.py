@@ -10,8 +10,10 @@ one event loop, a MemoryStore). The replay server runs in its own process by
 default, so that its own request handling does not eat this process's CPU.
 
 Reported: wall time against the ideal (turns x delay: what perfect overlap
-would give), model turns per second, and the RSS added per concurrent run
-(peak RSS during the runs minus RSS after a warm-up, divided by the runs).
+would give), model turns per second, this process's CPU per model turn (the
+runs share one event loop, so the wall time cannot go below the CPU time),
+and the RSS added per concurrent run (peak RSS during the runs minus RSS
+after a warm-up, divided by the runs).
 """
 
 from __future__ import annotations
@@ -111,9 +113,9 @@ async def bench(url: str, runs: int, delay: float) -> None:
     base = psutil.Process().memory_info().rss
     sampler = Sampler()
     sampler.start()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     statuses = await asyncio.gather(*(one(i) for i in range(runs)))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak = await sampler.stop()
     await registry.aclose()
     ideal = TURNS * delay
@@ -126,6 +128,10 @@ async def bench(url: str, runs: int, delay: float) -> None:
         f"  wall                {wall:.2f} s (ideal {ideal:.2f} s, {wall / ideal:.1f}x the ideal)"
     )
     print(f"  model turns/s       {runs * TURNS / wall:,.0f}")
+    print(
+        f"  CPU per model turn  {cpu / (runs * TURNS) * 1000:.2f} ms (this process: planner, "
+        "litellm, HTTP client; one event loop, so wall >= CPU)"
+    )
     print(
         f"  RSS per run         {(peak - base) / runs / 1024:.1f} KiB (base {base / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB)"
     )
