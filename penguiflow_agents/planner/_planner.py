@@ -18,16 +18,14 @@ Per model turn (a *step*):
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import UserError
-from penguiflow_agents.llm._types import LLMClient, LLMRequest, LLMToolCall
+from penguiflow_agents.llm._types import LLMClient, LLMRequest
 from penguiflow_agents.planner import _prompts
-from penguiflow_agents.planner._approved import Approved, execute_approved, resolve
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
 from penguiflow_agents.planner._context import (
     Deps,
@@ -47,14 +45,22 @@ from penguiflow_agents.planner._records import (
     pause,
 )
 from penguiflow_agents.planner._state import InflightStep, PausedStep, RunState
+from penguiflow_agents.planner._steps import (
+    StillWaiting,
+    assistant_message,
+    close_step,
+    count_errors,
+    has_effects,
+    recover_inflight,
+    settle_paused,
+    unique_ids,
+)
 from penguiflow_agents.planner._types import (
     FinalAnswer,
     LLMResponded,
     PlannerEvent,
     RunResult,
     StepStarted,
-    ToolCallFinished,
-    ToolCallStarted,
 )
 from penguiflow_agents.store._base import RunRecord, StateStore
 from penguiflow_agents.tools._catalog import ToolCatalog
@@ -480,11 +486,11 @@ class ReactPlanner:
             st.model_calls = step
             st.usage = st.usage + response.usage
             st.add_cost(response.cost_usd)
-            calls = _unique_ids(response.tool_calls, step)
+            calls = unique_ids(response.tool_calls, step)
             content = response.content
             out = StepOutcome(done={}, waiting=[])
             if calls:
-                st.messages.append(_assistant_message(content, calls))
+                st.messages.append(assistant_message(content, calls))
                 st.inflight = InflightStep(step=step, calls=list(calls), done=out.done)
             elif not (content and content.strip()):
                 # Neither a call nor an answer: tell the model, never pass it off as an answer.
@@ -507,7 +513,7 @@ class ReactPlanner:
                     if emit is not None:
                         await emit(FinalAnswer(run_id=run_id, answer=content))
                     return await finish(deps, run, "completed", answer=content)
-                self._count_errors(st, failed=True, last_error=st.messages[-1]["content"])
+                count_errors(deps, st, failed=True, last_error=st.messages[-1]["content"])
                 continue
             budget = deps.max_tokens_budget
             if budget is not None and st.usage.total_tokens > budget:
@@ -518,7 +524,7 @@ class ReactPlanner:
                 )
             # The model's turn is saved before a call with effects runs: a takeover knows what was
             # in flight, so such a call is not run a second time.
-            effects = self._has_effects(catalog, calls, run.headers)
+            effects = has_effects(deps, catalog, calls, run.headers)
             if effects:
                 await checkpoint(deps, run)
             await run_calls(deps, run, catalog, step, calls, out)
@@ -526,88 +532,21 @@ class ReactPlanner:
             if out.waiting:
                 st.paused = PausedStep(step=step, order=order, done=out.done, waiting=out.waiting)
                 return await pause(deps, run)
-            _close_step(st, order, out.done)
+            close_step(st, order, out.done)
             must_save = effects
-            self._count_errors(st, failed=out.failures == len(calls), last_error=out.last_error)
+            count_errors(deps, st, failed=out.failures == len(calls), last_error=out.last_error)
 
     async def _continue(self, run: Run) -> RunResult:
         """Settle the paused or in-flight step of a claimed run, then go on with the loop."""
+        st = run.state
         try:
-            if run.state.paused is not None:
-                await self._settle_paused(run)
-            elif run.state.inflight is not None:
-                await self._recover_inflight(run)
-        except _Paused:
+            if st.paused is not None:
+                await settle_paused(self._deps, run, await self._catalog(run.headers))
+            elif st.inflight is not None:
+                await recover_inflight(self._deps, run, await self._catalog(run.headers))
+        except StillWaiting:
             return await pause(self._deps, run)
         return await self._loop(run, must_save=True)
-
-    async def _recover_inflight(self, run: Run) -> None:
-        """The step that was running when the run's previous owner died."""
-        st = run.state
-        inflight = st.inflight
-        assert inflight is not None
-        catalog = await self._catalog(run.headers)
-        out = StepOutcome(done=inflight.done, waiting=[])
-        calls = inflight.calls
-        await self._deps.store.append_event(
-            run.headers.tenant,
-            run.run_id,
-            "step_recovered",
-            {"step": inflight.step, "call_ids": [c.id for c in calls if c.id not in out.done]},
-        )
-        await run_calls(self._deps, run, catalog, inflight.step, calls, out, recovering=True)
-        order = [c.id for c in calls]
-        if out.waiting:
-            st.paused = PausedStep(
-                step=inflight.step, order=order, done=out.done, waiting=out.waiting
-            )
-            raise _Paused
-        results = [s for s in st.steps if s.step == inflight.step]
-        _close_step(st, order, out.done)
-        last = next((out.done[s.call_id] for s in reversed(results) if not s.ok), None)
-        self._count_errors(
-            st, failed=bool(results) and not any(s.ok for s in results), last_error=last
-        )
-
-    async def _settle_paused(self, run: Run) -> None:
-        """Settle the decided calls of the paused step; raises ``_Paused`` if some still wait."""
-        deps = self._deps
-        st = run.state
-        paused = st.paused
-        emit = run.emit
-        assert paused is not None
-        catalog = await self._catalog(run.headers)
-        still = []
-        for pending in paused.waiting:
-            resolved = await resolve(deps, run, catalog, paused.step, pending)
-            if resolved is None:
-                still.append(pending)
-                continue
-            if isinstance(resolved, Approved):
-                if emit is not None:
-                    await emit(
-                        ToolCallStarted(
-                            run_id=run.run_id,
-                            step=paused.step,
-                            call_id=pending.call_id,
-                            tool=pending.tool,
-                            arguments=resolved.arguments,
-                        )
-                    )
-                resolved = await execute_approved(deps, run, catalog, paused.step, resolved)
-            record, content = resolved
-            paused.done[pending.call_id] = content
-            st.steps.append(record)
-            if emit is not None:
-                await emit(ToolCallFinished(run_id=run.run_id, record=record))
-        if still:
-            paused.waiting = still
-            raise _Paused
-        results = [s for s in st.steps if s.step == paused.step]
-        failed = bool(results) and not any(s.ok for s in results)
-        _close_step(st, paused.order, paused.done)
-        last = next((paused.done[s.call_id] for s in reversed(results) if not s.ok), None)
-        self._count_errors(st, failed=failed, last_error=last)
 
     # -- pieces of a step ----------------------------------------------------------------------
 
@@ -623,39 +562,6 @@ class ReactPlanner:
         )
         return Catalog(by_name=index[1], visible=visible)
 
-    def _has_effects(
-        self, catalog: Catalog, calls: Sequence[LLMToolCall], headers: Headers
-    ) -> bool:
-        """Whether a call of this turn may run a tool that is not idempotent, or ask for approval."""
-        policies = self._deps.policies
-        for call in calls:
-            spec = catalog.by_name.get(call.name)
-            if spec is None or call.arguments is None:
-                continue  # refused before running: no effect
-            if not spec.idempotent:
-                return True
-            if (
-                self._deps.approvals is not None
-                and policies is not None
-                and policies.approval_rule(call.name, call.arguments, headers) is not None
-            ):
-                return True
-        return False
-
-    def _count_errors(self, st: RunState, *, failed: bool, last_error: str | None) -> None:
-        if not failed:
-            st.consecutive_errors = 0
-            return
-        st.consecutive_errors += 1
-        st.last_error = last_error
-        limit = self._deps.max_consecutive_errors
-        if st.consecutive_errors >= limit:
-            raise Stop(
-                "failed",
-                f"every tool call failed in {st.consecutive_errors} consecutive steps "
-                f"(max_consecutive_errors={limit}); the last error was: {last_error}",
-            )
-
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -665,58 +571,3 @@ def model_name(llm: LLMClient) -> str:
     same model, e.g. ``replay:/abs/script.yaml``) when it has one, else its ``model``."""
     spec = getattr(llm, "spec", None)
     return spec if isinstance(spec, str) and spec else llm.model
-
-
-def _unique_ids(calls: Sequence[LLMToolCall], step: int) -> list[LLMToolCall]:
-    """The calls with non-empty ids unique within the turn (results are matched by id)."""
-    if len(calls) == 1 and calls[0].id:
-        return [calls[0]]
-    seen: set[str] = set()
-    out = []
-    for i, call in enumerate(calls):
-        ident = call.id or f"call_{step}_{i + 1}"
-        while ident in seen:
-            ident = f"{ident}_{i + 1}"
-        seen.add(ident)
-        if ident != call.id:
-            call = LLMToolCall(
-                id=ident,
-                name=call.name,
-                arguments=call.arguments,
-                raw_arguments=call.raw_arguments,
-                parse_error=call.parse_error,
-            )
-        out.append(call)
-    return out
-
-
-def _assistant_message(content: str | None, calls: Sequence[LLMToolCall]) -> dict[str, Any]:
-    return {
-        "role": "assistant",
-        "content": content,
-        "tool_calls": [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {
-                    "name": c.name,
-                    "arguments": c.raw_arguments
-                    if c.arguments is None
-                    else json.dumps(c.arguments, ensure_ascii=False),
-                },
-            }
-            for c in calls
-        ],
-    }
-
-
-def _close_step(st: RunState, order: Sequence[str], done: dict[str, str]) -> None:
-    """Append the step's tool messages in the order the model asked for the calls."""
-    for call_id in order:
-        st.messages.append({"role": "tool", "tool_call_id": call_id, "content": done[call_id]})
-    st.paused = None
-    st.inflight = None
-
-
-class _Paused(Exception):
-    """A settled step still has calls waiting for a decision: the run pauses."""
