@@ -497,6 +497,7 @@ class ReactPlanner:
                 message = _prompts.empty_turn(catalog.visible_names)
                 st.messages.append({"role": "assistant", "content": content or ""})
                 st.messages.append({"role": "user", "content": message})
+            latency = time.perf_counter() - started
             if emit is not None:
                 await emit(
                     LLMResponded(
@@ -505,7 +506,8 @@ class ReactPlanner:
                         content=content,
                         tool_calls=tuple((c.id, c.name) for c in calls),
                         usage=response.usage,
-                        latency_s=time.perf_counter() - started,
+                        cost_usd=response.cost_usd,
+                        latency_s=latency,
                     )
                 )
             if not calls:

@@ -211,6 +211,7 @@ class LLMResponded:
     tool_calls: tuple[tuple[str, str], ...]  # (call id, tool name)
     usage: Usage
     latency_s: float
+    cost_usd: float | None = None  # this call's, when the model reports prices
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

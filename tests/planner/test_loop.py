@@ -187,6 +187,26 @@ async def test_run_is_recorded_in_the_store_with_its_events(
     assert kinds == ["run_started", "run_finished"]
 
 
+async def test_every_model_call_streams_its_usage_and_cost(
+    registry: ToolRegistry, headers: Headers
+) -> None:
+    turns: list[Any] = [
+        LLMResponse(
+            content=None,
+            tool_calls=(LLMToolCall(id="c1", name="text.echo", arguments={"text": "a"}),),
+            usage=Usage(prompt_tokens=10, completion_tokens=2),
+            cost_usd=0.125,
+        ),
+        LLMResponse(content="done", usage=Usage(prompt_tokens=20, completion_tokens=5)),
+    ]
+    planner = ReactPlanner(llm=ScriptedLLM(turns), registry=registry)
+    calls = [e async for e in planner.stream("q", headers=headers) if isinstance(e, LLMResponded)]
+    assert [(c.step, c.usage.total_tokens, c.cost_usd, c.tool_calls) for c in calls] == [
+        (1, 12, 0.125, (("c1", "text.echo"),)),
+        (2, 25, None, ()),
+    ]
+
+
 async def test_json_shape_has_the_design_keys(registry: ToolRegistry, headers: Headers) -> None:
     llm = ScriptedLLM(
         [{"tool_calls": [{"name": "math.add", "arguments": {"a": 1, "b": 1}}]}, {"content": "2"}]
