@@ -416,6 +416,8 @@ class ReactPlanner:
             if beat is not None:
                 beat.cancel()
                 await asyncio.wait({beat}, timeout=_HEARTBEAT_STOP_S)
+                if beat.done() and not beat.cancelled():
+                    beat.exception()  # retrieved; a failing heartbeat already logged why
 
     async def _settle(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
         try:

@@ -179,6 +179,8 @@ async def heartbeat(deps: Deps, run: Run, interval_s: float) -> None:
                     exc or type(exc).__name__,
                     interval_s,
                 )
+            except Exception:  # never let the heartbeat die silently while the run goes on
+                logger.exception("run %s: the heartbeat failed; retrying", run.run_id)
 
 
 async def pause(deps: Deps, run: Run) -> RunResult:
