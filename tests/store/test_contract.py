@@ -227,6 +227,31 @@ async def test_update_run_writes_fields_and_bumps_the_version(
     assert (await store.update_run(updated, expected_version=1)).version == 2
 
 
+async def test_update_run_stores_a_normalized_copy_and_returns_another(
+    store: StateStore, tenant: str
+) -> None:
+    created = await store.create_run(make_run(tenant))
+    created.state = {"messages": [{"role": "user", "content": "hi"}], "pair": (1, 2)}
+    updated = await store.update_run(created, expected_version=0)
+    assert updated.state == {"messages": [{"role": "user", "content": "hi"}], "pair": [1, 2]}
+    created.state["messages"].append({"role": "x"})  # the caller's object, after the write
+    updated.state["messages"].append({"role": "y"})  # the returned copy
+    updated.roles.append("admin")
+    again = await store.get_run(tenant, "run-1")
+    assert again.state == {"messages": [{"role": "user", "content": "hi"}], "pair": [1, 2]}
+    assert (again.roles, again.version) == (["analyst"], 1)
+
+
+async def test_update_run_refuses_state_that_is_not_json_and_changes_nothing(
+    store: StateStore, tenant: str
+) -> None:
+    created = await store.create_run(make_run(tenant))
+    created.state = {"when": object()}
+    with pytest.raises(UserError, match="run state"):
+        await store.update_run(created, expected_version=0)
+    assert (await store.get_run(tenant, "run-1")).version == 0
+
+
 async def test_update_run_with_a_stale_version_is_a_conflict(
     store: StateStore, tenant: str
 ) -> None:
