@@ -9,7 +9,6 @@ an unknown one. This module must not import litellm.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shlex
 import sys
@@ -19,10 +18,12 @@ from typing import Any
 from penguiflow_agents.approvals import ApprovalService, approval_to_json
 from penguiflow_agents.cli import DEFAULT_STORE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import (
+    configure_cli_logging,
     error,
     load_policies,
     open_store_from_args,
     print_json,
+    run_closing_on_signals,
     tenant_of,
 )
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
@@ -55,8 +56,9 @@ def cmd_reject(args: argparse.Namespace) -> int:
 def _guard(
     body: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
 ) -> int:
+    configure_cli_logging(args)
     try:
-        return asyncio.run(body(args))
+        return run_closing_on_signals(body(args))
     except (ConfigError, UserError) as exc:
         error(str(exc))
         return EXIT_USAGE

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from penguiflow_agents._identity import Headers
 
@@ -16,12 +23,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TENANT",
+    "configure_cli_logging",
     "error",
     "headers_of",
     "load_policies",
     "load_registry",
     "open_store_from_args",
     "print_json",
+    "run_closing_on_signals",
     "tenant_of",
 ]
 
@@ -67,3 +76,54 @@ def print_json(value: Any) -> None:
 def error(message: str) -> None:
     """Print an error for a person on stderr."""
     sys.stderr.write(f"error: {message}\n")
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_closing_on_signals(command: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run(command)``; SIGINT/SIGTERM cancel it, so its ``async with registry`` closes."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            loop.remove_signal_handler(signum)  # a second one is not caught
+            task.cancel()
+
+        installed = []
+        for signum in _STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+        try:
+            return await command
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            task.uncancel()
+            print("interrupted" if received[0] == signal.SIGINT else "terminated", file=sys.stderr)
+            return 128 + received[0]
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+def configure_cli_logging(args: argparse.Namespace) -> None:
+    """Logs go to stderr (stdout is for results): errors only, everything with --verbose.
+
+    Always configured here, whatever was configured before: the command owns
+    its process, and its stdout must hold nothing but the result.
+    """
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.ERROR
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -28,19 +28,22 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import logging
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.cli import DEFAULT_STORE, EXIT_FAILURE, EXIT_OK, EXIT_PAUSED, EXIT_USAGE
-from penguiflow_agents.cli._common import error, headers_of, print_json, tenant_of
+from penguiflow_agents.cli._common import (
+    configure_cli_logging,
+    error,
+    headers_of,
+    print_json,
+    run_closing_on_signals,
+    tenant_of,
+)
 from penguiflow_agents.cli._run_output import Locations, RunPrinter, result_document
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 from penguiflow_agents.planner import ReactPlanner, RunResult
@@ -113,9 +116,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def _guard(
     args: argparse.Namespace, body: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 ) -> int:
-    _configure_logging(args)
+    configure_cli_logging(args)
     try:
-        return asyncio.run(body(args))
+        return run_closing_on_signals(body(args))
     except (ConfigError, UserError) as exc:
         _fail(args, str(exc))
         return EXIT_USAGE
@@ -142,18 +145,6 @@ def _fail(args: argparse.Namespace, message: str) -> None:
                 "steps": [],
             }
         )
-
-
-def _configure_logging(args: argparse.Namespace) -> None:
-    """Logs go to stderr (stdout is for results): errors only, everything with --verbose."""
-    if structlog.is_configured():
-        return
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.ERROR
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
 
 
 def locations(args: argparse.Namespace) -> Locations:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+import structlog
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
@@ -32,7 +33,10 @@ from penguiflow_agents.planner import (
     StepStarted,
     TextChunk,
     ToolCallFinished,
+    ToolCallStarted,
 )
+
+_log = structlog.get_logger("penguiflow_agents.cli")
 
 __all__ = ["Locations", "RunPrinter", "approve_command", "result_document", "resume_command"]
 
@@ -201,6 +205,11 @@ class RunPrinter:
                 self.console.print(f"[dim]{escape(_short(event.content, 200))}[/dim]")
             if event.tool_calls:
                 self._spin("calling " + ", ".join(name for _, name in event.tool_calls) + "…")
+        elif isinstance(event, ToolCallStarted):
+            # For --verbose: which call is in flight (never its arguments: they may be secret).
+            _log.debug(
+                "tool_call.started", run_id=event.run_id, tool=event.tool, call_id=event.call_id
+            )
         elif isinstance(event, ToolCallFinished):
             self._stop()
             self.step(event.record)

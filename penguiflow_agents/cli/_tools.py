@@ -23,24 +23,21 @@ signal is not caught.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import logging
-import signal
-import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import (
+    configure_cli_logging,
     error,
     headers_of,
     load_policies,
     load_registry,
     print_json,
+    run_closing_on_signals,
     tenant_of,
 )
 from penguiflow_agents.exceptions import ConfigError, UserError
@@ -53,14 +50,13 @@ __all__ = ["cmd_tools_call", "cmd_tools_list"]
 
 OPERATOR_VIEW = "operator view: all registered tools"
 # Signals that cancel a command cleanly (tool sources closed, servers stopped).
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Characters of a tool description shown in the human listing.
 _DESCRIPTION_CHARS = 90
 
 
 def cmd_tools_list(args: argparse.Namespace) -> int:
     """Print the registered tools (operator view) or one caller's view."""
-    _configure_logging(args)
+    configure_cli_logging(args)
     registry = _load(args, fatal_if_all_failed=True)
     if registry is None:
         return EXIT_USAGE
@@ -72,12 +68,12 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             error(str(exc))
             return EXIT_USAGE
-    return _run_closing_on_signals(_list(args, registry, policies))
+    return run_closing_on_signals(_list(args, registry, policies))
 
 
 def cmd_tools_call(args: argparse.Namespace) -> int:
     """Call one tool as a caller under the policies; print its result."""
-    _configure_logging(args)
+    configure_cli_logging(args)
     try:
         arguments = json.loads(args.args)
     except json.JSONDecodeError as exc:
@@ -94,41 +90,7 @@ def cmd_tools_call(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         error(str(exc))
         return EXIT_USAGE
-    return _run_closing_on_signals(_call(args, registry, policies, arguments))
-
-
-def _run_closing_on_signals(command: Coroutine[Any, Any, int]) -> int:
-    """``asyncio.run(command)``; SIGINT/SIGTERM cancel it, so its ``async with registry`` closes."""
-
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        received: list[int] = []
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            loop.remove_signal_handler(signum)  # a second one is not caught
-            task.cancel()
-
-        installed = []
-        for signum in _SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-                installed.append(signum)
-        try:
-            return await command
-        except asyncio.CancelledError:
-            if not received:
-                raise
-            task.uncancel()
-            print("interrupted" if received[0] == signal.SIGINT else "terminated", file=sys.stderr)
-            return 128 + received[0]
-        finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-
-    return asyncio.run(main())
+    return run_closing_on_signals(_call(args, registry, policies, arguments))
 
 
 def _load(args: argparse.Namespace, *, fatal_if_all_failed: bool) -> ToolRegistry | None:
@@ -271,17 +233,3 @@ def _parameters(schema: Mapping[str, Any]) -> str:
 def _summary(description: str) -> str:
     first = description.strip().splitlines()[0] if description.strip() else ""
     return first if len(first) <= _DESCRIPTION_CHARS else first[: _DESCRIPTION_CHARS - 1] + "…"
-
-
-def _configure_logging(args: argparse.Namespace) -> None:
-    """Logs go to stderr (stdout is for results): errors only, everything with --verbose.
-
-    Always configured here, whatever was configured before: the command owns
-    its process, and its stdout must hold nothing but the result.
-    """
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.ERROR
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
