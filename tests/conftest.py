@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from typing import Final
 from urllib.parse import urlsplit
 
 import pytest
+import structlog
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -63,3 +65,12 @@ def postgres_dsn() -> str:
 @pytest.fixture
 def redis_url() -> str:
     return _require("Redis", REDIS_URL, 6379)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog_config() -> Iterator[None]:
+    """Each test starts from structlog's defaults: a CLI command run in-process configures
+    logging for its (normally whole) process, which must not leak into the next test."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
