@@ -11,9 +11,11 @@ skip.
 from __future__ import annotations
 
 import os
+import select
 import socket
-from collections.abc import Iterator
-from typing import Final
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Final
 from urllib.parse import urlsplit
 
 import pytest
@@ -74,3 +76,27 @@ def _fresh_structlog_config() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+ReadUntil = Callable[[IO[bytes], bytes, float], bytes]
+
+
+def _read_until(stream: IO[bytes], marker: bytes, timeout_s: float) -> bytes:
+    """What ``stream`` (a subprocess pipe) gave until ``marker`` appeared, within ``timeout_s``."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while marker not in seen:
+        readable, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+        if not readable:
+            raise AssertionError(f"no {marker!r} within {timeout_s}s; got {seen[-2000:]!r}")
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            raise AssertionError(f"the process exited before {marker!r}; got {seen[-2000:]!r}")
+        seen += chunk
+    return seen
+
+
+@pytest.fixture
+def read_until() -> ReadUntil:
+    """Read a subprocess pipe until a marker shows up (bounded wait)."""
+    return _read_until

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -23,23 +23,9 @@ EXIT_TIMEOUT_S = 30
 LINGER_S = 60
 
 
-def _read_until(stream: IO[bytes], marker: bytes, timeout_s: float) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while marker not in seen:
-        readable, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
-        if not readable:
-            raise AssertionError(f"no {marker!r} within {timeout_s}s; got {seen[-2000:]!r}")
-        chunk = os.read(stream.fileno(), 4096)
-        if not chunk:
-            raise AssertionError(f"the CLI exited before {marker!r}; got {seen[-2000:]!r}")
-        seen += chunk
-    return seen
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_stops_the_tool_servers_before_the_cli_exits(
-    tmp_path: Path, signum: int
+    tmp_path: Path, signum: int, read_until: Callable[[IO[bytes], bytes, float], bytes]
 ) -> None:
     """Even a server that does not exit when its input closes is gone once `run` has exited."""
     tools = tmp_path / "tools"
@@ -73,7 +59,7 @@ def test_a_signal_mid_run_stops_the_tool_servers_before_the_cli_exits(
     servers: list[psutil.Process] = []
     try:
         assert cli.stderr is not None
-        _read_until(cli.stderr, b"tool_call.started", CALL_START_TIMEOUT_S)
+        read_until(cli.stderr, b"tool_call.started", CALL_START_TIMEOUT_S)
         time.sleep(0.5)  # the call is on its way to the server
         servers = [
             p

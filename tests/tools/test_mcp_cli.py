@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -113,24 +112,9 @@ SESSION_START_TIMEOUT_S = 30
 LINGER_S = 60
 
 
-def _read_until(stream: IO[bytes], marker: bytes, timeout_s: float) -> bytes:
-    """What ``stream`` gave until ``marker`` appeared (bounded by ``timeout_s``)."""
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while marker not in seen:
-        readable, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
-        if not readable:
-            raise AssertionError(f"no {marker!r} within {timeout_s}s; got {seen[-2000:]!r}")
-        chunk = os.read(stream.fileno(), 4096)
-        if not chunk:
-            raise AssertionError(f"the CLI exited before {marker!r}; got {seen[-2000:]!r}")
-        seen += chunk
-    return seen
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_cli_call_stops_its_server_before_exiting(
-    tmp_path: Path, signum: int
+    tmp_path: Path, signum: int, read_until: Callable[[IO[bytes], bytes, float], bytes]
 ) -> None:
     """Ctrl-C or SIGTERM mid-call: the CLI closes the session, so even a server that does
     not exit when its input closes is stopped; exit status 128 + signal."""
@@ -158,7 +142,7 @@ def test_an_interrupted_cli_call_stops_its_server_before_exiting(
     servers: list[psutil.Process] = []
     try:
         assert cli.stderr is not None
-        _read_until(cli.stderr, b"mcp_session_started", SESSION_START_TIMEOUT_S)
+        read_until(cli.stderr, b"mcp_session_started", SESSION_START_TIMEOUT_S)
         servers = psutil.Process(cli.pid).children(recursive=True)
         assert servers, "the server process is running"
         cli.send_signal(signum)
