@@ -25,6 +25,7 @@ from penguiflow_agents.planner._types import (
     Step,
     StepStarted,
     TextChunk,
+    ToolActivity,
     ToolCallFinished,
     ToolCallStarted,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Step",
     "StepStarted",
     "TextChunk",
+    "ToolActivity",
     "ToolCallFinished",
     "ToolCallStarted",
     "planner_node",

@@ -27,10 +27,17 @@ from penguiflow_agents.planner._context import Deps, Run, Stop
 from penguiflow_agents.planner._types import (
     PendingApproval,
     Step,
+    ToolActivity,
     ToolCallFinished,
     ToolCallStarted,
 )
-from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
+from penguiflow_agents.tools._types import (
+    CallContext,
+    EventSink,
+    ToolErrorKind,
+    ToolResult,
+    ToolSpec,
+)
 
 __all__ = ["Catalog", "StepOutcome", "call_tool", "observe", "run_calls"]
 
@@ -62,6 +69,22 @@ class StepOutcome:
     last_error: str | None = None
 
 
+def _activity_sink(run: Run, call_id: str, name: str) -> EventSink | None:
+    """Forward a running call's progress and retries to the run's stream (when streamed)."""
+    emit = run.emit
+    if emit is None:
+        return None
+
+    async def sink(event: str, data: Mapping[str, Any]) -> None:
+        await emit(
+            ToolActivity(
+                run_id=run.run_id, call_id=call_id, tool=name, event=event, data=dict(data)
+            )
+        )
+
+    return sink
+
+
 async def call_tool(
     deps: Deps, run: Run, call_id: str, name: str, args: Mapping[str, Any]
 ) -> ToolResult:
@@ -72,6 +95,7 @@ async def call_tool(
         call_id=call_id,
         trace_id=run.trace_id,
         deadline=run.deadline,
+        on_event=_activity_sink(run, call_id, name),
     )
     start = time.perf_counter()
     try:

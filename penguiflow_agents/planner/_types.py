@@ -20,6 +20,7 @@ __all__ = [
     "Step",
     "StepStarted",
     "TextChunk",
+    "ToolActivity",
     "ToolCallFinished",
     "ToolCallStarted",
 ]
@@ -215,6 +216,19 @@ class LLMResponded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolActivity:
+    """A call in flight reported something: ``tool.progress`` (an MCP progress
+    notification: progress, total, message) or ``tool.retry`` (attempt, delay_s)."""
+
+    kind: ClassVar[str] = "tool_activity"
+    run_id: str
+    call_id: str
+    tool: str
+    event: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallStarted:
     kind: ClassVar[str] = "tool_call_started"
     run_id: str
@@ -262,6 +276,7 @@ PlannerEvent: TypeAlias = (
     | TextChunk
     | LLMResponded
     | ToolCallStarted
+    | ToolActivity
     | ToolCallFinished
     | FinalAnswer
     | Paused
