@@ -30,11 +30,10 @@ from penguiflow_agents.cli import EXIT_OK
 from penguiflow_agents.cli._common import headers_of
 from penguiflow_agents.cli._run import (
     OFFLINE_SCRIPT,
-    is_replay,
     locations,
-    model_label,
     open_planner,
     open_store,
+    show_banner,
 )
 from penguiflow_agents.cli._run_output import RunPrinter
 from penguiflow_agents.exceptions import ApprovalError, NotFoundError, UserError
@@ -72,13 +71,7 @@ async def chat(args: argparse.Namespace) -> int:
 
         assert planner.policies is not None
         service = ApprovalService(store, planner.policies)
-        printer.banner(
-            model=model_label(planner),
-            replay=is_replay(planner),
-            tenant=headers.tenant,
-            principal=headers.principal,
-            roles=headers.roles,
-        )
+        show_banner(printer, planner, headers)
         printer.line(f"[dim]session {session} · /quit to leave[/dim]")
         approver: Headers | None = None
         while True:

@@ -58,6 +58,7 @@ __all__ = [
     "cmd_resume",
     "cmd_run",
     "exit_code",
+    "show_banner",
 ]
 
 DEFAULT_TOOLS = "tools"
@@ -228,6 +229,17 @@ def is_replay(planner: ReactPlanner) -> bool:
     return bool(getattr(planner.llm, "is_replay", False))
 
 
+def show_banner(printer: RunPrinter, planner: ReactPlanner, headers: Headers) -> None:
+    """The first line of run / resume / demo / chat: model (replay or not) and identity."""
+    printer.banner(
+        model=model_label(planner),
+        replay=is_replay(planner),
+        tenant=headers.tenant,
+        principal=headers.principal,
+        roles=headers.roles,
+    )
+
+
 def model_label(planner: ReactPlanner) -> str:
     return str(getattr(planner.llm, "spec", None) or planner.llm.model)
 
@@ -264,13 +276,7 @@ async def _run(args: argparse.Namespace) -> int:
             tools=args.tools,
             policies=args.policies,
         )
-        printer.banner(
-            model=model_label(planner),
-            replay=is_replay(planner),
-            tenant=headers.tenant,
-            principal=headers.principal,
-            roles=headers.roles,
-        )
+        show_banner(printer, planner, headers)
         if args.session:
             printer.line(f"[dim]session {args.session}[/dim]")
         result = await printer.consume(
@@ -296,13 +302,7 @@ async def _resume(args: argparse.Namespace) -> int:
             tools=args.tools,
             policies=args.policies,
         )
-        printer.banner(
-            model=model_label(planner),
-            replay=is_replay(planner),
-            tenant=headers.tenant,
-            principal=headers.principal,
-            roles=headers.roles,
-        )
+        show_banner(printer, planner, headers)
         state = (
             "running: taken over if its process is gone"
             if record.status == "running"
@@ -384,13 +384,7 @@ async def _demo(args: argparse.Namespace) -> int:
         printer.line(
             "[bold]penguiflow-agents demo[/bold]: a chat assistant with tools, a policy and an approval gate."
         )
-        printer.banner(
-            model=model_label(planner),
-            replay=is_replay(planner),
-            tenant=headers.tenant,
-            principal=headers.principal,
-            roles=headers.roles,
-        )
+        show_banner(printer, planner, headers)
         printer.line(f"[dim]using {note}[/dim]")
         printer.line(f"[bold]>[/bold] {DEMO_QUESTION}")
         result = await printer.consume(planner.stream(DEMO_QUESTION, headers=headers))
