@@ -98,7 +98,7 @@ def _schema_errors(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> l
 class ApprovalService:
     """Create approval requests, decide them, and check them before a call runs."""
 
-    __slots__ = ("_clock", "_policies", "_store")
+    __slots__ = ("_clock", "_policies", "_store", "_token_hex")
 
     def __init__(
         self,
@@ -106,10 +106,12 @@ class ApprovalService:
         policies: PolicySet,
         *,
         clock: Callable[[], float] = time.time,
+        token_hex: Callable[[int], str] = secrets.token_hex,
     ) -> None:
         self._store = store
         self._policies = policies
         self._clock = clock
+        self._token_hex = token_hex  # approval ids (a replaying engine passes its own)
 
     @property
     def store(self) -> StateStore:
@@ -134,7 +136,7 @@ class ApprovalService:
         """Store a pending request bound to this exact call, and audit it."""
         now = self._clock()
         record = ApprovalRecord(
-            id="apr_" + secrets.token_hex(12),
+            id="apr_" + self._token_hex(12),
             tenant=headers.tenant,
             run_id=run_id,
             call_id=call_id,

@@ -11,6 +11,7 @@ if result.status == "paused":
 
 from __future__ import annotations
 
+from penguiflow_agents.planner._clock import SYSTEM_CLOCK, Clock, SystemClock
 from penguiflow_agents.planner._node import planner_node
 from penguiflow_agents.planner._planner import ReactPlanner
 from penguiflow_agents.planner._prompts import DEFAULT_SYSTEM_PROMPT
@@ -32,6 +33,8 @@ from penguiflow_agents.planner._types import (
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
+    "SYSTEM_CLOCK",
+    "Clock",
     "FinalAnswer",
     "LLMResponded",
     "Paused",
@@ -42,6 +45,7 @@ __all__ = [
     "RunResult",
     "Step",
     "StepStarted",
+    "SystemClock",
     "TextChunk",
     "ToolActivity",
     "ToolCallFinished",

@@ -13,7 +13,6 @@ Each call the model asks for ends in exactly one of three ways:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,14 +96,15 @@ async def call_tool(
         deadline=run.deadline,
         on_event=_activity_sink(run, call_id, name),
     )
-    start = time.perf_counter()
+    clock = run.clock
+    start = clock.monotonic()
     try:
         result = await deps.registry.call(name, args, ctx)
     except Exception as exc:  # the catalog contract says never; keep the run alive anyway
         result = ToolResult.failure(
             name, ToolErrorKind.TOOL_ERROR, f"the tool raised {type(exc).__name__}: {exc}"
         )
-    result.latency_s = time.perf_counter() - start
+    result.latency_s = clock.monotonic() - start
     return result
 
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.llm._types import LLMClient
+from penguiflow_agents.planner._clock import SYSTEM_CLOCK, Clock
 from penguiflow_agents.planner._state import RunState
 from penguiflow_agents.store._base import RunRecord, StateStore
 from penguiflow_agents.tools._catalog import ToolCatalog
@@ -58,6 +58,7 @@ class Deps:
     max_result_chars: int
     claim_lease_s: float
     heartbeat_s: float | None  # None: the lease is renewed by checkpoints only
+    clock: Clock = SYSTEM_CLOCK  # time and random ids (a workflow engine brings its own)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -65,7 +66,7 @@ class Run:
     run_id: str
     headers: Headers  # the identity the run executes as (its requester's)
     trace_id: str
-    deadline: float | None  # time.monotonic(); None = no deadline
+    deadline: float | None  # clock.monotonic(); None = no deadline
     deadline_s: float | None  # the budget the deadline was computed from (for messages)
     record: RunRecord  # the stored record, at the version this process last wrote
     state: RunState
@@ -74,19 +75,22 @@ class Run:
     emit: Emit | None = None  # where events go when the run is streamed (None: nowhere)
     # Serialises this process's writes of the record (checkpoints and heartbeats).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    clock: Clock = SYSTEM_CLOCK  # the planner's (Deps.clock)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None = unbounded)."""
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        return None if self.deadline is None else self.deadline - self.clock.monotonic()
 
     def past_deadline(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.deadline is not None and self.clock.monotonic() >= self.deadline
 
     def lease_half_gone(self, lease_s: float) -> bool:
         """Whether this process's claim has less than half its lease left (time to renew)."""
         expires = self.record.claim_expires_at
         return (
-            self.owner is not None and expires is not None and expires - time.time() < lease_s / 2
+            self.owner is not None
+            and expires is not None
+            and expires - self.clock.time() < lease_s / 2
         )
 
 

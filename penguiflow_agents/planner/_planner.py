@@ -18,7 +18,6 @@ Per model turn (a *step*):
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +26,7 @@ from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm._types import LLMClient, LLMRequest
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
+from penguiflow_agents.planner._clock import SYSTEM_CLOCK, Clock
 from penguiflow_agents.planner._context import (
     Deps,
     Emit,
@@ -104,6 +104,10 @@ class ReactPlanner:
     was on the same host, else once the lease ran out. Calls that were in flight
     run again only if their tool is idempotent; otherwise the model is told that
     their outcome is unknown.
+
+    ``clock`` is where the loop reads the time and draws random ids (default
+    the system's); an engine that replays the loop (a Temporal workflow) passes
+    a deterministic one, and its own ``llm``, ``registry`` and ``store``.
     """
 
     __slots__ = ("_deps", "_index")
@@ -124,6 +128,7 @@ class ReactPlanner:
         max_result_chars: int = 16_000,
         claim_lease_s: float = DEFAULT_CLAIM_LEASE_S,
         heartbeat_s: float | Literal["auto"] | None = "auto",
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -158,7 +163,9 @@ class ReactPlanner:
         if policies is not None:
             from penguiflow_agents.approvals import ApprovalService
 
-            approvals = ApprovalService(store, policies)
+            approvals = ApprovalService(
+                store, policies, clock=clock.time, token_hex=clock.token_hex
+            )
         self._deps = Deps(
             llm=llm,
             registry=registry,
@@ -176,6 +183,7 @@ class ReactPlanner:
             max_result_chars=max_result_chars,
             claim_lease_s=claim_lease_s,
             heartbeat_s=heartbeat_s,
+            clock=clock,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None
@@ -215,7 +223,8 @@ class ReactPlanner:
     ) -> RunResult:
         """Answer ``query`` as the caller ``headers``; returns when completed, failed or paused.
 
-        ``deadline`` (absolute, ``time.monotonic()``) tightens ``deadline_s``.
+        ``deadline`` (absolute, ``time.monotonic()``: the planner's ``clock``) tightens
+        ``deadline_s``.
         Cancelling the awaiting task cancels in-flight tool calls and records
         the run as cancelled. The run is held under a claim and checkpointed
         every step (see the class docstring), so that if this process dies
@@ -326,7 +335,7 @@ class ReactPlanner:
                 model=model,
                 query=query,
                 claimed_by=owner,
-                claim_expires_at=time.time() + deps.claim_lease_s if owner else None,
+                claim_expires_at=deps.clock.time() + deps.claim_lease_s if owner else None,
                 # The first checkpoint: a takeover before the first step starts from here.
                 state=state.to_dict() if owner else {},
             )
@@ -354,6 +363,7 @@ class ReactPlanner:
             state=state,
             owner=owner,
             emit=emit,
+            clock=deps.clock,
         )
 
     async def _resume(
@@ -379,6 +389,7 @@ class ReactPlanner:
             state=state,
             owner=claimed.claimed_by,
             emit=emit,
+            clock=self._deps.clock,
         )
         await self._deps.store.append_event(
             claimed.tenant,
@@ -389,7 +400,7 @@ class ReactPlanner:
         return await self._drive(run, self._continue(run))
 
     def _deadline(self, deadline: float | None) -> tuple[float | None, float | None]:
-        now = time.monotonic()
+        now = self._deps.clock.monotonic()
         budget = self._deps.deadline_s
         at = None if budget is None else now + budget
         if deadline is not None and (at is None or deadline < at):
@@ -478,7 +489,7 @@ class ReactPlanner:
                 timeout_s=run.remaining(),
                 metadata={"run_id": run_id, "tenant": run.headers.tenant},
             )
-            started = time.perf_counter()
+            started = deps.clock.monotonic()
             if emit is not None and callable(getattr(deps.llm, "stream", None)):
                 response = await stream_model(deps, run, request, emit)
             else:
@@ -499,7 +510,7 @@ class ReactPlanner:
                 message = _prompts.empty_turn(catalog.visible_names)
                 st.messages.append({"role": "assistant", "content": content or ""})
                 st.messages.append({"role": "user", "content": message})
-            latency = time.perf_counter() - started
+            latency = deps.clock.monotonic() - started
             if emit is not None:
                 await emit(
                     LLMResponded(

@@ -202,6 +202,10 @@ class ToolRegistry:
         await asyncio.gather(*(self._list_source(entry) for entry in entries))
         return [spec for entry in entries for spec in entry.specs.values()]
 
+    def max_concurrency(self, source: str) -> int:
+        """Calls of ``source`` at once (its manifest's ``max_concurrency``); KeyError if unknown."""
+        return self._entries[source].manifest.max_concurrency
+
     def get(self, name: str) -> ToolSpec | None:
         """The spec of ``name`` as last listed (None if not seen yet)."""
         entry = self._entries.get(name.partition(".")[0])
