@@ -38,8 +38,11 @@ pytest: sync
 
 test: lint typecheck pytest
 
+# Each script once; service URLs from PENGUIFLOW_BENCH_POSTGRES / PENGUIFLOW_BENCH_REDIS
+# (see benchmarks/README.md). BENCH_PYTHON runs them (default: the project's Python).
+BENCH_PYTHON ?= $(BIN)/python
 bench: sync
-	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BENCH_PYTHON) $$f || exit 1; done
 
 clean:
 	rm -rf .venv .tools .penguiflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,8 @@
 """State-store latency: append_event, create+claim+update of a run, create+decide of an approval.
 
-Usage: python benchmarks/store_throughput.py [--n 2000] [--postgres postgresql://postgres@127.0.0.1:5432/test]
+Usage: python benchmarks/store_throughput.py [--n 2000] [--postgres URL]
+
+PostgreSQL: --postgres, else $PENGUIFLOW_BENCH_POSTGRES, else the local database ``test``.
 
 Prints per-operation p50/p99 in microseconds for each store, one after the other
 (sequential awaits: the latency one caller sees), plus appends/s with 50
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -24,7 +27,11 @@ from penguiflow_agents.store import (
     RunRecord,
     StateStore,
     open_store,
+    redact_url,
 )
+
+POSTGRES_ENV = "PENGUIFLOW_BENCH_POSTGRES"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -105,7 +112,11 @@ async def bench(name: str, store: StateStore, n: int) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
+        help=f"PostgreSQL URL (default {redact_url(os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES))}: ${POSTGRES_ENV} when set)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         schema = f"pf_bench_{uuid.uuid4().hex[:8]}"

@@ -8,10 +8,8 @@ building included) by 100 concurrent callers: calls/s and median latency,
 for an async tool and for a sync tool (worker thread), next to the bare
 function call for scale.
 
-MCP part (raw ``mcp`` SDK client vs the registry on the same server, over
-stdio and streamable HTTP; required: at most 15 % overhead on stdio): this
-script runs ``benchmarks/mcp_call_overhead.py`` after the in-process part
-(``--skip-mcp`` skips it). Figures: benchmarks/README.md.
+The MCP side (raw ``mcp`` SDK client vs the registry on the same server) is
+``benchmarks/mcp_call_overhead.py``. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -19,16 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import runpy
 import statistics
 import time
-from pathlib import Path
 
 import structlog
 
 from penguiflow_agents.tools import ToolRegistry, tool
-
-MCP_BENCHMARK = Path(__file__).with_name("mcp_call_overhead.py")
 
 
 @tool
@@ -91,23 +85,14 @@ async def bench_in_process(calls: int, callers: int) -> None:
     await registry.aclose()
 
 
-def mcp_comparison() -> None:
-    """Raw mcp SDK vs registry over stdio and streamable HTTP (``mcp_call_overhead.py``)."""
-    runpy.run_path(str(MCP_BENCHMARK), run_name="__main__")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000, help="calls per concurrent run")
     parser.add_argument("--callers", type=int, default=100, help="concurrent callers")
-    parser.add_argument("--skip-mcp", action="store_true", help="only the in-process part")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"== in-process @tool through ToolRegistry ({args.calls} calls, {args.callers} callers)")
     asyncio.run(bench_in_process(args.calls, args.callers))
-    if not args.skip_mcp:
-        print("== MCP: raw SDK client vs registry")
-        mcp_comparison()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ publish to the last completed run), the ideal runs/s if only the model delay
 counted (N x concurrency / (2 x delay)), and the submit-to-completed latency
 p50 / p95. Every run is checked to have completed exactly once.
 
-Uses Redis database 15 and a PostgreSQL schema of its own, both cleaned up.
+Uses a Redis stream and a PostgreSQL schema of its own, both cleaned up: Redis from --redis,
+else $PENGUIFLOW_BENCH_REDIS, else database 15 of the local server; PostgreSQL from
+--postgres, else $PENGUIFLOW_BENCH_POSTGRES, else the local database ``test``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ import time
 import uuid
 from typing import Any
 
+from penguiflow_agents.store import redact_url
+
+REDIS_ENV = "PENGUIFLOW_BENCH_REDIS"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+POSTGRES_ENV = "PENGUIFLOW_BENCH_POSTGRES"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 # Longest wait for a worker process to start, and for one round of runs.
 START_TIMEOUT_S = 60.0
 ROUND_TIMEOUT_S = 600.0
@@ -225,8 +233,16 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument("--concurrency", type=int, default=8, help="jobs at once per worker")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per model turn")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get(REDIS_ENV, DEFAULT_REDIS),
+        help=f"Redis URL (default {redact_url(os.environ.get(REDIS_ENV, DEFAULT_REDIS))}: ${REDIS_ENV} when set)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
+        help=f"PostgreSQL URL (default {redact_url(os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES))}: ${POSTGRES_ENV} when set)",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("BUS", "STORE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_PAUSED", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_PAUSED",
+    "EXIT_USAGE",
+    "LOG_FORMATS",
+    "STORE_ENV",
+    "add_log_options",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -25,7 +36,26 @@ EXIT_PAUSED = 3
 DEFAULT_STORE = "sqlite:///.penguiflow/state.db"
 
 
-def _add_common_options(p: argparse.ArgumentParser, *, identity: bool = True) -> None:
+LOG_FORMATS = ("text", "json")
+STORE_ENV = "PENGUIFLOW_STORE"
+
+
+def add_log_options(p: argparse.ArgumentParser) -> None:
+    """``--verbose`` and ``--log-format``: logs go to stderr, never stdout (every command)."""
+    p.add_argument(
+        "--verbose", "-v", action="store_true", help="log everything to stderr (default: errors)"
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text for people, json for one JSON object per line (default text)",
+    )
+
+
+def _add_common_options(
+    p: argparse.ArgumentParser, *, identity: bool = True, json_doc: bool = True
+) -> None:
     p.add_argument(
         "--tools", default="tools", metavar="DIR", help="tool manifests directory (default ./tools)"
     )
@@ -37,12 +67,13 @@ def _add_common_options(p: argparse.ArgumentParser, *, identity: bool = True) ->
     )
     p.add_argument(
         "--store",
-        default=DEFAULT_STORE,
+        default=os.environ.get(STORE_ENV) or DEFAULT_STORE,
         metavar="URL",
-        help=f"state store URL (default {DEFAULT_STORE})",
+        help=f"state store URL (default ${STORE_ENV} or {DEFAULT_STORE})",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    p.add_argument("--verbose", "-v", action="store_true", help="log to stderr")
+    if json_doc:
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_log_options(p)
     if identity:
         p.add_argument("--tenant", default=None, help="tenant (default: default)")
         p.add_argument("--principal", default="cli-user", help="who is calling (default cli-user)")
@@ -123,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_resume")
 
     p = sub.add_parser("worker", help="run jobs from the message bus (scale-out worker)")
-    _add_common_options(p, identity=False)
+    _add_common_options(p, identity=False, json_doc=False)
+    # Before --log-format existed, `worker --json` meant JSON log lines: still accepted.
+    p.add_argument("--json", dest="json_logs", action="store_true", help=argparse.SUPPRESS)
     _add_bus_option(p)
     p.add_argument(
         "--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)"

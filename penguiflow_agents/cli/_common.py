@@ -6,13 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
-
-import structlog
 
 from penguiflow_agents._identity import Headers
 
@@ -115,15 +112,15 @@ def run_closing_on_signals(command: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(main())
 
 
-def configure_cli_logging(args: argparse.Namespace) -> None:
-    """Logs go to stderr (stdout is for results): errors only, everything with --verbose.
+def configure_cli_logging(args: argparse.Namespace, *, default_level: str = "error") -> None:
+    """Logs go to stderr (stdout is for results): ``default_level`` and up, everything with
+    --verbose; ``--log-format json`` makes each line one JSON object (text otherwise).
 
     Always configured here, whatever was configured before: the command owns
     its process, and its stdout must hold nothing but the result.
     """
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.ERROR
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    from penguiflow_agents._logging import configure_logging
+
+    structured = getattr(args, "log_format", "text") == "json"
+    level = "debug" if getattr(args, "verbose", False) else default_level
+    configure_logging(structured=structured, level=level, stream=sys.stderr)

@@ -4,7 +4,7 @@
   jobs from the bus and execute them with the tools of ``--tools`` and the
   policies of ``--policies`` on the store, until SIGTERM/SIGINT; then let
   running jobs finish for ``--drain-timeout`` seconds and hand the rest back.
-  Logs go to stderr (JSON lines with ``--json``).
+  Logs go to stderr (JSON lines with ``--log-format json``).
 - ``submit "QUESTION" [--bus URL] [--tenant T] [--json]``: enqueue a run and
   print its run id; ``--wait`` polls the store until the run ends or pauses
   and prints it like ``run`` (with ``--json``, the same document).
@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from penguiflow_agents.cli._common import error, headers_of, print_json
+from penguiflow_agents.cli._common import configure_cli_logging, error, headers_of, print_json
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
 __all__ = ["bus_url_of", "cmd_submit", "cmd_worker"]
@@ -50,9 +50,10 @@ def bus_url_of(args: argparse.Namespace) -> str:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker until SIGTERM/SIGINT."""
-    from penguiflow_agents._logging import configure_logging
-
-    configure_logging(structured=args.json, level="debug" if args.verbose else "info")
+    if getattr(args, "json_logs", False):
+        args.log_format = "json"
+        error("worker --json is deprecated: use --log-format json (JSON log lines on stderr).")
+    configure_cli_logging(args, default_level="info")
     if args.concurrency < 1:
         error(f"--concurrency must be a positive integer, got {args.concurrency!r}.")
         return EXIT_USAGE
@@ -61,10 +62,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Enqueue a run (or a resume); with --wait, print it like ``run`` once it ends or pauses."""
-    from penguiflow_agents._logging import configure_logging
-
     # stdout is for the run id or the result: logs go to stderr, errors only unless --verbose.
-    configure_logging(structured=False, level="debug" if args.verbose else "error")
+    configure_cli_logging(args)
     if (args.question is None) == (args.resume is None):
         error(
             'pass either a QUESTION or --resume RUN_ID (exactly one), e.g. submit "What time is it?"'
