@@ -70,3 +70,19 @@ def test_worker_takes_log_format_json_and_still_accepts_its_old_json_flag(
     structlog.get_logger("t").info("worker.probe", n=1)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert json.loads(line)["event"] == "worker.probe"
+
+
+def test_penguiflow_store_is_the_default_store_of_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``PENGUIFLOW_STORE`` saves repeating ``--store``; an explicit ``--store`` still wins."""
+    monkeypatch.chdir(tmp_path)
+    from_env = tmp_path / "from-env.db"
+    monkeypatch.setenv("PENGUIFLOW_STORE", f"sqlite:///{from_env}")
+    assert main(["approvals", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert from_env.exists()
+    assert not (tmp_path / ".penguiflow").exists(), "the built-in default was not used"
+    explicit = tmp_path / "explicit.db"
+    assert main(["approvals", "list", "--json", "--store", f"sqlite:///{explicit}"]) == 0
+    assert explicit.exists()
