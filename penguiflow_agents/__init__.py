@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         StoreError,
         ToolSourceUnavailableError,
         UserError,
+        WebhookSignatureError,
     )
     from penguiflow_agents.llm import (
         LiteLLMClient,
@@ -105,6 +106,7 @@ if TYPE_CHECKING:
         load_manifest,
         tool,
     )
+    from penguiflow_agents.webhooks import WebhookDeliverer, sign_payload, verify_signature
     from penguiflow_agents.worker import Worker
 
 __version__ = "0.1.0"
@@ -132,6 +134,10 @@ _EXPORTS: dict[str, str] = {
     "StoreError": "penguiflow_agents.exceptions",
     "ToolSourceUnavailableError": "penguiflow_agents.exceptions",
     "UserError": "penguiflow_agents.exceptions",
+    "WebhookSignatureError": "penguiflow_agents.exceptions",
+    "WebhookDeliverer": "penguiflow_agents.webhooks",
+    "sign_payload": "penguiflow_agents.webhooks",
+    "verify_signature": "penguiflow_agents.webhooks",
     "Headers": "penguiflow_agents._identity",
     "Context": "penguiflow_agents.runtime",
     "FinalAnswer": "penguiflow_agents.runtime",
@@ -255,6 +261,8 @@ __all__ = [
     "ToolView",
     "Usage",
     "UserError",
+    "WebhookDeliverer",
+    "WebhookSignatureError",
     "Worker",
     "configure_logging",
     "create",
@@ -267,10 +275,12 @@ __all__ = [
     "open_store",
     "planner_node",
     "predicate_router",
+    "sign_payload",
     "subflow",
     "table_router",
     "tool",
     "union_router",
+    "verify_signature",
 ]
 
 

@@ -15,7 +15,8 @@
     ├── LLMError                    the model provider failed after retries
     ├── ToolSourceUnavailableError  a tool source could not be reached (server did not start, ...)
     ├── StoreError                  the state store failed
-    └── BusError                    the message bus failed, or refused a job (backlog full)
+    ├── BusError                    the message bus failed, or refused a job (backlog full)
+    └── WebhookSignatureError       a webhook delivery's signature is missing, stale or wrong
 
 Control-flow signals are not errors and do not derive from PenguiflowError:
 
@@ -47,6 +48,7 @@ __all__ = [
     "StoreError",
     "ToolSourceUnavailableError",
     "UserError",
+    "WebhookSignatureError",
 ]
 
 
@@ -150,6 +152,13 @@ class StoreError(PenguiflowError):
 
 class BusError(PenguiflowError):
     """The message bus could not complete an operation, or refused a job because it is full."""
+
+
+class WebhookSignatureError(PenguiflowError):
+    """A webhook delivery's ``Penguiflow-Signature`` is missing, malformed, stale or wrong.
+
+    Raised by ``verify_signature`` on the receiving side; never holds a secret.
+    """
 
 
 class RunPaused(Exception):  # a signal, not an error

@@ -20,6 +20,7 @@ SUBPACKAGES = [
     "penguiflow_agents.approvals",
     "penguiflow_agents.planner",
     "penguiflow_agents.testing",
+    "penguiflow_agents.webhooks",
 ]
 
 # Names the issues and DESIGN.md promise at the top level.

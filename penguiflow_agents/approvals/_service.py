@@ -25,6 +25,12 @@ Rules a decision must pass, in this order:
 
 The store records the decision atomically, so of two racing deciders one
 wins and the other gets ``AlreadyDecidedError``.
+
+Webhooks: when the rule names ``notify`` URLs, or the service was given
+``notify=[...]`` for every approval, each request and each decision also
+writes one outbox entry per URL *in the same store transaction* as the
+approval record (see ``approvals._webhooks``); a ``WebhookDeliverer`` sends
+them. ``on_outbox`` (e.g. ``deliverer.wake``) is called after such a write.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import jsonschema
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.approvals._json import effective_status, iso_utc
+from penguiflow_agents.approvals._webhooks import approval_outbox, notify_targets
 from penguiflow_agents.exceptions import (
     AlreadyDecidedError,
     ApprovalError,
@@ -54,6 +61,7 @@ from penguiflow_agents.store._base import (
     StateStore,
 )
 from penguiflow_agents.tools._types import ToolSpec, sha256_json
+from penguiflow_agents.webhooks._urls import check_notify_url
 
 __all__ = ["DECISIONS", "ApprovalService", "may_decide"]
 
@@ -98,7 +106,7 @@ def _schema_errors(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> l
 class ApprovalService:
     """Create approval requests, decide them, and check them before a call runs."""
 
-    __slots__ = ("_clock", "_policies", "_store", "_token_hex")
+    __slots__ = ("_clock", "_notify", "_on_outbox", "_policies", "_store", "_token_hex")
 
     def __init__(
         self,
@@ -107,11 +115,25 @@ class ApprovalService:
         *,
         clock: Callable[[], float] = time.time,
         token_hex: Callable[[int], str] = secrets.token_hex,
+        notify: Sequence[str] = (),
+        on_outbox: Callable[[], None] | None = None,
     ) -> None:
+        for url in notify:
+            try:
+                check_notify_url(url)
+            except ValueError as exc:
+                raise UserError(f"notify URL: {exc}.") from None
         self._store = store
         self._policies = policies
         self._clock = clock
         self._token_hex = token_hex  # approval ids (a replaying engine passes its own)
+        self._notify = tuple(dict.fromkeys(notify))
+        self._on_outbox = on_outbox
+
+    @property
+    def notify(self) -> tuple[str, ...]:
+        """Webhook URLs told of every request and decision (besides each rule's own)."""
+        return self._notify
 
     @property
     def store(self) -> StateStore:
@@ -153,7 +175,14 @@ class ApprovalService:
             created_at=now,
             expires_at=now + rule.expires_in_s,
         )
-        stored = await self._store.create_approval(record)
+        outbox = approval_outbox(
+            record, "approval.requested", notify_targets(record, self._notify), now=now
+        )
+        if outbox:
+            stored = await self._store.create_approval(record, outbox=outbox)
+            self._outbox_written()
+        else:
+            stored = await self._store.create_approval(record)
         await self._store.append_event(
             headers.tenant,
             run_id,
@@ -206,18 +235,25 @@ class ApprovalService:
         edited: dict[str, Any] | None = None
         if decision == "edit":
             edited = await self._check_edit(record, principal, roles, arguments)
-        decided = await self._store.decide_approval(
-            tenant,
-            approval_id,
-            ApprovalDecision(
-                decision=decision,
-                decided_by=principal,
-                decided_roles=sorted(set(roles)),
-                reason=reason,
-                arguments=edited,
-                decided_at=now,
-            ),
+        made = ApprovalDecision(
+            decision=decision,
+            decided_by=principal,
+            decided_roles=sorted(set(roles)),
+            reason=reason,
+            arguments=edited,
+            decided_at=now,
         )
+        after = replace(
+            record, status="rejected" if decision == "reject" else "approved", decision=made
+        )
+        outbox = approval_outbox(
+            after, "approval.decided", notify_targets(record, self._notify), now=now
+        )
+        if outbox:
+            decided = await self._store.decide_approval(tenant, approval_id, made, outbox=outbox)
+            self._outbox_written()
+        else:
+            decided = await self._store.decide_approval(tenant, approval_id, made)
         await self._store.append_event(
             tenant,
             record.run_id,
@@ -234,6 +270,10 @@ class ApprovalService:
             },
         )
         return decided
+
+    def _outbox_written(self) -> None:
+        if self._on_outbox is not None:
+            self._on_outbox()
 
     def _check_open(self, record: ApprovalRecord, now: float) -> None:
         if record.status != "pending":

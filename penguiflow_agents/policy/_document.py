@@ -4,8 +4,9 @@
 validated ``PolicyDocument`` or raise ``PolicyError(file, key, reason)``.
 Unknown keys, a key written twice in one mapping (YAML would silently keep
 the last one, e.g. drop a ``deny`` list), wrong types, empty globs, approvers
-that are neither ``role:<r>`` nor ``user:<id>`` and ``when`` clauses that are
-not valid JSON Schemas are all refused: a policy is used whole or not at all.
+that are neither ``role:<r>`` nor ``user:<id>``, ``when`` clauses that are
+not valid JSON Schemas and ``notify`` entries that are not plain http(s) URLs
+are all refused: a policy is used whole or not at all.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents.exceptions import PolicyError
+from penguiflow_agents.webhooks._urls import check_notify_url
 
 __all__ = ["ApprovalRuleDoc", "PolicyDocument", "RoleDoc", "load_policy_file", "parse_policy"]
 
@@ -68,6 +70,12 @@ def _check_when(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _check_notify(urls: list[str]) -> list[str]:
+    for url in urls:
+        check_notify_url(url)
+    return list(dict.fromkeys(urls))  # the same URL twice is notified once
+
+
 Glob = Annotated[str, AfterValidator(_check_glob)]
 Approver = Annotated[str, AfterValidator(_check_approver)]
 
@@ -91,6 +99,8 @@ class ApprovalRuleDoc(_Strict):
     approvers: list[Approver] = Field(min_length=1)
     expires_in_s: float = Field(default=DEFAULT_EXPIRES_IN_S, gt=0)
     reason: str | None = None
+    # Webhook URLs POSTed each request and decision of this rule (see DESIGN.md, "Webhooks").
+    notify: Annotated[list[str], AfterValidator(_check_notify)] = Field(default_factory=list)
 
 
 class PolicyDocument(_Strict):

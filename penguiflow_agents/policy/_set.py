@@ -73,6 +73,7 @@ class ApprovalRule:
     approvers: tuple[str, ...] = ()
     expires_in_s: float = DEFAULT_EXPIRES_IN_S
     reason: str | None = None
+    notify: tuple[str, ...] = ()  # webhook URLs told of each request and decision
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,13 +90,16 @@ class ApprovalRule:
         return self._validator is None or bool(self._validator.is_valid(dict(arguments)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "match": self.match,
             "when": self.when,
             "approvers": list(self.approvers),
             "expires_in_s": self.expires_in_s,
             "reason": self.reason,
         }
+        if self.notify:
+            out["notify"] = list(self.notify)
+        return out
 
     @classmethod
     def _from_doc(cls, doc: ApprovalRuleDoc) -> ApprovalRule:
@@ -105,6 +109,7 @@ class ApprovalRule:
             approvers=tuple(doc.approvers),
             expires_in_s=doc.expires_in_s,
             reason=doc.reason,
+            notify=tuple(doc.notify),
         )
 
 
@@ -156,7 +161,11 @@ class _Compiled:
     def build(cls, doc: PolicyDocument, file: str) -> _Compiled:
         return cls(
             file=file,
-            version=sha256_json(doc.model_dump(mode="json")),
+            # Where approvals are announced is not what they approve: notify is left out,
+            # so changing a webhook URL does not void pending approvals.
+            version=sha256_json(
+                doc.model_dump(mode="json", exclude={"approvals": {"__all__": {"notify"}}})
+            ),
             allow=_Globs(doc.allow),
             deny=_Globs(doc.deny),
             roles={name: (_Globs(r.allow), _Globs(r.deny)) for name, r in doc.roles.items()},
@@ -244,6 +253,15 @@ class PolicySet:
     def tenants(self) -> frozenset[str]:
         """Tenants with a policy of their own (``"*"`` for the default)."""
         return frozenset(self._by_tenant)
+
+    def notify_urls(self) -> list[str]:
+        """Every webhook URL some approval rule names (``notify``), each once.
+
+        A server checks at start that it can sign deliveries to them."""
+        urls = (
+            url for policy in self._by_tenant.values() for r in policy.rules for url in r.notify
+        )
+        return list(dict.fromkeys(urls))
 
     def _effective(self, tenant: str) -> _Compiled | None:
         found = self._by_tenant.get(tenant)

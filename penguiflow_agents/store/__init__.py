@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import (
     APPROVAL_STATUSES,
+    OUTBOX_STATUSES,
     RUN_STATUSES,
     ApprovalDecision,
     ApprovalRecord,
     CallRecord,
+    OutboxEntry,
     RunRecord,
     StateStore,
     StoredEvent,
@@ -30,11 +32,13 @@ if TYPE_CHECKING:
 __all__ = [
     "APPROVAL_STATUSES",
     "DEFAULT_STORE_URL",
+    "OUTBOX_STATUSES",
     "RUN_STATUSES",
     "ApprovalDecision",
     "ApprovalRecord",
     "CallRecord",
     "MemoryStore",
+    "OutboxEntry",
     "PostgresStore",
     "RunRecord",
     "SQLiteStore",

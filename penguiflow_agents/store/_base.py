@@ -18,10 +18,12 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "APPROVAL_STATUSES",
+    "OUTBOX_STATUSES",
     "RUN_STATUSES",
     "ApprovalDecision",
     "ApprovalRecord",
     "CallRecord",
+    "OutboxEntry",
     "RunRecord",
     "StateStore",
     "StoredEvent",
@@ -29,6 +31,7 @@ __all__ = [
 
 RUN_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
+OUTBOX_STATUSES = ("pending", "delivered", "dead")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,6 +110,29 @@ class CallRecord:
     started_at: float = 0.0
 
 
+@dataclass(slots=True, kw_only=True)
+class OutboxEntry:
+    """One webhook delivery waiting in the store's outbox: one event to one URL.
+
+    ``event_id`` is stable per event (the receiver's idempotency key) and is
+    shared by the entries of the same event to several URLs. The outbox is
+    the one cross-tenant table: a delivering process serves every tenant.
+    """
+
+    id: str  # unique per (event_id, url)
+    event_id: str
+    tenant: str
+    url: str
+    kind: str  # e.g. approval.requested, approval.decided
+    payload: dict[str, Any]
+    status: str = "pending"  # pending | delivered | dead
+    attempts: int = 0
+    next_attempt_at: float = 0.0  # time.time(); also the lease of a claimed entry
+    last_error: str | None = None
+    created_at: float = 0.0
+    finished_at: float | None = None  # delivered or dead-lettered
+
+
 @runtime_checkable
 class StateStore(Protocol):
     # -- events ---------------------------------------------------------
@@ -168,10 +194,13 @@ class StateStore(Protocol):
         ...
 
     # -- approvals ------------------------------------------------------
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+    async def create_approval(
+        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+    ) -> ApprovalRecord:
         """Store a new request as given (``created_at`` filled when 0). ConflictError
         if the tenant already has one with that id. Stores do not evaluate expiry:
-        ``status`` stays "pending" past ``expires_at`` (the approvals service decides)."""
+        ``status`` stays "pending" past ``expires_at`` (the approvals service decides).
+        ``outbox`` entries are written in the same transaction (all or nothing)."""
         ...
 
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord: ...
@@ -183,13 +212,19 @@ class StateStore(Protocol):
         ...
 
     async def decide_approval(
-        self, tenant: str, approval_id: str, decision: ApprovalDecision
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
     ) -> ApprovalRecord:
         """Record a decision once, atomically.
 
         Raises AlreadyDecidedError (saying who decided what and when) if the
         request is not pending, NotFoundError if missing or foreign. Does not
-        check approvers: that is the approvals service's job."""
+        check approvers: that is the approvals service's job. ``outbox``
+        entries are written in the same transaction, only if the decision is."""
         ...
 
     # -- exactly-once calls ----------------------------------------------
@@ -206,6 +241,26 @@ class StateStore(Protocol):
 
     async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
         """The call's bookkeeping, or None if never begun."""
+        ...
+
+    # -- webhook outbox ---------------------------------------------------
+    async def claim_outbox(self, *, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        """Take up to ``limit`` pending entries due at ``now`` (oldest first), atomically.
+
+        Each one's ``next_attempt_at`` becomes ``now + lease_s``, so no other
+        claimer takes it meanwhile, and a claimer that dies before recording
+        the outcome gives it back when the lease runs out (at least once)."""
+        ...
+
+    async def record_outbox_attempt(self, entry: OutboxEntry) -> None:
+        """Write an entry's ``status``, ``attempts``, ``next_attempt_at``, ``last_error``
+        and ``finished_at`` (the outcome of one delivery attempt). NotFoundError if unknown."""
+        ...
+
+    async def list_outbox(
+        self, *, tenant: str | None = None, status: str | None = None
+    ) -> list[OutboxEntry]:
+        """Outbox entries (oldest first), optionally of one tenant and/or status."""
         ...
 
     async def aclose(self) -> None:

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import ConflictError, NotFoundError, StoreError
-from . import _codec
-from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, StoredEvent
+from . import _codec, _outbox
+from ._base import (
+    ApprovalDecision,
+    ApprovalRecord,
+    CallRecord,
+    OutboxEntry,
+    RunRecord,
+    StoredEvent,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -90,6 +97,7 @@ class MemoryStore:
         self._sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._approvals: dict[tuple[str, str], ApprovalRecord] = {}
         self._calls: dict[tuple[str, str, str], CallRecord] = {}
+        self._outbox: dict[str, OutboxEntry] = {}  # insertion order is creation order
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -218,8 +226,11 @@ class MemoryStore:
 
     # -- approvals ------------------------------------------------------
 
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+    async def create_approval(
+        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+    ) -> ApprovalRecord:
         new = _codec.prepare_new_approval(approval)
+        entries = _outbox.prepare_entries(outbox)
         with self._lock:
             self._check_open()
             key = (new.tenant, new.id)
@@ -228,6 +239,7 @@ class MemoryStore:
                     f"an approval with id {new.id!r} already exists; use a fresh id."
                 )
             self._approvals[key] = new
+            self._add_outbox(entries)
             return copy.deepcopy(new)
 
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
@@ -253,9 +265,15 @@ class MemoryStore:
             return [copy.deepcopy(a) for a in found]
 
     async def decide_approval(
-        self, tenant: str, approval_id: str, decision: ApprovalDecision
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_decision(decision)
+        entries = _outbox.prepare_entries(outbox)
         with self._lock:
             self._check_open()
             current = self._approval(tenant, approval_id)
@@ -265,6 +283,7 @@ class MemoryStore:
                 )
             current.status = _codec.status_after(new)
             current.decision = new
+            self._add_outbox(entries)
             return copy.deepcopy(current)
 
     def _approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
@@ -311,6 +330,55 @@ class MemoryStore:
             self._check_open()
             record = self._calls.get((tenant, run_id, call_id))
             return None if record is None else copy.deepcopy(record)
+
+    # -- webhook outbox ---------------------------------------------------
+
+    def _add_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        for entry in entries:  # an id already present is the same event to the same URL
+            self._outbox.setdefault(entry.id, copy.deepcopy(entry))
+
+    async def claim_outbox(self, *, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        _outbox.check_claim(lease_s, limit)
+        with self._lock:
+            self._check_open()
+            due = [
+                e
+                for e in self._outbox.values()
+                if e.status == "pending" and e.next_attempt_at <= now
+            ]
+            due.sort(key=lambda e: e.created_at)  # stable: ties keep creation order
+            claimed = due[:limit]
+            for entry in claimed:
+                entry.next_attempt_at = now + lease_s
+            return [copy.deepcopy(e) for e in claimed]
+
+    async def record_outbox_attempt(self, entry: OutboxEntry) -> None:
+        _outbox.check_outbox_status(entry.status)
+        with self._lock:
+            self._check_open()
+            stored = self._outbox.get(entry.id)
+            if stored is None:
+                raise NotFoundError("outbox entry", entry.id)
+            stored.status = entry.status
+            stored.attempts = entry.attempts
+            stored.next_attempt_at = entry.next_attempt_at
+            stored.last_error = entry.last_error
+            stored.finished_at = entry.finished_at
+
+    async def list_outbox(
+        self, *, tenant: str | None = None, status: str | None = None
+    ) -> list[OutboxEntry]:
+        if status is not None:
+            _outbox.check_outbox_status(status)
+        with self._lock:
+            self._check_open()
+            found = [
+                e
+                for e in self._outbox.values()
+                if (tenant is None or e.tenant == tenant) and (status is None or e.status == status)
+            ]
+            found.sort(key=lambda e: e.created_at)
+            return [copy.deepcopy(e) for e in found]
 
     async def aclose(self) -> None:
         with self._lock:

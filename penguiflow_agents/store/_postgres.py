@@ -26,8 +26,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError, UserError
-from . import _codec
-from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, StoredEvent
+from . import _codec, _outbox
+from ._base import (
+    ApprovalDecision,
+    ApprovalRecord,
+    CallRecord,
+    OutboxEntry,
+    RunRecord,
+    StoredEvent,
+)
 from ._open import redact_url
 
 __all__ = ["PostgresStore"]
@@ -80,11 +87,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             status TEXT NOT NULL, result JSON, started_at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (tenant, run_id, call_id))""",
     ),
+    # 2: the webhook outbox (written with the approval it announces).
+    (
+        """CREATE TABLE outbox (
+            ord BIGINT GENERATED ALWAYS AS IDENTITY,
+            id TEXT NOT NULL PRIMARY KEY, event_id TEXT NOT NULL, tenant TEXT NOT NULL,
+            url TEXT NOT NULL, kind TEXT NOT NULL, payload JSON NOT NULL, status TEXT NOT NULL,
+            attempts INTEGER NOT NULL, next_attempt_at DOUBLE PRECISION NOT NULL,
+            last_error TEXT, created_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION)""",
+        "CREATE INDEX outbox_due ON outbox (status, next_attempt_at)",
+        "CREATE INDEX outbox_by_tenant ON outbox (tenant, created_at, ord)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = _codec.RUN_COLUMNS
 _APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
+_OUTBOX_COLUMNS = _outbox.OUTBOX_COLUMNS
 # Held: claimable once the lease ran out; otherwise the status must be one of $n.
 _CLAIMABLE = (
     "CASE WHEN status = 'running' AND claimed_by IS NOT NULL "
@@ -397,19 +417,24 @@ class PostgresStore:
 
     # -- approvals ------------------------------------------------------
 
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+    async def create_approval(
+        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+    ) -> ApprovalRecord:
         new = _codec.prepare_new_approval(approval)
+        rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
 
         async def op(conn: Any) -> ApprovalRecord:
-            inserted = await conn.fetchval(
-                f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({_marks(17)}) "
-                "ON CONFLICT DO NOTHING RETURNING 1",
-                *_codec.approval_row(new),
-            )
-            if inserted is None:
-                raise ConflictError(
-                    f"an approval with id {new.id!r} already exists; use a fresh id."
+            async with conn.transaction():
+                inserted = await conn.fetchval(
+                    f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({_marks(17)}) "
+                    "ON CONFLICT DO NOTHING RETURNING 1",
+                    *_codec.approval_row(new),
                 )
+                if inserted is None:
+                    raise ConflictError(
+                        f"an approval with id {new.id!r} already exists; use a fresh id."
+                    )
+                await _insert_outbox(conn, rows)
             return new
 
         return await self._run(op)
@@ -440,21 +465,30 @@ class PostgresStore:
         return await self._run(op)
 
     async def decide_approval(
-        self, tenant: str, approval_id: str, decision: ApprovalDecision
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_decision(decision)
         status = _codec.status_after(new)
+        rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
 
         async def op(conn: Any) -> ApprovalRecord:
-            row = await conn.fetchrow(
-                "UPDATE approvals SET status = $3, decision = $4 "
-                "WHERE tenant = $1 AND id = $2 AND status = 'pending' "
-                f"RETURNING {_APPROVAL_COLUMNS}",
-                tenant,
-                approval_id,
-                status,
-                _codec.decision_to_json(new),
-            )
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    "UPDATE approvals SET status = $3, decision = $4 "
+                    "WHERE tenant = $1 AND id = $2 AND status = 'pending' "
+                    f"RETURNING {_APPROVAL_COLUMNS}",
+                    tenant,
+                    approval_id,
+                    status,
+                    _codec.decision_to_json(new),
+                )
+                if row is not None:
+                    await _insert_outbox(conn, rows)
             if row is not None:
                 return _codec.approval_from_row(row)
             current = await _get_approval(conn, tenant, approval_id)
@@ -531,6 +565,72 @@ class PostgresStore:
             )
 
         return await self._run(op)
+
+    # -- webhook outbox ---------------------------------------------------
+
+    async def claim_outbox(self, *, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        _outbox.check_claim(lease_s, limit)
+
+        async def op(conn: Any) -> list[OutboxEntry]:
+            rows = await conn.fetch(
+                "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ("
+                "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 "
+                "ORDER BY created_at, ord LIMIT $3 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING ord, {_OUTBOX_COLUMNS}",
+                now,
+                now + lease_s,
+                limit,
+            )
+            ordered = sorted(rows, key=lambda r: (r["created_at"], r["ord"]))
+            return [_outbox.entry_from_row(tuple(r)[1:]) for r in ordered]
+
+        return await self._run(op)
+
+    async def record_outbox_attempt(self, entry: OutboxEntry) -> None:
+        _outbox.check_outbox_status(entry.status)
+
+        async def op(conn: Any) -> None:
+            updated = await conn.fetchval(
+                "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, "
+                "last_error = $5, finished_at = $6 WHERE id = $1 RETURNING 1",
+                entry.id,
+                entry.status,
+                entry.attempts,
+                entry.next_attempt_at,
+                entry.last_error,
+                entry.finished_at,
+            )
+            if updated is None:
+                raise NotFoundError("outbox entry", entry.id)
+
+        await self._run(op)
+
+    async def list_outbox(
+        self, *, tenant: str | None = None, status: str | None = None
+    ) -> list[OutboxEntry]:
+        if status is not None:
+            _outbox.check_outbox_status(status)
+
+        async def op(conn: Any) -> list[OutboxEntry]:
+            rows = await conn.fetch(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE ($1::text IS NULL OR tenant = $1) "
+                "AND ($2::text IS NULL OR status = $2) ORDER BY created_at, ord",
+                tenant,
+                status,
+            )
+            return [_outbox.entry_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+
+async def _insert_outbox(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """Insert outbox rows in the caller's transaction; an id already there is kept as is."""
+    if rows:
+        await conn.executemany(
+            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES ({_marks(12)}) "
+            "ON CONFLICT (id) DO NOTHING",
+            rows,
+        )
 
 
 # -- schema ---------------------------------------------------------------------------------------

@@ -21,8 +21,15 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError
-from . import _codec
-from ._base import ApprovalDecision, ApprovalRecord, CallRecord, RunRecord, StoredEvent
+from . import _codec, _outbox
+from ._base import (
+    ApprovalDecision,
+    ApprovalRecord,
+    CallRecord,
+    OutboxEntry,
+    RunRecord,
+    StoredEvent,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -67,11 +74,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             status TEXT NOT NULL, result TEXT, started_at REAL NOT NULL,
             PRIMARY KEY (tenant, run_id, call_id)) WITHOUT ROWID""",
     ),
+    # 3: the webhook outbox (written with the approval it announces).
+    (
+        """CREATE TABLE outbox (
+            id TEXT NOT NULL PRIMARY KEY, event_id TEXT NOT NULL, tenant TEXT NOT NULL,
+            url TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,
+            attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, last_error TEXT,
+            created_at REAL NOT NULL, finished_at REAL)""",
+        "CREATE INDEX outbox_due ON outbox (status, next_attempt_at)",
+        "CREATE INDEX outbox_by_tenant ON outbox (tenant, created_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = _codec.RUN_COLUMNS
 _APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
+_OUTBOX_COLUMNS = _outbox.OUTBOX_COLUMNS
 
 
 class SQLiteStore:
@@ -335,9 +353,12 @@ class SQLiteStore:
 
     # -- approvals ------------------------------------------------------
 
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+    async def create_approval(
+        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+    ) -> ApprovalRecord:
         new = _codec.prepare_new_approval(approval)
         row = _codec.approval_row(new)
+        rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
 
         def op(conn: sqlite3.Connection) -> ApprovalRecord:
             try:
@@ -345,6 +366,7 @@ class SQLiteStore:
                     conn.execute(
                         f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({_marks(17)})", row
                     )
+                    _insert_outbox(conn, rows)
             except sqlite3.IntegrityError:
                 raise ConflictError(
                     f"an approval with id {new.id!r} already exists; use a fresh id."
@@ -377,9 +399,15 @@ class SQLiteStore:
         return await self._run(op)
 
     async def decide_approval(
-        self, tenant: str, approval_id: str, decision: ApprovalDecision
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_decision(decision)
+        rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
 
         def op(conn: sqlite3.Connection) -> ApprovalRecord:
             with _write(conn):
@@ -394,6 +422,7 @@ class SQLiteStore:
                     "UPDATE approvals SET status = ?, decision = ? WHERE tenant = ? AND id = ?",
                     (current.status, _codec.decision_to_json(new), tenant, approval_id),
                 )
+                _insert_outbox(conn, rows)
             return current
 
         return await self._run(op)
@@ -454,6 +483,77 @@ class SQLiteStore:
             )
 
         return await self._run(op)
+
+    # -- webhook outbox ---------------------------------------------------
+
+    async def claim_outbox(self, *, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        _outbox.check_claim(lease_s, limit)
+
+        def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            with _write(conn):
+                rows = conn.execute(
+                    f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' "
+                    "AND next_attempt_at <= ? ORDER BY created_at, rowid LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+                entries = [_outbox.entry_from_row(r) for r in rows]
+                for entry in entries:
+                    entry.next_attempt_at = now + lease_s
+                conn.executemany(
+                    "UPDATE outbox SET next_attempt_at = ? WHERE id = ?",
+                    [(e.next_attempt_at, e.id) for e in entries],
+                )
+            return entries
+
+        return await self._run(op)
+
+    async def record_outbox_attempt(self, entry: OutboxEntry) -> None:
+        _outbox.check_outbox_status(entry.status)
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                cur = conn.execute(
+                    "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, "
+                    "last_error = ?, finished_at = ? WHERE id = ?",
+                    (
+                        entry.status,
+                        entry.attempts,
+                        entry.next_attempt_at,
+                        entry.last_error,
+                        entry.finished_at,
+                        entry.id,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    raise NotFoundError("outbox entry", entry.id)
+
+        await self._run(op)
+
+    async def list_outbox(
+        self, *, tenant: str | None = None, status: str | None = None
+    ) -> list[OutboxEntry]:
+        if status is not None:
+            _outbox.check_outbox_status(status)
+
+        def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE (? IS NULL OR tenant = ?) "
+                "AND (? IS NULL OR status = ?) ORDER BY created_at, rowid",
+                (tenant, tenant, status, status),
+            ).fetchall()
+            return [_outbox.entry_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+
+def _insert_outbox(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert outbox rows in the caller's transaction; an id already there is kept as is."""
+    if rows:
+        conn.executemany(
+            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES ({_marks(12)}) "
+            "ON CONFLICT (id) DO NOTHING",
+            rows,
+        )
 
 
 # -- connection, schema ---------------------------------------------------------------------------

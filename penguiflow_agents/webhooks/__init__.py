@@ -1,0 +1,34 @@
+"""Webhooks: approval requests and decisions POSTed to receivers, signed, at least once.
+
+A policy approval rule's ``notify: [URL]`` (and ``serve --notify URL``) names
+receivers. The approvals service writes one outbox entry per event and URL in
+the same store transaction as the approval record; a ``WebhookDeliverer``
+(run by ``serve``) sends them with retries, and receivers check deliveries
+with ``verify_signature``. The scheme is in docs/DESIGN.md, "Webhooks".
+"""
+
+from __future__ import annotations
+
+from penguiflow_agents.webhooks._deliver import WebhookDeliverer, backoff_s
+from penguiflow_agents.webhooks._signing import (
+    IDEMPOTENCY_HEADER,
+    SECRET_ENV,
+    SIGNATURE_HEADER,
+    sign_payload,
+    verify_signature,
+    webhook_secret_from_env,
+)
+from penguiflow_agents.webhooks._urls import check_notify_url, show_url
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "SECRET_ENV",
+    "SIGNATURE_HEADER",
+    "WebhookDeliverer",
+    "backoff_s",
+    "check_notify_url",
+    "show_url",
+    "sign_payload",
+    "verify_signature",
+    "webhook_secret_from_env",
+]
