@@ -108,6 +108,9 @@ class ReactPlanner:
     ``clock`` is where the loop reads the time and draws random ids (default
     the system's); an engine that replays the loop (a Temporal workflow) passes
     a deterministic one, and its own ``llm``, ``registry`` and ``store``.
+
+    ``notify``: webhook URLs told of every approval this planner requests,
+    besides each approval rule's own ``notify`` (see ``penguiflow_agents.webhooks``).
     """
 
     __slots__ = ("_deps", "_index")
@@ -129,6 +132,7 @@ class ReactPlanner:
         claim_lease_s: float = DEFAULT_CLAIM_LEASE_S,
         heartbeat_s: float | Literal["auto"] | None = "auto",
         clock: Clock = SYSTEM_CLOCK,
+        notify: Sequence[str] = (),
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -164,7 +168,7 @@ class ReactPlanner:
             from penguiflow_agents.approvals import ApprovalService
 
             approvals = ApprovalService(
-                store, policies, clock=clock.time, token_hex=clock.token_hex
+                store, policies, clock=clock.time, token_hex=clock.token_hex, notify=notify
             )
         self._deps = Deps(
             llm=llm,

@@ -99,3 +99,17 @@ async def test_a_rule_without_notify_writes_nothing_unless_the_service_notifies_
 def test_a_bad_service_notify_url_is_a_user_error() -> None:
     with pytest.raises(UserError, match="notify URL: 'ftp://x/…' is not an http"):
         ApprovalService(MemoryStore(), PolicySet({}), notify=["ftp://x/y"])
+
+
+async def test_a_planner_given_notify_urls_announces_the_approvals_its_runs_request() -> None:
+    """`serve --notify` reaches requests made by runs through ReactPlanner(notify=...)."""
+    from penguiflow_agents.testing.scripted_llm import ScriptedLLM
+    from tests.approvals.test_pause_resume import ALICE as STAFF
+    from tests.approvals.test_pause_resume import Files, planner_for, write_then_answer
+
+    files, store = Files(), MemoryStore()
+    planner = planner_for(files, store, ScriptedLLM(write_then_answer()), notify=[ALL_URL])
+    paused = await planner.run("write hi to /a.txt", headers=STAFF)
+    (pending,) = paused.pending_approvals
+    (entry,) = await store.list_outbox(tenant="acme")
+    assert (entry.event_id, entry.url) == (f"{pending.id}.requested", ALL_URL)
