@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         table_router,
         union_router,
     )
+    from penguiflow_agents.server import create_app
     from penguiflow_agents.store import (
         ApprovalDecision,
         ApprovalRecord,
@@ -117,6 +118,7 @@ _EXPORTS: dict[str, str] = {
     "RedisBus": "penguiflow_agents.bus",
     "open_bus": "penguiflow_agents.bus",
     "Worker": "penguiflow_agents.worker",
+    "create_app": "penguiflow_agents.server",
     "AlreadyDecidedError": "penguiflow_agents.exceptions",
     "ApprovalError": "penguiflow_agents.exceptions",
     "ApproverNotAllowedError": "penguiflow_agents.exceptions",
@@ -266,6 +268,7 @@ __all__ = [
     "Worker",
     "configure_logging",
     "create",
+    "create_app",
     "join_k",
     "load_manifest",
     "log_flow_events",

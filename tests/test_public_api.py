@@ -20,7 +20,11 @@ SUBPACKAGES = [
     "penguiflow_agents.approvals",
     "penguiflow_agents.planner",
     "penguiflow_agents.testing",
+<<<<<<< HEAD
     "penguiflow_agents.webhooks",
+=======
+    "penguiflow_agents.server",
+>>>>>>> 74b846e (planner: record_events=True writes every emitted event to the run's log in order (steps, model answers, tool calls, text); paused events name their pending approvals; ReactPlanner.cancel ends a paused run; ApprovalService.can_decide)
 ]
 
 # Names the issues and DESIGN.md promise at the top level.
@@ -64,6 +68,7 @@ PROMISED = {
     "planner_node",
     "UserError",
     "RunPaused",
+    "create_app",  # the HTTP service (issue 9)
 }
 
 

@@ -289,6 +289,17 @@ class ApprovalService:
                 "decision and counts as rejected; run the request again to ask anew."
             )
 
+    def can_decide(self, record: ApprovalRecord, principal: str, roles: Sequence[str]) -> bool:
+        """Whether ``principal`` with ``roles`` may decide ``record`` now: it is pending and
+        not expired, the principal matches its approvers and is not its requester."""
+        if self.effective_status(record) != "pending":
+            return False
+        try:
+            self._check_decider(record, principal, roles)
+        except ApproverNotAllowedError:
+            return False
+        return True
+
     @staticmethod
     def _check_decider(record: ApprovalRecord, principal: str, roles: Sequence[str]) -> None:
         who = ", ".join(record.approvers) or "nobody"

@@ -227,7 +227,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_reject")
+    _add_serve_commands(sub)
     return parser
+
+
+def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``serve`` and ``keys add | revoke | list`` (the HTTP service)."""
+    p = sub.add_parser("serve", help="serve the HTTP API (runs, SSE events, approvals)")
+    _add_common_options(p, identity=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    p.add_argument(
+        "--keys", default="keys.yaml", metavar="FILE", help="API keys (default keys.yaml)"
+    )
+    p.add_argument("--model", default=None, help="model of runs that name none (default: replay)")
+    p.add_argument(
+        "--allow-model",
+        dest="allow_models",
+        action="append",
+        default=[],
+        metavar="M",
+        help="a further model callers may name (repeatable)",
+    )
+    p.add_argument("--bus", default=None, metavar="URL", help="run on workers via this bus")
+    p.add_argument(
+        "--rate-limit", type=int, default=600, metavar="N", help="requests per minute per key"
+    )
+    p.add_argument(
+        "--max-concurrent-runs", type=int, default=32, metavar="N", help="runs in progress per key"
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1_048_576, metavar="N", help="largest request body"
+    )
+    p.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (repeatable; CORS is off without it)",
+    )
+    p.add_argument("--oidc-issuer", default=None, metavar="URL", help="accept JWTs of this issuer")
+    p.add_argument("--oidc-audience", default=None, help="the audience the JWTs must name")
+    p.add_argument("--oidc-jwks", default=None, metavar="URL|FILE", help="the issuer's JWKS")
+    p.add_argument("--oidc-tenant", default=None, help="one fixed tenant for every token")
+    p.add_argument("--oidc-tenant-claim", default="tenant", metavar="CLAIM")
+    p.add_argument("--oidc-principal-claim", default="sub", metavar="CLAIM")
+    p.add_argument("--oidc-roles-claim", default="roles", metavar="CLAIM")
+    p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_serve")
+
+    keys = sub.add_parser("keys", help="make, revoke and list API keys of the HTTP service")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
+    ksub.required = True
+    p = ksub.add_parser("add", help="make a key; prints it once, stores only its hash")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--principal", required=True)
+    p.add_argument("--role", dest="roles", action="append", default=[], metavar="R")
+    p.add_argument("--keys", default="keys.yaml", metavar="FILE")
+    p.add_argument("--id", default=None, help="the key's id (default: TENANT-PRINCIPAL)")
+    p.add_argument("--act-for-users", action="store_true", help="may run on behalf of end users")
+    p.add_argument(
+        "--grantable-role",
+        dest="grantable_roles",
+        action="append",
+        default=[],
+        metavar="R",
+        help="a role it may give those users (repeatable)",
+    )
+    p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_add")
+    p = ksub.add_parser("revoke", help="revoke a key (a running server refuses it at once)")
+    p.add_argument("key_id", metavar="ID")
+    p.add_argument("--keys", default="keys.yaml", metavar="FILE")
+    p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_revoke")
+    p = ksub.add_parser("list", help="list the keys (ids, tenants, principals, roles)")
+    p.add_argument("--keys", default="keys.yaml", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_list")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

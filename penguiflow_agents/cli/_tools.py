@@ -46,7 +46,7 @@ from penguiflow_agents.tools import CallContext, ToolRegistry, ToolSpec
 if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
 
-__all__ = ["cmd_tools_call", "cmd_tools_list"]
+__all__ = ["cmd_tools_call", "cmd_tools_list", "tool_json"]
 
 OPERATOR_VIEW = "operator view: all registered tools"
 # Signals that cancel a command cleanly (tool sources closed, servers stopped).
@@ -129,7 +129,7 @@ async def _list(
     if args.json:
         for source in down:
             error(f"source {source.name!r} is down: {source.reason}")
-        print_json([_tool_json(spec) for spec in specs])
+        print_json([tool_json(spec) for spec in specs])
         return EXIT_OK
     print(f"{title}: {len(specs)} tool(s)")
     by_source: dict[str, list[ToolSpec]] = {}
@@ -203,7 +203,7 @@ async def _call(
     return EXIT_OK
 
 
-def _tool_json(spec: ToolSpec) -> dict[str, Any]:
+def tool_json(spec: ToolSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "source": spec.source,

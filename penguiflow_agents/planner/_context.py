@@ -59,6 +59,7 @@ class Deps:
     claim_lease_s: float
     heartbeat_s: float | None  # None: the lease is renewed by checkpoints only
     clock: Clock = SYSTEM_CLOCK  # time and random ids (a workflow engine brings its own)
+    record_events: bool = False  # every emitted event is also appended to the run's log
 
 
 @dataclass(slots=True, kw_only=True)

@@ -35,8 +35,10 @@ from penguiflow_agents.planner._context import (
     new_owner,
     new_run_id,
 )
+from penguiflow_agents.planner._events import recording
 from penguiflow_agents.planner._model import complete, stream_model, streamed
 from penguiflow_agents.planner._records import (
+    cancel_paused,
     checkpoint,
     claim,
     finish,
@@ -111,6 +113,12 @@ class ReactPlanner:
 
     ``notify``: webhook URLs told of every approval this planner requests,
     besides each approval rule's own ``notify`` (see ``penguiflow_agents.webhooks``).
+
+    Event log: ``record_events=True`` appends every event a run emits (steps,
+    model answers, tool calls, streamed text) to the run's event log in the
+    store, in order, streamed or not (see ``planner._events``), so that a
+    process that does not execute the run (an HTTP event stream, a submitter)
+    can follow it from the store.
     """
 
     __slots__ = ("_deps", "_index")
@@ -133,6 +141,7 @@ class ReactPlanner:
         heartbeat_s: float | Literal["auto"] | None = "auto",
         clock: Clock = SYSTEM_CLOCK,
         notify: Sequence[str] = (),
+        record_events: bool = False,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -188,6 +197,7 @@ class ReactPlanner:
             claim_lease_s=claim_lease_s,
             heartbeat_s=heartbeat_s,
             clock=clock,
+            record_events=bool(record_events),
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None
@@ -235,7 +245,8 @@ class ReactPlanner:
         another can take it over with ``resume``; ``claim=False`` skips that
         (fewer store writes, but the run is lost with its process).
         """
-        run = await self._start(query, headers, session_id, run_id, trace_id, deadline, None, claim)
+        emit = self._recording(headers, None)
+        run = await self._start(query, headers, session_id, run_id, trace_id, deadline, emit, claim)
         return await self._drive(run, self._loop(run))
 
     def stream(
@@ -257,7 +268,14 @@ class ReactPlanner:
 
         async def body(emit: Emit) -> RunResult:
             run = await self._start(
-                query, headers, session_id, run_id, trace_id, deadline, emit, claim
+                query,
+                headers,
+                session_id,
+                run_id,
+                trace_id,
+                deadline,
+                self._recording(headers, emit),
+                claim,
             )
             return await self._drive(run, self._loop(run))
 
@@ -281,7 +299,7 @@ class ReactPlanner:
         Of two concurrent resumes one does the work; the other raises
         ``ConflictError`` (or returns the result if the run already finished).
         """
-        return await self._resume(run_id, headers, deadline, None)
+        return await self._resume(run_id, headers, deadline, self._recording(headers, None))
 
     def stream_resume(
         self, run_id: str, *, headers: Headers, deadline: float | None = None
@@ -289,11 +307,31 @@ class ReactPlanner:
         """Like ``resume``, as events; the last one is always ``RunFinished``."""
 
         async def body(emit: Emit) -> RunResult:
-            return await self._resume(run_id, headers, deadline, emit)
+            return await self._resume(run_id, headers, deadline, self._recording(headers, emit))
 
         return streamed(body)
 
+    async def cancel(
+        self, run_id: str, *, headers: Headers, reason: str | None = None
+    ) -> RunResult:
+        """End a paused run as ``cancelled`` (its undecided approvals can no longer resume it).
+
+        A run that already ended is returned as it ended. A run executing right
+        now raises ``ConflictError``: cancel the task that executes it (its
+        planner records it as cancelled). A run of another tenant fails like an
+        unknown id (``NotFoundError``).
+        """
+        if not isinstance(headers, Headers):
+            raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
+        return await cancel_paused(self._deps, headers, run_id, reason=reason)
+
     # -- starting and resuming --------------------------------------------------------------
+
+    def _recording(self, headers: Headers, emit: Emit | None) -> Emit | None:
+        """``emit``, or with ``record_events`` one that writes each event to the log first."""
+        if not self._deps.record_events or not isinstance(headers, Headers):
+            return emit
+        return recording(self._deps.store, headers.tenant, emit)
 
     async def _start(
         self,

@@ -20,14 +20,16 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import ConflictError, PenguiflowError, UserError
 from penguiflow_agents.planner._context import Deps, Run, Stop, jsonable, new_owner, owner_is_dead
-from penguiflow_agents.planner._state import STATE_VERSION
+from penguiflow_agents.planner._state import STATE_VERSION, RunState
 from penguiflow_agents.planner._types import Paused, RunResult
 from penguiflow_agents.store._base import RunRecord
 
 __all__ = [
     "TERMINAL",
+    "cancel_paused",
     "checkpoint",
     "claim",
     "finish",
@@ -208,6 +210,7 @@ async def pause(deps: Deps, run: Run) -> RunResult:
             "step": st.paused.step,
             "approval_ids": [p.id for p in waiting],
             "call_ids": [p.call_id for p in waiting],
+            "pending_approvals": [jsonable(p.to_dict()) for p in waiting],
         },
     )
     if run.emit is not None:
@@ -270,3 +273,35 @@ async def finish_quietly(deps: Deps, run: Run, status: str, error: str) -> None:
         task.cancel()
     elif not task.cancelled():
         task.exception()  # retrieved: a store failure here must not mask the original error
+
+
+async def cancel_paused(
+    deps: Deps, headers: Headers, run_id: str, *, reason: str | None = None
+) -> RunResult:
+    """End a paused run as cancelled (see ``ReactPlanner.cancel``)."""
+    store = deps.store
+    owner = new_owner()
+    claimed = await store.claim_run(
+        headers.tenant, run_id, owner=owner, from_statuses=("paused",), lease_s=deps.claim_lease_s
+    )
+    if claimed is None:
+        current = await store.get_run(headers.tenant, run_id)
+        if current.status in TERMINAL:
+            return stored_result(current)
+        raise ConflictError(
+            f"run {run_id!r} is executing right now, so it cannot be cancelled from here; "
+            "cancel it where it runs, or once it has paused."
+        )
+    state = RunState.from_dict(claimed.state, run_id=run_id)
+    run = Run(
+        run_id=run_id,
+        headers=Headers(tenant=claimed.tenant, principal=claimed.principal, roles=claimed.roles),
+        trace_id=state.trace_id or run_id,
+        deadline=None,
+        deadline_s=None,
+        record=claimed,
+        state=state,
+        owner=owner,
+    )
+    why = reason or f"the run was cancelled by {headers.principal!r}."
+    return await finish(deps, run, "cancelled", error=why)

@@ -1,0 +1,184 @@
+"""``penguiflow-agents serve`` and ``keys add | revoke | list``.
+
+- ``serve``: the HTTP service (uvicorn) on ``--host``/``--port`` with the
+  tools of ``--tools``, the policies of ``--policies``, the store of
+  ``--store``; runs execute in this process, or on workers with ``--bus``.
+  Keys come from ``--keys`` (re-read when the file changes). Logs go to
+  stderr; the first line says where it listens.
+- ``keys add --tenant T --principal P``: append a key to ``--keys`` and print
+  the new key alone on the first line of stdout (only its hash is stored;
+  it cannot be shown again); the lines after it say what was stored.
+- ``keys revoke ID``: mark a key revoked (a running server refuses it at once).
+- ``keys list``: the keys' ids, tenants, principals and roles (never a hash).
+
+Exit status: 0 done, 2 usage or configuration error, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from typing import Any
+
+from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from penguiflow_agents.cli._common import error, print_json
+from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
+
+__all__ = ["cmd_keys_add", "cmd_keys_list", "cmd_keys_revoke", "cmd_serve", "settings_of"]
+
+
+def _server() -> Any:
+    try:
+        import penguiflow_agents.server as server
+    except ImportError as exc:
+        raise UserError(str(exc)) from None
+    return server
+
+
+def settings_of(args: argparse.Namespace) -> Any:
+    """``ServerSettings`` from the ``serve`` options."""
+    server = _server()
+    settings = server.ServerSettings(
+        tools=args.tools,
+        policies=args.policies,
+        store=args.store,
+        keys=args.keys,
+        model=args.model,
+        allowed_models=tuple(args.allow_models or ()),
+        bus=args.bus,
+        requests_per_minute=args.rate_limit or None,
+        max_concurrent_runs=args.max_concurrent_runs or None,
+        max_body_bytes=args.max_body_bytes,
+        cors_origins=tuple(args.cors_origins or ()),
+    )
+    if args.oidc_issuer or args.oidc_audience or args.oidc_jwks:
+        if not (args.oidc_issuer and args.oidc_audience and args.oidc_jwks):
+            raise UserError(
+                "OIDC needs all of --oidc-issuer, --oidc-audience and --oidc-jwks "
+                "(or an 'oidc:' section in the keys file)."
+            )
+        oidc = server.OIDCConfig(
+            issuer=args.oidc_issuer,
+            audience=args.oidc_audience,
+            jwks=args.oidc_jwks,
+            tenant=args.oidc_tenant,
+            tenant_claim=args.oidc_tenant_claim,
+            principal_claim=args.oidc_principal_claim,
+            roles_claim=args.oidc_roles_claim,
+        )
+        settings = replace(settings, oidc=oidc)
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API until SIGINT/SIGTERM."""
+    from penguiflow_agents._logging import configure_logging
+
+    configure_logging(structured=args.json, level="debug" if args.verbose else "info")
+    try:
+        settings = settings_of(args)
+        if args.port < 0 or args.port > 65535:
+            raise UserError(f"--port must be between 0 and 65535, got {args.port!r}.")
+        app = _server().create_app(settings)
+    except (ConfigError, UserError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    import uvicorn
+
+    from penguiflow_agents.store import redact_url
+
+    where = "workers on " + redact_url(settings.bus) if settings.bus else "this process"
+    sys.stderr.write(
+        f"serving on http://{args.host}:{args.port} (runs in {where}; store "
+        f"{redact_url(settings.store)}; keys {settings.keys}); Ctrl-C stops it\n"
+    )
+    sys.stderr.flush()
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="debug" if args.verbose else "warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        uvicorn.Server(config).run()
+    except (ConfigError, UserError) as exc:  # raised by the lifespan (bad policy file, ...)
+        error(str(exc))
+        return EXIT_USAGE
+    except PenguiflowError as exc:
+        error(str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    """Make a key; print it alone on the first line of stdout (once)."""
+    try:
+        key, entry = _server().add_key(
+            args.keys,
+            tenant=args.tenant,
+            principal=args.principal,
+            roles=args.roles,
+            key_id=args.id,
+            act_for_users=args.act_for_users,
+            grantable_roles=args.grantable_roles,
+        )
+    except (ConfigError, UserError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    sys.stdout.write(key + "\n")
+    roles = ", ".join(entry.roles) or "no roles"
+    sys.stdout.write(
+        f"added key {entry.id!r} to {args.keys}: tenant {entry.tenant!r}, principal "
+        f"{entry.principal!r}, {roles}"
+        + (
+            f"; acts for users with roles {list(entry.grantable_roles)}"
+            if entry.act_for_users
+            else ""
+        )
+        + ". Only its SHA-256 is stored: keep the key now, it cannot be shown again.\n"
+    )
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    try:
+        entry = _server().revoke_key(args.keys, args.key_id)
+    except (ConfigError, UserError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    print(f"revoked key {entry.id!r} in {args.keys}; a running server refuses it from now on.")
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    server = _server()
+    try:
+        ring = server.KeyRing.load(args.keys)
+    except (ConfigError, UserError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    rows = [
+        {
+            "id": k.id,
+            "tenant": k.tenant,
+            "principal": k.principal,
+            "roles": list(k.roles),
+            "act_for_users": k.act_for_users,
+            "grantable_roles": list(k.grantable_roles),
+            "revoked": k.revoked,
+        }
+        for k in ring.keys
+    ]
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"no keys in {args.keys}")
+    for row in rows:
+        flags = " (revoked)" if row["revoked"] else ""
+        roles = ", ".join(row["roles"]) or "no roles"
+        print(f"{row['id']}: tenant {row['tenant']}, principal {row['principal']}, {roles}{flags}")
+    return EXIT_OK

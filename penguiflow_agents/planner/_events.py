@@ -1,0 +1,141 @@
+"""Planner events as entries of the run's event log in the store (``record_events=True``).
+
+A planner built with ``record_events=True`` appends every event it emits to
+``store.append_event`` *in the run's own task, before the run goes on*, so
+the log holds them in the order they happened, interleaved with the events
+the planner always writes (``run_started``, ``approval_requested``,
+``paused``, ``run_finished``, ...). A reader that is not the run's process
+(an HTTP event stream, another worker) follows the run from the log alone.
+
+Kinds written here (``data`` in parentheses):
+
+- ``step_started`` (step), ``llm_response`` (step, content, tool_calls, usage,
+  latency_s, cost_usd), ``tool_call_started`` (step, call_id, tool,
+  arguments), ``tool_activity`` (call_id, tool, event, data),
+  ``tool_call_finished`` (the trajectory entry: tool, arguments, outcome,
+  result, latency_s, call_id, step, approval_id), ``final_answer`` (answer),
+  ``text_delta`` (text);
+- ``paused`` and ``run_finished`` are written by the planner itself (with or
+  without this option), so they are not written twice.
+
+Text deltas are joined: a ``text_delta`` entry is written when
+``TEXT_FLUSH_CHARS`` characters have gathered, when ``TEXT_FLUSH_S`` passed
+since the first one of the batch, or before the next other event; so a token
+stream does not become one store write per token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from penguiflow_agents.planner._context import Emit, jsonable
+from penguiflow_agents.planner._types import (
+    FinalAnswer,
+    LLMResponded,
+    PlannerEvent,
+    StepStarted,
+    TextChunk,
+    ToolActivity,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from penguiflow_agents.store._base import StateStore
+
+__all__ = ["TEXT_FLUSH_CHARS", "TEXT_FLUSH_S", "event_entry", "recording"]
+
+# A batch of streamed text is written once it holds this many characters...
+TEXT_FLUSH_CHARS = 400
+# ...or once this many seconds passed since its first piece (checked as pieces arrive).
+TEXT_FLUSH_S = 0.05
+# Longest tool result text kept in a tool_call_finished entry (the run document has it whole).
+MAX_RESULT_CHARS = 16_000
+
+
+def _bounded_result(result: Any) -> Any:
+    if isinstance(result, str):
+        return result if len(result) <= MAX_RESULT_CHARS else result[:MAX_RESULT_CHARS] + "…"
+    value = jsonable(result)
+    text = json.dumps(value, ensure_ascii=False)
+    return value if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…"
+
+
+def event_entry(event: PlannerEvent) -> tuple[str, dict[str, Any]] | None:
+    """``(kind, data)`` of the log entry for ``event``; None for the kinds the planner writes
+    itself (``paused``, ``run_finished``) and for text (batched by ``recording``)."""
+    if isinstance(event, StepStarted):
+        return "step_started", {"step": event.step}
+    if isinstance(event, LLMResponded):
+        usage = event.usage
+        return "llm_response", {
+            "step": event.step,
+            "content": event.content,
+            "tool_calls": [{"call_id": cid, "tool": name} for cid, name in event.tool_calls],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+            "latency_s": round(event.latency_s, 6),
+            "cost_usd": event.cost_usd,
+        }
+    if isinstance(event, ToolCallStarted):
+        return "tool_call_started", {
+            "step": event.step,
+            "call_id": event.call_id,
+            "tool": event.tool,
+            "arguments": jsonable(dict(event.arguments)),
+        }
+    if isinstance(event, ToolActivity):
+        return "tool_activity", {
+            "call_id": event.call_id,
+            "tool": event.tool,
+            "event": event.event,
+            "data": jsonable(dict(event.data)),
+        }
+    if isinstance(event, ToolCallFinished):
+        data = event.record.to_dict()
+        data["arguments"] = jsonable(data["arguments"])
+        data["result"] = _bounded_result(data["result"])
+        return "tool_call_finished", data
+    if isinstance(event, FinalAnswer):
+        return "final_answer", {"answer": event.answer}
+    return None
+
+
+def recording(store: StateStore, tenant: str, downstream: Emit | None) -> Emit:
+    """An ``Emit`` that appends each event to the run's log, then hands it to ``downstream``."""
+    pending: list[str] = []
+    started = 0.0
+    run_id = ""
+
+    async def flush() -> None:
+        nonlocal pending
+        if pending:
+            text, pending = "".join(pending), []
+            await store.append_event(tenant, run_id, "text_delta", {"text": text})
+
+    async def emit(event: PlannerEvent) -> None:
+        nonlocal started, run_id
+        if isinstance(event, TextChunk):
+            if not pending:
+                started = time.monotonic()
+            run_id = event.run_id
+            pending.append(event.text)
+            if (
+                sum(map(len, pending)) >= TEXT_FLUSH_CHARS
+                or time.monotonic() - started >= TEXT_FLUSH_S
+            ):
+                await flush()
+        else:
+            await flush()
+            entry = event_entry(event)
+            if entry is not None:
+                kind, data = entry
+                run_id = getattr(event, "run_id", run_id)
+                await store.append_event(tenant, run_id, kind, data)
+        if downstream is not None:
+            await downstream(event)
+
+    return emit

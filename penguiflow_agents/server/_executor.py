@@ -1,0 +1,272 @@
+"""Where runs execute: in the server process (``LocalExecutor``) or on workers (``BusExecutor``).
+
+One small interface (``RunExecutor``) with the four things the routes need:
+start a run, resume one, cancel one, and count a key's runs in progress.
+Both execute through the public API the CLI uses: ``ReactPlanner.run`` /
+``resume`` / ``cancel`` here, ``submit_run`` / ``submit_resume`` for workers.
+Runs are recorded in the store either way, so everything else (documents,
+event streams) reads the store and does not care where a run executes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.bus import MessageBus
+from penguiflow_agents.exceptions import ConflictError, NotFoundError, UserError
+from penguiflow_agents.planner import ReactPlanner, RunResult
+from penguiflow_agents.planner._context import owner_is_dead
+from penguiflow_agents.planner._planner import model_name
+from penguiflow_agents.server._hub import EventHub, wait_for
+from penguiflow_agents.store import StateStore
+from penguiflow_agents.worker import new_run_id, submit_resume, submit_run
+from penguiflow_agents.worker._submit import result_of
+
+__all__ = ["BusExecutor", "LocalExecutor", "Planners", "RunExecutor", "RunRequest"]
+
+_log = structlog.get_logger("penguiflow_agents.server")
+
+# Planners kept open, one per model (the default and the allowed ones).
+MAX_PLANNERS = 16
+# Longest wait for a run started here to be recorded in the store before answering 202.
+START_TIMEOUT_S = 30.0
+# Longest wait for cancelled runs to record themselves when the server stops.
+STOP_TIMEOUT_S = 10.0
+
+
+class Planners:
+    """Planners by model, opened on first use with ``factory`` and closed with the server."""
+
+    def __init__(
+        self,
+        factory: Any,  # Callable[[str | None], AbstractAsyncContextManager[ReactPlanner]]
+        stack: AsyncExitStack,
+    ) -> None:
+        self._factory = factory
+        self._stack = stack
+        self._by_model: dict[str | None, ReactPlanner] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, model: str | None = None) -> ReactPlanner:
+        """The planner for ``model`` (None: the server's default model)."""
+        found = self._by_model.get(model)
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._by_model.get(model)
+            if found is None:
+                if len(self._by_model) >= MAX_PLANNERS:
+                    raise UserError(
+                        f"the server already has {MAX_PLANNERS} models open; "
+                        f"{model!r} cannot be opened too."
+                    )
+                cm: AbstractAsyncContextManager[ReactPlanner] = self._factory(model)
+                found = await self._stack.enter_async_context(cm)
+                self._by_model[model] = found
+                # A run records its model by name: resuming it finds this same planner.
+                self._by_model.setdefault(model_name(found.llm), found)
+            return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRequest:
+    query: str
+    headers: Headers  # who the run executes as
+    key_id: str  # whose limits it counts against
+    model: str | None = None
+    session_id: str | None = None
+
+
+class RunExecutor(Protocol):
+    async def start(self, request: RunRequest) -> str:
+        """Start a run; returns its id once GET /v1/runs/{id} can find it."""
+        ...
+
+    async def resume(self, tenant: str, run_id: str, *, headers: Headers, key_id: str) -> None:
+        """Continue a paused run (ConflictError while it executes; nothing if it ended)."""
+        ...
+
+    async def cancel(self, tenant: str, run_id: str, *, headers: Headers) -> None:
+        """Cancel a run executing here or paused (ConflictError if it executes elsewhere)."""
+        ...
+
+    async def active(self, key_id: str) -> int:
+        """Runs of ``key_id`` started through this server that are still executing."""
+        ...
+
+    def is_queued(self, tenant: str, run_id: str) -> bool:
+        """Accepted here but not in the store yet (a job no worker has taken)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def _check_resumable(store: StateStore, tenant: str, run_id: str) -> bool:
+    """False when the run has ended (nothing to do); ConflictError while someone executes it."""
+    record = await store.get_run(tenant, run_id)
+    if result_of(record) is not None and record.status != "paused":
+        return False
+    if record.status == "running":
+        lease_live = (record.claim_expires_at or 0.0) > time.time()
+        if record.claimed_by is None or (lease_live and not owner_is_dead(record.claimed_by)):
+            raise ConflictError(
+                f"run {run_id!r} is executing right now; resume it once it has paused."
+            )
+    return True
+
+
+class LocalExecutor:
+    """Runs execute as tasks of this process (bounded by the per-key limits)."""
+
+    def __init__(self, planners: Planners, store: StateStore, hub: EventHub) -> None:
+        self._planners = planners
+        self._store = store
+        self._hub = hub
+        self._tasks: dict[tuple[str, str], tuple[asyncio.Task[Any], str]] = {}
+
+    async def active(self, key_id: str) -> int:
+        return sum(1 for _, owner in self._tasks.values() if owner == key_id)
+
+    def is_queued(self, tenant: str, run_id: str) -> bool:
+        return False
+
+    def _spawn(
+        self, tenant: str, run_id: str, key_id: str, body: Coroutine[Any, Any, RunResult]
+    ) -> asyncio.Task[Any]:
+        key = (tenant, run_id)
+        task = asyncio.create_task(body, name=f"run:{run_id}")
+        self._tasks[key] = (task, key_id)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if self._tasks.get(key, (None, ""))[0] is t:
+                del self._tasks[key]
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                _log.warning("run.task_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+
+        task.add_done_callback(done)
+        return task
+
+    async def start(self, request: RunRequest) -> str:
+        planner = await self._planners.get(request.model)
+        run_id = new_run_id()
+        tenant = request.headers.tenant
+        with self._hub.watch(tenant, run_id) as recorded:
+            task = self._spawn(
+                tenant,
+                run_id,
+                request.key_id,
+                planner.run(
+                    request.query,
+                    headers=request.headers,
+                    session_id=request.session_id,
+                    run_id=run_id,
+                ),
+            )
+            waiter = asyncio.ensure_future(wait_for(recorded, START_TIMEOUT_S))
+            try:
+                await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return run_id
+
+    async def resume(self, tenant: str, run_id: str, *, headers: Headers, key_id: str) -> None:
+        if (tenant, run_id) in self._tasks:
+            raise ConflictError(
+                f"run {run_id!r} is executing right now; resume it once it has paused."
+            )
+        if not await _check_resumable(self._store, tenant, run_id):
+            return
+        record = await self._store.get_run(tenant, run_id)
+        planner = await self._planners.get(record.model or None)
+        self._spawn(tenant, run_id, key_id, planner.resume(run_id, headers=headers))
+
+    async def cancel(self, tenant: str, run_id: str, *, headers: Headers) -> None:
+        entry = self._tasks.get((tenant, run_id))
+        if entry is not None:
+            task = entry[0]
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            return
+        planner = await self._planners.get(None)
+        await planner.cancel(run_id, headers=headers)
+
+    async def aclose(self) -> None:
+        tasks = [t for t, _ in self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+
+
+class BusExecutor:
+    """Runs are jobs on a message bus for ``penguiflow-agents worker`` processes."""
+
+    def __init__(self, bus: MessageBus, planners: Planners, store: StateStore) -> None:
+        self._bus = bus
+        self._planners = planners
+        self._store = store
+        self._submitted: dict[tuple[str, str], str] = {}  # (tenant, run id) -> key id
+
+    async def active(self, key_id: str) -> int:
+        count = 0
+        for (tenant, run_id), owner in list(self._submitted.items()):
+            if owner != key_id:
+                continue
+            try:
+                record = await self._store.get_run(tenant, run_id)
+            except NotFoundError:
+                count += 1  # still queued
+                continue
+            if record.status == "running":
+                count += 1
+            else:
+                self._submitted.pop((tenant, run_id), None)
+        return count
+
+    def is_queued(self, tenant: str, run_id: str) -> bool:
+        return (tenant, run_id) in self._submitted
+
+    async def start(self, request: RunRequest) -> str:
+        run_id = new_run_id()
+        self._submitted[(request.headers.tenant, run_id)] = request.key_id
+        try:
+            await submit_run(
+                self._bus,
+                request.query,
+                headers=request.headers,
+                model=request.model,
+                session_id=request.session_id,
+                run_id=run_id,
+            )
+        except BaseException:
+            self._submitted.pop((request.headers.tenant, run_id), None)
+            raise
+        return run_id
+
+    async def resume(self, tenant: str, run_id: str, *, headers: Headers, key_id: str) -> None:
+        if not await _check_resumable(self._store, tenant, run_id):
+            return
+        self._submitted[(tenant, run_id)] = key_id
+        await submit_resume(self._bus, run_id, headers=headers)
+
+    async def cancel(self, tenant: str, run_id: str, *, headers: Headers) -> None:
+        planner = await self._planners.get(None)
+        await planner.cancel(run_id, headers=headers)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            self._submitted.clear()

@@ -1,0 +1,46 @@
+"""``ServerSettings``: what ``penguiflow-agents serve`` is configured with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from penguiflow_agents.server._oidc import OIDCConfig
+
+__all__ = ["DEFAULT_KEYS", "DEFAULT_STORE", "ServerSettings"]
+
+DEFAULT_STORE = "sqlite:///.penguiflow/state.db"
+DEFAULT_KEYS = "keys.yaml"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """Locations, model, limits and identity sources of one server.
+
+    ``model``: the model of runs that name none (``None``: the replay model
+    when no provider key is set, as for ``run``); ``allowed_models``: further
+    models a caller may name in ``POST /v1/runs`` (any other is refused: a
+    model name picks a provider and, for ``replay:PATH``, a file on the server).
+    ``bus``: a bus URL to submit runs to workers (else runs execute here).
+    Limits per key (a key's own entry in ``keys.yaml`` wins):
+    ``requests_per_minute``, ``max_concurrent_runs`` (``None``: unlimited).
+    ``max_body_bytes``: larger request bodies get 413. ``cors_origins``: CORS
+    is off unless some are given. ``poll_s``: how often event streams re-read
+    the store for events of runs executing elsewhere. ``wait_timeout_s``:
+    longest ``POST /v1/runs?wait=true``. ``oidc``: JWT bearer tokens (else the
+    ``oidc:`` section of the keys file, if any).
+    """
+
+    tools: str = "tools"
+    policies: str = "policies"
+    store: str = DEFAULT_STORE
+    keys: str = DEFAULT_KEYS
+    model: str | None = None
+    allowed_models: tuple[str, ...] = ()
+    bus: str | None = None
+    requests_per_minute: int | None = 600
+    max_concurrent_runs: int | None = 32
+    max_body_bytes: int = 1_048_576
+    cors_origins: tuple[str, ...] = ()
+    poll_s: float = 1.0
+    wait_timeout_s: float = 600.0
+    oidc: OIDCConfig | None = None

@@ -1,0 +1,176 @@
+"""``/v1/runs``: start a run, read it, follow its events, cancel or resume it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from penguiflow_agents.exceptions import NotFoundError
+from penguiflow_agents.server._auth import Caller, caller
+from penguiflow_agents.server._documents import queued_document, run_document
+from penguiflow_agents.server._errors import ApiError
+from penguiflow_agents.server._executor import RunRequest
+from penguiflow_agents.server._feed import END_KINDS, follow_run, sse
+from penguiflow_agents.server._models import ErrorBody, RunAccepted, RunCreate, RunDocument
+from penguiflow_agents.server._state import ServerState, server_state
+
+__all__ = ["router"]
+
+# Seconds a caller over its concurrent-runs limit is asked to wait before trying again.
+BUSY_RETRY_AFTER_S = 5
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422, 429)
+}
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=_ERRORS)
+
+RunId = Annotated[str, Path(min_length=1, max_length=256, description="the run's id")]
+
+
+async def _document(state: ServerState, tenant: str, run_id: str) -> dict[str, Any]:
+    """The run document (404 for an unknown id and for another tenant's, alike)."""
+    try:
+        record = await state.store.get_run(tenant, run_id)
+    except NotFoundError:
+        if state.executor.is_queued(tenant, run_id):
+            return queued_document(run_id, state.settings.model)
+        raise
+    return run_document(record, state.settings)
+
+
+def _model_for(state: ServerState, model: str | None) -> str | None:
+    """The model a run may use (None: the server's); 422 for a model the server does not offer."""
+    settings = state.settings
+    if model is None or model == "default" or model == settings.model:
+        return None
+    if model in settings.allowed_models:
+        return model
+    offered = ", ".join(["default", *settings.allowed_models])
+    raise ApiError(
+        422,
+        f"model {model!r} is not offered by this server; use one of: {offered}.",
+        code="invalid_request",
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=RunAccepted | RunDocument,
+    responses={
+        200: {"model": RunDocument, "description": "with ?wait=true: the ended or paused run"}
+    },
+    summary="start a run",
+)
+async def start_run(
+    body: RunCreate,
+    wait: Annotated[
+        bool, Query(description="answer when the run has ended or paused (200, the run document)")
+    ] = False,
+    who: Caller = Depends(caller),
+    state: ServerState = Depends(server_state),
+) -> Any:
+    headers = who.acting_for(
+        body.user.principal if body.user else None, body.user.roles if body.user else ()
+    )
+    model = _model_for(state, body.model)
+    limit = who.max_concurrent_runs
+    if limit is not None and await state.executor.active(who.key_id) >= limit:
+        raise ApiError(
+            429,
+            f"key {who.key_id!r} already has {limit} runs in progress (its limit); "
+            f"retry when one has ended.",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
+    run_id = await state.executor.start(
+        RunRequest(
+            query=body.query,
+            headers=headers,
+            key_id=who.key_id,
+            model=model,
+            session_id=body.session_id,
+        )
+    )
+    if not wait:
+        return JSONResponse({"run_id": run_id, "status": "running"}, status_code=202)
+    async for _ in follow_run(state, who.tenant, run_id):
+        pass  # until paused or run_finished
+    return JSONResponse(await _document(state, who.tenant, run_id), status_code=200)
+
+
+@router.get("/{run_id}", response_model=RunDocument, summary="the run document")
+async def get_run(
+    run_id: RunId, who: Caller = Depends(caller), state: ServerState = Depends(server_state)
+) -> Any:
+    return await _document(state, who.tenant, run_id)
+
+
+@router.post("/{run_id}/cancel", response_model=RunDocument, summary="cancel a run")
+async def cancel_run(
+    run_id: RunId, who: Caller = Depends(caller), state: ServerState = Depends(server_state)
+) -> Any:
+    await _document(state, who.tenant, run_id)  # 404 first, for unknown and foreign ids alike
+    await state.executor.cancel(who.tenant, run_id, headers=who.headers)
+    return await _document(state, who.tenant, run_id)
+
+
+@router.post(
+    "/{run_id}/resume",
+    response_model=RunDocument,
+    summary="continue a paused run (its approvals decided); 409 while it executes",
+)
+async def resume_run(
+    run_id: RunId, who: Caller = Depends(caller), state: ServerState = Depends(server_state)
+) -> Any:
+    await state.executor.resume(who.tenant, run_id, headers=who.headers, key_id=who.key_id)
+    return await _document(state, who.tenant, run_id)
+
+
+@router.get(
+    "/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "one SSE event per run event; ends after paused or run_finished",
+        }
+    },
+    summary="the run's events as Server-Sent Events",
+)
+async def run_events(
+    run_id: RunId,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=32, description="resume after it")
+    ] = None,
+    who: Caller = Depends(caller),
+    state: ServerState = Depends(server_state),
+) -> StreamingResponse:
+    after = 0
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            raise ApiError(
+                422, f"Last-Event-ID must be an event id (an integer), got {last_event_id!r}."
+            ) from None
+        if after < 0:
+            raise ApiError(422, f"Last-Event-ID must not be negative, got {last_event_id!r}.")
+    await _document(state, who.tenant, run_id)  # 404 for unknown and foreign ids alike
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for event in follow_run(state, who.tenant, run_id, after_seq=after):
+            if event is None:
+                yield b": keep-alive\n\n"
+                continue
+            yield sse(event.seq, event.kind, event.data)
+            if event.kind in END_KINDS:
+                return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
