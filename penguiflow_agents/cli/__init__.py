@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``serve`` and ``keys add | revoke | list`` (the HTTP service)."""
     p = sub.add_parser("serve", help="serve the HTTP API (runs, SSE events, approvals)")
-    _add_common_options(p, identity=False)
+    _add_common_options(p, identity=False, json_doc=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8400, help="port (default 8400)")
     p.add_argument(
@@ -294,14 +294,17 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="R",
         help="a role it may give those users (repeatable)",
     )
+    add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_add")
     p = ksub.add_parser("revoke", help="revoke a key (a running server refuses it at once)")
     p.add_argument("key_id", metavar="ID")
     p.add_argument("--keys", default="keys.yaml", metavar="FILE")
+    add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_revoke")
     p = ksub.add_parser("list", help="list the keys (ids, tenants, principals, roles)")
     p.add_argument("--keys", default="keys.yaml", metavar="FILE")
     p.add_argument("--json", action="store_true")
+    add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_list")
 
 

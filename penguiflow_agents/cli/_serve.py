@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from penguiflow_agents.cli._common import error, print_json
+from penguiflow_agents.cli._common import configure_cli_logging, error, print_json
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
 __all__ = ["cmd_keys_add", "cmd_keys_list", "cmd_keys_revoke", "cmd_serve", "settings_of"]
@@ -73,9 +73,7 @@ def settings_of(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the HTTP API until SIGINT/SIGTERM."""
-    from penguiflow_agents._logging import configure_logging
-
-    configure_logging(structured=args.json, level="debug" if args.verbose else "info")
+    configure_cli_logging(args, default_level="info")
     try:
         settings = settings_of(args)
         if args.port < 0 or args.port > 65535:

@@ -17,17 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from penguiflow_agents.store._base import (
-    ApprovalDecision,
-    ApprovalRecord,
-    CallRecord,
-    RunRecord,
-    StateStore,
-    StoredEvent,
-)
+from penguiflow_agents.store._base import StateStore
 
 __all__ = ["APPROVAL_KINDS", "EventHub", "NotifyingStore"]
 
@@ -87,8 +80,10 @@ async def wait_for(event: asyncio.Event, timeout_s: float) -> bool:
 class NotifyingStore:
     """A ``StateStore`` that tells an ``EventHub`` about every event appended through it.
 
-    Every other attribute (methods other modules add to the stores) is the
-    wrapped store's own.
+    Every other method is the wrapped store's own (looked up on it), so the
+    wrapper follows whatever the stores grow. Approval requests and decisions
+    wake the tenant's approvals feed through the events the approvals service
+    appends for them (``approval_requested``, ``approval_decided``).
     """
 
     def __init__(self, inner: StateStore, hub: EventHub) -> None:
@@ -109,69 +104,6 @@ class NotifyingStore:
         if kind in APPROVAL_KINDS:
             self.hub.notify_approvals(tenant)
         return seq
-
-    async def list_events(
-        self, tenant: str, run_id: str, *, after_seq: int = 0
-    ) -> list[StoredEvent]:
-        return await self.inner.list_events(tenant, run_id, after_seq=after_seq)
-
-    async def create_run(self, run: RunRecord) -> RunRecord:
-        return await self.inner.create_run(run)
-
-    async def get_run(self, tenant: str, run_id: str) -> RunRecord:
-        return await self.inner.get_run(tenant, run_id)
-
-    async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
-        return await self.inner.list_runs(tenant, status=status)
-
-    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
-        return await self.inner.update_run(run, expected_version=expected_version)
-
-    async def claim_run(
-        self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
-    ) -> RunRecord | None:
-        return await self.inner.claim_run(
-            tenant, run_id, owner=owner, from_statuses=from_statuses, lease_s=lease_s
-        )
-
-    async def load_session(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
-        return await self.inner.load_session(tenant, session_id)
-
-    async def save_session(
-        self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
-    ) -> None:
-        await self.inner.save_session(tenant, session_id, messages)
-
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
-        stored = await self.inner.create_approval(approval)
-        self.hub.notify_approvals(approval.tenant)
-        return stored
-
-    async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
-        return await self.inner.get_approval(tenant, approval_id)
-
-    async def list_approvals(
-        self, tenant: str, *, status: str | None = None, run_id: str | None = None
-    ) -> list[ApprovalRecord]:
-        return await self.inner.list_approvals(tenant, status=status, run_id=run_id)
-
-    async def decide_approval(
-        self, tenant: str, approval_id: str, decision: ApprovalDecision
-    ) -> ApprovalRecord:
-        decided = await self.inner.decide_approval(tenant, approval_id, decision)
-        self.hub.notify_approvals(tenant)
-        return decided
-
-    async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
-        return await self.inner.begin_call(tenant, run_id, call_id)
-
-    async def finish_call(
-        self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
-    ) -> None:
-        await self.inner.finish_call(tenant, run_id, call_id, result)
-
-    async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
-        return await self.inner.get_call(tenant, run_id, call_id)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

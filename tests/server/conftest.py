@@ -5,13 +5,16 @@ ASGITransport (no sockets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from penguiflow_agents.llm import LLMRequest, LLMResponse, LLMToolCall
 from penguiflow_agents.policy import PolicySet
@@ -148,9 +151,9 @@ class Service:
         return doc
 
 
-async def open_service(settings: ServerSettings | None = None, **kw: Any) -> tuple[Service, Any]:
-    store = MemoryStore()
-    llm = QuestionLLM()
+def make_app(settings: ServerSettings | None, **kw: Any) -> tuple[Any, MemoryStore, QuestionLLM]:
+    store = kw.pop("store", None) or MemoryStore()
+    llm = kw.pop("llm", None) or QuestionLLM()
     app = create_app(
         settings or ServerSettings(poll_s=0.2),
         store=store,
@@ -160,10 +163,52 @@ async def open_service(settings: ServerSettings | None = None, **kw: Any) -> tup
         llm=llm,
         **kw,
     )
+    return app, store, llm
+
+
+async def open_service(settings: ServerSettings | None = None, **kw: Any) -> tuple[Service, Any]:
+    """The app with its lifespan entered, and a client over ASGITransport (which buffers each
+    response whole: a stream that never ends needs ``live_service``)."""
+    app, store, llm = make_app(settings, **kw)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     return Service(client=client, store=store, llm=llm, app=app), lifespan
+
+
+@asynccontextmanager
+async def live_service(settings: ServerSettings | None = None, **kw: Any) -> AsyncIterator[Service]:
+    """The app served by uvicorn on 127.0.0.1 (a free port) in this event loop; responses
+    stream as they are written."""
+    app, store, llm = make_app(settings, **kw)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        lifespan="on",
+        log_level="warning",
+        backlog=2048,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+        ) as client:
+            yield Service(client=client, store=store, llm=llm, app=app)
+    finally:
+        llm.release.set()
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=30)
 
 
 @pytest.fixture
