@@ -20,11 +20,8 @@ SUBPACKAGES = [
     "penguiflow_agents.approvals",
     "penguiflow_agents.planner",
     "penguiflow_agents.testing",
-<<<<<<< HEAD
     "penguiflow_agents.webhooks",
-=======
     "penguiflow_agents.server",
->>>>>>> 74b846e (planner: record_events=True writes every emitted event to the run's log in order (steps, model answers, tool calls, text); paused events name their pending approvals; ReactPlanner.cancel ends a paused run; ApprovalService.can_decide)
 ]
 
 # Names the issues and DESIGN.md promise at the top level.
