@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Headers"]
+__all__ = ["Headers", "principal_key"]
+
+
+def principal_key(principal: str) -> str:
+    """The form principals are compared in: Unicode NFKC, then casefolded.
+
+    ``principal_key("Alice") == principal_key("alice") == principal_key("ａｌｉｃｅ")``, so
+    "never the requester" cannot be dodged by spelling the same name differently.
+    """
+    return unicodedata.normalize("NFKC", principal).casefold()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
