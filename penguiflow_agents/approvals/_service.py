@@ -13,7 +13,8 @@ Rules a decision must pass, in this order:
    ``ApprovalError``).
 3. The principal matches ``approvers`` (``role:<r>`` through the roles it
    presents, ``user:<id>`` through its principal) and is not the requester
-   (else ``ApproverNotAllowedError``, saying who may decide).
+   (else ``ApproverNotAllowedError``, saying who may decide). Principals are
+   compared after Unicode NFKC + casefold (``Alice`` is ``alice``).
 4. ``reject`` carries a reason (the model sees it as the tool's result).
 5. ``edit`` carries new arguments that validate against the tool's input
    schema as it was when the call was requested (every failing path is
@@ -43,7 +44,7 @@ from typing import Any
 
 import jsonschema
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, principal_key
 from penguiflow_agents.approvals._json import effective_status, iso_utc
 from penguiflow_agents.approvals._webhooks import approval_outbox, notify_targets
 from penguiflow_agents.exceptions import (
@@ -74,12 +75,14 @@ def may_decide(approvers: Sequence[str], principal: str, roles: Sequence[str]) -
     """Whether ``principal`` with ``roles`` matches one of ``approvers``.
 
     ``role:<r>`` matches a caller presenting role ``r``; ``user:<id>`` matches
-    the principal ``id``. This says nothing about the requester rule.
+    the principal ``id`` (compared after NFKC + casefold: ``principal_key``).
+    This says nothing about the requester rule.
     """
     held = set(roles)
+    me = principal_key(principal)
     for who in approvers:
         kind, _, value = who.partition(":")
-        if (kind == "role" and value in held) or (kind == "user" and value == principal):
+        if (kind == "role" and value in held) or (kind == "user" and principal_key(value) == me):
             return True
     return False
 
@@ -303,7 +306,7 @@ class ApprovalService:
     @staticmethod
     def _check_decider(record: ApprovalRecord, principal: str, roles: Sequence[str]) -> None:
         who = ", ".join(record.approvers) or "nobody"
-        if principal == record.requested_by:
+        if principal_key(principal) == principal_key(record.requested_by):
             raise ApproverNotAllowedError(
                 f"{principal!r} requested the call of approval {record.id!r} and cannot decide "
                 f"it; ask another principal matching: {who}."

@@ -205,3 +205,16 @@ async def test_the_requesters_run_roles_count_for_visibility_of_an_edit(env: Any
     record = await env.request(headers=Headers(tenant="acme", principal="vic"), run_id="run-v")
     with pytest.raises(ApprovalError):
         await decide(env, record.id, decision="edit", arguments=env.args)
+
+
+async def test_the_requester_spelled_differently_still_cannot_decide(env: Any) -> None:
+    """'Alice' and 'ＡＬＩＣＥ' are the requester 'alice' (NFKC + casefold); user:Boss is boss."""
+    from penguiflow_agents.approvals import may_decide
+
+    record = await env.request()
+    for spelling in ("Alice", "ＡＬＩＣＥ"):
+        with pytest.raises(ApproverNotAllowedError, match="requested the call"):
+            await decide(env, record.id, principal=spelling, roles=["admin"])
+    assert may_decide(["user:Boss"], "boss", [])
+    assert may_decide(["user:boss"], "ＢＯＳＳ", [])
+    assert not may_decide(["user:boss"], "boss2", [])

@@ -143,9 +143,12 @@ async def _feed(service: Service) -> None:
     assert received[2][1]["status"] == "approved"
 
 
-async def _until(condition: Any, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def _until(condition: Any) -> None:
+    """Poll ``condition`` (filled by a reader task) for at most 30 s."""
+    async with asyncio.timeout(30):
+        for _ in iter(int, 1):  # until the condition holds or the time runs out
+            if condition():
+                return
             await asyncio.sleep(0.01)
 
 
