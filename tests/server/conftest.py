@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -98,17 +99,22 @@ def tool_registry() -> ToolRegistry:
 @dataclass
 class QuestionLLM:
     """Answers by the run's question: ``write TEXT`` writes a shared file (gated), ``add A B``
-    adds, ``wait`` blocks until ``release`` is set; anything else is echoed."""
+    adds, ``wait`` blocks until ``release`` is set; anything else is echoed. ``slow `` before
+    a question makes each turn take ``delay_s``."""
 
     model: str = "scripted-server"
     release: asyncio.Event = field(default_factory=asyncio.Event)
     is_replay: bool = True
+    delay_s: float = 0.05  # each turn of a question starting with "slow "
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         messages = list(request.messages)
         question = next(str(m["content"]) for m in messages if m.get("role") == "user")
         turn = sum(1 for m in messages if m.get("role") == "assistant")
         last = str(messages[-1].get("content") or "")
+        if question.startswith("slow "):
+            question = question[5:]
+            await asyncio.sleep(self.delay_s)
         if turn > 0:
             return LLMResponse(content=f"done: {last}")
         if question.startswith("wait"):
@@ -227,3 +233,25 @@ def error_of(response: httpx.Response) -> Mapping[str, Any]:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message"}, body
     return dict(body["error"])
+
+
+@dataclass
+class SSEEvent:
+    id: int
+    kind: str
+    data: Any
+
+
+def parse_sse(text: str) -> list[SSEEvent]:
+    """The events of an SSE body (comments skipped)."""
+    out = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ": " not in line:
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if "event" in fields:
+            out.append(SSEEvent(int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return out
