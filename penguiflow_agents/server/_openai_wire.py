@@ -60,6 +60,9 @@ __all__ = [
 DEFAULT_MODEL = "default"
 # How much of a pending call's JSON arguments the pause message quotes.
 _ARGUMENTS_QUOTE_CHARS = 300
+# Longest question (as for POST /v1/runs and worker jobs), and longest name in the body.
+MAX_QUERY_CHARS = 100_000
+MAX_NAME = 256
 # Content part types that carry text (Chat Completions and Responses spellings).
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
@@ -99,16 +102,31 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class EndUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    principal: str = Field(min_length=1, max_length=MAX_NAME)
+    roles: list[str] = Field(default_factory=list, max_length=64)
+
+
+class PenguiflowOptions(BaseModel):
+    """Our extension of the body (``extra_body={"penguiflow": {...}}`` in the openai client)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: EndUser | None = None  # as POST /v1/runs "user": needs a key that may act for users
+
+
 class ChatCompletionRequest(BaseModel):
     """The body of ``POST /v1/chat/completions`` (the fields we read; others are ignored)."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=MAX_NAME)
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=200)
+    user: str | None = Field(default=None, max_length=MAX_NAME)
     n: int | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
@@ -120,6 +138,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    penguiflow: PenguiflowOptions | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -226,6 +245,12 @@ def to_conversation(request: ChatCompletionRequest) -> Conversation:
     query = _text(last, len(messages) - 1).strip()
     if not query:
         raise WireError(f"{where}: the user's question is empty; send some text.", param=where)
+    if len(query) > MAX_QUERY_CHARS:
+        raise WireError(
+            f"{where}: the question has {len(query)} characters, more than the "
+            f"{MAX_QUERY_CHARS} allowed; send a shorter one.",
+            param=where,
+        )
     history: list[dict[str, Any]] = []
     for index, message in enumerate(messages[:-1]):
         text = _text(message, index)
