@@ -109,7 +109,7 @@ def main(question: str) -> int:
                     timeout=HTTP_TIMEOUT_S,
                 )
                 decided.raise_for_status()
-                print(f"approved {pending['id']} as {decided.json().get('decided_by')}")
+                print(f"approval {pending['id']}: {decided.json()['status']}")
             if approver_key is None:
                 break
             last_id, kind = follow(api, run_id, last_id)  # resumes after the last event seen
