@@ -30,7 +30,7 @@ from penguiflow_agents.exceptions import (
     UserError,
 )
 
-__all__ = ["ApiError", "error_body", "error_response", "install_error_handlers"]
+__all__ = ["ApiError", "error_body", "error_response", "install_error_handlers", "status_of"]
 
 _log = structlog.get_logger("penguiflow_agents.server")
 
@@ -83,7 +83,7 @@ def error_response(
     return JSONResponse(error_body(code, message), status_code=status, headers=dict(headers or {}))
 
 
-def _status_of(exc: PenguiflowError) -> tuple[int, str]:
+def status_of(exc: PenguiflowError) -> tuple[int, str]:
     if isinstance(exc, NotFoundError):
         return 404, "not_found"
     if isinstance(exc, ApproverNotAllowedError):
@@ -126,7 +126,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_ours(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, PenguiflowError)
-        status, code = _status_of(exc)
+        status, code = status_of(exc)
         if status == 500:
             _log.error("request.failed", path=request.url.path, error=type(exc).__name__)
             return error_response(500, code, "the server failed to handle the request.")

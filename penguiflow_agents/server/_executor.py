@@ -107,6 +107,11 @@ class RunExecutor(Protocol):
         """Accepted here but not in the store yet (a job no worker has taken)."""
         ...
 
+    async def settled(self, tenant: str, run_id: str) -> bool:
+        """Wait until a run executing in this process ends or pauses; False (at once) when
+        it does not execute here (then follow its events in the store)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -138,6 +143,13 @@ class LocalExecutor:
 
     def is_queued(self, tenant: str, run_id: str) -> bool:
         return False
+
+    async def settled(self, tenant: str, run_id: str) -> bool:
+        entry = self._tasks.get((tenant, run_id))
+        if entry is None:
+            return False
+        await asyncio.wait({entry[0]})
+        return True
 
     def _spawn(
         self, tenant: str, run_id: str, key_id: str, body: Coroutine[Any, Any, RunResult]
@@ -239,6 +251,9 @@ class BusExecutor:
 
     def is_queued(self, tenant: str, run_id: str) -> bool:
         return (tenant, run_id) in self._submitted
+
+    async def settled(self, tenant: str, run_id: str) -> bool:
+        return False
 
     async def start(self, request: RunRequest) -> str:
         run_id = new_run_id()

@@ -70,7 +70,7 @@ class ServerState:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
     """The app's ``ServerState`` (a FastAPI dependency)."""
     state = getattr(request.app.state, "penguiflow", None)
     if state is None:

@@ -17,7 +17,7 @@ from penguiflow_agents.server._feed import END_KINDS, follow_run, sse
 from penguiflow_agents.server._models import ErrorBody, RunAccepted, RunCreate, RunDocument
 from penguiflow_agents.server._state import ServerState, server_state
 
-__all__ = ["router"]
+__all__ = ["check_run_limit", "model_for", "router"]
 
 # Seconds a caller over its concurrent-runs limit is asked to wait before trying again.
 BUSY_RETRY_AFTER_S = 5
@@ -41,7 +41,7 @@ async def _document(state: ServerState, tenant: str, run_id: str) -> dict[str, A
     return run_document(record, state.settings)
 
 
-def _model_for(state: ServerState, model: str | None) -> str | None:
+def model_for(state: ServerState, model: str | None) -> str | None:
     """The model a run may use (None: the server's); 422 for a model the server does not offer."""
     settings = state.settings
     if model is None or model == "default" or model == settings.model:
@@ -54,6 +54,18 @@ def _model_for(state: ServerState, model: str | None) -> str | None:
         f"model {model!r} is not offered by this server; use one of: {offered}.",
         code="invalid_request",
     )
+
+
+async def check_run_limit(state: ServerState, who: Caller) -> None:
+    """429 with Retry-After when the caller's key already has its limit of runs in progress."""
+    limit = who.max_concurrent_runs
+    if limit is not None and await state.executor.active(who.key_id) >= limit:
+        raise ApiError(
+            429,
+            f"key {who.key_id!r} already has {limit} runs in progress (its limit); "
+            f"retry when one has ended.",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
 
 
 @router.post(
@@ -76,15 +88,8 @@ async def start_run(
     headers = who.acting_for(
         body.user.principal if body.user else None, body.user.roles if body.user else ()
     )
-    model = _model_for(state, body.model)
-    limit = who.max_concurrent_runs
-    if limit is not None and await state.executor.active(who.key_id) >= limit:
-        raise ApiError(
-            429,
-            f"key {who.key_id!r} already has {limit} runs in progress (its limit); "
-            f"retry when one has ended.",
-            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-        )
+    model = model_for(state, body.model)
+    await check_run_limit(state, who)
     run_id = await state.executor.start(
         RunRequest(
             query=body.query,
@@ -96,8 +101,9 @@ async def start_run(
     )
     if not wait:
         return JSONResponse({"run_id": run_id, "status": "running"}, status_code=202)
-    async for _ in follow_run(state, who.tenant, run_id):
-        pass  # until paused or run_finished
+    if not await state.executor.settled(who.tenant, run_id):
+        async for _ in follow_run(state, who.tenant, run_id):
+            pass  # until paused or run_finished
     return JSONResponse(await _document(state, who.tenant, run_id), status_code=200)
 
 
