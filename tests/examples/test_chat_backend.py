@@ -24,6 +24,8 @@ CLI = [sys.executable, "-m", "penguiflow_agents"]
 # A fresh interpreter starting the server (litellm import, the time MCP server) on a busy machine.
 SERVER_START_TIMEOUT_S = 90.0
 EXAMPLE_TIMEOUT_S = 90.0
+# Two CLI processes, a server and the example: over the suite's 120 s on a heavily loaded machine.
+pytestmark = pytest.mark.timeout(300)
 QUESTION = "Our 09:30 meeting moves 90 minutes later: when is it now? Note it."
 SCRIPT = """
 turns:
