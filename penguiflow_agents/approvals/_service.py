@@ -14,7 +14,7 @@ Rules a decision must pass, in this order:
 3. The principal matches ``approvers`` (``role:<r>`` through the roles it
    presents, ``user:<id>`` through its principal) and is not the requester
    (else ``ApproverNotAllowedError``, saying who may decide). Principals are
-   compared after Unicode NFKC + casefold (``Alice`` is ``alice``).
+   compared by ``principal_key`` (NFKC + case folding): ``Alice`` is ``alice``.
 4. ``reject`` carries a reason (the model sees it as the tool's result).
 5. ``edit`` carries new arguments that validate against the tool's input
    schema as it was when the call was requested (every failing path is
@@ -44,7 +44,7 @@ from typing import Any
 
 import jsonschema
 
-from penguiflow_agents._identity import Headers, principal_key
+from penguiflow_agents._identity import Headers, check_principal, check_tenant, principal_key
 from penguiflow_agents.approvals._json import effective_status, iso_utc
 from penguiflow_agents.approvals._webhooks import approval_outbox, notify_targets
 from penguiflow_agents.exceptions import (
@@ -75,7 +75,7 @@ def may_decide(approvers: Sequence[str], principal: str, roles: Sequence[str]) -
     """Whether ``principal`` with ``roles`` matches one of ``approvers``.
 
     ``role:<r>`` matches a caller presenting role ``r``; ``user:<id>`` matches
-    the principal ``id`` (compared after NFKC + casefold: ``principal_key``).
+    the principal ``id`` compared by ``principal_key`` (NFKC + case folding).
     This says nothing about the requester rule.
     """
     held = set(roles)
@@ -219,6 +219,8 @@ class ApprovalService:
         arguments: Mapping[str, Any] | None = None,
     ) -> ApprovalRecord:
         """Record ``approve``, ``reject`` (needs ``reason``) or ``edit`` (needs ``arguments``)."""
+        check_tenant(tenant)
+        check_principal(principal)
         if decision not in DECISIONS:
             raise UserError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}.")
         if arguments is not None and decision != "edit":

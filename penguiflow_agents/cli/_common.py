@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, check_tenant
 
 if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
@@ -35,7 +35,8 @@ DEFAULT_TENANT = "default"
 
 
 def tenant_of(args: argparse.Namespace) -> str:
-    return getattr(args, "tenant", None) or DEFAULT_TENANT
+    """``--tenant`` (default ``default``), checked: a malformed tenant is a ``UserError``."""
+    return check_tenant(getattr(args, "tenant", None) or DEFAULT_TENANT)
 
 
 def headers_of(args: argparse.Namespace, *, principal: str | None = None) -> Headers:

@@ -57,6 +57,8 @@ _DESCRIPTION_CHARS = 90
 def cmd_tools_list(args: argparse.Namespace) -> int:
     """Print the registered tools (operator view) or one caller's view."""
     configure_cli_logging(args)
+    if not _identity_ok(args):
+        return EXIT_USAGE
     registry = _load(args, fatal_if_all_failed=True)
     if registry is None:
         return EXIT_USAGE
@@ -74,6 +76,8 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
 def cmd_tools_call(args: argparse.Namespace) -> int:
     """Call one tool as a caller under the policies; print its result."""
     configure_cli_logging(args)
+    if not _identity_ok(args):
+        return EXIT_USAGE
     try:
         arguments = json.loads(args.args)
     except json.JSONDecodeError as exc:
@@ -91,6 +95,16 @@ def cmd_tools_call(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     return run_closing_on_signals(_call(args, registry, policies, arguments))
+
+
+def _identity_ok(args: argparse.Namespace) -> bool:
+    """Check --tenant/--principal up front: a malformed identity is a usage error (exit 2)."""
+    try:
+        headers_of(args)
+    except UserError as exc:
+        error(str(exc))
+        return False
+    return True
 
 
 def _load(args: argparse.Namespace, *, fatal_if_all_failed: bool) -> ToolRegistry | None:

@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, session_key
 from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm._types import LLMClient, LLMRequest
 from penguiflow_agents.planner import _prompts
@@ -237,8 +237,11 @@ class ReactPlanner:
     ) -> RunResult:
         """Answer ``query`` as the caller ``headers``; returns when completed, failed or paused.
 
-        ``deadline`` (absolute, ``time.monotonic()``: the planner's ``clock``) tightens
-        ``deadline_s``.
+        ``session_id`` carries the conversation of earlier completed runs of
+        the same tenant *and principal* (principals compared by
+        ``principal_key``); a ``shared:...`` id is shared by every principal of
+        the tenant. ``deadline`` (absolute, ``time.monotonic()``: the planner's
+        ``clock``) tightens ``deadline_s``.
         Cancelling the awaiting task cancels in-flight tool calls and records
         the run as cancelled. The run is held under a claim and checkpointed
         every step (see the class docstring), so that if this process dies
@@ -352,7 +355,11 @@ class ReactPlanner:
         store = deps.store
         run_id = run_id or new_run_id()
         tenant = headers.tenant
-        history = await store.load_session(tenant, session_id) if session_id else []
+        history = (
+            await store.load_session(tenant, session_key(headers.principal, session_id))
+            if session_id
+            else []
+        )
         messages: list[dict[str, Any]] = [{"role": "system", "content": deps.system_prompt}]
         messages.extend(history)
         messages.append({"role": "user", "content": query})

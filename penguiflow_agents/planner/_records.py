@@ -20,7 +20,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, session_key
 from penguiflow_agents.exceptions import ConflictError, PenguiflowError, UserError
 from penguiflow_agents.planner._context import Deps, Run, Stop, jsonable, new_owner, owner_is_dead
 from penguiflow_agents.planner._state import STATE_VERSION, RunState
@@ -260,7 +260,8 @@ async def finish(
         history = st.messages[1 : st.history_len]
         history.append({"role": "user", "content": st.query})
         history.append({"role": "assistant", "content": answer})
-        await store.save_session(tenant, st.session_id, history[-_MAX_SESSION_MESSAGES:])
+        key = session_key(run.headers.principal, st.session_id)
+        await store.save_session(tenant, key, history[-_MAX_SESSION_MESSAGES:])
     return result
 
 

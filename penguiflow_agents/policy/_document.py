@@ -19,7 +19,8 @@ import jsonschema
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from penguiflow_agents._yaml import read_yaml_file
-from penguiflow_agents.exceptions import PolicyError
+from penguiflow_agents._identity import check_tenant
+from penguiflow_agents.exceptions import PolicyError, UserError
 from penguiflow_agents.webhooks._urls import check_notify_url
 
 __all__ = ["ApprovalRuleDoc", "PolicyDocument", "RoleDoc", "load_policy_file", "parse_policy"]
@@ -56,6 +57,10 @@ def _check_tenant(tenant: str) -> str:
             f"{tenant!r} is not a tenant name; use the exact tenant id, or '*' for the "
             "default policy (tenant names cannot hold glob characters or surrounding spaces)"
         )
+    try:
+        check_tenant(tenant)
+    except UserError as exc:  # a tenant no caller can have would make this policy dead
+        raise ValueError(str(exc).rstrip(".")) from None
     return tenant
 
 

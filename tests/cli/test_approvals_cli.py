@@ -265,3 +265,22 @@ def test_rejecting_or_listing_as_another_tenant_reveals_nothing(cli: Cli) -> Non
     assert foreign.stderr.replace(record.id, "ID") == unknown.stderr.replace("apr_nope", "ID")
     assert as_json(cli.run("list", "--tenant", "globex", "--json")) == []
     assert (cli.get(record.id)).status == "pending"
+
+
+@pytest.mark.parametrize("spelled", ["Alice", "ALICE", "Ａｌｉｃｅ", "alice"])
+def test_the_requester_cannot_approve_under_another_spelling_of_their_name(
+    cli: Cli, spelled: str
+) -> None:
+    record = cli.request()
+    own = cli.run("approve", record.id, "--as", spelled, "--role", "admin", "--tenant", "acme")
+    assert own.returncode == 1 and "cannot decide" in own.stderr
+    assert cli.get(record.id).status == "pending"
+
+
+@pytest.mark.parametrize("tenant", ["acme ", "ａｃｍｅ", "ac\u200bme"])
+def test_a_malformed_tenant_is_a_usage_error_not_the_default_policy(cli: Cli, tenant: str) -> None:
+    record = cli.request()
+    proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", tenant)
+    assert proc.returncode == 2 and "tenant" in proc.stderr
+    listed = cli.run("list", "--tenant", tenant)
+    assert listed.returncode == 2 and "tenant" in listed.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, session_key
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, LLMToolCall
 from penguiflow_agents.planner import ReactPlanner
 from penguiflow_agents.policy import PolicySet
@@ -84,7 +84,7 @@ async def test_a_session_carries_history_between_runs_of_the_same_tenant_only(
         ("assistant", "Nice to meet you, Ada."),
         ("user", "What is my name?"),
     ]
-    assert len(await store.load_session("acme", "s1")) == 4
+    assert len(await store.load_session("acme", session_key("ada", "s1"))) == 4
     # The same session id under another tenant starts empty.
     other: list[Any] = []
     llm2 = ScriptedLLM([lambda r: (other.extend(r.messages), LLMResponse(content="Hi."))[1]])
@@ -92,7 +92,44 @@ async def test_a_session_carries_history_between_runs_of_the_same_tenant_only(
         "Who am I?", headers=Headers(tenant="globex"), session_id="s1"
     )
     assert [m["role"] for m in other] == ["system", "user"]
-    assert await store.load_session("globex", "s1") == [
+    assert await store.load_session("globex", session_key("anonymous", "s1")) == [
         {"role": "user", "content": "Who am I?"},
         {"role": "assistant", "content": "Hi."},
     ]
+
+
+async def test_a_session_belongs_to_one_principal_unless_its_id_says_shared(
+    registry: ToolRegistry,
+) -> None:
+    """Bob reusing Ada's session id does not see her history; a ``shared:`` id is shared."""
+    store = MemoryStore()
+    seen: list[list[str]] = []
+    replies = {
+        "My secret is 42.": "Noted.",
+        "What is the secret?": "I don't know.",
+        "And again?": "Ada's again.",
+        "Team note.": "Hi.",
+        "Seen the note?": "Yes.",
+    }
+
+    def answer(request: Any) -> LLMResponse:
+        seen.append([str(m["content"]) for m in request.messages[1:]])
+        return LLMResponse(content=replies[seen[-1][-1]])
+
+    llm = ScriptedLLM([answer] * 10)  # turns are chosen by position in the conversation
+    planner = ReactPlanner(llm=llm, registry=registry, store=store)
+    ada = Headers(tenant="acme", principal="ada")
+    bob = Headers(tenant="acme", principal="bob")
+    await planner.run("My secret is 42.", headers=ada, session_id="s1")
+    await planner.run("What is the secret?", headers=bob, session_id="s1")
+    assert seen[1] == ["What is the secret?"]
+    # The same principal under another spelling is the same principal.
+    await planner.run(
+        "And again?", headers=Headers(tenant="acme", principal="ADA"), session_id="s1"
+    )
+    assert seen[2][:2] == ["My secret is 42.", "Noted."]
+    # A shared session is seen by every principal of the tenant.
+    await planner.run("Team note.", headers=ada, session_id="shared:team")
+    assert len(await store.load_session("acme", "shared:team")) == 2
+    await planner.run("Seen the note?", headers=bob, session_id="shared:team")
+    assert seen[4] == ["Team note.", "Hi.", "Seen the note?"]
