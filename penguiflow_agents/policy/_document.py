@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import jsonschema
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents._identity import check_tenant
+from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents.exceptions import PolicyError, UserError
 from penguiflow_agents.webhooks._urls import check_notify_url
 
