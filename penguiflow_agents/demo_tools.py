@@ -7,20 +7,39 @@ tools only touch a sandbox directory: ``$PENGUIFLOW_SANDBOX``, default
 ``.penguiflow/sandbox`` under the current directory. A path such as
 ``/shared/notes.txt`` means ``<sandbox>/shared/notes.txt``; a path that would
 leave the sandbox is refused.
+
+Paths are canonicalised *before* the policy sees a call (``SandboxPath``):
+``shared/a.txt``, ``//shared/a.txt``, ``/./shared/a.txt`` and
+``/notes/../shared/a.txt`` all become ``/shared/a.txt``, so an approval rule
+on ``^/shared/`` sees what will really be written. A path that has no
+canonical form (a ``..`` above the root, a backslash, a control character)
+is refused, and so is a path that goes through a symbolic link: what was
+approved is the place that is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from penguiflow_agents.tools import tool
 
-__all__ = ["add_minutes", "day_of_week", "list_files", "read_file", "sandbox_root", "write_file"]
+__all__ = [
+    "SandboxPath",
+    "add_minutes",
+    "canonical_path",
+    "day_of_week",
+    "list_files",
+    "read_file",
+    "sandbox_root",
+    "write_file",
+]
 
 SANDBOX_ENV = "PENGUIFLOW_SANDBOX"
 DEFAULT_SANDBOX = Path(".penguiflow") / "sandbox"
@@ -28,6 +47,10 @@ DEFAULT_SANDBOX = Path(".penguiflow") / "sandbox"
 MAX_FILE_BYTES = 1_000_000
 # Most entries list_files returns.
 MAX_LISTED = 200
+# Longest accepted sandbox path.
+MAX_PATH_CHARS = 1024
+# Longest rendering of a refused path quoted in an error.
+_QUOTED_PATH_CHARS = 200
 _MINUTES_PER_WEEK = 7 * 24 * 60
 
 
@@ -38,15 +61,57 @@ def sandbox_root() -> Path:
     return root
 
 
+def _quoted(path: str) -> str:
+    return repr(path if len(path) <= _QUOTED_PATH_CHARS else path[:_QUOTED_PATH_CHARS] + "…")
+
+
+def canonical_path(path: str) -> str:
+    """The canonical sandbox path of ``path``: absolute, no ``.``, ``..`` or ``//``.
+
+    ``shared/a.txt`` -> ``/shared/a.txt``; ``/notes/../shared/e.txt`` ->
+    ``/shared/e.txt``. Raises ``ValueError`` for a path with no canonical form.
+    """
+    if len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"path {_quoted(path)} is longer than {MAX_PATH_CHARS} characters")
+    for ch in path:
+        if ord(ch) < 32 or ord(ch) == 127:
+            raise ValueError(f"path {_quoted(path)} contains the control character {ch!r}")
+    if "\\" in path:
+        raise ValueError(f"path {_quoted(path)} contains a backslash; separate folders with '/'")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise ValueError(
+                    f"path {_quoted(path)} goes above the sandbox root; "
+                    "use a path inside it, like '/notes.txt'"
+                )
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+# A path argument of the file tools: canonicalised by the tool's argument model.
+SandboxPath = Annotated[str, AfterValidator(canonical_path)]
+
+
 def _inside(path: str) -> Path:
-    if "\x00" in path:
-        raise ValueError(f"path {path!r} contains a NUL character")
+    """The host path of a sandbox path (canonicalised again: direct calls skip the model)."""
+    canonical = canonical_path(path)
     root = sandbox_root()
-    target = (root / path.lstrip("/\\")).resolve()
-    if target != root and root not in target.parents:
-        raise ValueError(
-            f"path {path!r} leaves the sandbox; use a path inside it, like '/notes.txt'"
-        )
+    target = root.joinpath(*canonical.split("/")[1:]) if canonical != "/" else root
+    # Every existing component must be a real directory or file, not a link.
+    probe = root
+    for part in canonical.split("/")[1:]:
+        probe = probe / part
+        if probe.is_symlink():
+            raise ValueError(
+                f"path {_quoted(canonical)} goes through a symbolic link; "
+                "the file tools do not follow links"
+            )
     return target
 
 
@@ -96,54 +161,105 @@ def day_of_week(date: str) -> dict[str, str]:
     return {"date": day.isoformat(), "weekday": day.strftime("%A")}
 
 
+class _SandboxIO(ValueError):
+    """An OS error turned into a sentence that names the sandbox path, never the host path."""
+
+
+def _io_error(exc: OSError, what: str, path: str) -> _SandboxIO:
+    reason = exc.strerror or type(exc).__name__
+    return _SandboxIO(f"cannot {what} {_quoted(path)} in the sandbox: {reason}")
+
+
 @tool(idempotent=True)
-def list_files(directory: str = "/") -> dict[str, object]:
+def list_files(directory: SandboxPath = "/") -> dict[str, object]:
     """List the files and folders of a sandbox directory.
 
     Args:
         directory: a sandbox path such as "/" or "/shared".
     """
-    target = _inside(directory)
+    shown = canonical_path(directory)
+    target = _inside(shown)
     if not target.is_dir():
-        raise ValueError(f"directory {directory!r} does not exist in the sandbox")
-    entries = sorted(target.iterdir())[:MAX_LISTED]
+        raise ValueError(f"directory {_quoted(shown)} does not exist in the sandbox")
+    try:
+        entries = sorted(target.iterdir())[:MAX_LISTED]
+    except OSError as exc:
+        raise _io_error(exc, "list", shown) from None
     return {
-        "directory": _shown(target),
-        "entries": [_shown(p) + ("/" if p.is_dir() else "") for p in entries],
+        "directory": shown,
+        "entries": [
+            _shown(p) + ("/" if p.is_dir() and not p.is_symlink() else "") for p in entries
+        ],
     }
 
 
 @tool(idempotent=True)
-def read_file(path: str) -> dict[str, object]:
+def read_file(path: SandboxPath) -> dict[str, object]:
     """Read a text file from the sandbox.
 
     Args:
         path: a sandbox path such as "/shared/notes.txt".
     """
-    target = _inside(path)
+    shown = canonical_path(path)
+    target = _inside(shown)
     if not target.is_file():
-        raise ValueError(f"file {path!r} does not exist in the sandbox")
-    if target.stat().st_size > MAX_FILE_BYTES:
-        raise ValueError(f"file {path!r} is larger than {MAX_FILE_BYTES} bytes")
-    return {"path": _shown(target), "content": target.read_text(encoding="utf-8", errors="replace")}
+        raise ValueError(f"file {_quoted(shown)} does not exist in the sandbox")
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _io_error(exc, "read", shown) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"file {_quoted(shown)} is larger than {MAX_FILE_BYTES} bytes")
+    return {"path": shown, "content": data.decode("utf-8", errors="replace")}
 
 
 @tool(risk="high")
-def write_file(path: str, content: str) -> dict[str, object]:
+def write_file(path: SandboxPath, content: str) -> dict[str, object]:
     """Write a text file in the sandbox, replacing it if it exists.
 
     Args:
         path: a sandbox path such as "/shared/report.txt"; folders are created.
         content: the complete new text of the file.
     """
-    target = _inside(path)
-    if target == sandbox_root() or target.is_dir():
-        raise ValueError(f"path {path!r} is a directory; name a file")
+    shown = canonical_path(path)
+    target = _inside(shown)
+    if shown == "/" or target.is_dir():
+        raise ValueError(f"path {_quoted(shown)} is a directory; name a file")
     data = content.encode("utf-8")
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"content is {len(data)} bytes; the limit is {MAX_FILE_BYTES}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return {"path": _shown(target), "bytes": len(data)}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, data)
+    except OSError as exc:
+        raise _io_error(exc, "write", shown) from None
+    return {"path": shown, "bytes": len(data)}
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to a fresh temp file next to ``target``, then rename it over ``target``.
+
+    The folder is opened without following a link, the temp file has a name
+    nobody can predict and is created with O_EXCL | O_NOFOLLOW (a file or link
+    planted there makes the open fail instead of being written through), and
+    the rename replaces ``target`` itself, never what a link there points to.
+    """
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tmp = f".{target.name}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)  # the umask applies
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)

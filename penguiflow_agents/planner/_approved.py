@@ -3,7 +3,8 @@
 - still pending: the call keeps waiting (the run stays paused);
 - rejected: the decider's reason is the tool's result; expired: says so;
 - approved (or edited): the binding is checked again (still visible, same
-  definition, same arguments, same policy version); then the call runs
+  definition, same arguments, same policy version; edited arguments must be
+  in the tool's canonical form, as the policy judged them); then the call runs
   *exactly once*: ``store.begin_call`` is the gate, keyed by the approval id.
   A call begun by a process that died before finishing it is not run again
   unless the tool is idempotent: the model is told its outcome is unknown.
@@ -21,6 +22,7 @@ from penguiflow_agents.planner._calls import Catalog, call_tool, observe
 from penguiflow_agents.planner._context import Deps, Run, jsonable
 from penguiflow_agents.planner._types import PendingApproval, Step
 from penguiflow_agents.store._base import ApprovalRecord
+from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._types import ToolResult, ToolSpec
 
 __all__ = ["Approved", "execute_approved", "resolve"]
@@ -85,7 +87,8 @@ async def resolve(
             dict(decision.arguments or {}) if edited and decision else dict(pending.arguments)
         )
         spec = catalog.by_name.get(pending.tool)
-        why = deps.approvals.check_binding(
+        why = _edit_not_canonical(spec, arguments) if edited else None
+        why = why or deps.approvals.check_binding(
             approval,
             spec=spec,
             arguments=arguments,
@@ -98,6 +101,27 @@ async def resolve(
         outcome, content = "approval_void", f"Error (approval_void): {why or 'the tool is gone'}"
     await _applied(deps, run, pending, outcome, executed_here=False)
     return _not_run(step, pending, outcome, content, limit)
+
+
+def _edit_not_canonical(spec: ToolSpec | None, arguments: dict[str, Any]) -> str | None:
+    """Why an approver's edited arguments cannot run as approved, or None.
+
+    The policy checked the edit as written; if the tool would read it
+    differently (``/notes/../shared/x`` is ``/shared/x``), the approval did not
+    cover what would run, so it is void rather than silently normalised.
+    """
+    if spec is None:
+        return None
+    prepared = prepare_arguments(spec, arguments)
+    if isinstance(prepared, ArgumentProblem):
+        return f"the approver's edited arguments are refused by {spec.name!r}: {prepared.message}"
+    if prepared != arguments:
+        return (
+            f"the approver's edited arguments for {spec.name!r} are not in canonical form (the "
+            f"tool reads them as {_prompts.render_output(prepared)}); the approval is void and "
+            "the call was not run. Call the tool again to ask for a new approval."
+        )
+    return None
 
 
 async def execute_approved(

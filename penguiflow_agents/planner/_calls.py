@@ -3,7 +3,8 @@
 Each call the model asks for ends in exactly one of three ways:
 
 - refused before running (malformed JSON, unknown or invisible tool, arguments
-  that fail the schema of a gated tool): an error observation for the model;
+  that fail the tool's schema or have no canonical form): an error observation
+  for the model;
 - waiting for a human (it matches an approval rule): an approval request, and
   the run pauses once the step's other calls are done;
 - run through the registry (concurrently, at most ``max_parallel`` at once,
@@ -13,11 +14,10 @@ Each call the model asks for ends in exactly one of three ways:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import jsonschema
 
 from penguiflow_agents.llm._json_actions import INVALID_ACTION_NAME
 from penguiflow_agents.llm._types import LLMToolCall
@@ -30,6 +30,7 @@ from penguiflow_agents.planner._types import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._types import (
     CallContext,
     EventSink,
@@ -42,8 +43,6 @@ __all__ = ["Catalog", "StepOutcome", "call_tool", "observe", "run_calls"]
 
 # How long cancelled in-flight calls get to unwind after the deadline passed.
 _CANCEL_GRACE_S = 5.0
-# Most schema violations named in one observation.
-_MAX_SCHEMA_ERRORS = 10
 
 
 @dataclass(slots=True, kw_only=True)
@@ -164,30 +163,23 @@ def _refusal(
     return record, _prompts.truncate(content, limit)
 
 
-_validators: dict[str, Any] = {}  # definition hash -> compiled validator (immutable, shared)
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A call that may run now, with its canonical arguments."""
 
-
-def _schema_problem(spec: ToolSpec, args: Mapping[str, Any]) -> str | None:
-    key = spec.definition_hash or repr(sorted(spec.input_schema.items()))
-    validator = _validators.get(key)
-    if validator is None:
-        schema = dict(spec.input_schema)
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        validator = _validators[key] = cls(schema)
-    errors = sorted(validator.iter_errors(dict(args)), key=lambda e: list(e.path))
-    if not errors:
-        return None
-    parts = []
-    for err in errors[:_MAX_SCHEMA_ERRORS]:
-        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
-        parts.append(f"{path}: {err.message}")
-    return f"the arguments for {spec.name!r} do not match its schema: " + "; ".join(parts)
+    spec: ToolSpec
+    call: LLMToolCall
 
 
 async def _check(
     deps: Deps, run: Run, catalog: Catalog, step: int, call: LLMToolCall
-) -> tuple[Step, str] | PendingApproval | ToolSpec:
-    """A refusal, an approval request, or the spec of a call that may run now."""
+) -> tuple[Step, str] | PendingApproval | _Ready:
+    """A refusal, an approval request, or a call that may run now.
+
+    The arguments are validated and normalised (``prepare_arguments``) before
+    the policy's ``when`` sees them; the approval binds, shows and the tool
+    runs with those canonical arguments, never the raw ones.
+    """
     limit = deps.max_result_chars
     spec = catalog.by_name.get(call.name)
     if spec is None and call.name == INVALID_ACTION_NAME and call.parse_error is not None:
@@ -225,27 +217,29 @@ async def _check(
             spec.input_schema,
         )
         return _refusal(step, call, "invalid_arguments", content, limit)
-    if policies is None or deps.approvals is None:
-        return spec
-    rule = policies.approval_rule(call.name, call.arguments, run.headers)
-    if rule is None:
-        return spec
-    problem = _schema_problem(spec, call.arguments)
-    if problem is not None:  # never ask a human about a call that cannot run
+    prepared = prepare_arguments(spec, call.arguments)
+    if isinstance(prepared, ArgumentProblem):  # never gate, never run a call that cannot run
+        problem = f"invalid arguments for {call.name!r}: {prepared.message}"
         content = _prompts.invalid_arguments(call.name, problem, spec.input_schema)
         return _refusal(step, call, "invalid_arguments", content, limit)
+    call = dataclasses.replace(call, arguments=prepared)
+    if policies is None or deps.approvals is None:
+        return _Ready(spec, call)
+    rule = policies.approval_rule(call.name, prepared, run.headers)
+    if rule is None:
+        return _Ready(spec, call)
     record = await deps.approvals.request(
         headers=run.headers,
         run_id=run.run_id,
         call_id=call.id,
         spec=spec,
-        arguments=call.arguments,
+        arguments=prepared,
         rule=rule,
     )
     return PendingApproval(
         id=record.id,
         tool=call.name,
-        arguments=dict(call.arguments),
+        arguments=dict(prepared),
         call_id=call.id,
         approvers=list(record.approvers),
         reason=rule.reason,
@@ -309,8 +303,8 @@ async def run_calls(
             out.waiting.append(prior[call.id])
             continue
         checked = await _check(deps, run, catalog, step, call)
-        if isinstance(checked, ToolSpec):
-            if recovering and not checked.idempotent:
+        if isinstance(checked, _Ready):
+            if recovering and not checked.spec.idempotent:
                 content = _prompts.unknown_outcome(call.name)
                 await _tally(
                     out,
@@ -318,7 +312,7 @@ async def run_calls(
                     run,
                 )
                 continue
-            runnable.append(call)
+            runnable.append(checked.call)
         elif isinstance(checked, PendingApproval):
             out.waiting.append(checked)
         else:

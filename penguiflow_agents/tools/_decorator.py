@@ -31,7 +31,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 from penguiflow_agents.exceptions import UserError
-from penguiflow_agents.tools._types import CallContext, ToolSpec
+from penguiflow_agents.tools._types import ArgumentNormalizer, CallContext, ToolSpec
 
 __all__ = ["ArgumentsRejected", "ToolDefinition", "tool", "tool_definition"]
 
@@ -69,6 +69,7 @@ class ToolDefinition:
     args_model: type[BaseModel]
     params: tuple[tuple[str, str], ...]  # (field name in args_model, parameter name)
     context_param: str | None
+    normalizer: ArgumentNormalizer | None = None  # @tool(normalize=...), after pydantic
 
     def spec(self, source: str) -> ToolSpec:
         """The namespaced ``ToolSpec`` (``source.name``), hash filled."""
@@ -80,7 +81,29 @@ class ToolDefinition:
             risk=self.risk,
             idempotent=self.idempotent,
             timeout_s=self.timeout_s,
+            binding={
+                "transport": "python",
+                "module": str(getattr(self.fn, "__module__", "")),
+                "function": str(getattr(self.fn, "__qualname__", self.name)),
+            },
+            normalize=self.normalize_arguments,
         ).with_hash()
+
+    def normalize_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The canonical form of schema-valid arguments.
+
+        The function's pydantic model validates them (its validators may
+        rewrite values: ``AfterValidator``, ``field_validator``), the result is
+        dumped back to JSON by parameter name (keys the caller left out stay
+        out), and the ``normalize=`` hook of ``@tool``, if any, has the last
+        word. Raises ``pydantic.ValidationError`` or ``ValueError`` for
+        arguments with no canonical form.
+        """
+        model = self.args_model.model_validate(dict(arguments))
+        canonical = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        if self.normalizer is not None:
+            canonical = self.normalizer(canonical)
+        return dict(canonical)
 
     async def invoke(self, arguments: Mapping[str, Any], ctx: CallContext) -> Any:
         """Call the function; return its result converted to JSON-able data."""
@@ -125,6 +148,7 @@ def tool(
     risk: Risk = "low",
     idempotent: bool = False,
     timeout_s: float | None = None,
+    normalize: ArgumentNormalizer | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -137,11 +161,18 @@ def tool(
     risk: Risk = "low",
     idempotent: bool = False,
     timeout_s: float | None = None,
+    normalize: ArgumentNormalizer | None = None,
 ) -> F | Callable[[F], F]:
     """Mark a function as a tool; ``@tool`` or ``@tool(idempotent=True, ...)``.
 
     The function itself is returned unchanged (still directly callable); the
     tool definition is attached to it and read by ``tool_definition(fn)``.
+
+    ``normalize`` canonicalises a call's arguments (a dict, already valid and
+    passed through the parameters' pydantic validators) before the policy,
+    the approval and the function see them; it returns the canonical dict or
+    raises ``ValueError`` for arguments that have no canonical form. It must
+    be idempotent.
     """
 
     def decorate(f: F) -> F:
@@ -152,6 +183,7 @@ def tool(
             risk=risk,
             idempotent=idempotent,
             timeout_s=timeout_s,
+            normalize=normalize,
         )
         setattr(f, _ATTR, definition)
         return f
@@ -173,6 +205,7 @@ def _build(
     risk: Risk,
     idempotent: bool,
     timeout_s: float | None,
+    normalize: ArgumentNormalizer | None = None,
 ) -> ToolDefinition:
     if not callable(fn):
         raise UserError(f"@tool decorates a function, got {fn!r}")
@@ -184,6 +217,8 @@ def _build(
         )
     if risk not in ("low", "medium", "high"):
         raise UserError(f"risk {risk!r} must be 'low', 'medium' or 'high'")
+    if normalize is not None and not callable(normalize):
+        raise UserError(f"normalize= of tool {tool_name!r} must be a function, got {normalize!r}")
     summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -243,6 +278,7 @@ def _build(
         args_model=args_model,
         params=tuple(params),
         context_param=context_param,
+        normalizer=normalize,
     )
 
 

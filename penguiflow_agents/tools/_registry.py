@@ -27,6 +27,7 @@ import pydantic
 import structlog
 
 from penguiflow_agents.exceptions import ManifestError, UserError
+from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._configured import ConfiguredSource
 from penguiflow_agents.tools._http import HttpToolSource
 from penguiflow_agents.tools._manifest import SourceManifest, load_manifest
@@ -40,7 +41,6 @@ from penguiflow_agents.tools._types import (
     ToolSource,
     ToolSpec,
 )
-from penguiflow_agents.tools._validate import argument_errors
 
 __all__ = ["SourceStatus", "ToolRegistry"]
 
@@ -261,7 +261,7 @@ class ToolRegistry:
     async def call(
         self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
     ) -> ToolResult:
-        """Validate and call ``name`` (``source.tool``); never raises.
+        """Validate, normalise and call ``name`` (``source.tool``); never raises.
 
         ``ctx.on_event(name, payload)`` hears about this call while it runs:
         ``tool.retry`` (``tool``, ``attempt``, ``delay_s``) before a retry, and
@@ -302,12 +302,20 @@ class ToolRegistry:
         return refusal
 
     async def _check(self, name: str, arguments: Mapping[str, Any]) -> ToolResult | None:
+        prepared = await self._prepare(name, arguments)
+        return prepared if isinstance(prepared, ToolResult) else None
+
+    async def _prepare(
+        self, name: str, arguments: Mapping[str, Any]
+    ) -> ToolResult | dict[str, Any]:
+        """The canonical arguments of a call (validated, then normalised), or a refusal."""
         found = await self._find(name)
         if isinstance(found, ToolResult):
             return found
-        errors = argument_errors(found.input_schema, arguments)
-        if not errors:
-            return None
+        prepared = prepare_arguments(found, arguments)
+        if not isinstance(prepared, ArgumentProblem):
+            return prepared
+        errors = list(prepared.errors)
         result = ToolResult.failure(
             name,
             ToolErrorKind.INVALID_ARGUMENTS,
@@ -339,11 +347,11 @@ class ToolRegistry:
         return spec
 
     async def _call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
-        refusal = await self._check(name, arguments)
-        if refusal is not None:
-            return refusal
+        prepared = await self._prepare(name, arguments)
+        if isinstance(prepared, ToolResult):
+            return prepared
         source_name, _, bare = name.partition(".")
-        return await self._entries[source_name].source.call(bare, arguments, ctx)
+        return await self._entries[source_name].source.call(bare, prepared, ctx)
 
     # -- health and lifecycle ---------------------------------------------
 

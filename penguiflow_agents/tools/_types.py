@@ -6,6 +6,7 @@ all speak these types. Nothing in this module does I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from penguiflow_agents._identity import Headers
 
 __all__ = [
+    "ArgumentNormalizer",
     "CallContext",
     "ToolErrorKind",
     "ToolResult",
@@ -28,18 +30,65 @@ __all__ = [
 
 
 def canonical_json(value: Any) -> str:
-    """Canonical JSON: sorted keys, no insignificant whitespace, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Canonical JSON: sorted keys, no insignificant whitespace, UTF-8 kept.
+
+    Only JSON values are accepted (dict with string keys, list, tuple, str,
+    int, float, bool, None): anything else raises ``TypeError`` instead of
+    being silently stringified, since approvals bind to hashes of this text.
+    NaN and infinities are refused too (they are not JSON).
+    """
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as exc:  # NaN / Infinity
+        raise TypeError(f"canonical JSON cannot hold {exc}; use a finite number.") from None
+    except TypeError as exc:
+        raise TypeError(
+            f"canonical JSON holds only JSON values (objects with string keys, arrays, "
+            f"strings, numbers, booleans, null): {exc}."
+        ) from None
 
 
 def sha256_json(value: Any) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``value``."""
+    """SHA-256 (hex) of the canonical JSON of ``value`` (``TypeError`` for non-JSON values)."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
-def definition_hash(name: str, description: str, input_schema: Mapping[str, Any]) -> str:
-    """Hash that identifies a tool definition; approvals bind to it."""
-    return sha256_json({"name": name, "description": description, "input_schema": input_schema})
+def definition_hash(
+    name: str,
+    description: str,
+    input_schema: Mapping[str, Any],
+    *,
+    risk: str = "low",
+    idempotent: bool = False,
+    binding: Mapping[str, Any] | None = None,
+) -> str:
+    """Hash that identifies a tool definition; approvals bind to it.
+
+    It covers everything that changes what a call does: the name, the
+    description and input schema the model and the approver see, the risk and
+    idempotency the manifest declares, and the transport's ``binding`` (http:
+    method, URL and path templates, header *names*, query/body mapping; MCP:
+    the server's command or URL and the tool's annotations; python: module and
+    function). Secret values never enter it: bindings hold ``${VAR}`` names.
+    """
+    return sha256_json(
+        {
+            "name": name,
+            "description": description,
+            "input_schema": input_schema,
+            "risk": risk,
+            "idempotent": idempotent,
+            "binding": dict(binding or {}),
+        }
+    )
+
+
+# A tool's own normaliser: validated arguments in, canonical arguments out (same
+# schema). It raises ValueError (or a pydantic ValidationError) for arguments
+# that have no canonical form. It must be idempotent: f(f(x)) == f(x).
+ArgumentNormalizer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class ToolErrorKind(StrEnum):
@@ -67,7 +116,11 @@ class ToolSpec:
     risk: str = "low"  # low | medium | high
     idempotent: bool = False
     timeout_s: float | None = None  # per-tool override of the source's timeout
+    # What the call does on the wire, set by the source (see ``definition_hash``).
+    binding: Mapping[str, Any] = field(default_factory=dict)
     definition_hash: str = ""
+    # Canonicalises validated arguments before policy, approval and execution.
+    normalize: ArgumentNormalizer | None = field(default=None, compare=False, repr=False)
 
     @property
     def bare_name(self) -> str:
@@ -76,18 +129,15 @@ class ToolSpec:
 
     def with_hash(self) -> ToolSpec:
         """Return a copy whose ``definition_hash`` is computed from the definition."""
-        h = definition_hash(self.name, self.description, dict(self.input_schema))
-        return ToolSpec(
-            name=self.name,
-            source=self.source,
-            description=self.description,
-            input_schema=self.input_schema,
-            output_schema=self.output_schema,
+        h = definition_hash(
+            self.name,
+            self.description,
+            dict(self.input_schema),
             risk=self.risk,
             idempotent=self.idempotent,
-            timeout_s=self.timeout_s,
-            definition_hash=h,
+            binding=self.binding,
         )
+        return dataclasses.replace(self, definition_hash=h)
 
     def to_dict(self) -> dict[str, Any]:
         return {

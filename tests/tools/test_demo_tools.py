@@ -85,6 +85,71 @@ async def test_paths_that_leave_the_sandbox_are_refused(
     registry: ToolRegistry, tmp_path: Path, path: str
 ) -> None:
     result = await registry.call("files.write_file", {"path": path, "content": "x"})
-    assert result.error_kind is ToolErrorKind.TOOL_ERROR
-    assert "leaves the sandbox" in (result.error or "")
+    # Refused while normalising the arguments, before a policy or the tool sees them.
+    assert result.error_kind is ToolErrorKind.INVALID_ARGUMENTS
+    assert "goes above the sandbox root" in (result.error or "")
     assert not (tmp_path / "escape.txt").exists()
+
+
+# -- sandboxed writes (issue #12, class 3) ---------------------------------------------
+
+
+async def test_a_link_planted_in_the_sandbox_is_never_written_through(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    """Links at the old predictable temp name, at the target and as a folder are refused."""
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "shared").mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched")
+    (sandbox / "shared" / ".notes.txt.tmp").symlink_to(outside)  # the old temp name
+    ok = await registry.call("files.write_file", {"path": "/shared/notes.txt", "content": "new"})
+    assert ok.ok, ok.error
+    assert (sandbox / "shared" / "notes.txt").read_text() == "new"
+    (sandbox / "shared" / "target.txt").symlink_to(outside)
+    (sandbox / "linked").symlink_to(tmp_path)
+    for path in ("/shared/target.txt", "/linked/outside.txt", "/linked/new.txt"):
+        result = await registry.call("files.write_file", {"path": path, "content": "pwned"})
+        assert result.error_kind is ToolErrorKind.TOOL_ERROR, path
+        assert "symbolic link" in (result.error or "")
+        read = await registry.call("files.read_file", {"path": path})
+        assert not read.ok
+    assert outside.read_text() == "untouched"
+    assert not (tmp_path / "new.txt").exists()
+
+
+async def test_eight_parallel_writes_to_one_path_all_succeed_and_leave_no_temp_files(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    import asyncio
+
+    contents = [f"writer {i} " * 1000 for i in range(8)]
+    results = await asyncio.gather(
+        *(
+            registry.call("files.write_file", {"path": "/shared/one.txt", "content": c})
+            for c in contents
+        )
+    )
+    assert [r.ok for r in results] == [True] * 8, [r.error for r in results]
+    folder = tmp_path / "sandbox" / "shared"
+    assert folder.joinpath("one.txt").read_text() in contents  # one whole write won
+    assert [p.name for p in folder.iterdir()] == ["one.txt"]
+
+
+async def test_errors_name_sandbox_paths_never_the_host_path(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "afile").write_text("a file, not a folder")
+    results = [
+        await registry.call("files.write_file", {"path": "/afile/x.txt", "content": "x"}),
+        await registry.call("files.read_file", {"path": "/afile/x.txt"}),
+        await registry.call("files.read_file", {"path": "/missing.txt"}),
+        await registry.call("files.list_files", {"directory": "/nope"}),
+        await registry.call("files.write_file", {"path": "/", "content": "x"}),
+    ]
+    for result in results:
+        assert not result.ok
+        assert str(tmp_path) not in (result.error or ""), result.error
+    assert "'/afile/x.txt'" in (results[0].error or "")

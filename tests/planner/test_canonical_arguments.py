@@ -1,0 +1,201 @@
+"""Policy conditions see canonical arguments: validate -> normalise -> policy -> bind -> run.
+
+The repo's ``policies/acme.yaml`` sends writes under ``^/shared/`` to an admin
+and every other write to an editor or admin. Before arguments were
+normalised first, ``shared/a.txt``, ``//shared/b.txt``, ``/./shared/c.txt``
+and ``/notes/../shared/e.txt`` dodged the first rule, and an editor approved
+writes to the shared drive.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from pydantic import AfterValidator
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.approvals import ApprovalService
+from penguiflow_agents.exceptions import ApproverNotAllowedError
+from penguiflow_agents.llm._types import LLMResponse, LLMToolCall
+from penguiflow_agents.planner import ReactPlanner
+from penguiflow_agents.policy import PolicySet
+from penguiflow_agents.store import MemoryStore
+from penguiflow_agents.testing.scripted_llm import ScriptedLLM
+from penguiflow_agents.tools import ToolErrorKind, ToolRegistry, sha256_json, tool
+
+REPO = Path(__file__).resolve().parents[2]
+DODGES = {
+    "shared/a.txt": "/shared/a.txt",
+    "//shared/b.txt": "/shared/b.txt",
+    "/./shared/c.txt": "/shared/c.txt",
+    "/notes/../shared/e.txt": "/shared/e.txt",
+}
+ALICE = Headers(tenant="acme", principal="alice", roles=["editor"])
+
+
+@pytest.fixture
+async def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ToolRegistry]:
+    monkeypatch.setenv("PENGUIFLOW_SANDBOX", str(tmp_path / "sandbox"))
+    manifests = tmp_path / "tools"
+    manifests.mkdir()
+    shutil.copy(REPO / "tools" / "files.yaml", manifests / "files.yaml")
+    reg = ToolRegistry.from_dir(manifests)
+    async with reg:
+        yield reg
+
+
+def writes(paths: list[str]) -> ScriptedLLM:
+    calls = [
+        LLMToolCall(id=f"w{i}", name="files.write_file", arguments={"path": p, "content": "x"})
+        for i, p in enumerate(paths)
+    ]
+    return ScriptedLLM([LLMResponse(content=None, tool_calls=calls), {"content": "Done."}])
+
+
+async def test_every_spelling_of_a_shared_path_needs_the_admin_and_binds_the_canonical_path(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    store = MemoryStore()
+    policies = PolicySet.load_dir(REPO / "policies")
+    planner = ReactPlanner(
+        llm=writes(list(DODGES)), registry=registry, store=store, policies=policies
+    )
+    paused = await planner.run("Write the notes.", headers=ALICE)
+    assert paused.status == "paused"
+    shown = {p.call_id: p for p in paused.pending_approvals}
+    assert len(shown) == len(DODGES)
+    service = ApprovalService(store, policies)
+    for i, (raw, canonical) in enumerate(DODGES.items()):
+        pending = shown[f"w{i}"]
+        # The approver is shown, and the hash binds, the canonical arguments.
+        assert pending.arguments == {"path": canonical, "content": "x"}, raw
+        assert pending.approvers == ["role:admin"], raw
+        record = await store.get_approval("acme", pending.id)
+        assert record.arguments_sha256 == sha256_json({"path": canonical, "content": "x"})
+        # An editor may not approve a write to the shared drive, whatever its spelling.
+        with pytest.raises(ApproverNotAllowedError):
+            await service.decide(
+                tenant="acme",
+                approval_id=pending.id,
+                principal="ed",
+                roles=["editor"],
+                decision="approve",
+            )
+        await service.decide(
+            tenant="acme",
+            approval_id=pending.id,
+            principal="ada",
+            roles=["admin"],
+            decision="approve",
+        )
+    done = await planner.resume(paused.run_id, headers=ALICE)
+    assert done.status == "completed", done.error
+    written = sorted(p.name for p in (tmp_path / "sandbox" / "shared").iterdir())
+    assert written == ["a.txt", "b.txt", "c.txt", "e.txt"]
+    assert [s.arguments["path"] for s in done.steps] == list(DODGES.values())
+
+
+async def test_a_path_with_no_canonical_form_is_refused_before_the_policy(
+    registry: ToolRegistry,
+) -> None:
+    store = MemoryStore()
+    policies = PolicySet.load_dir(REPO / "policies")
+    llm = writes(["/../etc/passwd", "/shared\\x.txt", "/a\x00b"])
+    planner = ReactPlanner(llm=llm, registry=registry, store=store, policies=policies)
+    result = await planner.run("Write.", headers=ALICE)
+    assert result.status == "completed"
+    assert [s.outcome for s in result.steps] == ["invalid_arguments"] * 3
+    assert await store.list_approvals("acme") == []  # nobody was asked about them
+
+
+@tool(normalize=lambda args: {**args, "account": args["account"].upper()})
+async def pay(account: Annotated[str, AfterValidator(str.strip)], cents: int) -> str:
+    """Pay an account."""
+    return f"paid {account} {cents}"
+
+
+async def test_a_tool_declared_normaliser_and_pydantic_validators_run_before_the_policy() -> None:
+    registry = ToolRegistry()
+    registry.add_functions(pay, source="bank")
+    policies = PolicySet.from_documents(
+        [
+            {
+                "tenant": "acme",
+                "allow": ["bank.*"],
+                "approvals": [
+                    {
+                        "match": "bank.pay",
+                        "when": {"properties": {"account": {"const": "ACME-1"}}},
+                        "approvers": ["role:admin"],
+                    }
+                ],
+            }
+        ]
+    )
+    store = MemoryStore()
+    llm = ScriptedLLM(
+        [
+            LLMResponse(
+                content=None,
+                tool_calls=[
+                    LLMToolCall(
+                        id="p", name="bank.pay", arguments={"account": "  acme-1 ", "cents": 5}
+                    )
+                ],
+            ),
+            {"content": "Done."},
+        ]
+    )
+    planner = ReactPlanner(llm=llm, registry=registry, store=store, policies=policies)
+    paused = await planner.run("Pay.", headers=ALICE)
+    assert paused.status == "paused"
+    assert paused.pending_approvals[0].arguments == {"account": "ACME-1", "cents": 5}
+    # The registry applies the same normaliser to direct calls.
+    direct = await registry.call("bank.pay", {"account": " x ", "cents": 1})
+    assert direct.output == "paid X 1"
+
+
+async def test_a_normaliser_that_refuses_is_an_invalid_arguments_result() -> None:
+    def refuse(args: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("account 'nope' is closed")
+
+    @tool(name="pay", normalize=refuse)
+    async def pay_closed(account: str) -> str:
+        """Pay."""
+        return account
+
+    registry = ToolRegistry()
+    registry.add_functions(pay_closed, source="bank")
+    result = await registry.call("bank.pay", {"account": "nope"})
+    assert result.error_kind is ToolErrorKind.INVALID_ARGUMENTS
+    assert "account 'nope' is closed" in (result.error or "")
+
+
+async def test_an_edit_whose_canonical_form_differs_is_void_not_normalised(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    """An editor edits a /notes write to /notes/../shared/x: not run, whatever the policy saw."""
+    store = MemoryStore()
+    policies = PolicySet.load_dir(REPO / "policies")
+    planner = ReactPlanner(
+        llm=writes(["/notes/a.txt"]), registry=registry, store=store, policies=policies
+    )
+    paused = await planner.run("Write.", headers=ALICE)
+    pending = paused.pending_approvals[0]
+    assert pending.approvers == ["role:admin", "role:editor"]
+    await ApprovalService(store, policies).decide(
+        tenant="acme",
+        approval_id=pending.id,
+        principal="ed",
+        roles=["editor"],
+        decision="edit",
+        arguments={"path": "/notes/../shared/x.txt", "content": "x"},
+    )
+    done = await planner.resume(paused.run_id, headers=ALICE)
+    assert [s.outcome for s in done.steps] == ["approval_void"]
+    assert "canonical form" in str(done.steps[0].result)
+    assert not (tmp_path / "sandbox" / "shared").exists()
