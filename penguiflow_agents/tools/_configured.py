@@ -15,10 +15,36 @@ from penguiflow_agents.tools._types import (
     ToolSpec,
 )
 
-__all__ = ["ConfiguredSource"]
+__all__ = ["ConfiguredSource", "manifest_binding"]
 
 # Bare names whose include/exclude verdict is remembered (callers may send any name).
 _MAX_REMEMBERED = 4096
+
+
+def manifest_binding(manifest: SourceManifest, bare: str) -> dict[str, Any]:
+    """What a manifest says about *where and how* a tool is called: part of its hash.
+
+    Values are taken as written in the file, so ``${VAR}`` stays a name and a
+    secret's value never enters the hash; headers and environment variables
+    count by name only.
+    """
+    binding: dict[str, Any] = {"transport": manifest.transport}
+    if manifest.transport == "http":
+        endpoint = manifest.override(bare)
+        binding.update(
+            url=manifest.url,
+            header_names=sorted(h.lower() for h in manifest.headers),
+            method=endpoint.method if endpoint is not None else None,
+            path=endpoint.path if endpoint is not None else None,
+            query=sorted(endpoint.query) if endpoint is not None else [],
+            body="json",  # arguments not in the path or query form the JSON body
+        )
+    elif manifest.transport == "mcp_stdio":
+        binding.update(command=list(manifest.command or []), env_names=sorted(manifest.env))
+    elif manifest.transport == "mcp_http":
+        binding.update(url=manifest.url, header_names=sorted(h.lower() for h in manifest.headers))
+    # python: the @tool function's own binding (module and function) is kept as is.
+    return binding
 
 
 class ConfiguredSource:
@@ -34,6 +60,9 @@ class ConfiguredSource:
         self.manifest = manifest
         self.name = manifest.name
         self._allowed: dict[str, bool] = {}  # include/exclude verdict per bare name
+        # bare name -> (the inner spec, our spec): the same inner spec gives the same object,
+        # so hashes are computed once and identity-keyed caches downstream keep hitting.
+        self._configured: dict[str, tuple[ToolSpec, ToolSpec]] = {}
 
     def _allows(self, bare: str) -> bool:
         verdict = self._allowed.get(bare)
@@ -48,13 +77,16 @@ class ConfiguredSource:
         for spec in await self.inner.list_tools():
             bare = spec.bare_name if spec.name.startswith(f"{self.name}.") else spec.name
             if self._allows(bare):
-                specs.append(self._configure(spec, bare))
+                hit = self._configured.get(bare)
+                if hit is None or hit[0] is not spec:
+                    if len(self._configured) >= _MAX_REMEMBERED:
+                        self._configured.clear()
+                    hit = self._configured[bare] = (spec, self._configure(spec, bare))
+                specs.append(hit[1])
         return specs
 
     def _configure(self, spec: ToolSpec, bare: str) -> ToolSpec:
         name = f"{self.name}.{bare}"
-        if spec.name != name or not spec.definition_hash:
-            spec = dataclasses.replace(spec, name=name, source=self.name).with_hash()
         override = self.manifest.override(bare)
         idempotent = spec.idempotent
         if "idempotent" in self.manifest.model_fields_set:
@@ -67,9 +99,12 @@ class ConfiguredSource:
                 idempotent = override.idempotent
             if override.timeout_s is not None:
                 changes["timeout_s"] = override.timeout_s
-        if idempotent != spec.idempotent:
-            changes["idempotent"] = idempotent
-        return dataclasses.replace(spec, **changes) if changes else spec
+        changes["idempotent"] = idempotent
+        binding = {**spec.binding, **manifest_binding(self.manifest, bare)}
+        # The hash is taken last, over the definition as the registry exposes it.
+        return dataclasses.replace(
+            spec, name=name, source=self.name, binding=binding, **changes
+        ).with_hash()
 
     async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
         if not self._allows(tool):

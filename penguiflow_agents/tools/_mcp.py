@@ -532,6 +532,14 @@ class MCPToolSource:
             risk=risk,
             idempotent=idempotent,
             timeout_s=timeout_s,
+            # The server's hints (read-only, destructive, ...) are part of what was approved.
+            binding={
+                "annotations": (
+                    tool.annotations.model_dump(mode="json", exclude_none=True)
+                    if tool.annotations is not None
+                    else {}
+                )
+            },
         ).with_hash()
 
     # -- calls ------------------------------------------------------------------------
