@@ -60,19 +60,33 @@ class UserError(PenguiflowError):
     """The API was used in a way it does not support."""
 
 
+# Longest key and reason a ConfigError message quotes (hostile files have huge values).
+MAX_KEY_CHARS = 200
+MAX_REASON_CHARS = 600
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` if it is at most ``limit`` characters, else its start and how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters not shown)"
+
+
 class ConfigError(PenguiflowError):
     """A configuration file is not valid.
 
     The message always names the file, the key (a dotted path such as
-    ``retries.max_attempts``) and the reason, and says what to do.
+    ``retries.max_attempts``) and the reason, and says what to do. Keys and
+    reasons are cut to a few hundred characters: a value quoted from a
+    hostile file never makes a huge message.
     """
 
     def __init__(self, file: str, key: str | None, reason: str) -> None:
         self.file = file
-        self.key = key
-        self.reason = reason
-        where = f"{file}: {key}" if key else file
-        super().__init__(f"{where}: {reason}")
+        self.key = None if key is None else cut(key, MAX_KEY_CHARS)
+        self.reason = cut(reason, MAX_REASON_CHARS)
+        where = f"{file}: {self.key}" if self.key else file
+        super().__init__(f"{where}: {self.reason}")
 
 
 class ManifestError(ConfigError):

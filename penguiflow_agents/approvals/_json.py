@@ -30,10 +30,12 @@ def approval_to_json(record: ApprovalRecord, *, now: float | None = None) -> dic
 
     ``status`` is the record's status; pass ``now`` to report a pending
     request past its expiry as ``expired`` (``ApprovalService.list`` already
-    does this for the records it returns).
+    does this for the records it returns). A record whose stored row is
+    damaged carries a ``damaged`` key saying why.
     """
     status = record.status if now is None else effective_status(record, now)
     decision = record.decision
+    extra = {} if record.damaged is None else {"damaged": record.damaged}
     return {
         "id": record.id,
         "run_id": record.run_id,
@@ -55,4 +57,5 @@ def approval_to_json(record: ApprovalRecord, *, now: float | None = None) -> dic
             "reason": decision.reason,
             "arguments": decision.arguments,
         },
+        **extra,  # "damaged": why the stored row could not be read whole (only when it is)
     }

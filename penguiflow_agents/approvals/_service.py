@@ -281,6 +281,11 @@ class ApprovalService:
             self._on_outbox()
 
     def _check_open(self, record: ApprovalRecord, now: float) -> None:
+        if record.damaged is not None:
+            raise ApprovalError(
+                f"approval {record.id!r} is damaged in the store ({record.damaged}) and cannot "
+                "be decided; run the request again to ask anew."
+            )
         if record.status != "pending":
             decision = record.decision
             if decision is None:
@@ -420,6 +425,11 @@ class ApprovalService:
         them: an approval never carries over to another run or call). The
         reason is a sentence the planner shows to the model.
         """
+        if record.damaged is not None:
+            return (
+                f"approval {record.id!r} is damaged in the store ({record.damaged}); the call "
+                "was not run. Call the tool again to ask for a new approval."
+            )
         status = self.effective_status(record)
         if status != "approved":
             return f"approval {record.id!r} is {status}, not approved; the call was not run."

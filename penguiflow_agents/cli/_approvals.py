@@ -171,7 +171,7 @@ def _print_table(tenant: str, records: list[ApprovalRecord], *, status: str | No
             r.id,
             r.run_id,
             r.tool,
-            r.status,
+            r.status if r.damaged is None else f"{r.status} (DAMAGED: {r.damaged})",
             r.requested_by,
             data["expires_at"][:19].replace("T", " "),
             r.decision.decided_by if r.decision is not None else "",

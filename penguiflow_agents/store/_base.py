@@ -96,6 +96,8 @@ class ApprovalRecord:
     decision: ApprovalDecision | None = None
     created_at: float = 0.0
     expires_at: float = 0.0
+    # Set when the stored row could not be read whole (says why); never decided or applied.
+    damaged: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -230,25 +230,57 @@ def approval_row(a: ApprovalRecord) -> tuple[Any, ...]:
     )
 
 
+def _column(row: Sequence[Any], index: int, name: str, kind: type, problems: list[str]) -> Any:
+    """A JSON column of an approval row, or an empty ``kind`` (and a problem) if it is damaged."""
+    value = row[index]
+    try:
+        decoded = loads(value) if isinstance(value, str) else value
+    except ValueError:
+        problems.append(f"its {name} are not valid JSON")
+        return kind()
+    if not isinstance(decoded, kind):
+        problems.append(f"its {name} are not a JSON {'object' if kind is dict else 'array'}")
+        return kind()
+    return decoded
+
+
 def approval_from_row(row: Sequence[Any]) -> ApprovalRecord:
+    """The record of a stored row; a damaged row comes back with ``damaged`` saying why.
+
+    One bad row (hand-edited, half-migrated) must not break listing the
+    tenant's other approvals: its JSON columns are replaced by empty values
+    and the record is marked, and the approval service refuses to decide or
+    apply it.
+    """
+    problems: list[str] = []
+    arguments = _column(row, 5, "arguments", dict, problems)
+    approvers = _column(row, 10, "approvers", list, problems)
+    rule = _column(row, 11, "rule", dict, problems)
+    input_schema = _column(row, 12, "input schema", dict, problems)
+    try:
+        decision = decision_from_json(row[14])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        problems.append("its decision is not a valid decision record")
+        decision = None
     return ApprovalRecord(
         tenant=row[0],
         id=row[1],
         run_id=row[2],
         call_id=row[3],
         tool=row[4],
-        arguments=loads(row[5]),
+        arguments=arguments,
         arguments_sha256=row[6],
         tool_hash=row[7],
         policy_version=row[8],
         requested_by=row[9],
-        approvers=loads(row[10]),
-        rule=loads(row[11]),
-        input_schema=loads(row[12]),
+        approvers=approvers,
+        rule=rule,
+        input_schema=input_schema,
         status=row[13],
-        decision=decision_from_json(row[14]),
+        decision=decision,
         created_at=row[15],
         expires_at=row[16],
+        damaged="; ".join(problems) or None,
     )
 
 
@@ -268,8 +300,8 @@ def decision_to_json(decision: ApprovalDecision | None) -> str | None:
     )
 
 
-def decision_from_json(text: str | None) -> ApprovalDecision | None:
-    raw = loads(text)
+def decision_from_json(text: str | Mapping[str, Any] | None) -> ApprovalDecision | None:
+    raw = loads(text) if isinstance(text, str) else text
     if raw is None:
         return None
     return ApprovalDecision(

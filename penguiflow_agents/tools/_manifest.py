@@ -67,6 +67,8 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Longest source name (it prefixes every tool name the model sees).
+MAX_SOURCE_NAME_CHARS = 64
 _NAME_RE = r"^[A-Za-z0-9_-]+$"
 # Keys whose values may hold secrets: never echo their input in an error.
 _SECRET_KEYS = frozenset({"env", "headers", "url"})
@@ -143,7 +145,7 @@ class ToolOverride(_Strict):
 class SourceManifest(_Strict):
     """One tool source, as declared in ``tools/<name>.yaml`` (DESIGN.md)."""
 
-    name: str = Field(pattern=_NAME_RE)
+    name: str = Field(pattern=_NAME_RE, max_length=MAX_SOURCE_NAME_CHARS)
     transport: Transport
     command: list[str] | None = Field(default=None, min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
