@@ -71,7 +71,9 @@ async def test_a_damaged_row_is_listed_marked_and_never_decided(
         if kind == "sqlite":
             await _damage_sqlite(url, tenant, column, sqlite_value)
         else:
-            await _damage_postgres(request.getfixturevalue("postgres_dsn"), tenant, column, pg_value)
+            await _damage_postgres(
+                request.getfixturevalue("postgres_dsn"), tenant, column, pg_value
+            )
         listed = {r.id: r for r in await store.list_approvals(tenant)}
         assert set(listed) == {"ap-1", "ap-2", "ap-3"}
         assert listed["ap-1"].damaged is None and listed["ap-3"].damaged is None
