@@ -171,8 +171,30 @@ class _Ready:
     call: LLMToolCall
 
 
+@dataclass(slots=True)
+class _ApprovalBudget:
+    """How many more approval requests this turn may open (per run, per tenant)."""
+
+    run_left: int
+    tenant_left: int
+
+
+async def _tenant_approvals_left(deps: Deps, run: Run) -> int:
+    if deps.approvals is None:
+        return 0
+    pending = await deps.store.list_approvals(run.headers.tenant, status="pending")
+    now = deps.clock.time()
+    open_now = sum(1 for r in pending if r.expires_at >= now)
+    return deps.max_pending_approvals_per_tenant - open_now
+
+
 async def _check(
-    deps: Deps, run: Run, catalog: Catalog, step: int, call: LLMToolCall
+    deps: Deps,
+    run: Run,
+    catalog: Catalog,
+    step: int,
+    call: LLMToolCall,
+    budget: _ApprovalBudget | None = None,
 ) -> tuple[Step, str] | PendingApproval | _Ready:
     """A refusal, an approval request, or a call that may run now.
 
@@ -228,6 +250,18 @@ async def _check(
     rule = policies.approval_rule(call.name, prepared, run.headers)
     if rule is None:
         return _Ready(spec, call)
+    if budget is not None:
+        if budget.run_left <= 0 or budget.tenant_left <= 0:
+            scope = "this run" if budget.run_left <= 0 else f"tenant {run.headers.tenant!r}"
+            limit_n = (
+                deps.max_pending_approvals_per_run
+                if budget.run_left <= 0
+                else deps.max_pending_approvals_per_tenant
+            )
+            content = _prompts.too_many_approvals(call.name, scope, limit_n)
+            return _refusal(step, call, "too_many_approvals", content, limit)
+        budget.run_left -= 1
+        budget.tenant_left -= 1
     record = await deps.approvals.request(
         headers=run.headers,
         run_id=run.run_id,
@@ -296,13 +330,24 @@ async def run_calls(
     """
     runnable: list[LLMToolCall] = []
     prior = await _prior_approvals(deps, run) if recovering else {}
-    for call in calls:
+    cap = deps.max_calls_per_turn
+    budget = _ApprovalBudget(
+        run_left=deps.max_pending_approvals_per_run - len(out.waiting),
+        tenant_left=await _tenant_approvals_left(deps, run),
+    )
+    for index, call in enumerate(calls):
         if call.id in out.done:
             continue
         if call.id in prior:
             out.waiting.append(prior[call.id])
             continue
-        checked = await _check(deps, run, catalog, step, call)
+        if index >= cap:  # the model sees why, and may ask again in a later turn
+            content = _prompts.too_many_calls(call.name, len(calls), cap)
+            await _tally(
+                out, *_refusal(step, call, "too_many_calls", content, deps.max_result_chars), run
+            )
+            continue
+        checked = await _check(deps, run, catalog, step, call, budget)
         if isinstance(checked, _Ready):
             if recovering and not checked.spec.idempotent:
                 content = _prompts.unknown_outcome(call.name)

@@ -57,6 +57,9 @@ class Deps:
     max_consecutive_errors: int
     max_result_chars: int
     claim_lease_s: float
+    max_calls_per_turn: int = 32  # calls past this in one turn are refused
+    max_pending_approvals_per_run: int = 16  # approval requests one turn may open
+    max_pending_approvals_per_tenant: int = 1000  # undecided requests a tenant may have
     heartbeat_s: float | None  # None: the lease is renewed by checkpoints only
     clock: Clock = SYSTEM_CLOCK  # time and random ids (a workflow engine brings its own)
     record_events: bool = False  # every emitted event is also appended to the run's log

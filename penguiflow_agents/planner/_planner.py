@@ -95,7 +95,10 @@ class ReactPlanner:
     prompt + completion tokens; ``max_consecutive_errors`` turns in a row in
     which every call failed; ``max_parallel`` calls of one turn at once;
     ``max_result_chars`` of a tool result shown to the model (the trajectory
-    keeps it whole).
+    keeps it whole); ``max_calls_per_turn`` calls of one model turn (the rest
+    are refused with an error the model sees); ``max_pending_approvals_per_run``
+    approval requests one turn may open and ``max_pending_approvals_per_tenant``
+    undecided requests a tenant may have (further gated calls are refused).
 
     Durability: a run is held by the process executing it under a claim of
     ``claim_lease_s`` (default 30 s) and checkpointed in the store after every
@@ -142,10 +145,16 @@ class ReactPlanner:
         clock: Clock = SYSTEM_CLOCK,
         notify: Sequence[str] = (),
         record_events: bool = False,
+        max_calls_per_turn: int = 32,
+        max_pending_approvals_per_run: int = 16,
+        max_pending_approvals_per_tenant: int = 1000,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
             ("max_parallel", max_parallel),
+            ("max_calls_per_turn", max_calls_per_turn),
+            ("max_pending_approvals_per_run", max_pending_approvals_per_run),
+            ("max_pending_approvals_per_tenant", max_pending_approvals_per_tenant),
             ("max_consecutive_errors", max_consecutive_errors),
             ("max_result_chars", max_result_chars),
         ):
@@ -198,6 +207,9 @@ class ReactPlanner:
             heartbeat_s=heartbeat_s,
             clock=clock,
             record_events=bool(record_events),
+            max_calls_per_turn=max_calls_per_turn,
+            max_pending_approvals_per_run=max_pending_approvals_per_run,
+            max_pending_approvals_per_tenant=max_pending_approvals_per_tenant,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None

@@ -110,3 +110,19 @@ def invalid_action(reason: str, raw: str, available: Sequence[str]) -> str:
         f"Error (invalid_action): your reply could not be read as an action: {reason}. "
         f"You sent: {quoted!r}. Available tools: {_names(available)}."
     )
+
+
+def too_many_calls(name: str, asked: int, cap: int) -> str:
+    return (
+        f"Error (too_many_calls): the call of {name!r} was not run: your last turn asked for "
+        f"{asked} tool calls and at most {cap} run per turn. Ask again in a later turn only for "
+        "the calls you still need."
+    )
+
+
+def too_many_approvals(name: str, scope: str, cap: int) -> str:
+    return (
+        f"Error (too_many_approvals): the call of {name!r} was not run: {scope} already has "
+        f"{cap} approval requests waiting for a human. Wait for those decisions before asking "
+        "for more gated calls."
+    )
