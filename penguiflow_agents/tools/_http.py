@@ -8,7 +8,9 @@ query string; the rest form the JSON body. A 2xx JSON body is the result.
 Failures become results, translated here: HTTP 429 is ``overloaded`` and
 5xx ``unavailable`` (both carry the Retry-After hint), other 4xx
 ``tool_error``, a timeout ``timeout``, a connection failure ``unavailable``,
-a body that is not JSON ``tool_error``. Messages name the method and path
+a body that is not JSON ``tool_error``, and so is a body larger than the
+source's ``max_result_bytes`` (reading stops there: a 50 MB answer never sits
+in memory). Messages name the method and path
 template, never the resolved URL or header values (they may hold secrets).
 """
 
@@ -142,14 +144,20 @@ class HttpToolSource:
         send_body = endpoint.method in _BODY_METHODS
         # The tool's own timeout_s may be longer than the source's (the client's default).
         limit = endpoint.timeout_s or self.manifest.timeout_s
+        cap = self.manifest.max_result_bytes
         try:
-            response = await client.request(
+            request = client.build_request(
                 endpoint.method,
                 path,
                 params=params or None,
                 json=body if send_body else None,
                 timeout=httpx.Timeout(limit, connect=min(limit, CONNECT_TIMEOUT_S)),
             )
+            response = await client.send(request, stream=True)
+            try:
+                content = await _read_capped(response, cap)
+            finally:
+                await response.aclose()
         except httpx.TimeoutException:
             return ToolResult.failure(
                 qualified, ToolErrorKind.TIMEOUT, f"{where} did not answer in time"
@@ -160,15 +168,25 @@ class HttpToolSource:
                 ToolErrorKind.UNAVAILABLE,
                 self._redact(f"{where} could not be reached ({type(exc).__name__}: {exc})"),
             )
-        return self._result(qualified, where, response)
+        if content is None:
+            return ToolResult.failure(
+                qualified,
+                ToolErrorKind.TOOL_ERROR,
+                f"{where} answered HTTP {response.status_code} with more than {cap:,} bytes; "
+                f"reading stopped there (max_result_bytes of source {self.name!r}). Ask for "
+                "less (a page, a filter), or raise max_result_bytes in the manifest.",
+            )
+        return self._result(qualified, where, response, content)
 
-    def _result(self, qualified: str, where: str, response: httpx.Response) -> ToolResult:
+    def _result(
+        self, qualified: str, where: str, response: httpx.Response, content: bytes
+    ) -> ToolResult:
         status = response.status_code
         if status == 429 or status >= 500:
             kind = ToolErrorKind.OVERLOADED if status == 429 else ToolErrorKind.UNAVAILABLE
             what = "is rate limiting calls" if status == 429 else "failed on the server side"
             result = ToolResult.failure(
-                qualified, kind, f"{where} {what} (HTTP {status}){self._excerpt(response)}"
+                qualified, kind, f"{where} {what} (HTTP {status}){self._excerpt(content)}"
             )
             result.retry_after_s = _retry_after(response.headers.get("retry-after"))
             return result
@@ -176,12 +194,12 @@ class HttpToolSource:
             return ToolResult.failure(
                 qualified,
                 ToolErrorKind.TOOL_ERROR,
-                f"{where} refused the call (HTTP {status}){self._excerpt(response)}",
+                f"{where} refused the call (HTTP {status}){self._excerpt(content)}",
             )
-        if status == 204 or not response.content:
+        if status == 204 or not content:
             return ToolResult.success(qualified, None)
         try:
-            value = response.json()
+            value = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError):
             ctype = response.headers.get("content-type", "no content-type")
             return ToolResult.failure(
@@ -192,8 +210,8 @@ class HttpToolSource:
             )
         return ToolResult.success(qualified, value, structured=value)
 
-    def _excerpt(self, response: httpx.Response) -> str:
-        text = response.text.strip()
+    def _excerpt(self, content: bytes) -> str:
+        text = content[: ERROR_BODY_EXCERPT * 4].decode("utf-8", errors="replace").strip()
         if not text:
             return ""
         if len(text) > ERROR_BODY_EXCERPT:
@@ -204,6 +222,21 @@ class HttpToolSource:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The body, read chunk by chunk; None as soon as it is known to exceed ``cap`` bytes."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _query_value(value: Any) -> Any:
