@@ -40,6 +40,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from penguiflow_agents._identity import session_key
 from penguiflow_agents.exceptions import NotFoundError, PenguiflowError
 from penguiflow_agents.planner import RunResult
 from penguiflow_agents.server._auth import Caller, caller
@@ -210,7 +211,9 @@ async def chat_completions(
         session_id = None
         if conversation.history:
             session_id = SESSION_PREFIX + secrets.token_hex(12)
-            await state.store.save_session(headers.tenant, session_id, conversation.history)
+            # Sessions belong to (tenant, principal): store it where this caller's run reads it.
+            key = session_key(headers.principal, session_id)
+            await state.store.save_session(headers.tenant, key, conversation.history)
         run_id = await state.executor.start(
             RunRequest(
                 query=conversation.query,
