@@ -2,7 +2,8 @@
 
 - ``secret_values(manifest)``: the values of the ``${VAR}`` variables a
   manifest's ``env``, ``headers`` and ``url`` refer to;
-- ``Redactor``: replaces such values in a text with ``***`` before it reaches
+- ``Redactor``: replaces such values, and their URL-encoded, JSON-escaped and
+  base64 forms (``encoded_forms``), in a text with ``***`` before it reaches
   one of our log events or an error message;
 - ``redact_library_logs(values)``: the libraries a source hands those values
   to (the ``mcp`` SDK, httpx, httpx2, httpcore) log URLs and messages through
@@ -13,17 +14,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import re
 import threading
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from penguiflow_agents.tools._manifest import SourceManifest
 
-__all__ = ["LIBRARY_LOGGERS", "Redactor", "redact_library_logs", "secret_values"]
+__all__ = ["LIBRARY_LOGGERS", "Redactor", "encoded_forms", "redact_library_logs", "secret_values"]
 
 # Top-level logger names of the libraries that see resolved values ("client" is
 # the mcp SDK's session logger); records of other loggers are left alone.
@@ -43,8 +47,31 @@ def secret_values(manifest: SourceManifest, environ: Mapping[str, str] | None = 
     return [v for name in sorted(names) if (v := env.get(name))]
 
 
+def encoded_forms(value: str) -> set[str]:
+    """``value`` and the common encodings it reaches text in.
+
+    URL-encoded (``%20`` and ``+`` for a space), JSON-escaped (inside a JSON
+    string) and base64 (standard and URL-safe, with or without padding): a
+    secret with a space otherwise shows up as ``SECR%20ET`` in an error.
+    """
+    raw = value.encode("utf-8")
+    forms = {
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    for b64 in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = b64.decode("ascii")
+        forms |= {text, text.rstrip("=")}
+    return {f for f in forms if f}
+
+
 def _pattern_of(values: Iterable[str]) -> re.Pattern[str] | None:
-    ordered = sorted({v for v in values if v}, key=len, reverse=True)  # longest first
+    every = {form for v in values if v for form in encoded_forms(v)}
+    ordered = sorted(every, key=len, reverse=True)  # longest first
     return re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
 
