@@ -14,6 +14,8 @@
     ├── ConflictError               an optimistic-concurrency check lost (another process got there first)
     ├── LLMError                    the model provider failed after retries
     ├── ToolSourceUnavailableError  a tool source could not be reached (server did not start, ...)
+    ├── CredentialError             a credential is missing, sealed with another key, or refused
+    │   └── AuthorizationRequiredError  a person must authorize a source first (carries the URL)
     ├── StoreError                  the state store failed
     ├── BusError                    the message bus failed, or refused a job (backlog full)
     └── WebhookSignatureError       a webhook delivery's signature is missing, stale or wrong
@@ -37,6 +39,8 @@ __all__ = [
     "BusError",
     "ConfigError",
     "ConflictError",
+    "CredentialError",
+    "AuthorizationRequiredError",
     "LLMError",
     "ManifestError",
     "MissingEnvVarError",
@@ -158,6 +162,36 @@ class LLMError(PenguiflowError):
 
 class ToolSourceUnavailableError(PenguiflowError):
     """A tool source could not be reached: its server did not start, the connection failed."""
+
+
+class CredentialError(PenguiflowError):
+    """A credential is missing or unusable: no key to open it, an OAuth exchange refused.
+
+    Messages never contain a token, a secret or a key.
+    """
+
+
+class AuthorizationRequiredError(CredentialError):
+    """A source needs a person to authorize it (OAuth) before it can be called for its owner.
+
+    ``url`` is where that person authorizes (None when it could not be
+    prepared); ``tenant``/``principal`` name whose tokens are missing.
+    """
+
+    def __init__(
+        self, source: str, *, tenant: str, principal: str, url: str | None, reason: str
+    ) -> None:
+        self.source = source
+        self.tenant = tenant
+        self.principal = principal
+        self.url = url
+        self.reason = reason
+        who = f"tenant {tenant!r}" if principal == "*" else f"{principal!r} of tenant {tenant!r}"
+        login = f"penguiflow-agents auth login {source} --tenant {tenant}"
+        if principal != "*":
+            login += f" --principal {principal}"
+        where = f"open {url} or run `{login}`" if url else f"run `{login}`"
+        super().__init__(f"source {source!r} needs authorization for {who} ({reason}): {where}.")
 
 
 class StoreError(PenguiflowError):

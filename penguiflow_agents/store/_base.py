@@ -3,7 +3,7 @@
 Every read and write takes the tenant: a store never returns another tenant's
 object, and a foreign id raises the same ``NotFoundError`` as a missing one.
 Records are plain dataclasses holding JSON-able values only; a store keeps no
-secrets (callers never put any in).
+secrets in clear (credentials arrive sealed, see ``put_credential``).
 
 Implementations: ``MemoryStore`` (tests), ``SQLiteStore`` (default,
 ``sqlite:///.penguiflow/state.db``), ``PostgresStore`` (``postgresql://...``,
@@ -227,6 +227,24 @@ class StateStore(Protocol):
         request is not pending, NotFoundError if missing or foreign. Does not
         check approvers: that is the approvals service's job. ``outbox``
         entries are written in the same transaction, only if the decision is."""
+        ...
+
+    # -- sealed credentials -----------------------------------------------
+    async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
+        """Store (or replace) one credential. ``sealed`` is ciphertext made by
+        ``penguiflow_agents.auth.SecretBox``: a store never sees a token in clear."""
+        ...
+
+    async def get_credential(self, tenant: str, key: str) -> str | None:
+        """The sealed value, or None if there is none (or it is another tenant's)."""
+        ...
+
+    async def delete_credential(self, tenant: str, key: str) -> bool:
+        """Remove one credential; False if there was none."""
+        ...
+
+    async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
+        """The tenant's credential keys that start with ``prefix``, sorted."""
         ...
 
     # -- exactly-once calls ----------------------------------------------

@@ -95,6 +95,7 @@ class MemoryStore:
         self._events: dict[tuple[str, str], list[StoredEvent]] = {}
         self._runs: dict[tuple[str, str], _StoredRun] = {}
         self._sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._credentials: dict[tuple[str, str], str] = {}
         self._approvals: dict[tuple[str, str], ApprovalRecord] = {}
         self._calls: dict[tuple[str, str, str], CallRecord] = {}
         self._outbox: dict[str, OutboxEntry] = {}  # insertion order is creation order
@@ -223,6 +224,28 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             self._sessions[(tenant, session_id)] = stored
+
+    # -- sealed credentials -----------------------------------------------
+
+    async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._credentials[(tenant, key)] = sealed
+
+    async def get_credential(self, tenant: str, key: str) -> str | None:
+        with self._lock:
+            self._check_open()
+            return self._credentials.get((tenant, key))
+
+    async def delete_credential(self, tenant: str, key: str) -> bool:
+        with self._lock:
+            self._check_open()
+            return self._credentials.pop((tenant, key), None) is not None
+
+    async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(k for t, k in self._credentials if t == tenant and k.startswith(prefix))
 
     # -- approvals ------------------------------------------------------
 

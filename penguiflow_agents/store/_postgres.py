@@ -99,6 +99,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_due ON outbox (status, next_attempt_at)",
         "CREATE INDEX outbox_by_tenant ON outbox (tenant, created_at, ord)",
     ),
+    # 3: sealed credentials (OAuth tokens and client registrations of MCP sources).
+    (
+        """CREATE TABLE credentials (
+            tenant TEXT NOT NULL, key TEXT NOT NULL, sealed TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, key))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -414,6 +420,52 @@ class PostgresStore:
             )
 
         await self._run(op)
+
+    # -- sealed credentials -----------------------------------------------
+
+    async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
+        async def op(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO credentials (tenant, key, sealed, updated_at) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (tenant, key) DO UPDATE SET sealed = excluded.sealed, "
+                "updated_at = excluded.updated_at",
+                tenant,
+                key,
+                sealed,
+                time.time(),
+            )
+
+        await self._run(op)
+
+    async def get_credential(self, tenant: str, key: str) -> str | None:
+        async def op(conn: Any) -> str | None:
+            value = await conn.fetchval(
+                "SELECT sealed FROM credentials WHERE tenant = $1 AND key = $2", tenant, key
+            )
+            return None if value is None else str(value)
+
+        return await self._run(op)
+
+    async def delete_credential(self, tenant: str, key: str) -> bool:
+        async def op(conn: Any) -> bool:
+            status = await conn.execute(
+                "DELETE FROM credentials WHERE tenant = $1 AND key = $2", tenant, key
+            )
+            return str(status).endswith(" 1")
+
+        return await self._run(op)
+
+    async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
+        async def op(conn: Any) -> list[str]:
+            rows = await conn.fetch(
+                "SELECT key FROM credentials WHERE tenant = $1 AND left(key, $2) = $3 ORDER BY key",
+                tenant,
+                len(prefix),
+                prefix,
+            )
+            return [str(r["key"]) for r in rows]
+
+        return await self._run(op)
 
     # -- approvals ------------------------------------------------------
 

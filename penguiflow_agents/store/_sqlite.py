@@ -84,6 +84,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_due ON outbox (status, next_attempt_at)",
         "CREATE INDEX outbox_by_tenant ON outbox (tenant, created_at)",
     ),
+    # 4: sealed credentials (OAuth tokens and client registrations of MCP sources).
+    (
+        """CREATE TABLE credentials (
+            tenant TEXT NOT NULL, key TEXT NOT NULL, sealed TEXT NOT NULL,
+            updated_at REAL NOT NULL, PRIMARY KEY (tenant, key)) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -350,6 +356,49 @@ class SQLiteStore:
                 )
 
         await self._run(op)
+
+    # -- sealed credentials -----------------------------------------------
+
+    async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO credentials (tenant, key, sealed, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (tenant, key) DO UPDATE SET sealed = excluded.sealed, "
+                    "updated_at = excluded.updated_at",
+                    (tenant, key, sealed, time.time()),
+                )
+
+        await self._run(op)
+
+    async def get_credential(self, tenant: str, key: str) -> str | None:
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT sealed FROM credentials WHERE tenant = ? AND key = ?", (tenant, key)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(op)
+
+    async def delete_credential(self, tenant: str, key: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                cur = conn.execute(
+                    "DELETE FROM credentials WHERE tenant = ? AND key = ?", (tenant, key)
+                )
+            return cur.rowcount > 0
+
+        return await self._run(op)
+
+    async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT key FROM credentials WHERE tenant = ? AND substr(key, 1, ?) = ? ORDER BY key",
+                (tenant, len(prefix), prefix),
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self._run(op)
 
     # -- approvals ------------------------------------------------------
 

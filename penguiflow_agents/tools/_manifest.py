@@ -51,6 +51,7 @@ from penguiflow_agents.exceptions import ManifestError, MissingEnvVarError
 
 __all__ = [
     "HTTP_METHODS",
+    "AuthConfig",
     "CircuitBreakerConfig",
     "RetryConfig",
     "SourceManifest",
@@ -71,7 +72,7 @@ _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_SOURCE_NAME_CHARS = 64
 _NAME_RE = r"^[A-Za-z0-9_-]+$"
 # Keys whose values may hold secrets: never echo their input in an error.
-_SECRET_KEYS = frozenset({"env", "headers", "url"})
+_SECRET_KEYS = frozenset({"env", "headers", "url", "auth"})
 # Keys of a tool entry that only an http source understands.
 _HTTP_ONLY_KEYS = ("method", "path", "query", "description", "input_schema")
 
@@ -142,6 +143,70 @@ class ToolOverride(_Strict):
         return self
 
 
+class AuthConfig(_Strict):
+    """``auth:`` of an ``mcp_http`` source (DESIGN.md "MCP authorization and the MCP gateway").
+
+    Values may use ``${VAR}``; they are resolved when the source connects
+    (``resolved``) and never echoed in an error.
+    """
+
+    type: Literal["oauth", "client_credentials", "bearer"]
+    client_id: str | None = None
+    client_secret: str | None = None
+    client_metadata_url: str | None = None
+    scopes: list[str] | None = None
+    token_owner: Literal["principal", "tenant"] = "principal"
+    # client_credentials with private_key_jwt: a PEM private key and its algorithm.
+    private_key: str | None = None
+    signing_algorithm: str = "ES256"
+    # bearer: the static token.
+    token: str | None = None
+    # Beyond DESIGN.md: the authorization server that issued client_id (client_credentials
+    # then only ever sends the credentials there), the token endpoint auth method of a
+    # pre-registered oauth client, and the redirect URI registered for the CLI's login.
+    issuer: str | None = None
+    token_endpoint_auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "none"] | None
+    ) = None
+    redirect_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _check_type(self) -> AuthConfig:
+        if self.type == "bearer":
+            if self.token is None:
+                raise _KeyedError("auth.token", "is required for auth type 'bearer'")
+        elif self.type == "client_credentials":
+            if self.client_id is None:
+                raise _KeyedError("auth.client_id", "is required for auth type 'client_credentials'")
+            if (self.client_secret is None) == (self.private_key is None):
+                raise _KeyedError(
+                    "auth",
+                    "auth type 'client_credentials' needs exactly one of client_secret "
+                    "(client_secret_basic) or private_key (private_key_jwt)",
+                )
+        elif self.client_secret is not None and self.client_id is None:
+            raise _KeyedError("auth.client_secret", "needs auth.client_id (a pre-registered client)")
+        if self.token_owner == "principal" and self.type != "oauth":
+            # Machine credentials belong to the platform, not to a user.
+            object.__setattr__(self, "token_owner", "tenant")
+        return self
+
+    def resolved(self, *, file: str, environ: Mapping[str, str] | None = None) -> AuthConfig:
+        """A copy with every ``${VAR}`` resolved (raises MissingEnvVarError)."""
+        values: dict[str, Any] = {}
+        for key in ("client_id", "client_secret", "client_metadata_url", "private_key", "token",
+                    "issuer", "redirect_uri"):
+            value = getattr(self, key)
+            if value is not None:
+                values[key] = expand_vars(value, file=file, environ=environ)
+        return self.model_copy(update=values)
+
+    def templates(self) -> list[str]:
+        """The raw values that may hold ``${VAR}`` references."""
+        keys = ("client_id", "client_secret", "client_metadata_url", "private_key", "token")
+        return [v for k in keys if (v := getattr(self, k)) is not None]
+
+
 class SourceManifest(_Strict):
     """One tool source, as declared in ``tools/<name>.yaml`` (DESIGN.md)."""
 
@@ -162,6 +227,9 @@ class SourceManifest(_Strict):
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     idempotent: bool = False
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    auth: AuthConfig | None = None
+    # MCP sources: what to do with a server's question for the user (see tools/_mcp_elicit.py).
+    elicitation: Literal["ask", "defaults", "decline"] = "ask"
     path: str = ""  # the file this manifest was loaded from (set by the loader)
 
     _include_re: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
@@ -171,6 +239,8 @@ class SourceManifest(_Strict):
     def _check_transport(self) -> SourceManifest:
         required = {"mcp_stdio": "command", "mcp_http": "url", "http": "url", "python": "module"}
         needed = required[self.transport]
+        if self.auth is not None and self.transport != "mcp_http":
+            raise _KeyedError("auth", f"is only for transport 'mcp_http', not {self.transport!r}")
         if getattr(self, needed) is None:
             raise _KeyedError(needed, f"is required for transport {self.transport!r}")
         for tool, override in self.tools.items():

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import httpx2
 import mcp_types as types
 import structlog
 from mcp import Client
@@ -44,6 +45,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from penguiflow_agents.exceptions import PenguiflowError, ToolSourceUnavailableError, UserError
 from penguiflow_agents.tools._manifest import SourceManifest
+from penguiflow_agents.tools._mcp_elicit import ElicitFn, answer_elicitation
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
 from penguiflow_agents.tools._mcp_transport import open_transport
 from penguiflow_agents.tools._redact import Redactor, secret_values
@@ -124,6 +126,7 @@ class MCPToolSource:
         *,
         protocol: ProtocolMode = "auto",
         on_tools_changed: ToolsChangedCallback | None = None,
+        auth: httpx2.Auth | None = None,
     ) -> None:
         if manifest.transport not in ("mcp_stdio", "mcp_http"):
             raise UserError(
@@ -134,6 +137,7 @@ class MCPToolSource:
         self.manifest = manifest
         self.on_tools_changed = on_tools_changed
         self._protocol: ProtocolMode = protocol
+        self._auth = auth  # signs the HTTP requests of an mcp_http session (penguiflow_agents.auth)
         self._redact = Redactor()
         self._session: _Session | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,6 +150,7 @@ class MCPToolSource:
         self._failures = 0  # consecutive failed connect attempts
         self._retry_at = 0.0
         self._closed = False
+        self._askers: dict[int, ElicitFn] = {}  # in-flight calls whose caller can answer questions
 
     @classmethod
     def from_manifest(cls, manifest: SourceManifest, **kwargs: Any) -> MCPToolSource:
@@ -158,6 +163,11 @@ class MCPToolSource:
     def connected(self) -> bool:
         """Whether a session is up right now."""
         return self._session is not None and self._session.usable
+
+    @property
+    def last_exception(self) -> BaseException | None:
+        """What ended the last session, when it was an exception (for example a credential error)."""
+        return None if self._session is None else self._session.exc
 
     @property
     def last_error(self) -> str | None:
@@ -189,6 +199,25 @@ class MCPToolSource:
         """Call ``tool`` (bare name). Never raises, except the caller's own cancellation."""
         name = f"{self.name}.{tool}"
         started = time.perf_counter()
+        asker = ctx.extra.get("elicit")
+        if asker is not None:
+            self._askers[id(ctx)] = asker
+        try:
+            return await self._call(name, tool, arguments, ctx, started)
+        finally:
+            self._askers.pop(id(ctx), None)
+
+    async def _elicit(
+        self, context: Any, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        # The question belongs to a call in flight; when exactly one caller can answer, it is theirs.
+        askers = list(self._askers.values())
+        person = askers[0] if len(askers) == 1 else None
+        return await answer_elicitation(self.name, self.manifest.elicitation, params, person)
+
+    async def _call(
+        self, name: str, tool: str, arguments: Mapping[str, Any], ctx: CallContext, started: float
+    ) -> ToolResult:
         for attempt in (1, 2):
             try:
                 sess = await self._acquire()
@@ -336,6 +365,7 @@ class MCPToolSource:
                 stack,
                 redact=self._redact,
                 on_eof=lambda: self._lost(sess, "the server closed the connection"),
+                auth=self._auth,
             )
 
             async def on_message(message: Any) -> None:
@@ -351,6 +381,7 @@ class MCPToolSource:
                 mode=self._protocol,
                 cache=None,
                 message_handler=on_message,
+                elicitation_callback=self._elicit,
                 client_info=_CLIENT_INFO,
             )
             try:

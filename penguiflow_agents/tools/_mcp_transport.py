@@ -210,13 +210,16 @@ async def open_transport(
     *,
     redact: Redactor,
     on_eof: Callable[[], None],
+    auth: httpx2.Auth | None = None,
 ) -> tuple[AbstractAsyncContextManager[Any], Callable[[], None]]:
     """The transport for ``manifest`` (not yet entered) and a hook to run once it is.
 
     ``${VAR}`` in env/headers/url is resolved here (raises MissingEnvVarError);
     helpers that must outlive the session (the stderr pump, the HTTP client)
     are registered on ``stack``. The resolved values are kept out of the
-    SDK's and HTTP clients' log records from here on.
+    SDK's and HTTP clients' log records from here on. ``auth`` (an
+    ``mcp_http`` source's credentials, see ``penguiflow_agents.auth``) signs
+    every HTTP request of the session.
     """
     redact_library_logs(secret_values(manifest))
     if manifest.transport == "mcp_stdio":
@@ -233,6 +236,7 @@ async def open_transport(
     headers = manifest.resolved_headers()
     http_client = httpx2.AsyncClient(
         headers=headers or None,
+        auth=auth,
         timeout=httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=HTTP_READ_TIMEOUT_S),
     )
     await stack.enter_async_context(http_client)

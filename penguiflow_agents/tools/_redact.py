@@ -38,11 +38,13 @@ _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def secret_values(manifest: SourceManifest, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the ``${VAR}`` variables the manifest's env/headers/url refer to."""
+    """Values of the ``${VAR}`` variables the manifest's env/headers/url/auth refer to."""
     env = os.environ if environ is None else environ
     texts: list[str] = [*manifest.env.values(), *manifest.headers.values()]
     if manifest.url:
         texts.append(manifest.url)
+    if manifest.auth is not None:
+        texts.extend(manifest.auth.templates())
     names = {m.group(1) for text in texts for m in _VAR_RE.finditer(text)}
     return [v for name in sorted(names) if (v := env.get(name))]
 

@@ -105,6 +105,8 @@ class ToolRegistry:
         self._refreshes: set[asyncio.Task[None]] = set()
         self.load_errors: list[ManifestError] = []
         self.manifest_files: list[str] = []
+        self.credentials: Any = None  # penguiflow_agents.auth.CredentialVault, see use_credentials
+        self.authorizer: Any = None
 
     # -- building ---------------------------------------------------------
 
@@ -138,7 +140,22 @@ class ToolRegistry:
     def add_manifest(self, manifest: SourceManifest) -> None:
         """Register the source a manifest declares (connected on first use)."""
         self._check_new(manifest.name, manifest.path)
-        self._register(manifest, _make_source(manifest), manifest.transport)
+        self._register(manifest, _make_source(manifest, self), manifest.transport)
+
+    def adapter(self, name: str) -> ToolSource:
+        """The source named ``name`` itself, without the registry's protection wrappers."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UserError(f"no tool source named {name!r}; registered: {sorted(self._entries)}")
+        source: ToolSource = entry.source.inner.inner
+        return source
+
+    def use_credentials(self, vault: Any, *, authorizer: Any = None) -> None:
+        """Where ``mcp_http`` sources with ``auth:`` keep their tokens (a ``CredentialVault``),
+        and who authorizes when a token is missing (an ``Authorizer``; None: the call
+        raises ``AuthorizationRequiredError`` with the URL). Takes effect on the next connect."""
+        self.credentials = vault
+        self.authorizer = authorizer
 
     def add_source(
         self, source: ToolSource, *, manifest: SourceManifest | None = None, **settings: Any
@@ -433,7 +450,7 @@ class _BrokenSource:
         return None
 
 
-def _make_source(manifest: SourceManifest) -> ToolSource:
+def _make_source(manifest: SourceManifest, registry: ToolRegistry) -> ToolSource:
     """The adapter for a manifest's transport (MCP imported lazily)."""
     try:
         if manifest.transport == "python":
@@ -445,6 +462,14 @@ def _make_source(manifest: SourceManifest) -> ToolSource:
         except ImportError as exc:
             return _BrokenSource(
                 manifest.name, f"MCP sources are not available in this installation ({exc})"
+            )
+        if manifest.auth is not None:
+            from penguiflow_agents.auth._source import AuthorizedMCPSource
+
+            return AuthorizedMCPSource(
+                manifest,
+                vault=lambda: registry.credentials,
+                authorizer=lambda: registry.authorizer,
             )
         source: ToolSource = MCPToolSource.from_manifest(manifest)
         return source

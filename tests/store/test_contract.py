@@ -670,6 +670,28 @@ async def test_concurrent_begin_call_has_exactly_one_winner(store: StateStore, t
     assert results.count(True) == 1
 
 
+# -- sealed credentials ------------------------------------------------------------------------
+
+
+async def test_credentials_are_put_replaced_listed_and_deleted_per_tenant(
+    store: StateStore, tenant: str, other_tenant: str
+) -> None:
+    assert await store.get_credential(tenant, "mcp/a/tokens") is None
+    await store.put_credential(tenant, "mcp/a/tokens", "sealed-1")
+    await store.put_credential(tenant, "mcp/a/tokens", "sealed-2")
+    await store.put_credential(tenant, "mcp/b/tokens", "sealed-3")
+    await store.put_credential(tenant, "other", "sealed-4")
+    assert await store.get_credential(tenant, "mcp/a/tokens") == "sealed-2"
+    assert await store.list_credentials(tenant, "mcp/") == ["mcp/a/tokens", "mcp/b/tokens"]
+    # Another tenant sees none of them, and cannot delete them.
+    assert await store.get_credential(other_tenant, "mcp/a/tokens") is None
+    assert await store.list_credentials(other_tenant) == []
+    assert await store.delete_credential(other_tenant, "mcp/a/tokens") is False
+    assert await store.delete_credential(tenant, "mcp/a/tokens") is True
+    assert await store.delete_credential(tenant, "mcp/a/tokens") is False
+    assert await store.list_credentials(tenant) == ["mcp/b/tokens", "other"]
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
