@@ -22,6 +22,7 @@ SUBPACKAGES = [
     "penguiflow_agents.testing",
     "penguiflow_agents.webhooks",
     "penguiflow_agents.server",
+    "penguiflow_agents.auth",
 ]
 
 # Names the issues and DESIGN.md promise at the top level.

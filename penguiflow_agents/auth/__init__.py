@@ -16,28 +16,33 @@ from penguiflow_agents.auth._login import (
     login,
     logout,
 )
-from penguiflow_agents.auth._oauth import DEFAULT_REDIRECT_URI, Authorizer, build_auth, parse_redirect
+from penguiflow_agents.auth._oauth import (
+    DEFAULT_REDIRECT_URI,
+    Authorizer,
+    build_auth,
+    parse_redirect,
+)
 from penguiflow_agents.auth._secretbox import DEFAULT_KEY_FILE, KEY_ENV_VAR, SecretBox
 from penguiflow_agents.auth._source import AuthorizedMCPSource
 from penguiflow_agents.auth._vault import TENANT_OWNER, CredentialVault, Owner, VaultTokenStorage
 
 __all__ = [
-    "AuthStatus",
-    "LoopbackAuthorizer",
-    "TerminalAuthorizer",
-    "auth_status",
-    "login",
-    "logout",
     "DEFAULT_KEY_FILE",
     "DEFAULT_REDIRECT_URI",
     "KEY_ENV_VAR",
     "TENANT_OWNER",
+    "AuthStatus",
     "AuthorizedMCPSource",
     "Authorizer",
     "CredentialVault",
+    "LoopbackAuthorizer",
     "Owner",
     "SecretBox",
+    "TerminalAuthorizer",
     "VaultTokenStorage",
+    "auth_status",
     "build_auth",
+    "login",
+    "logout",
     "parse_redirect",
 ]

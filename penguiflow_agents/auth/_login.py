@@ -60,7 +60,9 @@ def _authorized_source(registry: Any, name: str) -> AuthorizedMCPSource:
 async def login(registry: Any, name: str, owner: Owner, authorizer: Any) -> list[ToolSpec]:
     """Authorize ``owner`` for source ``name`` (OAuth when no usable token is stored)."""
     source = _authorized_source(registry, name)
-    return await source.authorize(owner if not source.machine else source.owner_of(None), authorizer)
+    return await source.authorize(
+        owner if not source.machine else source.owner_of(None), authorizer
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +125,7 @@ class TerminalAuthorizer:
             file=sys.stderr,
             flush=True,
         )
-        line = await asyncio.to_thread((self._stdin or sys.stdin).readline)
+        line: str = await asyncio.to_thread((self._stdin or sys.stdin).readline)
         if not line.strip():
             raise CredentialError(
                 "no redirect URL was given (end of input); run `penguiflow-agents auth login "
@@ -170,7 +172,9 @@ class LoopbackAuthorizer:
             if not await asyncio.to_thread(webbrowser.open, url):
                 server.close()
                 return await TerminalAuthorizer().authorize(url)
-            print(f"Waiting for the browser to come back to {self.redirect_uri} ...", file=sys.stderr)
+            print(
+                f"Waiting for the browser to come back to {self.redirect_uri} ...", file=sys.stderr
+            )
             try:
                 return await asyncio.wait_for(got, self.timeout_s)
             except TimeoutError:

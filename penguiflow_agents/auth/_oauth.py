@@ -80,7 +80,8 @@ def parse_redirect(url: str) -> AuthorizationCodeResult:
     if error is not None:
         detail = one("error_description")
         raise CredentialError(
-            f"the authorization server refused: {error!r}" + (f" ({detail})" if detail else "")
+            f"the authorization server refused: {error!r}"
+            + (f" ({detail})" if detail else "")
             + "; try `auth login` again."
         )
     code = one("code")
@@ -183,7 +184,10 @@ class _LegacyIssuer:
         server = urlparse(self.context.server_url)
         origin = f"{server.scheme}://{server.netloc}"
         found = urlparse(issuer)
-        if issuers_match(issuer.rstrip("/"), origin) or f"{found.scheme}://{found.netloc}" != origin:
+        if (
+            issuers_match(issuer.rstrip("/"), origin)
+            or f"{found.scheme}://{found.netloc}" != origin
+        ):
             return None  # the origin itself (the SDK accepts it), or another origin (refused)
         return issuer
 

@@ -37,7 +37,7 @@ def _decode_key(text: str, where: str) -> bytes:
     if len(key) != 32:
         raise CredentialError(
             f"{where} is not a key: it must be the URL-safe base64 of 32 random bytes "
-            "(generate one with: python -c \"from penguiflow_agents.auth import SecretBox; "
+            '(generate one with: python -c "from penguiflow_agents.auth import SecretBox; '
             'print(SecretBox.generate_key())").'
         )
     return key
@@ -109,7 +109,9 @@ class SecretBox:
             if version != _VERSION:
                 raise ValueError(version)
             raw = base64.urlsafe_b64decode(body.encode("ascii"))
-            return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode("utf-8"))
+            return self._aead.decrypt(
+                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode("utf-8")
+            )
         except (InvalidTag, ValueError, binascii.Error):
             raise CredentialError(
                 f"a stored credential ({context!r}) cannot be opened with this key; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,17 @@ class Owner:
 class CredentialVault:
     """Sealed per-owner records over a ``StateStore`` (tokens, client registrations, logins)."""
 
-    def __init__(self, store: StateStore, box: SecretBox) -> None:
+    def __init__(self, store: StateStore, box: SecretBox | Callable[[], SecretBox]) -> None:
+        """``box`` may be a factory, called on first use (so no key file is made before one is needed)."""
         self.store = store
-        self._box = box
+        self._box_or_factory = box
+
+    @property
+    def _box(self) -> SecretBox:
+        found = self._box_or_factory
+        if not isinstance(found, SecretBox):
+            found = self._box_or_factory = found()
+        return found
 
     @staticmethod
     def key(source: str, owner: Owner, what: str) -> str:
@@ -121,7 +130,10 @@ class VaultTokenStorage:
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
         _hide(client_info.client_secret)
         await self.vault.put(
-            self.source, self.owner, "client", client_info.model_dump(mode="json", exclude_none=True)
+            self.source,
+            self.owner,
+            "client",
+            client_info.model_dump(mode="json", exclude_none=True),
         )
 
 

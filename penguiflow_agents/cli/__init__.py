@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_reject")
     _add_serve_commands(sub)
+    _add_auth_commands(sub)
     return parser
 
 
@@ -306,6 +307,27 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--json", action="store_true")
     add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_list")
+
+
+def _add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    auth = sub.add_parser("auth", help="OAuth login/status/logout for an mcp_http source")
+    asub = auth.add_subparsers(dest="auth_command", metavar="SUBCOMMAND")
+    asub.required = True
+    for name, help_text in (
+        ("login", "authorize the caller for a source (browser, or --no-browser to paste)"),
+        ("status", "whether the caller holds a token for a source"),
+        ("logout", "forget the caller's tokens for a source"),
+    ):
+        p = asub.add_parser(name, help=help_text)
+        p.add_argument("source", metavar="SOURCE")
+        if name == "login":
+            p.add_argument(
+                "--no-browser",
+                action="store_true",
+                help="print the URL on stdout and read the redirect URL from stdin",
+            )
+        _add_common_options(p)
+        p.set_defaults(handler=f"penguiflow_agents.cli._auth:cmd_{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

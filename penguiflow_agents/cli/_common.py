@@ -29,6 +29,7 @@ __all__ = [
     "print_json",
     "run_closing_on_signals",
     "tenant_of",
+    "use_store_credentials",
 ]
 
 DEFAULT_TENANT = "default"
@@ -59,6 +60,19 @@ def load_policies(args: argparse.Namespace) -> PolicySet:
     from penguiflow_agents.policy import PolicySet
 
     return PolicySet.load_dir(args.policies)
+
+
+def use_store_credentials(
+    registry: ToolRegistry, store: StateStore, authorizer: Any = None
+) -> None:
+    """Tokens of sources with ``auth:`` are sealed in ``store`` (key: PENGUIFLOW_SECRET_KEY or
+    .penguiflow/secret.key, made on first need). Without ``authorizer`` a missing token
+    raises AuthorizationRequiredError (a run pauses) instead of prompting."""
+    from penguiflow_agents.auth import CredentialVault, SecretBox
+
+    registry.use_credentials(
+        CredentialVault(store, SecretBox.from_environment), authorizer=authorizer
+    )
 
 
 async def open_store_from_args(args: argparse.Namespace) -> StateStore:

@@ -43,6 +43,7 @@ from penguiflow_agents.cli._common import (
     print_json,
     run_closing_on_signals,
     tenant_of,
+    use_store_credentials,
 )
 from penguiflow_agents.cli._run_output import Locations, RunPrinter, result_document
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
@@ -187,6 +188,7 @@ async def open_planner(
 
     policy_set = PolicySet.load_dir(policies)  # a bad file raises: never run with half a policy
     registry = load_tools(tools)
+    use_store_credentials(registry, store)
     stack.push_async_callback(registry.aclose)
     connecting = asyncio.ensure_future(registry.list_tools())  # start tool servers now
     stack.push_async_callback(_settle, connecting)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,13 @@ from penguiflow_agents.cli._common import (
     headers_of,
     load_policies,
     load_registry,
+    open_store_from_args,
     print_json,
     run_closing_on_signals,
     tenant_of,
+    use_store_credentials,
 )
-from penguiflow_agents.exceptions import ConfigError, UserError
+from penguiflow_agents.exceptions import AuthorizationRequiredError, ConfigError, UserError
 from penguiflow_agents.tools import CallContext, ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
@@ -194,6 +197,26 @@ async def _call(
         )
         return EXIT_FAILURE
     rule = policies.approval_rule(name, arguments, headers)
+    store = await open_store_from_args(args)
+    try:
+        return await _call_in(args, registry, name, arguments, headers, rule, store)
+    finally:
+        await store.aclose()
+
+
+async def _call_in(
+    args: argparse.Namespace,
+    registry: ToolRegistry,
+    name: str,
+    arguments: dict[str, Any],
+    headers: Any,
+    rule: Any,
+    store: Any,
+) -> int:
+    # Tokens of `auth:` sources come from the store; on a terminal, a missing one is asked for.
+    from penguiflow_agents.auth import TerminalAuthorizer
+
+    use_store_credentials(registry, store, TerminalAuthorizer() if sys.stdin.isatty() else None)
     async with registry:
         # Arguments first: never send anyone to ask for an approval of a call that cannot run.
         refusal = await registry.check(name, arguments)
@@ -204,7 +227,11 @@ async def _call(
                 "cannot wait for one: ask for it through `penguiflow-agents run`."
             )
             return EXIT_FAILURE
-        result = refusal or await registry.call(name, arguments, CallContext(headers=headers))
+        try:
+            result = refusal or await registry.call(name, arguments, CallContext(headers=headers))
+        except AuthorizationRequiredError as exc:
+            error(str(exc))
+            return EXIT_FAILURE
     if args.json:
         print_json(result.to_dict())
     elif result.ok:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from penguiflow_agents.store import MemoryStore as MemoryStore
     from penguiflow_agents.testing.approver import ApproverRule as ApproverRule
-    from penguiflow_agents.testing.authorizer import AutoApproveAuthorizer as AutoApproveAuthorizer
     from penguiflow_agents.testing.approver import ScriptedApprover as ScriptedApprover
+    from penguiflow_agents.testing.authorizer import AutoApproveAuthorizer as AutoApproveAuthorizer
     from penguiflow_agents.testing.scripted_llm import ScriptedLLM as ScriptedLLM
     from penguiflow_agents.testing.scripted_llm import ScriptedTurn as ScriptedTurn
 
@@ -33,7 +33,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "ApproverRule",
     "AutoApproveAuthorizer",
-    "MemoryStore", "ScriptedApprover", "ScriptedLLM", "ScriptedTurn"]
+    "MemoryStore",
+    "ScriptedApprover",
+    "ScriptedLLM",
+    "ScriptedTurn",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -257,7 +257,7 @@ async def _run_stdio(server: MCPServer, linger_s: float = 0.0) -> None:
         await anyio.sleep(linger_s)
 
 
-async def _run_http(server: MCPServer, host: str, port: int) -> None:
+async def _run_http(server: MCPServer, host: str, port: int, oauth: bool = False) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -269,6 +269,10 @@ async def _run_http(server: MCPServer, host: str, port: int) -> None:
     sock.listen(128)
     bound = sock.getsockname()[1]
     app = server.streamable_http_app(host=host)
+    if oauth:
+        from penguiflow_agents.testing.oauth_server import protect
+
+        app = protect(app, f"http://{host}:{bound}")
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
     )
@@ -325,11 +329,18 @@ class HttpServerProcess:
 
 @contextmanager
 def running_http_server(
-    port: int = 0, *, host: str = "127.0.0.1", ready_timeout_s: float = READY_TIMEOUT_S
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    oauth: bool = False,
 ) -> Iterator[HttpServerProcess]:
-    """Start the server over streamable HTTP (``port=0``: a free port); stop it on exit."""
+    """Start the server over streamable HTTP (``port=0``: a free port); stop it on exit.
+
+    ``oauth``: behind the test authorization server (``testing.oauth_server``).
+    """
     cmd = [sys.executable, "-m", "penguiflow_agents.testing.mcp_server", "--transport", "http"]
-    cmd += ["--host", host, "--port", str(port)]
+    cmd += ["--host", host, "--port", str(port)] + (["--oauth"] if oauth else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     server: HttpServerProcess | None = None
     try:
@@ -375,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="stdio: keep running S seconds after stdin closed (a server slow to exit)",
     )
+    parser.add_argument(
+        "--oauth",
+        action="store_true",
+        help="http: require OAuth tokens from a test authorization server on the same origin",
+    )
     args = parser.parse_args(argv)
     print(
         f"{SERVER_NAME} MCP server starting (pid {os.getpid()}, {args.transport})",
@@ -386,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.transport == "stdio":
             anyio.run(_run_stdio, server, args.linger_s)
         else:
-            asyncio.run(_run_http(server, args.host, args.port))
+            asyncio.run(_run_http(server, args.host, args.port, args.oauth))
     except KeyboardInterrupt:
         return 130
     return 0

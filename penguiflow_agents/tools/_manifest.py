@@ -177,7 +177,9 @@ class AuthConfig(_Strict):
                 raise _KeyedError("auth.token", "is required for auth type 'bearer'")
         elif self.type == "client_credentials":
             if self.client_id is None:
-                raise _KeyedError("auth.client_id", "is required for auth type 'client_credentials'")
+                raise _KeyedError(
+                    "auth.client_id", "is required for auth type 'client_credentials'"
+                )
             if (self.client_secret is None) == (self.private_key is None):
                 raise _KeyedError(
                     "auth",
@@ -185,7 +187,9 @@ class AuthConfig(_Strict):
                     "(client_secret_basic) or private_key (private_key_jwt)",
                 )
         elif self.client_secret is not None and self.client_id is None:
-            raise _KeyedError("auth.client_secret", "needs auth.client_id (a pre-registered client)")
+            raise _KeyedError(
+                "auth.client_secret", "needs auth.client_id (a pre-registered client)"
+            )
         if self.token_owner == "principal" and self.type != "oauth":
             # Machine credentials belong to the platform, not to a user.
             object.__setattr__(self, "token_owner", "tenant")
@@ -194,8 +198,15 @@ class AuthConfig(_Strict):
     def resolved(self, *, file: str, environ: Mapping[str, str] | None = None) -> AuthConfig:
         """A copy with every ``${VAR}`` resolved (raises MissingEnvVarError)."""
         values: dict[str, Any] = {}
-        for key in ("client_id", "client_secret", "client_metadata_url", "private_key", "token",
-                    "issuer", "redirect_uri"):
+        for key in (
+            "client_id",
+            "client_secret",
+            "client_metadata_url",
+            "private_key",
+            "token",
+            "issuer",
+            "redirect_uri",
+        ):
             value = getattr(self, key)
             if value is not None:
                 values[key] = expand_vars(value, file=file, environ=environ)

@@ -55,7 +55,9 @@ ElicitFn = Callable[[Elicitation], Awaitable[tuple[Action, dict[str, Any] | None
 def schema_defaults(schema: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``default`` of every top-level property that has one."""
     properties = (schema or {}).get("properties") or {}
-    return {k: v["default"] for k, v in properties.items() if isinstance(v, dict) and "default" in v}
+    return {
+        k: v["default"] for k, v in properties.items() if isinstance(v, dict) and "default" in v
+    }
 
 
 def _fallback(policy: str, question: Elicitation) -> types.ElicitResult:

@@ -147,8 +147,9 @@ class ToolRegistry:
         entry = self._entries.get(name)
         if entry is None:
             raise UserError(f"no tool source named {name!r}; registered: {sorted(self._entries)}")
-        source: ToolSource = entry.source.inner.inner
-        return source
+        configured = entry.source.inner
+        assert isinstance(configured, ConfiguredSource)
+        return configured.inner
 
     def use_credentials(self, vault: Any, *, authorizer: Any = None) -> None:
         """Where ``mcp_http`` sources with ``auth:`` keep their tokens (a ``CredentialVault``),
