@@ -96,6 +96,16 @@ def _add_bus_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_engine_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        default=None,
+        metavar="URL",
+        help="run on Temporal: temporal://HOST:PORT[?namespace=...&task_queue=...] "
+        "(default: the Redis bus and the store)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="penguiflow-agents",
@@ -158,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Before --log-format existed, `worker --json` meant JSON log lines: still accepted.
     p.add_argument("--json", dest="json_logs", action="store_true", help=argparse.SUPPRESS)
     _add_bus_option(p)
+    _add_engine_option(p)
     p.add_argument(
         "--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)"
     )
@@ -175,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?", default=None)
     _add_common_options(p)
     _add_bus_option(p)
+    _add_engine_option(p)
     p.add_argument("--model", default=None, help="litellm model name, or replay:PATH")
     p.add_argument("--session", default=None, metavar="ID")
     p.add_argument(
@@ -220,12 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--args", default=None, metavar="JSON", help="edited arguments (approve with edits)"
     )
     _add_common_options(p)
+    _add_engine_option(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_approve")
     p = asub.add_parser("reject", help="reject a request; the reason reaches the model")
     p.add_argument("approval_id", metavar="ID")
     p.add_argument("--as", dest="as_principal", required=True, metavar="PRINCIPAL")
     p.add_argument("--reason", required=True)
     _add_common_options(p)
+    _add_engine_option(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_reject")
     _add_serve_commands(sub)
     _add_auth_commands(sub)

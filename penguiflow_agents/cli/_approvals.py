@@ -106,20 +106,38 @@ async def _decide(
     tenant = tenant_of(args)
     policies = load_policies(args)
     store = await open_store_from_args(args)
+    engine_url = getattr(args, "engine", None)
     try:
-        service = ApprovalService(store, policies)
-        record = await service.decide(
-            tenant=tenant,
-            approval_id=args.approval_id,
-            principal=args.as_principal,
-            roles=list(args.roles or []),
-            decision=decision,
-            reason=reason,
-            arguments=arguments,
-        )
+        if engine_url:  # the run waits on Temporal: the decision is its "decide" update
+            from penguiflow_agents.temporal import TemporalEngine
+
+            engine = await TemporalEngine.connect(engine_url)
+            record = await engine.decide(
+                store,
+                tenant=tenant,
+                approval_id=args.approval_id,
+                principal=args.as_principal,
+                roles=list(args.roles or []),
+                decision=decision,
+                reason=reason,
+                arguments=arguments,
+            )
+        else:
+            service = ApprovalService(store, policies)
+            record = await service.decide(
+                tenant=tenant,
+                approval_id=args.approval_id,
+                principal=args.as_principal,
+                roles=list(args.roles or []),
+                decision=decision,
+                reason=reason,
+                arguments=arguments,
+            )
     finally:
         await store.aclose()
-    next_step = _resume_command(args, record)
+    next_step = (
+        "the run goes on by itself on Temporal" if engine_url else _resume_command(args, record)
+    )
     if args.json:
         print_json({**approval_to_json(record), "next": next_step})
         return EXIT_OK

@@ -30,7 +30,7 @@ from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import configure_cli_logging, error, headers_of, print_json
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
-__all__ = ["bus_url_of", "cmd_submit", "cmd_worker"]
+__all__ = ["bus_url_of", "cmd_submit", "cmd_worker", "show_run", "wait_and_show"]
 
 BUS_ENV = "PENGUIFLOW_BUS"
 
@@ -57,6 +57,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         error(f"--concurrency must be a positive integer, got {args.concurrency!r}.")
         return EXIT_USAGE
+    if args.engine:
+        from penguiflow_agents.cli._temporal import temporal_worker
+
+        return _guard(temporal_worker(args))
     return _guard(_worker(args))
 
 
@@ -72,6 +76,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.question is not None and not args.question.strip():
         error(f"the question must not be empty, got {args.question!r}.")
         return EXIT_USAGE
+    if args.engine:
+        from penguiflow_agents.cli._temporal import temporal_submit
+
+        return _guard(temporal_submit(args), json_doc=args.json)
     return _guard(_submit(args), json_doc=args.json)
 
 
@@ -171,7 +179,7 @@ async def _submit(args: argparse.Namespace) -> int:
             record = await store.get_run(headers.tenant, args.resume)  # foreign = unknown
             if record.status in ("completed", "failed", "cancelled"):
                 # Nothing to resume: show how it ended (like `resume`), enqueue nothing.
-                return await _show(args, store, args.resume, headers.tenant, None)
+                return await show_run(args, store, args.resume, headers.tenant, None)
             after_version = record.version
             job = await submit_resume(bus, args.resume, headers=headers)
         else:
@@ -185,10 +193,10 @@ async def _submit(args: argparse.Namespace) -> int:
                 sys.stdout.write(job.run_id + "\n")
             return EXIT_OK
         assert store is not None
-        return await _wait(args, store, job.run_id, headers.tenant, after_version)
+        return await wait_and_show(args, store, job.run_id, headers.tenant, after_version)
 
 
-async def _wait(
+async def wait_and_show(
     args: argparse.Namespace, store: Any, run_id: str, tenant: str, after_version: int | None
 ) -> int:
     from penguiflow_agents.cli._run_output import RunPrinter
@@ -204,10 +212,12 @@ async def _wait(
         if args.json:
             print_json({"status": "waiting", "run_id": run_id, "answer": None, "error": str(exc)})
         return EXIT_FAILURE
-    return await _show(args, store, run_id, tenant, result)
+    return await show_run(args, store, run_id, tenant, result)
 
 
-async def _show(args: argparse.Namespace, store: Any, run_id: str, tenant: str, result: Any) -> int:
+async def show_run(
+    args: argparse.Namespace, store: Any, run_id: str, tenant: str, result: Any
+) -> int:
     """Print the run like `run` does (with --json, the same document); its exit status."""
     from penguiflow_agents.cli._run import exit_code, locations
     from penguiflow_agents.cli._run_output import RunPrinter, result_document

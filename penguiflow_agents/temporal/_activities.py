@@ -1,0 +1,302 @@
+"""The activities of a run: model turns, tool calls, the catalog, and the store.
+
+They hold the worker's real resources (the store, the tool registry, the
+models); the workflow reaches them only through these functions, whose inputs
+and results are JSON values recorded in the run's history.
+
+- ``model_turn`` (main task queue): one ``LLMClient.complete``, heartbeating,
+  retried on another worker if this one dies;
+- ``tool_call`` (the source's task queue, ``<queue>.tools.<source>``): one
+  ``ToolRegistry.call``, heartbeating. A call of a tool that is not idempotent
+  is scheduled once (``maximum_attempts=1``) *and* opened with the store's
+  ``begin_call`` under a key unique to the call, so that even a second
+  delivery never runs it twice: it reports the first one's result, or that
+  the outcome is unknown;
+- ``catalog``, ``setup`` and ``store`` are local activities (no round trip
+  through the service): the tool list, the model's name and the policies for
+  a stretch of the run, and every store operation of the planner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, TypeAlias
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.approvals import ApprovalService
+from penguiflow_agents.exceptions import (
+    AlreadyDecidedError,
+    LLMError,
+    NotFoundError,
+    PenguiflowError,
+)
+from penguiflow_agents.llm._types import LLMClient
+from penguiflow_agents.planner._context import jsonable
+from penguiflow_agents.planner._planner import model_name
+from penguiflow_agents.policy import PolicySet
+from penguiflow_agents.store._base import (
+    ApprovalDecision,
+    ApprovalRecord,
+    CallRecord,
+    RunRecord,
+    StateStore,
+)
+from penguiflow_agents.temporal._codec import (
+    request_from_json,
+    response_to_json,
+    spec_to_json,
+)
+from penguiflow_agents.tools._catalog import ToolCatalog
+from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, sha256_json
+
+__all__ = [
+    "CATALOG",
+    "DECIDE",
+    "MODEL_TURN",
+    "SETUP",
+    "STORE",
+    "TOOL_CALL",
+    "ModelOpener",
+    "RunActivities",
+    "error_of",
+    "record_from_json",
+]
+
+ModelOpener: TypeAlias = Callable[[str | None], AbstractAsyncContextManager[LLMClient]]
+
+MODEL_TURN = "penguiflow.model_turn"
+TOOL_CALL = "penguiflow.tool_call"
+CATALOG = "penguiflow.catalog"
+SETUP = "penguiflow.setup"
+DECIDE = "penguiflow.decide"
+STORE = "penguiflow.store"
+# Models kept open per worker, one per --model value.
+MAX_MODELS = 16
+# Store operations the workflow may ask for (the planner's, no more).
+_STORE_OPS = (
+    "create_run",
+    "get_run",
+    "update_run",
+    "append_event",
+    "load_session",
+    "save_session",
+    "create_approval",
+    "get_approval",
+    "list_approvals",
+    "begin_call",
+    "finish_call",
+    "get_call",
+)
+
+
+def error_of(exc: BaseException) -> ApplicationError:
+    """Our exception as a non-retryable ``ApplicationError`` (its class name is the type)."""
+    details: list[Any] = []
+    if isinstance(exc, NotFoundError):
+        details = [exc.kind, exc.ident]
+    elif isinstance(exc, AlreadyDecidedError):
+        details = [exc.approval_id, exc.decided_by, exc.decision, exc.decided_at]
+    return ApplicationError(str(exc), *details, type=type(exc).__name__, non_retryable=True)
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def record_from_json(kind: str, data: Mapping[str, Any]) -> Any:
+    """A store record (``run``, ``approval``, ``call``) from its JSON form."""
+    if kind == "run":
+        return RunRecord(**data)
+    if kind == "call":
+        return CallRecord(**data)
+    fields = dict(data)
+    decision = fields.get("decision")
+    fields["decision"] = None if decision is None else ApprovalDecision(**decision)
+    return ApprovalRecord(**fields)
+
+
+class RunActivities:
+    """The activities of one worker process, over its store, registry and models."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        registry: ToolCatalog,
+        open_model: ModelOpener,
+        policy_documents: Sequence[Mapping[str, Any]] = (),
+        heartbeat_s: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self._open_model = open_model
+        self._policies = [dict(d) for d in policy_documents]
+        self._policy_digest = sha256_json(self._policies)
+        self._approvals = ApprovalService(store, PolicySet.from_documents(self._policies))
+        self._beat_s = max(heartbeat_s / 3, 0.05)
+        self._models: dict[str | None, LLMClient] = {}
+        self._model_lock = asyncio.Lock()
+        self._stack = AsyncExitStack()
+
+    async def aclose(self) -> None:
+        """Close the models this worker opened."""
+        self._models.clear()
+        await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _model(self, model: str | None) -> AsyncIterator[LLMClient]:
+        async with self._model_lock:
+            llm = self._models.get(model)
+            if llm is None and len(self._models) < MAX_MODELS:
+                llm = await self._stack.enter_async_context(self._open_model(model))
+                self._models[model] = llm
+        if llm is not None:
+            yield llm
+            return
+        async with self._open_model(model) as once:  # past MAX_MODELS: open for this turn only
+            yield once
+
+    def definitions(self) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]]]:
+        """(activities of the main task queue, the tool-call activity for the source queues)."""
+        main: list[Callable[..., Any]] = [
+            self.setup,
+            self.catalog,
+            self.store_op,
+            self.decide,
+            self.model_turn,
+        ]
+        return main, [self.tool_call]
+
+    @contextlib.asynccontextmanager
+    async def _heartbeating(self) -> AsyncIterator[None]:
+        async def beat() -> None:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(self._beat_s)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- local activities ------------------------------------------------------------------
+
+    @activity.defn(name=SETUP)
+    async def setup(self, model: str | None, known_policies: str) -> dict[str, Any]:
+        """The run's model name, and the policies (unless the workflow has these already)."""
+        async with self._model(model) as llm:
+            name = model_name(llm)
+        same = known_policies == self._policy_digest
+        return {
+            "model": name,
+            "policies_digest": self._policy_digest,
+            "policies": None if same else self._policies,
+        }
+
+    @activity.defn(name=CATALOG)
+    async def catalog(self, known: str) -> dict[str, Any]:
+        """Every registered tool; ``tools`` is None when the digest is still ``known``."""
+        specs = [spec_to_json(s) for s in await self.registry.list_tools()]
+        digest = sha256_json(specs)
+        return {"digest": digest, "tools": None if digest == known else specs}
+
+    @activity.defn(name=STORE)
+    async def store_op(self, op: str, args: list[Any]) -> Any:
+        """One store operation of the planner; our errors cross as ``ApplicationError``."""
+        if op not in _STORE_OPS:
+            raise ApplicationError(f"store operation {op!r} is not allowed", non_retryable=True)
+        if op in ("create_run",):
+            args = [record_from_json("run", args[0])]
+        elif op == "update_run":
+            args = [record_from_json("run", args[0]), args[1]]
+        elif op == "create_approval":
+            args = [record_from_json("approval", args[0])]
+        result: Any
+        try:
+            if op == "update_run":
+                result = await self.store.update_run(args[0], expected_version=args[1])
+            elif op == "list_approvals":
+                result = await self.store.list_approvals(args[0], run_id=args[1])
+            else:
+                result = await getattr(self.store, op)(*args)
+        except PenguiflowError as exc:
+            raise error_of(exc) from None
+        return _to_json(result)
+
+    @activity.defn(name=DECIDE)
+    async def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
+        """Record a decision with every rule of ``ApprovalService.decide``."""
+        try:
+            record = await self._approvals.decide(
+                tenant=str(decision["tenant"]),
+                approval_id=str(decision["approval_id"]),
+                principal=str(decision["principal"]),
+                roles=[str(r) for r in decision.get("roles") or []],
+                decision=str(decision["decision"]),
+                reason=decision.get("reason"),
+                arguments=decision.get("arguments"),
+            )
+        except PenguiflowError as exc:
+            raise error_of(exc) from None
+        return dataclasses.asdict(record)
+
+    # -- activities ------------------------------------------------------------------------
+
+    @activity.defn(name=MODEL_TURN)
+    async def model_turn(self, model: str | None, request: dict[str, Any]) -> dict[str, Any]:
+        """One model turn; an ``LLMError`` fails the run (as in-process), anything else retries."""
+        async with self._heartbeating(), self._model(model) as llm:
+            try:
+                response = await llm.complete(request_from_json(request))
+            except LLMError as exc:
+                raise error_of(exc) from None
+        return response_to_json(response)
+
+    @activity.defn(name=TOOL_CALL)
+    async def tool_call(self, call: dict[str, Any]) -> dict[str, Any]:
+        """One tool call through the registry; a non-idempotent one runs at most once."""
+        tenant, run_id, key = str(call["tenant"]), str(call["run_id"]), str(call["key"])
+        once = not call["idempotent"]
+        if once and not await self.store.begin_call(tenant, run_id, key):
+            earlier = await self.store.get_call(tenant, run_id, key)
+            if earlier is not None and earlier.status == "done" and earlier.result is not None:
+                return dict(earlier.result)
+            return ToolResult.failure(
+                str(call["name"]),
+                ToolErrorKind.TOOL_ERROR,
+                "the call was started by a worker that stopped before it finished; its outcome "
+                "is unknown and, as the tool is not idempotent, it was not run again.",
+            ).to_dict()
+        ctx = CallContext(
+            headers=Headers(
+                tenant=tenant, principal=str(call["principal"]), roles=tuple(call["roles"])
+            ),
+            run_id=run_id,
+            call_id=str(call["call_id"]),
+            trace_id=call.get("trace_id"),
+            # Where the call runs in Temporal (traces and logs can name it).
+            extra={
+                "workflow_id": activity.info().workflow_id,
+                "activity_id": activity.info().activity_id,
+            },
+        )
+        async with self._heartbeating():
+            result = await self.registry.call(str(call["name"]), dict(call["arguments"]), ctx)
+        out: dict[str, Any] = jsonable(result.to_dict())
+        if once:
+            await self.store.finish_call(tenant, run_id, key, out)
+        return out

@@ -1,0 +1,242 @@
+"""``RunWorkflow``: one planner run as a Temporal workflow (workflow id = run id).
+
+The workflow code is the planner's own loop (``planner._hosted``) over the
+seams of ``_adapters``: model turns and tool calls are activities, the store
+is reached through local activities, time and random ids come from the
+workflow. While the run waits for approvals it costs nothing: the workflow
+waits on a durable timer (the earliest expiry) or the ``decide`` update.
+
+Updates (each refused, by its validator, like an unknown id when it names
+another tenant):
+
+- ``decide``: an approval decision. The validator refuses a decider the
+  approval's rule refuses (not an approver, or the requester); the handler
+  records it with ``ApprovalService.decide`` in a local activity (every rule
+  of today: expiry, edits, racing deciders) and wakes the run;
+- ``resume``: wake a paused run to settle decisions recorded elsewhere;
+- ``cancel``: end the run as cancelled (in-flight activities are cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from penguiflow_agents._identity import Headers
+    from penguiflow_agents.approvals import may_decide
+    from penguiflow_agents.exceptions import PenguiflowError
+    from penguiflow_agents.planner import ReactPlanner, RunResult
+    from penguiflow_agents.planner import _hosted as hosted
+    from penguiflow_agents.planner._context import Run
+    from penguiflow_agents.policy import PolicySet
+    from penguiflow_agents.store._base import ApprovalRecord
+    from penguiflow_agents.temporal._activities import DECIDE, SETUP
+    from penguiflow_agents.temporal._adapters import (
+        ActivityCatalog,
+        ActivityLLM,
+        ActivityStore,
+        WorkflowClock,
+        local,
+    )
+
+__all__ = ["WORKFLOW", "RunInput", "RunWorkflow"]
+
+WORKFLOW = "penguiflow.run"
+# Past an approval's expiry, how long the run waits before settling it as expired.
+EXPIRY_GRACE_S = 1.0
+
+
+@dataclass(slots=True, kw_only=True)
+class RunInput:
+    """What ``submit`` starts a run with (JSON in the workflow's history)."""
+
+    query: str
+    tenant: str
+    principal: str
+    roles: list[str] = field(default_factory=list)
+    model: str | None = None  # a --model value; None: the worker's default
+    session_id: str | None = None
+    trace_id: str | None = None
+    task_queue: str = "penguiflow"
+    heartbeat_s: float = 10.0
+    max_steps: int = 12
+    deadline_s: float | None = 300.0
+
+
+def _unknown(kind: str, ident: str) -> ApplicationError:
+    # The words of NotFoundError, so a foreign id reads exactly like an unknown one.
+    return ApplicationError(
+        f"no {kind} with id {ident!r}", kind, ident, type="NotFoundError", non_retryable=True
+    )
+
+
+@workflow.defn(name=WORKFLOW)
+class RunWorkflow:
+    def __init__(self) -> None:
+        self._tenant = ""
+        self._approvals: dict[str, ApprovalRecord] = {}
+        self._woken = False
+        self._cancel: str | None = None
+        self._stretch: asyncio.Task[RunResult] | None = None
+        self._ended = False
+        self._by: Headers | None = None
+        self._policies_digest = ""
+        self._policies: PolicySet | None = None
+
+    # -- the run ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> dict[str, Any]:
+        self._tenant = inp.tenant
+        headers = Headers(tenant=inp.tenant, principal=inp.principal, roles=inp.roles)
+        run_id = workflow.info().workflow_id
+        model = await self._setup(inp.model)
+        planner = self._planner(inp, model)
+        run = await hosted.start(
+            planner,
+            inp.query,
+            headers=headers,
+            run_id=run_id,
+            session_id=inp.session_id,
+            trace_id=inp.trace_id,
+        )
+        result = await self._drive(run, hosted.advance(planner, run))
+        while result.status == "paused" and self._cancel is None:
+            await self._wait(run)
+            if self._cancel is not None:
+                break
+            model = await self._setup(inp.model)  # policies may have changed while it waited
+            planner = self._planner(inp, model)
+            result = await self._drive(run, hosted.proceed(planner, run, by=self._by))
+        if result.status == "paused":  # cancelled while it waited for a decision
+            result = await hosted.cancel(planner, run, self._cancel or "the run was cancelled.")
+        self._ended = True
+        return result.to_dict()
+
+    async def _setup(self, model: str | None) -> str:
+        setup = await local(SETUP, model, self._policies_digest)
+        if setup["policies"] is not None or self._policies is None:
+            self._policies = PolicySet.from_documents(setup["policies"] or [])
+            self._policies_digest = str(setup["policies_digest"])
+        return str(setup["model"])
+
+    def _planner(self, inp: RunInput, model: str) -> ReactPlanner:
+        def queue_of(source: str) -> str:
+            return f"{inp.task_queue}.tools.{source}"
+
+        return ReactPlanner(
+            llm=ActivityLLM(model, heartbeat_s=inp.heartbeat_s),
+            registry=ActivityCatalog(
+                queue_of=queue_of, heartbeat_s=inp.heartbeat_s, tenant=inp.tenant
+            ),
+            store=ActivityStore(on_approval=self._remember),
+            policies=self._policies,
+            clock=WorkflowClock(),
+            max_steps=inp.max_steps,
+            deadline_s=inp.deadline_s,
+        )
+
+    def _remember(self, record: ApprovalRecord) -> None:
+        self._approvals[record.id] = record
+
+    async def _drive(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
+        """One stretch of the loop, in a task the ``cancel`` update can cancel."""
+        self._stretch = asyncio.create_task(body)
+        try:
+            return await self._stretch
+        except asyncio.CancelledError:
+            if self._cancel is None:
+                raise  # the workflow itself was cancelled (the planner recorded it)
+            return run.state.result(run.run_id, "cancelled", error=self._cancel)
+        finally:
+            self._stretch = None
+
+    async def _wait(self, run: Run) -> None:
+        """Until a decision arrives, the earliest approval expires, or the run is cancelled."""
+        paused = run.state.paused
+        assert paused is not None
+        expiry = min(p.expires_at for p in paused.waiting)
+        timeout = max(expiry - workflow.now().timestamp(), 0.0) + EXPIRY_GRACE_S
+        try:
+            await workflow.wait_condition(
+                lambda: self._woken or self._cancel is not None,
+                timeout=timedelta(seconds=timeout),
+            )
+        except TimeoutError:
+            pass  # an approval expired: settling the step tells the model so
+        self._woken = False
+
+    # -- updates ---------------------------------------------------------------------------
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
+        try:
+            record = await local(DECIDE, decision, attempts=1)
+        except PenguiflowError as exc:
+            from penguiflow_agents.temporal._activities import error_of
+
+            raise error_of(exc) from None
+        self._by = Headers(
+            tenant=self._tenant,
+            principal=str(decision["principal"]),
+            roles=list(decision.get("roles") or []),
+        )
+        self._woken = True
+        return dict(record)
+
+    @decide.validator
+    def _check_decision(self, decision: dict[str, Any]) -> None:
+        approval_id = str(decision.get("approval_id"))
+        record = self._approvals.get(approval_id)
+        if decision.get("tenant") != self._tenant or record is None:
+            raise _unknown("approval", approval_id)
+        if self._ended:
+            raise ApplicationError(
+                f"run {record.run_id!r} has ended; approval {approval_id!r} can no longer "
+                "be decided.",
+                type="ApprovalError",
+                non_retryable=True,
+            )
+        principal = str(decision.get("principal"))
+        roles = [str(r) for r in decision.get("roles") or []]
+        if principal == record.requested_by or not may_decide(record.approvers, principal, roles):
+            who = ", ".join(record.approvers) or "nobody"
+            raise ApplicationError(
+                f"{principal!r} may not decide approval {approval_id!r}; it may be decided by: "
+                f"{who} (never by its requester {record.requested_by!r}).",
+                type="ApproverNotAllowedError",
+                non_retryable=True,
+            )
+
+    @workflow.update(name="resume")
+    async def resume(self, who: dict[str, Any]) -> None:
+        self._by = Headers(
+            tenant=self._tenant,
+            principal=str(who.get("principal") or "anonymous"),
+            roles=list(who.get("roles") or []),
+        )
+        self._woken = True
+
+    @resume.validator
+    def _check_resume(self, who: dict[str, Any]) -> None:
+        if who.get("tenant") != self._tenant:
+            raise _unknown("run", workflow.info().workflow_id)
+
+    @workflow.update(name="cancel")
+    async def cancel(self, who: dict[str, Any]) -> None:
+        if self._cancel is None:
+            self._cancel = f"the run was cancelled by {who.get('principal')!r}."
+        if self._stretch is not None:
+            self._stretch.cancel()
+
+    @cancel.validator
+    def _check_cancel(self, who: dict[str, Any]) -> None:
+        if who.get("tenant") != self._tenant:
+            raise _unknown("run", workflow.info().workflow_id)

@@ -1,0 +1,221 @@
+"""Runs on Temporal end to end: worker processes, the CLI, crashes, a server restart, replay.
+
+Every test drives real processes against ``temporal server start-dev``; the
+run's record, events and approvals are read back from the shared store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from penguiflow_agents._identity import Headers
+from penguiflow_agents.exceptions import ApprovalError, NotFoundError
+from penguiflow_agents.store import open_store
+from penguiflow_agents.temporal import RunWorkflow, TemporalEngine, workflow_runner
+from penguiflow_agents.testing.temporal_dev import TemporalDevServer
+from penguiflow_agents.worker import wait_for_run
+
+from .conftest import RECORDED, WAIT_S, Lab
+
+ALICE = Headers(tenant="acme", principal="alice", roles=["staff"])
+GLOBEX = Headers(tenant="globex", principal="mallory", roles=["admin"])
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "penguiflow_agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 2,
+        check=False,
+    )
+
+
+async def paused_run(lab: Lab, engine: TemporalEngine) -> tuple[str, str]:
+    """Submit "parallel" as alice; returns (run id, approval id) once it waits for approval."""
+    run_id = await engine.submit("parallel", headers=ALICE)
+    store = await open_store(lab.store_url)
+    try:
+        result = await wait_for_run(store, "acme", run_id, timeout_s=WAIT_S)
+    finally:
+        await store.aclose()
+    assert result.status == "paused", result.error
+    (pending,) = result.pending_approvals
+    return run_id, pending.id
+
+
+async def test_parallel_calls_an_approval_from_another_process_and_an_answer(lab: Lab) -> None:
+    lab.worker()
+    common = ["--engine", lab.url, "--store", lab.store_url, "--tenant", "acme"]
+    submitted = await asyncio.to_thread(
+        cli, "submit", "parallel", *common, "--principal", "alice", "--wait", "--json"
+    )
+    assert submitted.returncode == 3, submitted.stderr  # paused for the gated call
+    doc = json.loads(submitted.stdout)
+    run_id = doc["run_id"]
+    (pending,) = doc["pending_approvals"]
+    assert pending["tool"] == "ops.restart"
+    assert sorted((s["tool"], s["outcome"]) for s in doc["steps"]) == [
+        ("ops.status", "ok"),
+        ("ops.status", "ok"),
+    ]  # the two parallel calls ran while the gated one waited
+    approved = await asyncio.to_thread(
+        cli, "approvals", "approve", pending["id"], "--as", "bob", "--role", "admin", *common
+    )
+    assert approved.returncode == 0, approved.stderr
+    engine = await TemporalEngine.connect(lab.url)
+    result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+    assert result.status == "completed", result.error
+    assert result.answer is not None
+    for said in ("db is up", "cache is up", "restarted web"):
+        assert said in result.answer
+    assert lab.lines("restarts") == ["web"]
+    store = await open_store(lab.store_url)
+    try:
+        record = await store.get_run("acme", run_id)
+        kinds = [e.kind for e in await store.list_events("acme", run_id)]
+    finally:
+        await store.aclose()
+    assert record.status == "completed"
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert {"approval_requested", "paused", "approval_decided", "resumed"} <= set(kinds)
+    RECORDED.append((lab.server.address, run_id))
+
+
+async def test_killed_workers_mid_model_turn_and_mid_call_the_run_completes_elsewhere(
+    lab: Lab,
+) -> None:
+    first = lab.worker()
+    engine = await TemporalEngine.connect(lab.url)
+    run_id = await engine.submit("crash", headers=ALICE)
+    await asyncio.to_thread(
+        lab.wait_for, "the first model turn", lambda: lab.lines("model-attempts") == ["crash:1"]
+    )
+    lab.kill(first)  # SIGKILL during the model turn
+    second = lab.worker()
+    await asyncio.to_thread(lab.wait_for, "the deploy call", lambda: lab.lines("deploys") == ["v2"])
+    lab.kill(second)  # SIGKILL during the non-idempotent call
+    lab.worker()
+    result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S * 2)
+    assert result.status == "completed", result.error
+    assert lab.lines("deploys") == ["v2"]  # ran once, never again after its worker died
+    attempts = lab.lines("model-attempts")
+    assert attempts.count("crash:1") == 2  # the model turn was retried on another worker
+    (step,) = result.steps
+    assert step.tool == "ops.deploy" and step.outcome != "ok"
+    assert "not run again" in str(step.result)
+    RECORDED.append((lab.server.address, run_id))
+
+
+async def test_a_paused_run_survives_a_server_restart_and_new_workers(tmp_path: Path) -> None:
+    with TemporalDevServer(db_filename=tmp_path / "temporal.db") as server:
+        lab = Lab(server=server, dir=tmp_path)
+        try:
+            old = lab.worker()
+            engine = await TemporalEngine.connect(lab.url)
+            run_id, approval_id = await paused_run(lab, engine)
+            lab.kill(old)
+            await asyncio.to_thread(server.restart)
+            lab.worker()
+            engine = await TemporalEngine.connect(lab.url)
+            store = await open_store(lab.store_url)
+            try:
+                await engine.decide(
+                    store,
+                    tenant="acme",
+                    approval_id=approval_id,
+                    principal="bob",
+                    roles=["admin"],
+                    decision="approve",
+                )
+            finally:
+                await store.aclose()
+            result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+            assert result.status == "completed", result.error
+            assert lab.lines("restarts") == ["web"]
+            await _replay(engine, [run_id])
+        finally:
+            lab.close()
+
+
+async def test_another_tenant_cannot_decide_or_cancel_a_run(lab: Lab) -> None:
+    lab.worker()
+    engine = await TemporalEngine.connect(lab.url)
+    run_id, approval_id = await paused_run(lab, engine)
+    store = await open_store(lab.store_url)
+    try:
+        with pytest.raises(NotFoundError) as foreign:
+            await engine.decide(
+                store,
+                tenant="globex",
+                approval_id=approval_id,
+                principal="mallory",
+                roles=["admin"],
+                decision="approve",
+            )
+        assert str(foreign.value) == f"no approval with id {approval_id!r}"
+        # The workflow's own validator refuses it too, in the same words.
+        handle = engine.client.get_workflow_handle(run_id)
+        with pytest.raises(NotFoundError) as validator:
+            await engine._update(
+                handle,
+                "decide",
+                {
+                    "tenant": "globex",
+                    "approval_id": approval_id,
+                    "principal": "mallory",
+                    "roles": ["admin"],
+                    "decision": "approve",
+                },
+            )
+        assert str(validator.value) == str(foreign.value)
+        with pytest.raises(NotFoundError) as unknown:
+            await engine.cancel("run_does_not_exist", headers=GLOBEX)
+        with pytest.raises(NotFoundError) as cancel:
+            await engine.cancel(run_id, headers=GLOBEX)
+        assert str(cancel.value) == str(unknown.value).replace("run_does_not_exist", run_id)
+        assert (await store.get_approval("acme", approval_id)).status == "pending"
+        await engine.cancel(run_id, headers=ALICE)
+        result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+        assert result.status == "cancelled"
+        assert (await store.get_run("acme", run_id)).status == "cancelled"
+        with pytest.raises(ApprovalError):
+            await engine.decide(
+                store,
+                tenant="acme",
+                approval_id=approval_id,
+                principal="bob",
+                roles=["admin"],
+                decision="approve",
+            )
+    finally:
+        await store.aclose()
+    assert lab.lines("restarts") == []
+    RECORDED.append((lab.server.address, run_id))
+
+
+async def _replay(engine: TemporalEngine, run_ids: list[str]) -> None:
+    from temporalio.worker import Replayer
+
+    histories = [
+        await engine.client.get_workflow_handle(run_id).fetch_history() for run_id in run_ids
+    ]
+    replayer = Replayer(workflows=[RunWorkflow], workflow_runner=workflow_runner())
+    for history in histories:
+        await replayer.replay_workflow(history)  # raises on any non-determinism
+
+
+async def test_the_recorded_histories_replay_without_nondeterminism(
+    temporal_server: TemporalDevServer,
+) -> None:
+    """Runs last: every history the tests above recorded replays through the same loop."""
+    ids = [run_id for address, run_id in RECORDED if address == temporal_server.address]
+    assert ids, "run the whole module: the replay needs the histories of the tests above"
+    engine = await TemporalEngine.connect(temporal_server.url)
+    await _replay(engine, ids)
