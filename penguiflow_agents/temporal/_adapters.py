@@ -27,8 +27,10 @@ with workflow.unsafe.imports_passed_through():
     from penguiflow_agents.exceptions import LLMError, NotFoundError, UserError
     from penguiflow_agents.llm._types import LLMRequest, LLMResponse
     from penguiflow_agents.store._base import (
+        ApprovalDecision,
         ApprovalRecord,
         CallRecord,
+        OutboxEntry,
         RunRecord,
         StoredEvent,
     )
@@ -292,7 +294,11 @@ class ActivityStore:
     ) -> None:
         await local(STORE, "save_session", [tenant, session_id, [dict(m) for m in messages]])
 
-    async def create_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+    async def create_approval(
+        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+    ) -> ApprovalRecord:
+        if outbox:
+            raise UserError("webhook notifications are not sent for runs on Temporal yet.")
         data = await local(STORE, "create_approval", [_fields(approval)], attempts=1)
         record = _approval(data)
         self._on_approval(record)
@@ -307,7 +313,14 @@ class ActivityStore:
         rows = await local(STORE, "list_approvals", [tenant, run_id])
         return [r for r in (_approval(row) for row in rows) if status is None or r.status == status]
 
-    async def decide_approval(self, tenant: str, approval_id: str, decision: Any) -> ApprovalRecord:
+    async def decide_approval(
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> ApprovalRecord:
         raise UserError("a workflow does not decide approvals; the decide update does.")
 
     async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
@@ -324,6 +337,17 @@ class ActivityStore:
             return None
         call: CallRecord = record_from_json("call", data)
         return call
+
+    async def claim_outbox(self, *, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        raise UserError("a workflow does not deliver webhooks.")
+
+    async def record_outbox_attempt(self, entry: OutboxEntry) -> None:
+        raise UserError("a workflow does not deliver webhooks.")
+
+    async def list_outbox(
+        self, *, tenant: str | None = None, status: str | None = None
+    ) -> list[OutboxEntry]:
+        raise UserError("a workflow does not deliver webhooks.")
 
     async def aclose(self) -> None:
         return None

@@ -35,6 +35,9 @@ __all__ = ["TemporalWorker", "workflow_runner"]
 
 # On stop, how long running activities get to finish before they are cancelled.
 GRACEFUL_SHUTDOWN_S = 10.0
+# How long a run's next workflow task waits for the worker that has the run cached before any
+# worker replays it (a dead worker delays its runs by this much).
+STICKY_TIMEOUT_S = 10.0
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -56,7 +59,8 @@ class TemporalWorker:
 
     ``open_model(model)`` is an async context manager giving an ``LLMClient``
     for a run's ``--model`` value (None: the default); ``policy_documents`` are
-    the parsed policy files every run is checked against.
+    the parsed policy files every run is checked against. ``sticky_timeout_s``:
+    how long a run waits for the worker that has it cached (see ``STICKY_TIMEOUT_S``).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class TemporalWorker:
         concurrency: int = 8,
         client: Client | None = None,
         name: str | None = None,
+        sticky_timeout_s: float = STICKY_TIMEOUT_S,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise UserError(
@@ -79,6 +84,7 @@ class TemporalWorker:
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._client = client
+        self._sticky = timedelta(seconds=sticky_timeout_s)
         self._registry = registry
         self.activities = RunActivities(
             store=store,
@@ -111,6 +117,7 @@ class TemporalWorker:
                     max_concurrent_activities=self.concurrency,
                     max_concurrent_local_activities=self.concurrency * 4,
                     max_concurrent_workflow_tasks=self.concurrency,
+                    sticky_queue_schedule_to_start_timeout=self._sticky,
                     graceful_shutdown_timeout=timedelta(seconds=GRACEFUL_SHUTDOWN_S),
                     identity=f"{self.name}:main",
                 )

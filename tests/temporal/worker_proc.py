@@ -109,6 +109,7 @@ async def main() -> None:
         open_model=lambda _model: contextlib.nullcontext(llm),
         policy_documents=[POLICY],
         concurrency=4,
+        sticky_timeout_s=1.0,  # a killed worker's runs move on quickly
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop=stop, handle_signals=True))
