@@ -38,8 +38,13 @@ async def start(
     session_id: str | None = None,
     trace_id: str | None = None,
 ) -> Run:
-    """Record a new run (``run_started``) and return it, ready to ``advance``."""
-    return await planner._start(query, headers, session_id, run_id, trace_id, None, None, False)
+    """Record a new run (``run_started``) and return it, ready to ``advance``.
+
+    With the planner's ``record_events``, every event of the run is written to
+    its event log, as for ``ReactPlanner.run``.
+    """
+    emit = planner._recording(headers, None)
+    return await planner._start(query, headers, session_id, run_id, trace_id, None, emit, False)
 
 
 async def advance(planner: ReactPlanner, run: Run) -> RunResult:

@@ -29,7 +29,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from penguiflow_agents._identity import Headers
+    from penguiflow_agents._identity import Headers, principal_key
     from penguiflow_agents.approvals import may_decide
     from penguiflow_agents.exceptions import PenguiflowError
     from penguiflow_agents.planner import ReactPlanner, RunResult
@@ -141,6 +141,7 @@ class RunWorkflow:
             clock=WorkflowClock(),
             max_steps=inp.max_steps,
             deadline_s=inp.deadline_s,
+            record_events=True,  # the event log (runs show, SSE) reads as on the other engines
         )
 
     def _remember(self, record: ApprovalRecord) -> None:
@@ -206,7 +207,8 @@ class RunWorkflow:
             )
         principal = str(decision.get("principal"))
         roles = [str(r) for r in decision.get("roles") or []]
-        if principal == record.requested_by or not may_decide(record.approvers, principal, roles):
+        requester = principal_key(principal) == principal_key(record.requested_by)
+        if requester or not may_decide(record.approvers, principal, roles):
             who = ", ".join(record.approvers) or "nobody"
             raise ApplicationError(
                 f"{principal!r} may not decide approval {approval_id!r}; it may be decided by: "

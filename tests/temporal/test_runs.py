@@ -85,6 +85,8 @@ async def test_parallel_calls_an_approval_from_another_process_and_an_answer(lab
     assert record.status == "completed"
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert {"approval_requested", "paused", "approval_decided", "resumed"} <= set(kinds)
+    # The planner's own events are in the log too (the SSE stream reads them).
+    assert {"step_started", "llm_response", "tool_call_finished", "final_answer"} <= set(kinds)
     RECORDED.append((lab.server.address, run_id))
 
 
