@@ -349,6 +349,18 @@ class ActivityStore:
     ) -> list[OutboxEntry]:
         raise UserError("a workflow does not deliver webhooks.")
 
+    async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
+        raise UserError("a workflow does not handle credentials; its activities do.")
+
+    async def get_credential(self, tenant: str, key: str) -> str | None:
+        raise UserError("a workflow does not handle credentials; its activities do.")
+
+    async def delete_credential(self, tenant: str, key: str) -> bool:
+        raise UserError("a workflow does not handle credentials; its activities do.")
+
+    async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
+        raise UserError("a workflow does not handle credentials; its activities do.")
+
     async def aclose(self) -> None:
         return None
 
