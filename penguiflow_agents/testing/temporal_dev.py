@@ -98,16 +98,30 @@ class TemporalDevServer:
                 raise PenguiflowError(
                     f"temporal server start-dev exited with {self._proc.returncode}: {err[-2000:]}"
                 )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+            if self._healthy():
+                return self
+            time.sleep(0.2)
         self.stop()
         raise PenguiflowError(
             f"temporal server start-dev did not listen on {self.address} "
             f"within {START_TIMEOUT_S} s."
         )
+
+    def _healthy(self) -> bool:
+        """Whether the frontend answers as serving (a listening port alone is not enough)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+        probe = subprocess.run(
+            [temporal_cli(), "operator", "cluster", "health", "--address", self.address],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return probe.returncode == 0 and "SERVING" in probe.stdout.upper()
 
     def stop(self) -> None:
         proc = self._proc
