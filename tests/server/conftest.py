@@ -195,6 +195,9 @@ async def live_service(settings: ServerSettings | None = None, **kw: Any) -> Asy
         log_level="warning",
         backlog=2048,
         timeout_graceful_shutdown=5,
+        # Longer than any idle gap in a test: a pooled connection closed by the server just
+        # as the client reuses it would fail a request for no reason of ours.
+        timeout_keep_alive=120,
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
