@@ -16,7 +16,9 @@ CLIENTS = 200
 RECONNECTING = 50
 
 
-async def _follow(service: Service, run_id: str, *, drop_after: int | None) -> list[tuple[int, str]]:
+async def _follow(
+    service: Service, run_id: str, *, drop_after: int | None
+) -> list[tuple[int, str]]:
     """Read the run's stream to its end; with ``drop_after``, hang up after that many events
     (each connection) and reconnect with Last-Event-ID."""
     got: list[tuple[int, str]] = []
