@@ -151,6 +151,8 @@ def _planner_factory(
                 registry=registry,
                 store=store,
                 policies=policies,
+                # Every event goes to the run's log: `serve --bus` streams runs from the store.
+                record_events=True,
             )  # the planner's claim lease: a dead worker's run is taken over once it ran out
 
     return open_planner
