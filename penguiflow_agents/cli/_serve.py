@@ -17,6 +17,7 @@ Exit status: 0 done, 2 usage or configuration error, 1 anything else.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import replace
 from typing import Any
@@ -26,6 +27,8 @@ from penguiflow_agents.cli._common import configure_cli_logging, error, print_js
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
 __all__ = ["cmd_keys_add", "cmd_keys_list", "cmd_keys_revoke", "cmd_serve", "settings_of"]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _server() -> Any:
@@ -100,6 +103,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    stops: list[int] = []
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler
+    # that was there before: this one notes it, so a requested stop exits 0.
+    previous = {sig: signal.signal(sig, lambda n, _f: stops.append(n)) for sig in _STOP_SIGNALS}
     try:
         uvicorn.Server(config).run()
     except (ConfigError, UserError) as exc:  # raised by the lifespan (bad policy file, ...)
@@ -108,6 +115,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PenguiflowError as exc:
         error(str(exc))
         return EXIT_FAILURE
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return EXIT_OK
 
 

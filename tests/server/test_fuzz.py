@@ -19,7 +19,7 @@ from tests.server.conftest import KEYS, Service, open_service
 
 # Streams that only end when their run does (or never: the approvals feed) are not fuzzed here.
 SKIPPED = {("GET", "/v1/approvals/events"), ("GET", "/v1/runs/{run_id}/events")}
-EXAMPLES = 10
+EXAMPLES = 6
 
 
 async def _send(service: Service, kwargs: dict[str, Any]) -> httpx.Response:
