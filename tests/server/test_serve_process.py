@@ -35,6 +35,8 @@ def _key(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return capsys.readouterr().out.splitlines()[0]
 
 
+# About 20 s of CPU; on a shared, loaded 2-core machine it has taken over 70 s.
+@pytest.mark.timeout(300)
 def test_a_run_paused_in_a_serve_process_is_decided_over_http_and_completes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], read_until: ReadUntil
 ) -> None:
