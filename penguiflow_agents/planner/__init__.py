@@ -13,6 +13,12 @@ from __future__ import annotations
 
 from penguiflow_agents.planner._clock import SYSTEM_CLOCK, Clock, SystemClock
 from penguiflow_agents.planner._node import planner_node
+from penguiflow_agents.planner._observe import (
+    ApprovalResolved,
+    RunInfo,
+    RunObservation,
+    RunObserver,
+)
 from penguiflow_agents.planner._planner import ReactPlanner
 from penguiflow_agents.planner._prompts import DEFAULT_SYSTEM_PROMPT
 from penguiflow_agents.planner._types import (
@@ -34,6 +40,7 @@ from penguiflow_agents.planner._types import (
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "SYSTEM_CLOCK",
+    "ApprovalResolved",
     "Clock",
     "FinalAnswer",
     "LLMResponded",
@@ -42,6 +49,9 @@ __all__ = [
     "PlannerEvent",
     "ReactPlanner",
     "RunFinished",
+    "RunInfo",
+    "RunObservation",
+    "RunObserver",
     "RunResult",
     "Step",
     "StepStarted",

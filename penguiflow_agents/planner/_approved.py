@@ -20,6 +20,7 @@ from penguiflow_agents.exceptions import ConflictError
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._calls import Catalog, call_tool, observe
 from penguiflow_agents.planner._context import Deps, Run, jsonable
+from penguiflow_agents.planner._observe import ApprovalResolved
 from penguiflow_agents.planner._types import PendingApproval, Step
 from penguiflow_agents.store._base import ApprovalRecord
 from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
@@ -65,6 +66,7 @@ async def resolve(
     if status == "pending":
         return None
     decision = approval.decision
+    _resolved(run, pending, approval, status)
     if status == "expired":
         outcome, content = (
             "expired",
@@ -163,6 +165,28 @@ async def execute_approved(
     record.approval_id = pending.id
     await _applied(deps, run, pending, record.outcome, executed_here=ran_here)
     return record, content
+
+
+def _resolved(run: Run, pending: PendingApproval, approval: ApprovalRecord, status: str) -> None:
+    """Tell the run's observers how long the approval waited and how it ended."""
+    observed = run.observed
+    if observed is None or not observed.active:
+        return
+    if status == "expired":
+        decided_at = approval.expires_at
+    else:
+        decided_at = approval.decision.decided_at if approval.decision else approval.created_at
+    observed.event(
+        ApprovalResolved(
+            run_id=run.run_id,
+            approval_id=approval.id,
+            call_id=pending.call_id,
+            tool=pending.tool,
+            status=status,
+            requested_at=approval.created_at,
+            decided_at=decided_at,
+        )
+    )
 
 
 async def _applied(

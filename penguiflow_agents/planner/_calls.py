@@ -68,13 +68,12 @@ class StepOutcome:
 
 
 def _activity_sink(run: Run, call_id: str, name: str) -> EventSink | None:
-    """Forward a running call's progress and retries to the run's stream (when streamed)."""
-    emit = run.emit
-    if emit is None:
+    """Forward a running call's progress and retries to the run's stream and observers."""
+    if not run.listening:
         return None
 
     async def sink(event: str, data: Mapping[str, Any]) -> None:
-        await emit(
+        await run.publish(
             ToolActivity(
                 run_id=run.run_id, call_id=call_id, tool=name, event=event, data=dict(data)
             )
@@ -287,8 +286,8 @@ async def _tally(out: StepOutcome, record: Step, content: str, run: Run) -> None
     if not record.ok:
         out.failures += 1
         out.last_error = content
-    if run.emit is not None:
-        await run.emit(ToolCallFinished(run_id=run.run_id, record=record))
+    if run.listening:
+        await run.publish(ToolCallFinished(run_id=run.run_id, record=record))
 
 
 async def _prior_approvals(deps: Deps, run: Run) -> dict[str, PendingApproval]:
@@ -364,9 +363,9 @@ async def run_calls(
             await _tally(out, checked[0], checked[1], run)
     if not runnable:
         return
-    if run.emit is not None:
+    if run.listening:
         for call in runnable:
-            await run.emit(
+            await run.publish(
                 ToolCallStarted(
                     run_id=run.run_id,
                     step=step,

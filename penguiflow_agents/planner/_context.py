@@ -25,6 +25,7 @@ from penguiflow_agents.tools._catalog import ToolCatalog
 
 if TYPE_CHECKING:
     from penguiflow_agents.approvals import ApprovalService
+    from penguiflow_agents.planner._observe import Observations, RunObserver
     from penguiflow_agents.planner._types import PlannerEvent
     from penguiflow_agents.policy import PolicySet
 
@@ -63,6 +64,7 @@ class Deps:
     heartbeat_s: float | None  # None: the lease is renewed by checkpoints only
     clock: Clock = SYSTEM_CLOCK  # time and random ids (a workflow engine brings its own)
     record_events: bool = False  # every emitted event is also appended to the run's log
+    observers: tuple[RunObserver, ...] = ()  # told about every run (telemetry)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -77,9 +79,23 @@ class Run:
     owner: str | None = None  # set while this process holds a claim on the run
     lost: bool = False  # another process took the run over: write nothing more
     emit: Emit | None = None  # where events go when the run is streamed (None: nowhere)
+    observed: Observations | None = None  # the run's observers (and its log context)
     # Serialises this process's writes of the record (checkpoints and heartbeats).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     clock: Clock = SYSTEM_CLOCK  # the planner's (Deps.clock)
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone hears this run's events (a stream consumer or an observer)."""
+        return self.emit is not None or (self.observed is not None and self.observed.active)
+
+    async def publish(self, event: PlannerEvent) -> None:
+        """Tell the run's observers, then its stream consumer (which may make us wait)."""
+        observed = self.observed
+        if observed is not None:
+            observed.event(event)
+        if self.emit is not None:
+            await self.emit(event)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None = unbounded)."""

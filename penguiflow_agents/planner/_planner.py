@@ -18,7 +18,8 @@ Per model turn (a *step*):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Coroutine, Sequence
+import dataclasses
+from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from penguiflow_agents._identity import Headers, session_key
@@ -37,6 +38,12 @@ from penguiflow_agents.planner._context import (
 )
 from penguiflow_agents.planner._events import recording
 from penguiflow_agents.planner._model import complete, stream_model, streamed
+from penguiflow_agents.planner._observe import (
+    Observations,
+    RunInfo,
+    RunObserver,
+    open_observations,
+)
 from penguiflow_agents.planner._records import (
     cancel_paused,
     checkpoint,
@@ -148,6 +155,7 @@ class ReactPlanner:
         max_calls_per_turn: int = 32,
         max_pending_approvals_per_run: int = 16,
         max_pending_approvals_per_tenant: int = 1000,
+        observers: Sequence[RunObserver] = (),
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -210,6 +218,7 @@ class ReactPlanner:
             max_calls_per_turn=max_calls_per_turn,
             max_pending_approvals_per_run=max_pending_approvals_per_run,
             max_pending_approvals_per_tenant=max_pending_approvals_per_tenant,
+            observers=tuple(observers),
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None
@@ -234,6 +243,38 @@ class ReactPlanner:
     def policies(self) -> PolicySet | None:
         return self._deps.policies
 
+    @property
+    def observers(self) -> tuple[RunObserver, ...]:
+        return self._deps.observers
+
+    def replace(
+        self,
+        *,
+        llm: LLMClient | None = None,
+        registry: ToolCatalog | None = None,
+        store: StateStore | None = None,
+        observers: Sequence[RunObserver] | None = None,
+    ) -> ReactPlanner:
+        """A planner with the same settings over other seams (e.g. wrapped by telemetry)."""
+        d = self._deps
+        store = store if store is not None else d.store
+        approvals = d.approvals
+        if store is not d.store and d.policies is not None:
+            from penguiflow_agents.approvals import ApprovalService
+
+            approvals = ApprovalService(store, d.policies)
+        new = object.__new__(ReactPlanner)
+        new._deps = dataclasses.replace(
+            d,
+            llm=llm if llm is not None else d.llm,
+            registry=registry if registry is not None else d.registry,
+            store=store,
+            approvals=approvals,
+            observers=tuple(observers) if observers is not None else d.observers,
+        )
+        new._index = None
+        return new
+
     # -- public API ------------------------------------------------------------------------
 
     async def run(
@@ -246,6 +287,7 @@ class ReactPlanner:
         trace_id: str | None = None,
         deadline: float | None = None,
         claim: bool = True,
+        trace_carrier: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Answer ``query`` as the caller ``headers``; returns when completed, failed or paused.
 
@@ -259,9 +301,13 @@ class ReactPlanner:
         every step (see the class docstring), so that if this process dies
         another can take it over with ``resume``; ``claim=False`` skips that
         (fewer store writes, but the run is lost with its process).
+        ``trace_carrier``: the W3C trace context (``traceparent``) the run continues,
+        for observers that trace (else they use the current context).
         """
         emit = self._recording(headers, None)
-        run = await self._start(query, headers, session_id, run_id, trace_id, deadline, emit, claim)
+        run = await self._start(
+            query, headers, session_id, run_id, trace_id, deadline, emit, claim, trace_carrier
+        )
         return await self._drive(run, self._loop(run))
 
     def stream(
@@ -274,6 +320,7 @@ class ReactPlanner:
         trace_id: str | None = None,
         deadline: float | None = None,
         claim: bool = True,
+        trace_carrier: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[PlannerEvent, None]:
         """Like ``run``, as events (text chunks when the model streams); the last is ``RunFinished``.
 
@@ -291,13 +338,19 @@ class ReactPlanner:
                 deadline,
                 self._recording(headers, emit),
                 claim,
+                trace_carrier,
             )
             return await self._drive(run, self._loop(run))
 
         return streamed(body)
 
     async def resume(
-        self, run_id: str, *, headers: Headers, deadline: float | None = None
+        self,
+        run_id: str,
+        *,
+        headers: Headers,
+        deadline: float | None = None,
+        trace_carrier: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Continue a run in this process (any process sharing the store).
 
@@ -314,15 +367,24 @@ class ReactPlanner:
         Of two concurrent resumes one does the work; the other raises
         ``ConflictError`` (or returns the result if the run already finished).
         """
-        return await self._resume(run_id, headers, deadline, self._recording(headers, None))
+        return await self._resume(
+            run_id, headers, deadline, self._recording(headers, None), trace_carrier
+        )
 
     def stream_resume(
-        self, run_id: str, *, headers: Headers, deadline: float | None = None
+        self,
+        run_id: str,
+        *,
+        headers: Headers,
+        deadline: float | None = None,
+        trace_carrier: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[PlannerEvent, None]:
         """Like ``resume``, as events; the last one is always ``RunFinished``."""
 
         async def body(emit: Emit) -> RunResult:
-            return await self._resume(run_id, headers, deadline, self._recording(headers, emit))
+            return await self._resume(
+                run_id, headers, deadline, self._recording(headers, emit), trace_carrier
+            )
 
         return streamed(body)
 
@@ -358,14 +420,51 @@ class ReactPlanner:
         deadline: float | None,
         emit: Emit | None,
         claim: bool,
+        carrier: Mapping[str, str] | None = None,
     ) -> Run:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
         if not isinstance(query, str) or not query.strip():
             raise UserError(f"the query must be a non-empty string, got {query!r}.")
         deps = self._deps
-        store = deps.store
         run_id = run_id or new_run_id()
+        tenant = headers.tenant
+        model = model_name(deps.llm)
+        observed = open_observations(
+            deps.observers,
+            RunInfo(
+                run_id=run_id,
+                tenant=tenant,
+                principal=headers.principal,
+                model=model,
+                resumed=False,
+                trace_id=trace_id,
+                session_id=session_id,
+                carrier=dict(carrier or {}),
+            ),
+        )
+        try:
+            return await self._create(
+                query, headers, session_id, run_id, trace_id, deadline, emit, claim, observed
+            )
+        except BaseException as exc:
+            observed.close(None, exc)
+            raise
+
+    async def _create(
+        self,
+        query: str,
+        headers: Headers,
+        session_id: str | None,
+        run_id: str,
+        trace_id: str | None,
+        deadline: float | None,
+        emit: Emit | None,
+        claim: bool,
+        observed: Observations,
+    ) -> Run:
+        deps = self._deps
+        store = deps.store
         tenant = headers.tenant
         history = (
             await store.load_session(tenant, session_key(headers.principal, session_id))
@@ -381,7 +480,8 @@ class ReactPlanner:
             query=query,
             model=model,
             session_id=session_id,
-            trace_id=trace_id or run_id,
+            trace_id=trace_id or observed.trace_id or run_id,
+            trace_context=observed.carrier,
             messages=messages,
             history_len=1 + len(history),
         )
@@ -425,10 +525,16 @@ class ReactPlanner:
             owner=owner,
             emit=emit,
             clock=deps.clock,
+            observed=observed,
         )
 
     async def _resume(
-        self, run_id: str, headers: Headers, deadline: float | None, emit: Emit | None
+        self,
+        run_id: str,
+        headers: Headers,
+        deadline: float | None,
+        emit: Emit | None,
+        carrier: Mapping[str, str] | None = None,
     ) -> RunResult:
         if not isinstance(headers, Headers):
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
@@ -436,6 +542,22 @@ class ReactPlanner:
         if isinstance(claimed, RunResult):
             return claimed
         state = RunState.from_dict(claimed.state, run_id=run_id)
+        observed = open_observations(
+            self._deps.observers,
+            RunInfo(
+                run_id=run_id,
+                tenant=claimed.tenant,
+                principal=claimed.principal,
+                model=claimed.model,
+                resumed=True,
+                trace_id=state.trace_id or run_id,
+                session_id=claimed.session_id,
+                carrier=dict(carrier or {}),
+                link=state.trace_context,
+            ),
+        )
+        if observed.carrier:
+            state.trace_context = observed.carrier
         at, budget = self._deadline(deadline)
         run = Run(
             run_id=run_id,
@@ -451,13 +573,22 @@ class ReactPlanner:
             owner=claimed.claimed_by,
             emit=emit,
             clock=self._deps.clock,
+            observed=observed,
         )
-        await self._deps.store.append_event(
-            claimed.tenant,
-            run_id,
-            "resumed",
-            {"by": headers.principal, "roles": list(headers.roles), "owner": claimed.claimed_by},
-        )
+        try:
+            await self._deps.store.append_event(
+                claimed.tenant,
+                run_id,
+                "resumed",
+                {
+                    "by": headers.principal,
+                    "roles": list(headers.roles),
+                    "owner": claimed.claimed_by,
+                },
+            )
+        except BaseException as exc:
+            observed.close(None, exc)
+            raise
         return await self._drive(run, self._continue(run))
 
     def _deadline(self, deadline: float | None) -> tuple[float | None, float | None]:
@@ -482,14 +613,23 @@ class ReactPlanner:
             beat = asyncio.create_task(
                 heartbeat(self._deps, run, interval), name=f"heartbeat:{run.run_id}"
             )
+        result: RunResult | None = None
+        error: BaseException | None = None
         try:
-            return await self._settle(run, body)
+            result = await self._settle(run, body)
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if beat is not None:
                 beat.cancel()
                 await asyncio.wait({beat}, timeout=_HEARTBEAT_STOP_S)
                 if beat.done() and not beat.cancelled():
                     beat.exception()  # retrieved; a failing heartbeat already logged why
+            observed, run.observed = run.observed, None
+            if observed is not None:
+                observed.close(result, error)
 
     async def _settle(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
         try:
@@ -541,8 +681,8 @@ class ReactPlanner:
                 await checkpoint(deps, run)  # the last step's results: a takeover won't redo it
                 must_save = False
             step = st.model_calls + 1
-            if emit is not None:
-                await emit(StepStarted(run_id=run_id, step=step))
+            if run.listening:
+                await run.publish(StepStarted(run_id=run_id, step=step))
             catalog = await self._catalog(run.headers)
             request = LLMRequest(
                 messages=st.messages,
@@ -572,8 +712,8 @@ class ReactPlanner:
                 st.messages.append({"role": "assistant", "content": content or ""})
                 st.messages.append({"role": "user", "content": message})
             latency = deps.clock.monotonic() - started
-            if emit is not None:
-                await emit(
+            if run.listening:
+                await run.publish(
                     LLMResponded(
                         run_id=run_id,
                         step=step,
@@ -586,8 +726,8 @@ class ReactPlanner:
                 )
             if not calls:
                 if content and content.strip():
-                    if emit is not None:
-                        await emit(FinalAnswer(run_id=run_id, answer=content))
+                    if run.listening:
+                        await run.publish(FinalAnswer(run_id=run_id, answer=content))
                     return await finish(deps, run, "completed", answer=content)
                 count_errors(deps, st, failed=True, last_error=st.messages[-1]["content"])
                 continue

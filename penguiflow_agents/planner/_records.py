@@ -213,8 +213,8 @@ async def pause(deps: Deps, run: Run) -> RunResult:
             "pending_approvals": [jsonable(p.to_dict()) for p in waiting],
         },
     )
-    if run.emit is not None:
-        await run.emit(Paused(run_id=run.run_id, pending_approvals=tuple(waiting)))
+    if run.listening:
+        await run.publish(Paused(run_id=run.run_id, pending_approvals=tuple(waiting)))
     return st.result(run.run_id, "paused")
 
 

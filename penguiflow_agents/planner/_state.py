@@ -110,6 +110,8 @@ class RunState:
     model: str
     session_id: str | None = None
     trace_id: str = ""
+    # W3C trace context of the run's last span (telemetry): a resume links to it.
+    trace_context: dict[str, str] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     history_len: int = 0  # messages[:history_len] are the system prompt + session history
     steps: list[Step] = field(default_factory=list)
@@ -148,6 +150,7 @@ class RunState:
             "model": self.model,
             "session_id": self.session_id,
             "trace_id": self.trace_id,
+            "trace_context": dict(self.trace_context),
             "messages": list(self.messages),
             "history_len": self.history_len,
             "steps": [s.to_dict() for s in self.steps],
@@ -177,6 +180,9 @@ class RunState:
                 model=str(data["model"]),
                 session_id=data.get("session_id"),
                 trace_id=str(data.get("trace_id") or ""),
+                trace_context={
+                    str(k): str(v) for k, v in dict(data.get("trace_context") or {}).items()
+                },
                 messages=list(data["messages"]),
                 history_len=int(data["history_len"]),
                 steps=[Step.from_dict(s) for s in data["steps"]],

@@ -93,7 +93,6 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
     """Settle the decided calls of the paused step; raises ``StillWaiting`` if some still wait."""
     st = run.state
     paused = st.paused
-    emit = run.emit
     assert paused is not None
     still = []
     for pending in paused.waiting:
@@ -102,8 +101,8 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
             still.append(pending)
             continue
         if isinstance(resolved, Approved):
-            if emit is not None:
-                await emit(
+            if run.listening:
+                await run.publish(
                     ToolCallStarted(
                         run_id=run.run_id,
                         step=paused.step,
@@ -116,8 +115,8 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
         record, content = resolved
         paused.done[pending.call_id] = content
         st.steps.append(record)
-        if emit is not None:
-            await emit(ToolCallFinished(run_id=run.run_id, record=record))
+        if run.listening:
+            await run.publish(ToolCallFinished(run_id=run.run_id, record=record))
     if still:
         paused.waiting = still
         raise StillWaiting

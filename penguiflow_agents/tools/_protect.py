@@ -26,7 +26,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -151,6 +151,8 @@ class ProtectedSource:
         self._in_flight = 0
         self._rng = rng or random.Random()
         self._tools: dict[str, ToolSpec] = {}
+        # Told how long each call waited for a slot (metrics); must be quick, must not raise.
+        self.on_queue_wait: Callable[[float], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -240,6 +242,7 @@ class ProtectedSource:
                     attempts=attempts,
                 )
             queue_s = self.manifest.queue_timeout_s
+            waited_from = time.monotonic() if self.on_queue_wait is not None else None
             try:
                 if self._slots.locked():
                     async with asyncio.timeout(_bounded(queue_s, remaining)):
@@ -256,6 +259,8 @@ class ProtectedSource:
                     "try again later.",
                     attempts=attempts,
                 )
+            if waited_from is not None and self.on_queue_wait is not None:
+                self.on_queue_wait(time.monotonic() - waited_from)
             self._in_flight += 1
             try:
                 result = await self._call_once(qualified, tool, arguments, ctx, timeout_s)

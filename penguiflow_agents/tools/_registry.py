@@ -107,6 +107,7 @@ class ToolRegistry:
         self.manifest_files: list[str] = []
         self.credentials: Any = None  # penguiflow_agents.auth.CredentialVault, see use_credentials
         self.authorizer: Any = None
+        self._queue_observer: Callable[[str, float], None] | None = None
 
     # -- building ---------------------------------------------------------
 
@@ -194,10 +195,24 @@ class ToolRegistry:
         protected = ProtectedSource(ConfiguredSource(source, manifest), manifest)
         entry = _Entry(manifest=manifest, transport=transport, source=protected)
         self._entries[manifest.name] = entry
+        self._watch_queue(manifest.name, protected)
         if hasattr(source, "on_tools_changed"):
             # A source that announces list changes (MCP notifications/tools/list_changed):
             # refresh our entry at once, so validation and hashes never use a stale spec.
             source.on_tools_changed = lambda _specs: self._schedule_refresh(entry)
+
+    def observe_queue_waits(self, observer: Callable[[str, float], None] | None) -> None:
+        """``observer(source, seconds)`` hears how long each call waited for a free slot of
+        its source (every source, also those added later); None stops it. Must be quick."""
+        self._queue_observer = observer
+        for name, entry in self._entries.items():
+            self._watch_queue(name, entry.source)
+
+    def _watch_queue(self, name: str, source: ProtectedSource) -> None:
+        observer = self._queue_observer
+        source.on_queue_wait = (
+            None if observer is None else (lambda seconds: observer(name, seconds))
+        )
 
     def _schedule_refresh(self, entry: _Entry) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh(entry))

@@ -1,0 +1,318 @@
+"""OpenTelemetry: a tracer provider from the standard ``OTEL_*`` variables, GenAI spans, W3C context.
+
+Imported only when tracing is on (extra ``[otel]``). Span names and attributes
+follow the OpenTelemetry GenAI semantic conventions:
+
+- ``invoke_agent``: one run, or one resume of it (a resume links to the span
+  that paused it); ``gen_ai.operation.name``, ``gen_ai.agent.name``,
+  ``gen_ai.request.model``, ``gen_ai.conversation.id``, token usage, and
+  ``penguiflow.run.id`` / ``penguiflow.tenant`` / ``penguiflow.run.status``;
+- ``chat {model}``: one model call; ``gen_ai.request.model``,
+  ``gen_ai.provider.name`` (and the older ``gen_ai.system``),
+  ``gen_ai.usage.input_tokens`` / ``output_tokens``, ``gen_ai.response.finish_reasons``;
+- ``execute_tool {tool}``: one tool call; ``gen_ai.tool.name``,
+  ``gen_ai.tool.call.id``, ``penguiflow.tool.source``, ``penguiflow.tool.outcome``
+  (retries are span events);
+- ``approval_wait {tool}``: from an approval request to its decision;
+- ``store {operation}``: a write to the state store, inside a run.
+
+Message contents (prompts, answers, tool arguments and results) are recorded
+only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from penguiflow_agents.exceptions import ConfigError
+
+__all__ = ["CAPTURE_ENV", "Tracing", "tracer_provider_from_env"]
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+TRACER_NAME = "penguiflow_agents"
+DEFAULT_SERVICE_NAME = "penguiflow-agents"
+AGENT_NAME = "penguiflow-agents"
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def tracer_provider_from_env() -> Any:
+    """A ``TracerProvider`` as the standard ``OTEL_*`` variables ask, or None when they do not.
+
+    Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp``,
+    ``console``; ``none`` is off) or an ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is
+    set, and ``OTEL_SDK_DISABLED`` is not true. The exporter reads its own
+    variables (endpoint, headers, timeout); only OTLP over HTTP/protobuf is shipped.
+    """
+    env = os.environ
+    if _env_true("OTEL_SDK_DISABLED"):
+        return None
+    names_text = env.get("OTEL_TRACES_EXPORTER")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if names_text is None and not endpoint:
+        return None
+    names = [n.strip().lower() for n in (names_text or "otlp").split(",") if n.strip()]
+    names = [n for n in names if n != "none"]
+    if not names:
+        return None
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:  # pragma: no cover - the [otel] extra is missing
+        raise ConfigError(
+            "environment",
+            "OTEL_TRACES_EXPORTER",
+            "traces are asked for, but the OpenTelemetry SDK is not installed; "
+            "install the extra: pip install 'penguiflow-agents[otel]'",
+        ) from None
+    attributes: dict[str, Any] = {}
+    if not env.get("OTEL_SERVICE_NAME") and "service.name" not in env.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        attributes["service.name"] = DEFAULT_SERVICE_NAME
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for name in names:
+        if name == "otlp":
+            protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+            )
+            if protocol != "http/protobuf":
+                raise ConfigError(
+                    "environment",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    f"{protocol!r} is not supported; penguiflow-agents ships the OTLP exporter "
+                    "over HTTP: use 'http/protobuf' (port 4318)",
+                )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name == "console":  # stdout is for results: spans go to stderr
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        else:
+            raise ConfigError(
+                "environment",
+                "OTEL_TRACES_EXPORTER",
+                f"{name!r} is not an exporter penguiflow-agents ships; use 'otlp', 'console' "
+                "or 'none'",
+            )
+    return provider
+
+
+def provider_name(model: str) -> str:
+    """``gen_ai.provider.name`` from a litellm model name (``openai/gpt-4.1`` -> ``openai``)."""
+    if model.startswith("replay"):
+        return "replay"
+    head, sep, _ = model.partition("/")
+    return head if sep else "openai"
+
+
+class Tracing:
+    """Spans for one process: a tracer and whether message contents are recorded."""
+
+    def __init__(self, provider: Any = None, *, capture_content: bool | None = None) -> None:
+        self.tracer = (
+            provider.get_tracer(TRACER_NAME)
+            if provider is not None
+            else trace.get_tracer(TRACER_NAME)
+        )
+        self.capture = _env_true(CAPTURE_ENV) if capture_content is None else capture_content
+
+    # -- context -----------------------------------------------------------------------------
+
+    @staticmethod
+    def carrier(span: Any = None) -> dict[str, str]:
+        """The W3C trace context (``traceparent``, ``tracestate``) of ``span`` or the current one."""
+        out: dict[str, str] = {}
+        ctx = trace.set_span_in_context(span) if span is not None else None
+        _PROPAGATOR.inject(out, context=ctx)
+        return out
+
+    @staticmethod
+    def extract(carrier: Mapping[str, str]) -> Any:
+        return _PROPAGATOR.extract(dict(carrier))
+
+    @staticmethod
+    def attach(span: Any) -> object:
+        return otel_context.attach(trace.set_span_in_context(span))
+
+    @staticmethod
+    def detach(token: object) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    @staticmethod
+    def recording() -> bool:
+        """Whether a span is being recorded in this context (store spans only nest in one)."""
+        return trace.get_current_span().is_recording()
+
+    @staticmethod
+    def current_event(name: str, attributes: Mapping[str, Any]) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, dict(attributes))
+
+    # -- spans ---------------------------------------------------------------------------------
+
+    def invoke_agent(
+        self,
+        *,
+        run_id: str,
+        tenant: str,
+        model: str,
+        resumed: bool,
+        session_id: str | None,
+        carrier: Mapping[str, str],
+        link: Mapping[str, str],
+    ) -> Any:
+        parent = self.extract(carrier) if carrier else None
+        links = []
+        if link:
+            linked = trace.get_current_span(self.extract(link)).get_span_context()
+            if linked.is_valid:
+                links.append(Link(linked, {"penguiflow.link": "paused_by"}))
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": AGENT_NAME,
+            "gen_ai.request.model": model,
+            "gen_ai.provider.name": provider_name(model),
+            "penguiflow.run.id": run_id,
+            "penguiflow.tenant": tenant,
+            "penguiflow.run.resumed": resumed,
+        }
+        if session_id:
+            attributes["gen_ai.conversation.id"] = session_id
+        return self.tracer.start_span(
+            "invoke_agent",
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+        )
+
+    @staticmethod
+    def end_run(span: Any, status: str, error: str | None, usage: tuple[int, int]) -> None:
+        span.set_attribute("penguiflow.run.status", status)
+        span.set_attribute("gen_ai.usage.input_tokens", usage[0])
+        span.set_attribute("gen_ai.usage.output_tokens", usage[1])
+        if status in ("failed", "cancelled"):
+            span.set_attribute("error.type", status)
+            span.set_status(Status(StatusCode.ERROR, error or status))
+        span.end()
+
+    def chat(self, model: str, messages: Any) -> Any:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.provider.name": provider_name(model),
+            "gen_ai.system": provider_name(model),
+        }
+        if self.capture:
+            attributes["gen_ai.input.messages"] = _json(messages)
+        return self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+
+    def end_chat(self, span: Any, response: Any) -> None:
+        usage = response.usage
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if response.model:
+            span.set_attribute("gen_ai.response.model", response.model)
+        reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
+        span.set_attribute("gen_ai.response.finish_reasons", [reason])
+        if response.cost_usd is not None:
+            span.set_attribute("penguiflow.cost_usd", float(response.cost_usd))
+        if self.capture:
+            out = {
+                "role": "assistant",
+                "content": response.content,
+                "tool_calls": [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments}
+                    for c in response.tool_calls
+                ],
+            }
+            span.set_attribute("gen_ai.output.messages", _json([out]))
+        span.end()
+
+    @staticmethod
+    def fail(span: Any, exc: BaseException) -> None:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        span.end()
+
+    def execute_tool(self, name: str, source: str, call_id: str | None, arguments: Any) -> Any:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.type": "function",
+            "penguiflow.tool.source": source,
+        }
+        if call_id:
+            attributes["gen_ai.tool.call.id"] = call_id
+        if self.capture:
+            attributes["gen_ai.tool.call.arguments"] = _json(arguments)
+        return self.tracer.start_span(
+            f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes
+        )
+
+    def end_tool(self, span: Any, result: Any) -> None:
+        outcome = result.outcome
+        span.set_attribute("penguiflow.tool.outcome", outcome)
+        span.set_attribute("penguiflow.tool.attempts", int(result.attempts))
+        if not result.ok:
+            span.set_attribute("error.type", outcome)
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        elif self.capture:
+            span.set_attribute("gen_ai.tool.call.result", _json(result.output))
+        span.end()
+
+    def approval_wait(
+        self,
+        parent: Any,
+        *,
+        tool: str,
+        approval_id: str,
+        status: str,
+        requested_at: float,
+        decided_at: float,
+    ) -> None:
+        span = self.tracer.start_span(
+            f"approval_wait {tool}",
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.INTERNAL,
+            start_time=int(requested_at * 1e9),
+            attributes={
+                "gen_ai.tool.name": tool,
+                "penguiflow.approval.id": approval_id,
+                "penguiflow.approval.outcome": status,
+            },
+        )
+        span.end(end_time=int(max(decided_at, requested_at) * 1e9))
+
+    def store(self, operation: str, system: str) -> Any:
+        return self.tracer.start_span(
+            f"store {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={"db.system.name": system, "db.operation.name": operation},
+        )
+
+    @staticmethod
+    def trace_id(span: Any) -> str | None:
+        ctx = span.get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)

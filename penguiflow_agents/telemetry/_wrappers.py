@@ -1,0 +1,231 @@
+"""Thin wrappers at the seams: the model client, the tool catalog and the state store.
+
+Each wrapper does what the inner object does, around a span (when tracing)
+and a few metric updates (when metrics are on); every other attribute is the
+inner object's. The tool wrapper also hands the ``execute_tool`` span's W3C
+trace context to the call (``CallContext.extra["trace_headers"]``), which
+``http`` sources send as ``traceparent`` and MCP sources as ``_meta``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
+from penguiflow_agents.telemetry._metrics import UNKNOWN_LABEL
+from penguiflow_agents.tools._types import CallContext, ToolResult, ToolSpec
+
+if TYPE_CHECKING:
+    from penguiflow_agents.telemetry._otel import Tracing
+    from penguiflow_agents.telemetry._telemetry import Telemetry
+
+__all__ = ["TRACE_HEADERS_KEY", "TracedCatalog", "TracedLLM", "TracedStore", "wrap_llm"]
+
+# Where a call's W3C trace context travels to the tool source (CallContext.extra).
+TRACE_HEADERS_KEY = "trace_headers"
+
+
+def wrap_llm(llm: Any, telemetry: Telemetry) -> Any:
+    """``llm`` wrapped; a streaming client stays a streaming client."""
+    if isinstance(llm, TracedLLM):
+        return llm
+    if callable(getattr(llm, "stream", None)):
+        return TracedStreamingLLM(llm, telemetry)
+    return TracedLLM(llm, telemetry)
+
+
+def _outcome(exc: BaseException) -> str:
+    return "timeout" if isinstance(exc, TimeoutError) else "error"
+
+
+class TracedLLM:
+    """An ``LLMClient``: a ``chat {model}`` span and model metrics around each call."""
+
+    def __init__(self, inner: Any, telemetry: Telemetry) -> None:
+        self.inner = inner
+        self.model: str = inner.model
+        self._tracing = telemetry.tracing
+        self._metrics = telemetry.metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"TracedLLM({self.inner!r})"
+
+    def _done(self, response: LLMResponse, seconds: float, tenant: str) -> None:
+        if self._metrics is not None:
+            usage = response.usage
+            self._metrics.model_call(
+                self.model,
+                "ok",
+                seconds,
+                tenant,
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                cost_usd=response.cost_usd,
+            )
+
+    def _failed(self, exc: BaseException, seconds: float, tenant: str) -> None:
+        if self._metrics is not None:
+            self._metrics.model_call(self.model, _outcome(exc), seconds, tenant)
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        tracing = self._tracing
+        tenant = str(request.metadata.get("tenant", ""))
+        span = token = None
+        if tracing is not None:
+            span = tracing.chat(self.model, request.messages)
+            token = tracing.attach(span)
+        started = time.perf_counter()
+        try:
+            response: LLMResponse = await self.inner.complete(request)
+        except BaseException as exc:
+            self._failed(exc, time.perf_counter() - started, tenant)
+            if tracing is not None:
+                tracing.detach(token)
+                tracing.fail(span, exc)
+            raise
+        self._done(response, time.perf_counter() - started, tenant)
+        if tracing is not None:
+            tracing.detach(token)
+            tracing.end_chat(span, response)
+        return response
+
+
+class TracedStreamingLLM(TracedLLM):
+    """A streaming ``LLMClient``: the span covers the whole stream."""
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResponse]:
+        tracing = self._tracing
+        tenant = str(request.metadata.get("tenant", ""))
+        span = tracing.chat(self.model, request.messages) if tracing is not None else None
+        started = time.perf_counter()
+        response: LLMResponse | None = None
+        try:
+            async for item in self.inner.stream(request):
+                if isinstance(item, LLMResponse):
+                    response = item
+                yield item
+        except BaseException as exc:
+            self._failed(exc, time.perf_counter() - started, tenant)
+            if tracing is not None:
+                tracing.fail(span, exc)
+            raise
+        if response is not None:
+            self._done(response, time.perf_counter() - started, tenant)
+            if tracing is not None:
+                tracing.end_chat(span, response)
+        elif span is not None:
+            span.end()
+
+
+class TracedCatalog:
+    """A ``ToolCatalog``: an ``execute_tool {tool}`` span and per-source duration per call."""
+
+    def __init__(self, inner: Any, telemetry: Telemetry) -> None:
+        self.inner = inner
+        self._tracing = telemetry.tracing
+        self._metrics = telemetry.metrics
+        self._sources: dict[str, str] = {}  # tool name -> source, for registered tools only
+        self._listed: object = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"TracedCatalog({self.inner!r})"
+
+    async def list_tools(self) -> list[ToolSpec]:
+        specs: list[ToolSpec] = await self.inner.list_tools()
+        if specs is not self._listed:
+            self._listed = specs
+            self._sources = {s.name: s.source for s in specs}
+        return specs
+
+    async def call(
+        self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
+    ) -> ToolResult:
+        tracing = self._tracing
+        source = self._sources.get(name)
+        if source is None:
+            source = name.partition(".")[0] if "." in name else UNKNOWN_LABEL
+        span = token = None
+        if tracing is not None:
+            span = tracing.execute_tool(name, source, ctx.call_id if ctx else None, arguments)
+            token = tracing.attach(span)
+            ctx = ctx if ctx is not None else CallContext()
+            ctx.extra[TRACE_HEADERS_KEY] = tracing.carrier(span)
+        try:
+            result: ToolResult = await self.inner.call(name, arguments, ctx)
+        except BaseException as exc:
+            if tracing is not None:
+                tracing.detach(token)
+                tracing.fail(span, exc)
+            raise
+        if self._metrics is not None and name in self._sources:
+            self._metrics.tool_seconds_observe(source, result.latency_s)
+        if tracing is not None:
+            tracing.detach(token)
+            tracing.end_tool(span, result)
+        return result
+
+
+# Store writes that get a span (reads are frequent and cheap; they would only add noise).
+_TRACED_WRITES = (
+    "create_run",
+    "update_run",
+    "claim_run",
+    "create_approval",
+    "decide_approval",
+    "begin_call",
+    "finish_call",
+    "save_session",
+    "prune_runs",
+)
+
+
+class TracedStore:
+    """A ``StateStore``: a ``store {operation}`` span around each write made inside a trace."""
+
+    def __init__(self, inner: Any, tracing: Tracing) -> None:
+        self.inner = inner
+        self._tracing = tracing
+        name = type(inner).__name__.lower()
+        self._system = next(
+            (s for s in ("sqlite", "postgres", "memory") if s in name), "other"
+        ).replace("postgres", "postgresql")
+        for op in _TRACED_WRITES:
+            method = getattr(inner, op, None)
+            if method is not None:
+                setattr(self, op, self._traced(op, method))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"TracedStore({self.inner!r})"
+
+    def _traced(self, op: str, method: Any) -> Any:
+        tracing = self._tracing
+        system = self._system
+
+        async def traced(*args: Any, **kwargs: Any) -> Any:
+            if not tracing.recording():
+                return await method(*args, **kwargs)
+            span = tracing.store(op, system)
+            token = tracing.attach(span)
+            try:
+                result = await method(*args, **kwargs)
+            except BaseException as exc:
+                tracing.detach(token)
+                tracing.fail(span, exc)
+                raise
+            tracing.detach(token)
+            span.end()
+            return result
+
+        traced.__name__ = op
+        return traced
