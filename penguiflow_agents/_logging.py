@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
+from penguiflow_agents._log import get_logger
+
 if TYPE_CHECKING:
     from penguiflow_agents.runtime._events import FlowEvent
 
@@ -58,14 +60,32 @@ def configure_logging(
     if structured:
         processors.append(structlog.processors.dict_tracebacks)
     processors.append(renderer)
+    out = stream if stream is not None else sys.stderr
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
-        logger_factory=structlog.PrintLoggerFactory(
-            file=stream if stream is not None else sys.stderr
-        ),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(renderer, processors[:3], out, _level_number(level))
+
+
+class _PenguiflowHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler ``configure_logging`` puts on the ``penguiflow_agents`` standard logger."""
+
+
+def _route_stdlib(renderer: Any, pre_chain: list[Any], out: TextIO, level: int) -> None:
+    """Lines our modules write with standard ``logging`` get the same format, level, stream
+    and run context (``run_id``, ``trace_id``, ``tenant``) as structlog's."""
+    logger = logging.getLogger("penguiflow_agents")
+    for old in [h for h in logger.handlers if isinstance(h, _PenguiflowHandler)]:
+        logger.removeHandler(old)
+    handler = _PenguiflowHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=pre_chain)
+    )
+    logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def log_flow_events(
@@ -80,7 +100,7 @@ def log_flow_events(
     where and why only, never the input it quotes. Other exceptions appear as
     ``"TypeName: message"``, so keep secrets out of the messages nodes raise.
     """
-    log = logger if logger is not None else structlog.get_logger("penguiflow_agents.flow")
+    log = logger if logger is not None else get_logger("penguiflow_agents.flow")
     number = _level_number(level)
 
     def log_flow_event(event: FlowEvent) -> None:

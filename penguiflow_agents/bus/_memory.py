@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.bus._base import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_DELIVERIES,
@@ -33,7 +32,7 @@ from penguiflow_agents.exceptions import BusError
 
 __all__ = ["MemoryBus"]
 
-_log = structlog.get_logger("penguiflow_agents.bus")
+_log = get_logger("penguiflow_agents.bus")
 
 
 @dataclass(slots=True, kw_only=True)

@@ -36,8 +36,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "pip install 'penguiflow-agents[redis]'"
     ) from exc
 
-import structlog
 
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.bus._base import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_DELIVERIES,
@@ -54,7 +54,7 @@ from penguiflow_agents.store import redact_url
 
 __all__ = ["DEFAULT_GROUP", "DEFAULT_STREAM", "RedisBus", "split_bus_url"]
 
-_log = structlog.get_logger("penguiflow_agents.bus")
+_log = get_logger("penguiflow_agents.bus")
 
 DEFAULT_STREAM = "penguiflow:jobs"
 DEFAULT_GROUP = "penguiflow-workers"

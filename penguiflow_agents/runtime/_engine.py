@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import structlog
+from penguiflow_agents._log import get_logger
 
 from ._compiled import NodeRuntime, Worker, validate, validate_output
 from ._context import Context
@@ -36,7 +36,7 @@ from ._trace import Trace
 
 __all__ = ["Engine"]
 
-_log = structlog.get_logger("penguiflow_agents.runtime")
+_log = get_logger("penguiflow_agents.runtime")
 
 _K = FlowEventKind
 _C = FlowErrorCode

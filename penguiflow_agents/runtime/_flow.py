@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final, Literal
 
-import structlog
-
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.exceptions import NotFoundError, UserError
 from penguiflow_agents.store._base import StateStore
 
@@ -23,7 +22,7 @@ from ._trace import CHUNK, ERROR, RESULT, Trace
 
 __all__ = ["Flow", "create"]
 
-_log = structlog.get_logger("penguiflow_agents.runtime")
+_log = get_logger("penguiflow_agents.runtime")
 
 STOP_TIMEOUT_S: Final = 5.0  # longest wait in stop() for cancelled workers to finish
 CANCEL_TIMEOUT_S: Final = 5.0  # longest wait in cancel() for a trace's in-flight work to stop

@@ -13,15 +13,14 @@ import asyncio
 from collections import deque
 from typing import Final
 
-import structlog
-
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.store._base import StateStore
 
 from ._events import FlowEvent
 
 __all__ = ["EventWriter"]
 
-_log = structlog.get_logger("penguiflow_agents.runtime")
+_log = get_logger("penguiflow_agents.runtime")
 
 STORE_WRITE_TIMEOUT_S: Final = 10.0  # one append_event call; a hung store is skipped past
 STORE_FLUSH_TIMEOUT_S: Final = 10.0  # longest wait at stop() for buffered events to be written

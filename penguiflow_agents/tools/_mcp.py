@@ -37,12 +37,12 @@ import anyio
 import anyio.abc
 import httpx2
 import mcp_types as types
-import structlog
 from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.exceptions import PenguiflowError, ToolSourceUnavailableError, UserError
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._mcp_elicit import ElicitFn, answer_elicitation
@@ -59,7 +59,7 @@ __all__ = [
     "ToolsChangedCallback",
 ]
 
-log = structlog.get_logger("penguiflow_agents.tools.mcp")
+log = get_logger("penguiflow_agents.tools.mcp")
 
 # Longest wait for a server to start, finish the handshake and list its tools.
 CONNECT_TIMEOUT_S = 30.0

@@ -23,12 +23,12 @@ from types import TracebackType
 from typing import IO, Any, TextIO, cast
 
 import httpx2
-import structlog
 from mcp.client._transport import ReadStream, TransportStreams, WriteStream
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
 
@@ -41,7 +41,7 @@ __all__ = [
     "resolve_command",
 ]
 
-log = structlog.get_logger("penguiflow_agents.tools.mcp")
+log = get_logger("penguiflow_agents.tools.mcp")
 
 # Connect/write/pool timeout of the HTTP client; a call's own limit is the registry's timeout_s.
 HTTP_CONNECT_TIMEOUT_S = 30.0

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import structlog
-
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.tools._manifest import CircuitBreakerConfig, SourceManifest
 from penguiflow_agents.tools._types import (
     CallContext,
@@ -44,7 +43,7 @@ from penguiflow_agents.tools._types import (
 
 __all__ = ["BreakerState", "CircuitBreaker", "ProtectedSource", "backoff_delay"]
 
-log = structlog.get_logger("penguiflow_agents.tools")
+log = get_logger("penguiflow_agents.tools")
 
 # Longest Retry-After we wait for; a longer one ends the call with its failure.
 MAX_RETRY_AFTER_S = 30.0
@@ -327,4 +326,4 @@ async def _emit(ctx: CallContext, name: str, payload: Mapping[str, Any]) -> None
         if inspect.isawaitable(outcome):
             await outcome
     except Exception:  # an observer must not break a call
-        log.exception("tool.event_sink_failed", event=name)
+        log.exception("tool.event_sink_failed", tool_event=name)

@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import Any
 
 import pydantic
-import structlog
 
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.exceptions import ManifestError, UserError
 from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._configured import ConfiguredSource
@@ -44,7 +44,7 @@ from penguiflow_agents.tools._types import (
 
 __all__ = ["SourceStatus", "ToolRegistry"]
 
-log = structlog.get_logger("penguiflow_agents.tools")
+log = get_logger("penguiflow_agents.tools")
 
 # Longest a source may take to connect and list its tools before it counts as down.
 LIST_TIMEOUT_S = 30.0

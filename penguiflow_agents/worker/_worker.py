@@ -41,8 +41,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import TypeAlias
 
-import structlog
-
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.bus import Delivery, MessageBus
 from penguiflow_agents.exceptions import (
     BusError,
@@ -60,7 +59,7 @@ __all__ = ["PlannerFactory", "Worker"]
 
 PlannerFactory: TypeAlias = Callable[[str | None], AbstractAsyncContextManager[ReactPlanner]]
 
-_log = structlog.get_logger("penguiflow_agents.worker")
+_log = get_logger("penguiflow_agents.worker")
 
 # Longest one consume call waits for a job, by default (a stop is noticed within this).
 CONSUME_BLOCK_S = 1.0
