@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "EXIT_FAILURE",
@@ -85,6 +86,69 @@ def _add_common_options(
             metavar="R",
             help="a role of the caller (repeatable)",
         )
+
+
+def add_observe_options(p: argparse.ArgumentParser) -> None:
+    """Metrics and retention for long-lived commands (worker, serve)."""
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve Prometheus metrics on http://HOST:N/metrics (0 picks a free port)",
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST", help="(default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--metrics-tenant-label",
+        action="store_true",
+        help="label metrics with the tenant (one series per tenant: mind the cardinality)",
+    )
+    p.add_argument(
+        "--prune-older-than",
+        default=None,
+        metavar="AGE",
+        help="periodically delete runs that ended more than AGE ago (e.g. 30d)",
+    )
+    p.add_argument(
+        "--prune-every", default="1h", metavar="PERIOD", help="how often to prune (default 1h)"
+    )
+
+
+def _add_runs_commands(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="run history: list, show, events, usage; prune old runs")
+    rsub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    rsub.required = True
+    p = rsub.add_parser("list", help="the tenant's runs, newest first")
+    _add_common_options(p)
+    p.add_argument(
+        "--status", default=None, choices=["running", "paused", "completed", "failed", "cancelled"]
+    )
+    p.add_argument("--since", default=None, metavar="AGE", help="created within AGE (e.g. 7d, 12h)")
+    p.add_argument(
+        "--tool", default=None, metavar="NAME", help="that called NAME (a glob: files.*)"
+    )
+    p.add_argument("--limit", type=int, default=None, metavar="N")
+    p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_list")
+    p = rsub.add_parser("show", help="one run: calls, approvals, usage, cost, durations")
+    p.add_argument("run_id", metavar="RUN_ID")
+    _add_common_options(p)
+    p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_show")
+    p = rsub.add_parser("events", help="a run's stored events (--json: JSON lines)")
+    p.add_argument("run_id", metavar="RUN_ID")
+    _add_common_options(p)
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
+    p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_events")
+    p = rsub.add_parser("usage", help="runs, tokens, cost and tool calls of a tenant")
+    _add_common_options(p)
+    p.add_argument("--since", default=None, metavar="AGE", help="within AGE (e.g. 7d)")
+    p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_usage")
+    p = rsub.add_parser("prune", help="delete runs (every tenant) that ended before AGE ago")
+    _add_common_options(p, identity=False)
+    p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d")
+    p.add_argument("--batch-size", type=int, default=500, metavar="N", help="runs per transaction")
+    p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_prune")
 
 
 def _add_bus_option(p: argparse.ArgumentParser) -> None:
@@ -180,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="on SIGTERM, seconds to let running jobs finish before handing them back (default 30)",
     )
+    add_observe_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._worker:cmd_worker")
 
     p = sub.add_parser("submit", help="enqueue a run for the workers; prints its run id")
@@ -243,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_reject")
     _add_serve_commands(sub)
     _add_auth_commands(sub)
+    _add_runs_commands(sub)
     return parser
 
 

@@ -202,13 +202,16 @@ async def open_planner(
         warming = asyncio.ensure_future(warm_up())
         stack.push_async_callback(_settle, warming)
     max_steps = getattr(args, "max_steps", None)
-    return ReactPlanner(
+    planner = ReactPlanner(
         llm=llm,
         registry=registry,
         store=store,
         policies=policy_set,
         **({"max_steps": max_steps} if max_steps else {}),
     )
+    from penguiflow_agents.cli._observe import open_telemetry
+
+    return open_telemetry(stack).instrument(planner)  # traces when OTEL_* variables say so
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:

@@ -105,14 +105,24 @@ def _fail(message: str, json_doc: bool) -> None:
 
 async def _worker(args: argparse.Namespace) -> int:
     from penguiflow_agents.bus import open_bus
+    from penguiflow_agents.cli._observe import (
+        metrics_of,
+        open_telemetry,
+        serve_metrics,
+        start_pruner,
+        start_refresher,
+    )
     from penguiflow_agents.policy import PolicySet
     from penguiflow_agents.store import open_store, redact_url
     from penguiflow_agents.worker import Worker
 
     policies = PolicySet.load_dir(args.policies)  # a bad file stops the worker: never half a policy
     async with AsyncExitStack() as stack:
-        store = await open_store(args.store)
-        stack.push_async_callback(store.aclose)
+        metrics = metrics_of(args)
+        telemetry = open_telemetry(stack, metrics=metrics)
+        raw_store = await open_store(args.store)
+        stack.push_async_callback(raw_store.aclose)
+        store = telemetry.store(raw_store)
         url = bus_url_of(args)
         bus = await open_bus(url)
         stack.push_async_callback(bus.aclose)
@@ -122,7 +132,7 @@ async def _worker(args: argparse.Namespace) -> int:
         stack.push_async_callback(registry.aclose)
         worker = Worker(
             bus,
-            _planner_factory(args, store, registry, policies),
+            _planner_factory(args, store, registry, policies, telemetry),
             store,
             concurrency=args.concurrency,
             drain_timeout_s=args.drain_timeout,
@@ -131,13 +141,19 @@ async def _worker(args: argparse.Namespace) -> int:
             f"worker {worker.name}: jobs from {redact_url(url)}, runs in {redact_url(args.store)}, "
             f"{args.concurrency} at once; SIGTERM stops it\n"
         )
+        if metrics is not None:
+            port = serve_metrics(stack, metrics, args.metrics_host, args.metrics_port)
+            start_refresher(stack, metrics, store=store, bus=bus)
+            sys.stderr.write(f"metrics on http://{args.metrics_host}:{port}/metrics\n")
+        if getattr(args, "prune_older_than", None):
+            start_pruner(stack, store, args.prune_older_than, args.prune_every)
         sys.stderr.flush()
         await worker.run(handle_signals=True)
     return EXIT_OK
 
 
 def _planner_factory(
-    args: argparse.Namespace, store: Any, registry: Any, policies: Any
+    args: argparse.Namespace, store: Any, registry: Any, policies: Any, telemetry: Any
 ) -> Callable[[str | None], Any]:
     from penguiflow_agents.cli._run import OFFLINE_SCRIPT
     from penguiflow_agents.llm import open_llm
@@ -146,7 +162,7 @@ def _planner_factory(
     @asynccontextmanager
     async def open_planner(model: str | None) -> AsyncIterator[ReactPlanner]:
         async with open_llm(model or args.model, default_script=OFFLINE_SCRIPT) as llm:
-            yield ReactPlanner(
+            planner = ReactPlanner(
                 llm=llm,
                 registry=registry,
                 store=store,
@@ -154,6 +170,7 @@ def _planner_factory(
                 # Every event goes to the run's log: `serve --bus` streams runs from the store.
                 record_events=True,
             )  # the planner's claim lease: a dead worker's run is taken over once it ran out
+            yield telemetry.instrument(planner, store=store)
 
     return open_planner
 
@@ -163,10 +180,14 @@ def _planner_factory(
 
 async def _submit(args: argparse.Namespace) -> int:
     from penguiflow_agents.bus import open_bus
+    from penguiflow_agents.cli._observe import open_telemetry
     from penguiflow_agents.worker import submit_resume, submit_run
 
     headers = headers_of(args)
     async with AsyncExitStack() as stack:
+        telemetry = open_telemetry(stack)
+        # One trace from here to the worker that runs the job (the job carries its context).
+        stack.enter_context(telemetry.span("submit", **{"penguiflow.tenant": headers.tenant}))
         store = None
         after_version = None
         if args.wait or args.resume:
@@ -183,10 +204,15 @@ async def _submit(args: argparse.Namespace) -> int:
                 # Nothing to resume: show how it ended (like `resume`), enqueue nothing.
                 return await show_run(args, store, args.resume, headers.tenant, None)
             after_version = record.version
-            job = await submit_resume(bus, args.resume, headers=headers)
+            job = await submit_resume(bus, args.resume, headers=headers, trace=telemetry.carrier())
         else:
             job = await submit_run(
-                bus, args.question, headers=headers, model=args.model, session_id=args.session
+                bus,
+                args.question,
+                headers=headers,
+                model=args.model,
+                session_id=args.session,
+                trace=telemetry.carrier(),
             )
         if not args.wait:
             if args.json:

@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "APPROVAL_STATUSES",
+    "DEFAULT_PRUNE_BATCH",
+    "ENDED_STATUSES",
     "OUTBOX_STATUSES",
     "RUN_STATUSES",
     "ApprovalDecision",
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 RUN_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
+ENDED_STATUSES = ("completed", "failed", "cancelled")  # what retention may delete
+# Runs deleted per transaction by prune_runs (each batch holds the store's write lock briefly).
+DEFAULT_PRUNE_BATCH = 500
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
 OUTBOX_STATUSES = ("pending", "delivered", "dead")
 
@@ -281,6 +286,19 @@ class StateStore(Protocol):
         self, *, tenant: str | None = None, status: str | None = None
     ) -> list[OutboxEntry]:
         """Outbox entries (oldest first), optionally of one tenant and/or status."""
+
+    # -- retention and counts ---------------------------------------------
+    async def prune_runs(
+        self, *, ended_before: float, batch_size: int = DEFAULT_PRUNE_BATCH
+    ) -> int:
+        """Delete the runs of every tenant that ended (completed, failed, cancelled) and were
+        last written before ``ended_before`` (``time.time()``), with their events, call records
+        and decided approvals; one transaction per ``batch_size`` runs, so live runs are never
+        blocked for long. Running and paused runs are never deleted. Returns how many runs."""
+        ...
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        """How many runs, of every tenant, have ``status`` (every run when None)."""
         ...
 
     async def aclose(self) -> None:

@@ -44,6 +44,11 @@ def check_run_status(status: str) -> None:
         raise UserError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}.")
 
 
+def check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UserError(f"prune batch_size must be a positive integer, got {batch_size!r}.")
+
+
 def check_statuses(statuses: Sequence[str]) -> list[str]:
     if isinstance(statuses, str):
         raise UserError(

@@ -7,6 +7,7 @@ store. One lock makes each method atomic across threads and event loops.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 import time
@@ -17,6 +18,8 @@ from typing import Any
 from ..exceptions import ConflictError, NotFoundError, StoreError
 from . import _codec, _outbox
 from ._base import (
+    DEFAULT_PRUNE_BATCH,
+    ENDED_STATUSES,
     ApprovalDecision,
     ApprovalRecord,
     CallRecord,
@@ -402,6 +405,42 @@ class MemoryStore:
             ]
             found.sort(key=lambda e: e.created_at)
             return [copy.deepcopy(e) for e in found]
+
+    # -- retention and counts ---------------------------------------------
+
+    async def prune_runs(
+        self, *, ended_before: float, batch_size: int = DEFAULT_PRUNE_BATCH
+    ) -> int:
+        _codec.check_batch_size(batch_size)
+        deleted = 0
+        while True:
+            with self._lock:
+                self._check_open()
+                doomed = [
+                    key
+                    for key, run in self._runs.items()
+                    if run.status in ENDED_STATUSES and run.updated_at < ended_before
+                ][:batch_size]
+                for key in doomed:
+                    del self._runs[key]
+                    self._events.pop(key, None)
+                gone = set(doomed)
+                for call_key in [k for k in self._calls if (k[0], k[1]) in gone]:
+                    del self._calls[call_key]
+                for approval_key, approval in list(self._approvals.items()):
+                    if (approval.tenant, approval.run_id) in gone and approval.status != "pending":
+                        del self._approvals[approval_key]
+            deleted += len(doomed)
+            if len(doomed) < batch_size:
+                return deleted
+            await asyncio.sleep(0)  # let live runs in between batches
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        if status is not None:
+            _codec.check_run_status(status)
+        with self._lock:
+            self._check_open()
+            return sum(1 for r in self._runs.values() if status is None or r.status == status)
 
     async def aclose(self) -> None:
         with self._lock:

@@ -28,6 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError, UserError
 from . import _codec, _outbox
 from ._base import (
+    DEFAULT_PRUNE_BATCH,
+    ENDED_STATUSES,
     ApprovalDecision,
     ApprovalRecord,
     CallRecord,
@@ -105,6 +107,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             tenant TEXT NOT NULL, key TEXT NOT NULL, sealed TEXT NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, key))""",
     ),
+    # 4: retention finds ended runs by status and last write.
+    ("CREATE INDEX runs_by_end ON runs (status, updated_at)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -225,6 +229,56 @@ class PostgresStore:
             f"the PostgreSQL store {self._shown!r} (schema {self.schema!r}) failed: {detail}; "
             "check that the server is reachable and retry."
         )
+
+    # -- retention and counts ---------------------------------------------
+
+    async def prune_runs(
+        self, *, ended_before: float, batch_size: int = DEFAULT_PRUNE_BATCH
+    ) -> int:
+        _codec.check_batch_size(batch_size)
+
+        async def op(conn: Any) -> int:
+            # Rows a live transaction holds are skipped (SKIP LOCKED): the next pass gets them.
+            deleted = await conn.fetchval(
+                "WITH doomed AS (SELECT tenant, run_id FROM runs "
+                "  WHERE status = ANY($1::text[]) AND updated_at < $2 LIMIT $3 "
+                "  FOR UPDATE SKIP LOCKED), "
+                "e AS (DELETE FROM events x USING doomed d "
+                "  WHERE x.tenant = d.tenant AND x.run_id = d.run_id), "
+                "s AS (DELETE FROM event_seqs x USING doomed d "
+                "  WHERE x.tenant = d.tenant AND x.run_id = d.run_id), "
+                "c AS (DELETE FROM calls x USING doomed d "
+                "  WHERE x.tenant = d.tenant AND x.run_id = d.run_id), "
+                "a AS (DELETE FROM approvals x USING doomed d "
+                "  WHERE x.tenant = d.tenant AND x.run_id = d.run_id AND x.status <> 'pending'), "
+                "r AS (DELETE FROM runs x USING doomed d "
+                "  WHERE x.tenant = d.tenant AND x.run_id = d.run_id RETURNING 1) "
+                "SELECT COUNT(*) FROM r",
+                list(ENDED_STATUSES),
+                ended_before,
+                batch_size,
+            )
+            return int(deleted)
+
+        deleted = 0
+        while True:  # one short transaction per batch
+            n = await self._run(op)
+            deleted += n
+            if n < batch_size:
+                return deleted
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        if status is not None:
+            _codec.check_run_status(status)
+
+        async def op(conn: Any) -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT COUNT(*) FROM runs WHERE $1::text IS NULL OR status = $1", status
+                )
+            )
+
+        return await self._run(op)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError
 from . import _codec, _outbox
 from ._base import (
+    DEFAULT_PRUNE_BATCH,
+    ENDED_STATUSES,
     ApprovalDecision,
     ApprovalRecord,
     CallRecord,
@@ -90,6 +92,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             tenant TEXT NOT NULL, key TEXT NOT NULL, sealed TEXT NOT NULL,
             updated_at REAL NOT NULL, PRIMARY KEY (tenant, key)) WITHOUT ROWID""",
     ),
+    # 5: retention finds ended runs by status and last write.
+    ("CREATE INDEX runs_by_end ON runs (status, updated_at)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -152,6 +156,49 @@ class SQLiteStore:
                 raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
             self._conn = _connect(self.path)
         return self._conn
+
+    # -- retention and counts ---------------------------------------------
+
+    async def prune_runs(
+        self, *, ended_before: float, batch_size: int = DEFAULT_PRUNE_BATCH
+    ) -> int:
+        _codec.check_batch_size(batch_size)
+        ended = tuple(ENDED_STATUSES)
+
+        def op(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                doomed = conn.execute(
+                    f"SELECT tenant, run_id FROM runs WHERE status IN ({_marks(len(ended))}) "
+                    "AND updated_at < ? LIMIT ?",
+                    (*ended, ended_before, batch_size),
+                ).fetchall()
+                conn.executemany("DELETE FROM events WHERE tenant = ? AND run_id = ?", doomed)
+                conn.executemany("DELETE FROM calls WHERE tenant = ? AND run_id = ?", doomed)
+                conn.executemany(
+                    "DELETE FROM approvals WHERE tenant = ? AND run_id = ? AND status != 'pending'",
+                    doomed,
+                )
+                conn.executemany("DELETE FROM runs WHERE tenant = ? AND run_id = ?", doomed)
+            return len(doomed)
+
+        deleted = 0
+        while True:  # one short write transaction per batch: live runs write in between
+            n = await self._run(op)
+            deleted += n
+            if n < batch_size:
+                return deleted
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        if status is not None:
+            _codec.check_run_status(status)
+
+        def op(conn: sqlite3.Connection) -> int:
+            if status is None:
+                return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            row = conn.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()
+            return int(row[0])
+
+        return await self._run(op)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -179,6 +179,8 @@ class Metrics:
     def watch_registry(self, registry: Any) -> None:
         """Report ``registry``'s sources (up, breaker open, calls in flight) when scraped, and
         the queue wait of each call to them (``ToolRegistry.observe_queue_waits``)."""
+        if any(r is registry for r in self._sources.registries):
+            return
         self._sources.registries.append(registry)
         observe = getattr(registry, "observe_queue_waits", None)
         if callable(observe):

@@ -75,21 +75,19 @@ class Telemetry:
         flushed by ``shutdown()``.
         """
         provider = None
-        try:
-            from penguiflow_agents.telemetry._otel import tracer_provider_from_env
-        except ImportError:
-            tracer_provider_from_env = None  # type: ignore[assignment]
-        if tracer_provider_from_env is not None:
-            provider = tracer_provider_from_env()
-        elif _otel_asked():
-            from penguiflow_agents.exceptions import ConfigError
+        if _otel_asked():  # else OpenTelemetry is not even imported
+            try:
+                from penguiflow_agents.telemetry._otel import tracer_provider_from_env
+            except ImportError:  # pragma: no cover - the [otel] extra is missing
+                from penguiflow_agents.exceptions import ConfigError
 
-            raise ConfigError(
-                "environment",
-                "OTEL_TRACES_EXPORTER",
-                "traces are asked for, but OpenTelemetry is not installed; install "
-                "the extra: pip install 'penguiflow-agents[otel]'",
-            )
+                raise ConfigError(
+                    "environment",
+                    "OTEL_TRACES_EXPORTER",
+                    "traces are asked for, but OpenTelemetry is not installed; install "
+                    "the extra: pip install 'penguiflow-agents[otel]'",
+                ) from None
+            provider = tracer_provider_from_env()
         telemetry = cls(tracer_provider=provider, metrics=metrics)
         if provider is not None:
             telemetry._owns_provider = True

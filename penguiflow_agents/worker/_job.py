@@ -48,6 +48,8 @@ class _JobModel(BaseModel):
     query: str | None = Field(default=None, max_length=_MAX_QUERY)
     model: str | None = Field(default=None, max_length=_MAX_NAME)
     session_id: str | None = Field(default=None, max_length=_MAX_NAME)
+    # W3C trace context of the submitter (traceparent, tracestate): one trace across processes.
+    trace: dict[str, str] = Field(default_factory=dict, max_length=4)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +64,7 @@ class Job:
     query: str | None = None
     model: str | None = None  # a --model value; None: the worker's default
     session_id: str | None = None
+    trace: Mapping[str, str] = field(default_factory=dict)  # W3C trace context of the submitter
 
     @property
     def headers(self) -> Headers:
@@ -77,6 +80,7 @@ class Job:
         run_id: str | None = None,
         model: str | None = None,
         session_id: str | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Job:
         """A job that starts a run (a fresh run id unless one is given)."""
         return cls.from_dict(
@@ -87,13 +91,18 @@ class Job:
                 "run_id": run_id or new_run_id(),
                 "model": model,
                 "session_id": session_id,
+                "trace": dict(trace or {}),
             }
         )
 
     @classmethod
-    def resume(cls, run_id: str, *, headers: Headers) -> Job:
+    def resume(
+        cls, run_id: str, *, headers: Headers, trace: Mapping[str, str] | None = None
+    ) -> Job:
         """A job that continues a paused run once its approvals are decided."""
-        return cls.from_dict({"kind": "resume", **headers.to_dict(), "run_id": run_id})
+        return cls.from_dict(
+            {"kind": "resume", **headers.to_dict(), "run_id": run_id, "trace": dict(trace or {})}
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
@@ -117,6 +126,7 @@ class Job:
             query=model.query,
             model=model.model,
             session_id=model.session_id,
+            trace=dict(model.trace),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,4 +140,6 @@ class Job:
         }
         if self.kind == "run":
             out.update(query=self.query, model=self.model, session_id=self.session_id)
+        if self.trace:
+            out["trace"] = dict(self.trace)
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.bus import MessageBus
@@ -34,16 +35,24 @@ async def submit_run(
     model: str | None = None,
     session_id: str | None = None,
     run_id: str | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> Job:
-    """Enqueue a new run of ``query`` as ``headers`` (a fresh run id unless one is given)."""
-    return await submit(
-        bus, Job.run(query, headers=headers, run_id=run_id, model=model, session_id=session_id)
+    """Enqueue a new run of ``query`` as ``headers`` (a fresh run id unless one is given).
+
+    ``trace``: the submitter's W3C trace context (``Telemetry.carrier()``): the worker's
+    spans of the run join that trace.
+    """
+    job = Job.run(
+        query, headers=headers, run_id=run_id, model=model, session_id=session_id, trace=trace
     )
+    return await submit(bus, job)
 
 
-async def submit_resume(bus: MessageBus, run_id: str, *, headers: Headers) -> Job:
+async def submit_resume(
+    bus: MessageBus, run_id: str, *, headers: Headers, trace: Mapping[str, str] | None = None
+) -> Job:
     """Enqueue the resume of a paused run (after its approvals were decided)."""
-    return await submit(bus, Job.resume(run_id, headers=headers))
+    return await submit(bus, Job.resume(run_id, headers=headers, trace=trace))
 
 
 def result_of(record: RunRecord) -> RunResult | None:

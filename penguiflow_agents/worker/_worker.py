@@ -326,6 +326,7 @@ class Worker:
                         session_id=job.session_id,
                         run_id=job.run_id,
                         claim=True,
+                        trace_carrier=job.trace,
                     )
                 finally:
                     entry.executing = False
@@ -347,7 +348,9 @@ class Worker:
                 async with self._planner(record.model or job.model) as planner:
                     entry.executing = True
                     try:
-                        result = await planner.resume(job.run_id, headers=job.headers)
+                        result = await planner.resume(
+                            job.run_id, headers=job.headers, trace_carrier=job.trace
+                        )
                     finally:
                         entry.executing = False
             except _OpenFailed as exc:
