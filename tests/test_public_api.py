@@ -23,6 +23,8 @@ SUBPACKAGES = [
     "penguiflow_agents.webhooks",
     "penguiflow_agents.server",
     "penguiflow_agents.auth",
+    "penguiflow_agents.telemetry",
+    "penguiflow_agents.history",
 ]
 
 # Names the issues and DESIGN.md promise at the top level.
@@ -130,6 +132,22 @@ def test_importing_the_package_and_its_api_stays_light() -> None:
         "import sys, penguiflow_agents as p\n"
         "[getattr(p, n) for n in p.__all__]\n"
         "bad = [m for m in ('litellm', 'mcp') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_importing_the_package_and_telemetry_loads_neither_tracing_nor_prometheus() -> None:
+    """Telemetry is an optional consumer: our OpenTelemetry module and prometheus_client are
+    imported only when traces or metrics are asked for (redis may import OpenTelemetry's API
+    on its own)."""
+    code = (
+        "import sys, penguiflow_agents as p, penguiflow_agents.telemetry, penguiflow_agents.history\n"
+        "[getattr(p, n) for n in p.__all__]\n"
+        "bad = [m for m in ('penguiflow_agents.telemetry._otel', 'prometheus_client')\n"
+        "       if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

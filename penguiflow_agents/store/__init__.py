@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import (
     APPROVAL_STATUSES,
+    DEFAULT_PRUNE_BATCH,
+    ENDED_STATUSES,
     OUTBOX_STATUSES,
     RUN_STATUSES,
     ApprovalDecision,
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPROVAL_STATUSES",
+    "DEFAULT_PRUNE_BATCH",
     "DEFAULT_STORE_URL",
+    "ENDED_STATUSES",
     "OUTBOX_STATUSES",
     "RUN_STATUSES",
     "ApprovalDecision",

@@ -174,7 +174,11 @@ async def _seed_sqlite(path: Path, ended_at: float) -> None:
             )
             conn.executemany(
                 "INSERT INTO events (tenant, run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, '{}', ?)",
-                [("old", f"r{i}", s, "x", ended_at) for i in range(SEEDED + PAUSED) for s in (1, 2)],
+                [
+                    ("old", f"r{i}", s, "x", ended_at)
+                    for i in range(SEEDED + PAUSED)
+                    for s in (1, 2)
+                ],
             )
         conn.close()
 
@@ -214,9 +218,7 @@ async def _seed_postgres(dsn: str, schema: str, ended_at: float) -> None:
             ],
         )  # fmt: skip
         events = [
-            ("old", f"r{i}", s, "x", "{}", ended_at)
-            for i in range(SEEDED + PAUSED)
-            for s in (1, 2)
+            ("old", f"r{i}", s, "x", "{}", ended_at) for i in range(SEEDED + PAUSED) for s in (1, 2)
         ]
         await conn.copy_records_to_table(
             "events",
