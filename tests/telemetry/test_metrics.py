@@ -1,0 +1,155 @@
+"""Prometheus metrics scraped over HTTP after a scripted workload, parsed with prometheus_client.
+
+Counts equal the workload's; the label sets do not grow with the number of
+runs (never a run id, a trace id or an argument); the Grafana dashboard uses
+only metric names that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from penguiflow_agents import Headers, ReactPlanner, ToolRegistry
+from penguiflow_agents.cli._observe import serve_metrics
+from penguiflow_agents.telemetry import Metrics, Telemetry
+from penguiflow_agents.testing.scripted_llm import ScriptedLLM
+from penguiflow_agents.tools import tool
+
+DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "penguiflow-agents.json"
+SCRIPT: list[dict[str, Any]] = [
+    {
+        "tool_calls": [
+            {"name": "kv.lookup", "arguments": {"key": "secret-argument-value"}},
+            {"name": "kv.broken", "arguments": {}},
+            {"name": "ghost.invented_by_the_model", "arguments": {}},
+        ]
+    },
+    {"content": "done"},
+]
+
+
+@tool(idempotent=True)
+async def lookup(key: str) -> str:
+    """A value for a key."""
+    return "value-" + key
+
+
+@tool
+async def broken() -> str:
+    """Always fails."""
+    raise RuntimeError("out of order")
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def fetch(url: str) -> str:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url, timeout=30)).text
+
+
+async def scrape(url: str) -> Samples:
+    text = await fetch(url)
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def workload(planner: ReactPlanner, runs: int) -> list[str]:
+    ids = []
+    for i in range(runs):
+        tenant = f"tenant-{i}"  # many tenants: no tenant label unless asked for
+        result = await planner.run("go", headers=Headers(tenant=tenant, principal="p"))
+        assert result.status == "completed", result.error
+        ids.append(result.run_id)
+    return ids
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+async def test_scraped_counts_equal_the_workload_and_label_sets_stay_bounded() -> None:
+    registry = ToolRegistry()
+    registry.add_functions(lookup, broken, source="kv")
+    metrics = Metrics()
+    planner = Telemetry(metrics=metrics).instrument(
+        ReactPlanner(llm=ScriptedLLM(SCRIPT), registry=registry)
+    )
+    async with AsyncExitStack() as stack:
+        port = serve_metrics(stack, metrics, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}/metrics"
+        first_ids = await workload(planner, 3)
+        first = await scrape(url)
+        assert value(first, "penguiflow_runs_total", status="completed") == 3
+        assert value(first, "penguiflow_run_seconds_count") == 3
+        assert value(first, "penguiflow_model_calls_total", model="scripted", outcome="ok") == 6
+        assert value(first, "penguiflow_model_call_seconds_count", model="scripted") == 6
+        calls = "penguiflow_tool_calls_total"
+        assert value(first, calls, source="kv", tool="kv.lookup", outcome="ok") == 3
+        assert value(first, calls, source="kv", tool="kv.broken", outcome="tool_error") == 3
+        assert value(first, calls, source="_unknown", tool="_unknown", outcome="not_found") == 3
+        assert value(first, "penguiflow_tool_call_seconds_count", source="kv") == 6
+        assert value(first, "penguiflow_source_queue_wait_seconds_count", source="kv") == 6
+        assert value(first, "penguiflow_source_up", source="kv") == 1
+        assert value(first, "penguiflow_breaker_open", source="kv") == 0
+        assert value(first, "penguiflow_source_inflight", source="kv") == 0
+
+        second_ids = await workload(planner, 5)
+        second = await scrape(url)
+        assert set(second) == set(first)  # 5 more runs, 5 more tenants: not one more series
+        assert value(second, "penguiflow_runs_total", status="completed") == 8
+        assert value(second, calls, source="kv", tool="kv.lookup", outcome="ok") == 8
+        text = await fetch(url)
+    await registry.aclose()
+    for run_id in first_ids + second_ids:
+        assert run_id not in text
+    assert "secret-argument-value" not in text and "tenant-" not in text
+    assert "invented_by_the_model" not in text
+
+
+async def test_the_tenant_becomes_a_label_only_when_asked_for() -> None:
+    registry = ToolRegistry()
+    registry.add_functions(lookup, broken, source="kv")
+    metrics = Metrics(tenant_label=True)
+    planner = Telemetry(metrics=metrics).instrument(
+        ReactPlanner(llm=ScriptedLLM(SCRIPT), registry=registry)
+    )
+    await workload(planner, 2)
+    await registry.aclose()
+    text = metrics.render().decode()
+    assert 'penguiflow_runs_total{status="completed",tenant="tenant-0"} 1.0' in text
+    assert 'penguiflow_runs_total{status="completed",tenant="tenant-1"} 1.0' in text
+
+
+def test_the_grafana_dashboard_uses_only_metric_names_that_exist() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"penguiflow_[a-z_]+", e)}
+    text = Metrics().render().decode()
+    exposed = set(re.findall(r"^# TYPE (penguiflow_[a-z_]+) ", text, flags=re.M))
+    exposed |= {f"{n}_total" for n in exposed} | {f"{n}_bucket" for n in exposed}
+    assert used, "the dashboard has no queries"
+    assert used <= exposed, used - exposed
+    # Every metric the issue names has a panel.
+    for name in (
+        "penguiflow_runs_total", "penguiflow_run_seconds", "penguiflow_model_calls_total",
+        "penguiflow_model_call_seconds", "penguiflow_model_tokens_total",
+        "penguiflow_model_cost_usd_total", "penguiflow_tool_calls_total",
+        "penguiflow_tool_call_seconds", "penguiflow_source_inflight",
+        "penguiflow_source_queue_wait_seconds", "penguiflow_source_up", "penguiflow_breaker_open",
+        "penguiflow_approvals_total", "penguiflow_approval_wait_seconds", "penguiflow_paused_runs",
+        "penguiflow_bus_backlog", "penguiflow_bus_dead_letters",
+    ):  # fmt: skip
+        assert any(name in e for e in exprs), name
