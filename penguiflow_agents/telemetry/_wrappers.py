@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
 from penguiflow_agents.telemetry._metrics import UNKNOWN_LABEL
-from penguiflow_agents.tools._types import CallContext, ToolResult, ToolSpec
+from penguiflow_agents.tools._types import TRACE_HEADERS, CallContext, ToolResult, ToolSpec
 
 if TYPE_CHECKING:
     from penguiflow_agents.telemetry._otel import Tracing
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["TRACE_HEADERS_KEY", "TracedCatalog", "TracedLLM", "TracedStore", "wrap_llm"]
 
 # Where a call's W3C trace context travels to the tool source (CallContext.extra).
-TRACE_HEADERS_KEY = "trace_headers"
+TRACE_HEADERS_KEY = TRACE_HEADERS
 
 
 def wrap_llm(llm: Any, telemetry: Telemetry) -> Any:

@@ -21,6 +21,7 @@ Tools (all state is per process, shared by every session of the process):
 - ``fail(message, protocol=False)``: a tool error, or a JSON-RPC error with ``protocol``;
 - ``crash()``: the server process exits at once, mid-call (``os._exit``);
 - ``getenv(name)``: a variable of the server's environment (or null);
+- ``request_meta()``: the ``_meta`` the request carried (a traced caller's ``traceparent``);
 - ``write_stderr(text)``: writes one line to the server's stderr;
 - ``change_tools()``: changes ``echo``'s description, adds ``added_<n>``, and
   announces it with ``notifications/tools/list_changed``;
@@ -185,6 +186,12 @@ def build_server(stats: ServerStats | None = None) -> MCPServer:
         st.calls["crash"] += 1
         sys.stderr.flush()
         os._exit(CRASH_EXIT_CODE)
+
+    @server.tool()
+    async def request_meta(ctx: Context) -> dict[str, Any]:
+        """The ``_meta`` of this very request (e.g. the caller's W3C ``traceparent``)."""
+        meta = ctx.request_context.meta
+        return dict(meta) if meta else {}
 
     @server.tool()
     async def getenv(name: str) -> str | None:

@@ -28,7 +28,13 @@ import httpx
 from penguiflow_agents.exceptions import MissingEnvVarError, ToolSourceUnavailableError
 from penguiflow_agents.tools._manifest import SourceManifest, ToolOverride, path_parameters
 from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
-from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
+from penguiflow_agents.tools._types import (
+    CallContext,
+    ToolErrorKind,
+    ToolResult,
+    ToolSpec,
+    trace_headers,
+)
 
 __all__ = ["HttpToolSource"]
 
@@ -151,6 +157,7 @@ class HttpToolSource:
                 path,
                 params=params or None,
                 json=body if send_body else None,
+                headers=trace_headers(ctx) or None,  # W3C traceparent when the call is traced
                 timeout=httpx.Timeout(limit, connect=min(limit, CONNECT_TIMEOUT_S)),
             )
             response = await client.send(request, stream=True)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import anyio.abc
@@ -40,6 +40,7 @@ import mcp_types as types
 from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import RequestParamsMeta
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from penguiflow_agents._log import get_logger
@@ -49,7 +50,13 @@ from penguiflow_agents.tools._mcp_elicit import ElicitFn, answer_elicitation
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
 from penguiflow_agents.tools._mcp_transport import open_transport
 from penguiflow_agents.tools._redact import Redactor, secret_values
-from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, ToolSpec
+from penguiflow_agents.tools._types import (
+    CallContext,
+    ToolErrorKind,
+    ToolResult,
+    ToolSpec,
+    trace_headers,
+)
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -226,8 +233,12 @@ class MCPToolSource:
             client = sess.client
             assert client is not None  # _acquire returns usable sessions only
             try:
+                traced = trace_headers(ctx)  # W3C traceparent in _meta when the call is traced
                 result = await client.call_tool(
-                    tool, dict(arguments), progress_callback=self._progress(name, ctx)
+                    tool,
+                    dict(arguments),
+                    progress_callback=self._progress(name, ctx),
+                    meta=cast("RequestParamsMeta", traced) if traced else None,
                 )
             except MCPError as exc:
                 if attempt == 1 and _never_delivered(exc):

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from penguiflow_agents._identity import Headers
 
 __all__ = [
+    "TRACE_HEADERS",
     "ArgumentNormalizer",
     "CallContext",
     "ToolErrorKind",
@@ -26,6 +27,7 @@ __all__ = [
     "canonical_json",
     "definition_hash",
     "sha256_json",
+    "trace_headers",
 ]
 
 
@@ -242,6 +244,21 @@ class ToolResult:
 
 
 EventSink = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
+
+# CallContext.extra key: the call's W3C trace context ({"traceparent": ..., "tracestate": ...}),
+# set by telemetry; http sources send it as headers, MCP sources in the request's ``_meta``.
+TRACE_HEADERS = "trace_headers"
+_W3C_KEYS = ("traceparent", "tracestate")
+
+
+def trace_headers(ctx: CallContext | None) -> dict[str, str]:
+    """The W3C trace context to send with a call (empty when the call is not traced)."""
+    if ctx is None:
+        return {}
+    carrier = ctx.extra.get(TRACE_HEADERS)
+    if not isinstance(carrier, Mapping):
+        return {}
+    return {k: str(carrier[k]) for k in _W3C_KEYS if isinstance(carrier.get(k), str)}
 
 
 @dataclass(slots=True, kw_only=True)
