@@ -186,12 +186,13 @@ def test_a_cli_run_exports_genai_spans_and_propagates_traceparent_without_leakin
     (echo,) = [r for r in recorder.requests if r[0] == "/echo"]
     headers = {k.lower(): v for k, v in echo[1].items()}
     _, web_span = named["execute_tool web.echo"]
-    assert headers["traceparent"] == f"00-{trace_hex}-{web_span.span_id.hex()}-01"
+    # version-trace id-parent id-flags (the flags: sampled, and maybe "random trace id")
+    assert headers["traceparent"].startswith(f"00-{trace_hex}-{web_span.span_id.hex()}-")
     # The MCP server got it in the request's _meta (request_meta returns what it received).
     _, mcp_span = named["execute_tool mcp.request_meta"]
     (meta_step,) = [s for s in doc["steps"] if s["tool"] == "mcp.request_meta"]
     assert meta_step["outcome"] == "ok"
-    assert f"00-{trace_hex}-{mcp_span.span_id.hex()}-01" in json.dumps(meta_step)
+    assert f"00-{trace_hex}-{mcp_span.span_id.hex()}-" in json.dumps(meta_step)
 
     # Log lines (JSON on stderr) carry the run id, the OTel trace id and the tenant.
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
