@@ -361,6 +361,12 @@ class ActivityStore:
     async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
         raise UserError("a workflow does not handle credentials; its activities do.")
 
+    async def prune_runs(self, *, ended_before: float, batch_size: int = 500) -> int:
+        raise UserError("a workflow does not prune runs; the store's owner does (runs prune).")
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        raise UserError("a workflow does not count runs.")
+
     async def aclose(self) -> None:
         return None
 
