@@ -348,6 +348,14 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="ORIGIN",
         help="allow browser calls from this origin (repeatable; CORS is off without it)",
     )
+    p.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST every approval request and decision to this webhook URL, signed with "
+        "$PENGUIFLOW_WEBHOOK_SECRET (repeatable)",
+    )
     p.add_argument("--oidc-issuer", default=None, metavar="URL", help="accept JWTs of this issuer")
     p.add_argument("--oidc-audience", default=None, help="the audience the JWTs must name")
     p.add_argument("--oidc-jwks", default=None, metavar="URL|FILE", help="the issuer's JWKS")

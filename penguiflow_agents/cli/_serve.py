@@ -54,6 +54,7 @@ def settings_of(args: argparse.Namespace) -> Any:
         max_concurrent_runs=args.max_concurrent_runs or None,
         max_body_bytes=args.max_body_bytes,
         cors_origins=tuple(args.cors_origins or ()),
+        notify=tuple(getattr(args, "notify", None) or ()),
     )
     if args.oidc_issuer or args.oidc_audience or args.oidc_jwks:
         if not (args.oidc_issuer and args.oidc_audience and args.oidc_jwks):
@@ -81,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings_of(args)
         if args.port < 0 or args.port > 65535:
             raise UserError(f"--port must be between 0 and 65535, got {args.port!r}.")
+        from penguiflow_agents.server._webhooks import check_serve_webhooks
+
+        check_serve_webhooks(settings)
         app = _server().create_app(settings)
     except (ConfigError, UserError) as exc:
         error(str(exc))

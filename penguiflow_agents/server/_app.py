@@ -32,6 +32,7 @@ from penguiflow_agents.server._middleware import BodyLimit
 from penguiflow_agents.server._oidc import OIDCVerifier
 from penguiflow_agents.server._settings import ServerSettings
 from penguiflow_agents.server._state import ServerState
+from penguiflow_agents.server._webhooks import delivering, webhook_secret
 from penguiflow_agents.server.routes import ROUTERS
 from penguiflow_agents.store import StateStore
 from penguiflow_agents.tools import ToolRegistry
@@ -115,6 +116,10 @@ def create_app(
             the_policies = (
                 policies if policies is not None else PolicySet.load_dir(settings.policies)
             )
+            # Refuses to start when notify URLs are configured without a signing secret.
+            deliverer = await stack.enter_async_context(
+                delivering(the_store, webhook_secret(settings, the_policies))
+            )
             the_registry = registry
             if the_registry is None:
                 from penguiflow_agents.cli._run import load_tools
@@ -142,6 +147,7 @@ def create_app(
                         store=the_store,
                         policies=policies_,
                         record_events=True,
+                        notify=settings.notify,
                         **options,
                     )
 
@@ -159,7 +165,12 @@ def create_app(
                 store=the_store,
                 registry=the_registry,
                 policies=the_policies,
-                approvals=ApprovalService(the_store, the_policies),
+                approvals=ApprovalService(
+                    the_store,
+                    the_policies,
+                    notify=settings.notify,
+                    on_outbox=None if deliverer is None else deliverer.wake,
+                ),
                 planners=planners,
                 executor=executor,
                 hub=hub,

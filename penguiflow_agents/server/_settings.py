@@ -27,7 +27,9 @@ class ServerSettings:
     is off unless some are given. ``poll_s``: how often event streams re-read
     the store for events of runs executing elsewhere. ``wait_timeout_s``:
     longest ``POST /v1/runs?wait=true``. ``oidc``: JWT bearer tokens (else the
-    ``oidc:`` section of the keys file, if any).
+    ``oidc:`` section of the keys file, if any). ``notify``: webhook URLs told
+    of every approval requested or decided through this server (besides each
+    approval rule's own ``notify``; see ``penguiflow_agents.webhooks``).
     """
 
     tools: str = "tools"
@@ -44,3 +46,4 @@ class ServerSettings:
     poll_s: float = 1.0
     wait_timeout_s: float = 600.0
     oidc: OIDCConfig | None = None
+    notify: tuple[str, ...] = ()

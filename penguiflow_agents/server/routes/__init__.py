@@ -11,4 +11,4 @@ from __future__ import annotations
 __all__ = ["ROUTERS"]
 
 # Modules of this package whose ``router`` the app includes, in this order.
-ROUTERS: tuple[str, ...] = ("health", "runs", "tools", "approvals", "openai_compat")
+ROUTERS: tuple[str, ...] = ("health", "runs", "tools", "approvals", "openai_compat", "inbox")
