@@ -44,11 +44,14 @@ REASON = "not on Fridays, says finance"
 
 POLICY = """\
 tenant: acme
-allow: ["files.*"]
+allow: ["files.*", "reports.*"]
 approvals:
   - match: "files.write_file"
     approvers: ["role:admin"]
     reason: "Writes a file in the shared sandbox"
+  - match: "reports.*"
+    approvers: ["role:admin"]
+    reason: "Printing costs money"
 """
 TOOLS = """\
 name: files
@@ -56,16 +59,31 @@ transport: python
 module: penguiflow_agents.demo_tools
 include: ["write_file"]
 """
+REPORTS = """\
+name: reports
+transport: python
+module: inbox_report_tools
+"""
+REPORT_TOOLS = '''\
+from penguiflow_agents import tool
 
 
-def script(final: dict[str, Any]) -> str:
-    call = {"name": "files.write_file", "arguments": {"path": "/shared/q3.txt", "content": CONTENT}}
+@tool
+def print_report(title: str, copies: int) -> str:
+    """Print a report (pretend)."""
+    return f"printed {copies} copies of {title}"
+'''
+
+
+def script(call: dict[str, Any], final: dict[str, Any]) -> str:
     return json.dumps({"turns": [{"tool_calls": [call]}, final]})
 
 
-APPROVE_SCRIPT = script({"match": "q3.txt", "content": "The report is written to /shared/q3.txt."})
+WRITE = {"name": "files.write_file", "arguments": {"path": "/shared/q3.txt", "content": CONTENT}}
+PRINT = {"name": "reports.print_report", "arguments": {"title": "Q3", "copies": 2}}
+APPROVE_SCRIPT = script(WRITE, {"match": "q3.txt", "content": "The report is written."})
 REJECT_SCRIPT = script(
-    {"match": REASON, "content": f"I did not write the report: the approver said {REASON!r}."}
+    PRINT, {"match": REASON, "content": f"I did not print it: the approver said {REASON!r}."}
 )
 
 
@@ -99,6 +117,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[
     root = tmp_path_factory.mktemp("inbox")
     (root / "tools").mkdir()
     (root / "tools" / "files.yaml").write_text(TOOLS)
+    (root / "tools" / "reports.yaml").write_text(REPORTS)
+    (root / "inbox_report_tools.py").write_text(REPORT_TOOLS)
     (root / "policies").mkdir()
     (root / "policies" / "acme.yaml").write_text(POLICY)
     (root / "approve.json").write_text(APPROVE_SCRIPT)
@@ -107,7 +127,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[
         "alice": add_key(root / "keys.yaml", tenant="acme", principal="alice")[0],
         "bob": add_key(root / "keys.yaml", tenant="acme", principal="bob", roles=["admin"])[0],
     }
-    env = dict(os.environ, PENGUIFLOW_SANDBOX=str(root / "sandbox"))
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PENGUIFLOW_SANDBOX=str(root / "sandbox"), PYTHONPATH=path)
     models = ["--model", f"replay:{root / 'approve.json'}"]
     models += ["--allow-model", f"replay:{root / 'reject.json'}"]
     serving = start_serve(root, *models, env=env)
@@ -184,7 +205,7 @@ def test_an_approver_signs_in_sees_the_request_and_approves_it(server: Server, p
         card.get_by_role("button", name="Approve", exact=True).click()
         page.locator("#decided").get_by_text("Approved by you").wait_for()
         done = wait_for_run(alice, paused["run_id"], "completed")
-        assert done["answer"] == "The report is written to /shared/q3.txt."
+        assert done["answer"] == "The report is written."
         assert (server.root / "sandbox" / "shared" / "q3.txt").read_text() == CONTENT
         page.screenshot(path=str(ARTIFACTS / "approve-2-decided.png"), full_page=True)
         assert page.evaluate("sessionStorage.length") == 1  # the key lives in the tab only
@@ -206,6 +227,22 @@ def test_a_request_appears_live_and_a_rejection_reason_reaches_the_model(
         card.wait_for()
         page.screenshot(path=str(ARTIFACTS / "reject-1-live.png"), full_page=True)
 
+        # Edited arguments are checked: in the page (JSON), then by the server (the schema);
+        # each error is shown next to its field.
+        card.get_by_role("button", name="Edit arguments…").click()
+        copies = card.get_by_label("copies (JSON)")
+        copies.fill("two")
+        card.get_by_role("button", name="Approve with these arguments").click()
+        error = card.locator('.edit-field[data-name="copies"] .error')
+        assert error.text_content() == "This is not valid JSON."
+        copies.fill('"2"')
+        card.get_by_role("button", name="Approve with these arguments").click()
+        error.get_by_text("is not of type 'integer'").wait_for()
+        assert copies.get_attribute("aria-invalid") == "true"
+        assert card.locator('.edit-field[data-name="title"] .error').text_content() == ""
+        page.screenshot(path=str(ARTIFACTS / "reject-2-edit-errors.png"), full_page=True)
+        card.get_by_role("button", name="Cancel").last.click()
+
         card.get_by_role("button", name="Reject…").click()
         reason_box = card.get_by_label("Reason (the model sees it)")
         assert reason_box.evaluate("el => el === document.activeElement")
@@ -217,4 +254,4 @@ def test_a_request_appears_live_and_a_rejection_reason_reaches_the_model(
         page.locator("#decided").get_by_text(f"Rejected by you: {REASON}").wait_for()
         done = wait_for_run(alice, run_id, "completed")
         assert REASON in done["answer"]
-        page.screenshot(path=str(ARTIFACTS / "reject-2-decided.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "reject-3-decided.png"), full_page=True)
