@@ -42,7 +42,7 @@ DEFAULT_MAX_BACKOFF_S = 300.0
 # One POST, connection included.
 DEFAULT_TIMEOUT_S = 10.0
 # An entry claimed by a pass is not claimed again for this long (longer than one POST).
-DEFAULT_LEASE_S = 60.0
+DEFAULT_LEASE_S = 30.0
 # Longest sleep between passes when nothing wakes the deliverer.
 DEFAULT_POLL_INTERVAL_S = 1.0
 # POSTs in flight at once, and entries claimed per pass.

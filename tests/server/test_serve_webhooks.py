@@ -8,11 +8,16 @@ signature verifies, and the secret never reaches the server's output.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
+
 from penguiflow_agents.server import add_key
+from penguiflow_agents.store import open_store
 from tests.server.serve_process import free_port, serve_command, start_serve
 from tests.webhooks.receiver import running_receiver
 
@@ -50,6 +55,21 @@ def setup(root: Path) -> dict[str, str]:
     }
 
 
+def wait_until_recorded(root: Path, event_id: str, timeout_s: float = 60.0) -> None:
+    async def attempts() -> int:
+        store = await open_store(f"sqlite:///{root / 'state.db'}")
+        try:
+            entries = await store.list_outbox()
+        finally:
+            await store.aclose()
+        return max((e.attempts for e in entries if e.event_id == event_id), default=0)
+
+    deadline = time.monotonic() + timeout_s
+    while asyncio.run(attempts()) < 1:
+        assert time.monotonic() < deadline, f"no attempt of {event_id} was recorded"
+        time.sleep(0.05)
+
+
 def test_serve_with_notify_urls_and_no_secret_refuses_to_start(tmp_path: Path) -> None:
     setup(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PENGUIFLOW_WEBHOOK_SECRET"}
@@ -63,6 +83,7 @@ def test_serve_with_notify_urls_and_no_secret_refuses_to_start(tmp_path: Path) -
     assert done.returncode == 2 and "--notify" in done.stderr, done.stderr
 
 
+@pytest.mark.timeout(240)  # two server starts and a run, on a machine that may be very busy
 def test_events_survive_a_receiver_failing_twice_and_a_server_crash(tmp_path: Path) -> None:
     keys = setup(tmp_path)
     env = dict(os.environ, PENGUIFLOW_WEBHOOK_SECRET=SECRET, PENGUIFLOW_SANDBOX=str(tmp_path))
@@ -76,6 +97,9 @@ def test_events_survive_a_receiver_failing_twice_and_a_server_crash(tmp_path: Pa
             approval_id = paused["pending_approvals"][0]["id"]
             requested = f"{approval_id}.requested"
             received.wait_for(lambda r: r.seen[requested] >= 1, 60, "the first attempt")
+            # Crash after the failure is recorded: between two attempts, not during one (a
+            # crash during one is covered by the lease: the entry is sent again once it ends).
+            wait_until_recorded(tmp_path, requested)
         finally:
             outputs = [first.stop(kill=True)]  # a crash, between two attempts
 
