@@ -24,12 +24,12 @@ from typing import IO, Any, TextIO, cast
 
 import httpx2
 from mcp.client._transport import ReadStream, TransportStreams, WriteStream
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from penguiflow_agents._log import get_logger
 from penguiflow_agents.tools._manifest import SourceManifest
+from penguiflow_agents.tools._mcp_stdio import stdio_transport
 from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "StderrPump",
     "open_transport",
     "resolve_command",
+    "stdout_line_limit",
 ]
 
 log = get_logger("penguiflow_agents.tools.mcp")
@@ -229,8 +230,16 @@ async def open_transport(
         pump = StderrPump(manifest.name, redact)
         stack.push_async_callback(pump.aclose)
         pump.start()
-        params = StdioServerParameters(command=exe, args=args, env=env or None)
-        return _watched(stdio_client(params, errlog=pump.errlog), on_eof), pump.spawned
+        transport = stdio_transport(
+            exe,
+            args,
+            env=env or None,
+            errlog=pump.errlog,
+            source=manifest.name,
+            redact=redact,
+            max_line_bytes=stdout_line_limit(manifest.max_result_bytes),
+        )
+        return _watched(transport, on_eof), pump.spawned
     url = manifest.resolved_url()
     assert url is not None  # the manifest model requires it
     headers = manifest.resolved_headers()
@@ -241,6 +250,12 @@ async def open_transport(
     )
     await stack.enter_async_context(http_client)
     return _watched(streamable_http_client(url, http_client=http_client), on_eof), _nothing
+
+
+def stdout_line_limit(max_result_bytes: int) -> int:
+    """Longest JSON-RPC line read from a stdio server: the result limit plus the envelope's room
+    (a result is JSON-escaped, and may be carried twice: as text and as structured content)."""
+    return 4 * max_result_bytes + 65536
 
 
 def _nothing() -> None:
