@@ -1,9 +1,11 @@
 """How ``run``, ``resume``, ``demo`` and ``chat`` show a run: rich for people, JSON for scripts.
 
 Human output goes to stdout: one line per tool call (tool, arguments,
-latency, outcome), a spinner while the model thinks (on a terminal only), the
-answer, and for a paused run the exact commands that approve and resume it.
-With ``--json`` nothing is printed while the run goes on; the caller prints
+latency, outcome), the answer, and for a paused run the exact commands that
+approve and resume it. While the model thinks or calls are in flight a live
+status line says so with the elapsed time (``_status.LiveStatus``: redrawn in
+place on a terminal, "… still …" lines on stderr otherwise). With ``--json``
+nothing but that status is printed while the run goes on; the caller prints
 one document at the end (``result_document``).
 """
 
@@ -18,9 +20,9 @@ from typing import Any
 import structlog
 from rich.console import Console
 from rich.markup import escape
-from rich.status import Status
 
 from penguiflow_agents.approvals import iso_utc
+from penguiflow_agents.cli._status import LiveStatus
 from penguiflow_agents.planner import (
     FinalAnswer,
     LLMResponded,
@@ -32,6 +34,7 @@ from penguiflow_agents.planner import (
     Step,
     StepStarted,
     TextChunk,
+    ToolActivity,
     ToolCallFinished,
     ToolCallStarted,
 )
@@ -114,6 +117,19 @@ def _latency(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def _activity(event: ToolActivity) -> str:
+    """`` (3/10: indexing)`` for an MCP progress notification, `` (retry 2)`` for a retry."""
+    data = event.data
+    if event.event == "tool.retry":
+        return f" ({event.tool}: retry {data.get('attempt', '?')})"
+    done, total, message = data.get("progress"), data.get("total"), data.get("message")
+    parts = [f"{done}/{total}" if total else str(done) if done is not None else ""]
+    if message:
+        parts.append(str(message))
+    shown = ": ".join(p for p in parts if p)
+    return f" ({event.tool} {shown})" if shown else ""
+
+
 class RunPrinter:
     """Consumes a planner event stream; prints it for people unless ``quiet``."""
 
@@ -122,7 +138,12 @@ class RunPrinter:
         self.console = console or Console(
             file=sys.stdout, width=None if sys.stdout.isatty() else _PIPE_WIDTH, highlight=False
         )
-        self._status: Status | None = None
+        # The live status: on stdout's terminal, or (with --json) on stderr's.
+        status_console = (
+            self.console if not quiet else Console(file=sys.stderr, stderr=True, highlight=False)
+        )
+        self.status = LiveStatus(status_console)
+        self._in_flight: dict[str, str] = {}
         self._streamed = False
         self._answered = False
         self._announced: set[str] = set()
@@ -140,17 +161,14 @@ class RunPrinter:
             f"[bold]model[/bold] {what} · [bold]tenant[/bold] {escape(tenant)} · [bold]as[/bold] {escape(who)}"
         )
 
-    def _spin(self, text: str) -> None:
-        if self.quiet or not self.console.is_terminal:
-            return
-        self._stop()
-        self._status = self.console.status(text, spinner="dots")
-        self._status.start()
-
     def _stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        self.status.done()
+        self._in_flight.clear()
+
+    def _calling(self, note: str = "") -> None:
+        """The status while calls are in flight (the clock runs from the first one)."""
+        names = ", ".join(dict.fromkeys(self._in_flight.values()))
+        self.status.update(f"calling {names}{note}")
 
     async def consume(
         self, events: AsyncGenerator[PlannerEvent, None], *, announce: bool = True
@@ -169,10 +187,10 @@ class RunPrinter:
                     and event.run_id not in self._announced
                 ):
                     self._announce(event.run_id)
-                if not self.quiet:
-                    self._show(event)
+                self._show(event)
         finally:
             self._stop()
+            await self.status.aclose()
             await events.aclose()
         assert result is not None, "a planner stream always ends with RunFinished"
         if not self.quiet:
@@ -190,10 +208,10 @@ class RunPrinter:
             self.console.print(f"[dim]run {run_id}[/dim]")
 
     def _show(self, event: PlannerEvent) -> None:
-        if isinstance(event, StepStarted):
-            self._streamed = False
-            self._spin(f"thinking… (step {event.step})")
-        elif isinstance(event, TextChunk):
+        self._track(event)
+        if self.quiet:
+            return
+        if isinstance(event, TextChunk):
             self._stop()
             if not self._streamed:
                 self.console.print("[bold]answer[/bold] ", end="")
@@ -203,15 +221,7 @@ class RunPrinter:
             self._stop()
             if event.tool_calls and event.content and event.content.strip():
                 self.console.print(f"[dim]{escape(_short(event.content, 200))}[/dim]")
-            if event.tool_calls:
-                self._spin("calling " + ", ".join(name for _, name in event.tool_calls) + "…")
-        elif isinstance(event, ToolCallStarted):
-            # For --verbose: which call is in flight (never its arguments: they may be secret).
-            _log.debug(
-                "tool_call.started", run_id=event.run_id, tool=event.tool, call_id=event.call_id
-            )
         elif isinstance(event, ToolCallFinished):
-            self._stop()
             self.step(event.record)
         elif isinstance(event, FinalAnswer):
             self._stop()
@@ -229,6 +239,36 @@ class RunPrinter:
                     f"  [yellow]⏸[/yellow] {escape(pending.tool)} {escape(_short(pending.arguments, _ARGS_CHARS))}"
                     f"  [yellow]needs approval[/yellow] {pending.id} ({escape(reason)}approvers: {escape(who)})"
                 )
+
+    def _track(self, event: PlannerEvent) -> None:
+        """Keep the live status in step with the run (also with --json, on stderr)."""
+        if isinstance(event, StepStarted):
+            self._streamed = False
+            self._in_flight.clear()
+            self.status.waiting(f"thinking (step {event.step})")
+        elif isinstance(event, LLMResponded):
+            if event.tool_calls:
+                self._in_flight = {call_id: name for call_id, name in event.tool_calls}
+                self.status.waiting("calling " + ", ".join(dict.fromkeys(self._in_flight.values())))
+            else:
+                self.status.done()
+        elif isinstance(event, ToolCallStarted):
+            # For --verbose: which call is in flight (never its arguments: they may be secret).
+            _log.debug(
+                "tool_call.started", run_id=event.run_id, tool=event.tool, call_id=event.call_id
+            )
+            self._in_flight[event.call_id] = event.tool
+            self._calling()
+        elif isinstance(event, ToolActivity):
+            self._calling(_activity(event))
+        elif isinstance(event, ToolCallFinished):
+            self._in_flight.pop(event.record.call_id, None)
+            if self._in_flight:
+                self._calling()
+            else:
+                self.status.done()
+        elif isinstance(event, (TextChunk, FinalAnswer, Paused)):
+            self._stop()
 
     def step(self, step: Step) -> None:
         """One trajectory line: tool, arguments, latency, outcome, a result preview."""

@@ -228,7 +228,7 @@ async def _call_in(
             )
             return EXIT_FAILURE
         try:
-            result = refusal or await registry.call(name, arguments, CallContext(headers=headers))
+            result = refusal or await _call_showing_status(registry, name, arguments, headers)
         except AuthorizationRequiredError as exc:
             error(str(exc))
             return EXIT_FAILURE
@@ -242,6 +242,31 @@ async def _call_in(
             error(f"{name} failed ({result.outcome}): {result.error}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+async def _call_showing_status(
+    registry: ToolRegistry, name: str, arguments: dict[str, Any], headers: Any
+) -> Any:
+    """The call, with a live status on stderr while it lasts (progress and retries in it)."""
+    from rich.console import Console
+
+    from penguiflow_agents.cli._status import LiveStatus
+
+    status = LiveStatus(Console(file=sys.stderr, stderr=True, highlight=False))
+
+    def on_event(kind: str, data: Mapping[str, Any]) -> None:
+        if kind == "tool.retry":
+            status.update(f"calling {name} (retry {data.get('attempt', '?')})")
+        elif kind == "tool.progress":
+            done, total, message = data.get("progress"), data.get("total"), data.get("message")
+            shown = f"{done}/{total}" if total else f"{done}"
+            status.update(f"calling {name} ({shown}{': ' + str(message) if message else ''})")
+
+    status.waiting(f"calling {name}")
+    try:
+        return await registry.call(name, arguments, CallContext(headers=headers, on_event=on_event))
+    finally:
+        await status.aclose()
 
 
 def tool_json(spec: ToolSpec) -> dict[str, Any]:

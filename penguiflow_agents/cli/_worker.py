@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -28,11 +29,14 @@ from typing import Any
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import configure_cli_logging, error, headers_of, print_json
+from penguiflow_agents.cli._status import elapsed
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
 __all__ = ["bus_url_of", "cmd_submit", "cmd_worker", "show_run", "wait_and_show"]
 
 BUS_ENV = "PENGUIFLOW_BUS"
+# How often `submit --wait` reads the run to say where it stands.
+WATCH_POLL_S = 1.0
 
 
 def bus_url_of(args: argparse.Namespace) -> str:
@@ -230,7 +234,10 @@ async def wait_and_show(
     from penguiflow_agents.cli._run_output import RunPrinter
     from penguiflow_agents.worker import wait_for_run
 
-    RunPrinter(quiet=args.json).line(f"[dim]run {run_id} queued; waiting for a worker[/dim]")
+    printer = RunPrinter(quiet=args.json)
+    printer.line(f"[dim]run {run_id} queued; waiting for a worker[/dim]")
+    printer.status.waiting(f"waiting for a worker to take run {run_id}")
+    watching = asyncio.ensure_future(_watch(printer, store, tenant, run_id, after_version))
     try:
         result = await wait_for_run(
             store, tenant, run_id, timeout_s=args.wait_timeout, after_version=after_version
@@ -240,7 +247,36 @@ async def wait_and_show(
         if args.json:
             print_json({"status": "waiting", "run_id": run_id, "answer": None, "error": str(exc)})
         return EXIT_FAILURE
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await printer.status.aclose()
     return await show_run(args, store, run_id, tenant, result)
+
+
+async def _watch(
+    printer: Any, store: Any, tenant: str, run_id: str, after_version: int | None
+) -> None:
+    """Say where a waited-for run stands (queued, running, how long since its worker wrote)."""
+    import time
+
+    from penguiflow_agents.exceptions import NotFoundError
+
+    while True:
+        await asyncio.sleep(WATCH_POLL_S)
+        try:
+            record = await store.get_run(tenant, run_id)
+        except NotFoundError:
+            continue  # still queued
+        if after_version is not None and record.version <= after_version:
+            text = f"waiting for a worker to take up run {run_id} again"
+        elif record.status == "running":
+            quiet_s = max(0.0, time.time() - record.updated_at)
+            text = f"run {run_id} running on a worker (last checkpoint {elapsed(quiet_s)} ago)"
+        else:
+            text = f"run {run_id} {record.status}"
+        printer.status.update(text)
 
 
 async def show_run(
