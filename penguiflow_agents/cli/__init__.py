@@ -5,7 +5,7 @@ imported only when used, so that ``--help``, ``tools list`` and
 ``approvals list`` never import litellm.
 
 Exit status: 0 success, 2 usage or configuration error, 3 run paused for an
-approval, 1 any other failure.
+approval, 1 any other failure (141 when stdout's reader went away early).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "BUS_ENV",
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_PAUSED",
@@ -33,12 +34,14 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_PAUSED = 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head -1`
 
 DEFAULT_STORE = "sqlite:///.penguiflow/state.db"
 
 
 LOG_FORMATS = ("text", "json")
 STORE_ENV = "PENGUIFLOW_STORE"
+BUS_ENV = "PENGUIFLOW_BUS"
 
 
 def add_log_options(p: argparse.ArgumentParser) -> None:
@@ -151,6 +154,26 @@ def _add_runs_commands(sub: Any) -> None:
     p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_prune")
 
 
+def _add_approvals_identity(
+    p: argparse.ArgumentParser, roles_help: str | None, *, principal: bool = True
+) -> None:
+    p.add_argument("--tenant", default=None, help="tenant (default: default)")
+    if roles_help is None:
+        return
+    if principal:
+        p.add_argument("--principal", default=None, help=roles_help)
+    p.add_argument(
+        "--role",
+        dest="roles",
+        action="append",
+        default=[],
+        metavar="R",
+        help=roles_help
+        if not principal
+        else "with --can-decide: a role of the caller (repeatable)",
+    )
+
+
 def _add_bus_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bus",
@@ -175,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="penguiflow-agents",
         description="Let an LLM chat assistant call tools safely: policies, approvals, MCP/HTTP/Python tools.",
     )
+    from penguiflow_agents import __version__
+
+    parser.add_argument("--version", action="version", version=f"penguiflow-agents {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -186,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_demo")
 
     p = sub.add_parser("run", help="answer one question with tools")
-    p.add_argument("question")
+    p.add_argument("question", help="the question, quoted")
     _add_common_options(p)
     p.add_argument(
         "--model",
@@ -199,13 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="session id: keeps conversation history across runs",
     )
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most model turns before the run fails (default 12)",
+    )
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_run")
 
     p = sub.add_parser("chat", help="interactive chat; asks for approvals inline")
     _add_common_options(p)
-    p.add_argument("--model", default=None)
-    p.add_argument("--session", default=None, metavar="ID")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="litellm model name, or replay:PATH (default: replay when no provider key is set)",
+    )
+    p.add_argument(
+        "--session",
+        default=None,
+        metavar="ID",
+        help="session id: keeps the conversation across chats (default: a new one)",
+    )
     p.add_argument(
         "--approver",
         default=None,
@@ -223,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_chat")
 
     p = sub.add_parser("resume", help="continue a paused run after its approvals were decided")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run to continue (printed when it paused)")
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._run:cmd_resume")
 
@@ -248,12 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="penguiflow_agents.cli._worker:cmd_worker")
 
     p = sub.add_parser("submit", help="enqueue a run for the workers; prints its run id")
-    p.add_argument("question", nargs="?", default=None)
+    p.add_argument("question", nargs="?", default=None, help="the question, quoted")
     _add_common_options(p)
     _add_bus_option(p)
     _add_engine_option(p)
     p.add_argument("--model", default=None, help="litellm model name, or replay:PATH")
-    p.add_argument("--session", default=None, metavar="ID")
+    p.add_argument(
+        "--session", default=None, metavar="ID", help="session id: keeps conversation history"
+    )
     p.add_argument(
         "--resume", default=None, metavar="RUN_ID", help="enqueue a resume of RUN_ID instead"
     )
@@ -278,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_list")
     p = tsub.add_parser("call", help="call one tool as a caller under the policies")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="namespaced tool name, e.g. time.get_current_time")
     p.add_argument("--args", default="{}", metavar="JSON", help="arguments as a JSON object")
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_call")
@@ -286,24 +329,72 @@ def build_parser() -> argparse.ArgumentParser:
     appr = sub.add_parser("approvals", help="list and decide approval requests")
     asub = appr.add_subparsers(dest="approvals_command", metavar="SUBCOMMAND")
     asub.required = True
-    p = asub.add_parser("list", help="list approval requests of a tenant")
-    _add_common_options(p)
-    p.add_argument("--status", default=None, choices=["pending", "approved", "rejected", "expired"])
-    p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_list")
-    p = asub.add_parser("approve", help="approve a request (optionally with edited arguments)")
-    p.add_argument("approval_id", metavar="ID")
-    p.add_argument("--as", dest="as_principal", required=True, metavar="PRINCIPAL")
-    p.add_argument(
-        "--args", default=None, metavar="JSON", help="edited arguments (approve with edits)"
+    p = asub.add_parser(
+        "list", help="list a tenant's approval requests, one line each (default: pending)"
     )
-    _add_common_options(p)
+    _add_common_options(p, identity=False)
+    _add_approvals_identity(p, "with --can-decide: who decides (default cli-user)")
+    p.add_argument(
+        "--status",
+        default="pending",
+        choices=["pending", "approved", "rejected", "expired", "all"],
+        help="which requests (default pending; all for every status)",
+    )
+    p.add_argument(
+        "--can-decide",
+        action="store_true",
+        help="only pending requests the caller (--principal, --role) may decide; "
+        "implied by --principal or --role",
+    )
+    p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_list")
+    p = asub.add_parser("show", help="one approval request in full (arguments, rule, decision)")
+    p.add_argument("approval_id", metavar="ID", help="the request's id (from approvals list)")
+    _add_common_options(p, identity=False)
+    _add_approvals_identity(p, None)
+    p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_show")
+    p = asub.add_parser(
+        "approve",
+        help="approve a request as is, or with changed arguments (--set or --args)",
+    )
+    p.add_argument("approval_id", metavar="ID", help="the request's id (from approvals list)")
+    p.add_argument(
+        "--as",
+        dest="as_principal",
+        required=True,
+        metavar="PRINCIPAL",
+        help="who decides: must match the request's approvers and not be its requester",
+    )
+    p.add_argument(
+        "--set",
+        dest="set_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one argument, keep the others (repeatable; VALUE is JSON, else a string)",
+    )
+    p.add_argument(
+        "--args",
+        default=None,
+        metavar="JSON",
+        help="REPLACE all arguments with this JSON object (arguments left out are dropped: "
+        "a tool default applies again); --set changes one",
+    )
+    _add_common_options(p, identity=False)
+    _add_approvals_identity(p, "the deciding principal's role (repeatable)", principal=False)
     _add_engine_option(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_approve")
     p = asub.add_parser("reject", help="reject a request; the reason reaches the model")
-    p.add_argument("approval_id", metavar="ID")
-    p.add_argument("--as", dest="as_principal", required=True, metavar="PRINCIPAL")
-    p.add_argument("--reason", required=True)
-    _add_common_options(p)
+    p.add_argument("approval_id", metavar="ID", help="the request's id (from approvals list)")
+    p.add_argument(
+        "--as",
+        dest="as_principal",
+        required=True,
+        metavar="PRINCIPAL",
+        help="who decides: must match the request's approvers and not be its requester",
+    )
+    p.add_argument("--reason", required=True, help="why; the model reads it")
+    _add_common_options(p, identity=False)
+    _add_approvals_identity(p, "the deciding principal's role (repeatable)", principal=False)
     _add_engine_option(p)
     p.set_defaults(handler="penguiflow_agents.cli._approvals:cmd_reject")
     _add_serve_commands(sub)
@@ -431,6 +522,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader left (`... | head -3`): stop quietly, like a command killed by SIGPIPE.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced in-process)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,12 @@
-"""``penguiflow-agents approvals list | approve | reject``.
+"""``penguiflow-agents approvals list | show | approve | reject``.
+
+``list`` shows pending requests by default (``--status all`` for every one),
+one line each with the arguments folded; ``show ID`` prints one in full.
+``--can-decide`` (implied by ``--principal``/``--role``) keeps the pending
+requests that caller may decide: a matching approver, not the requester.
+``approve --set key=value`` changes one argument and keeps the others;
+``approve --args JSON`` replaces them all (a left-out argument falls back to
+the tool's default).
 
 Exit status: 0 done, 2 usage or configuration error (bad --args, bad policy
 file, bad store URL), 1 anything else (unknown or foreign id, a decision that
@@ -10,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from penguiflow_agents.approvals import ApprovalService, approval_to_json
-from penguiflow_agents.cli import DEFAULT_STORE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from penguiflow_agents.approvals import ApprovalService, approval_to_json, iso_utc, may_decide
+from penguiflow_agents.cli import BUS_ENV, DEFAULT_STORE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import (
     configure_cli_logging,
     error,
@@ -30,17 +39,22 @@ from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 from penguiflow_agents.policy import PolicySet
 from penguiflow_agents.store._base import ApprovalRecord
 
-__all__ = ["cmd_approve", "cmd_list", "cmd_reject"]
+__all__ = ["cmd_approve", "cmd_list", "cmd_reject", "cmd_show"]
 
 # Width used for the table when stdout is not a terminal (pipes, CI logs).
 _PIPE_WIDTH = 160
-# Longest rendering of the arguments in the human table.
-_ARGS_PREVIEW_CHARS = 60
+# The arguments column of the one-line listing is never narrower than this.
+_MIN_ARGS_CHARS = 24
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List the tenant's approval requests (``--status`` filters; ``--json`` for scripts)."""
     return _guard(_list, args)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """One request in full: arguments, approvers, rule, decision, and what to do next."""
+    return _guard(_show, args)
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
@@ -69,17 +83,70 @@ def _guard(
 
 async def _list(args: argparse.Namespace) -> int:
     tenant = tenant_of(args)
+    can_decide = bool(args.can_decide or args.principal is not None or args.roles)
+    status = None if args.status == "all" else args.status
+    if can_decide:
+        status = "pending"  # decided or expired requests cannot be decided
     store = await open_store_from_args(args)
     try:
         # Listing consults no policy: an empty set keeps this command independent of --policies.
         service = ApprovalService(store, PolicySet.from_documents([]))
-        records = await service.list(tenant, status=getattr(args, "status", None))
+        records = await service.list(tenant, status=status)
     finally:
         await store.aclose()
+    what = f"{status} approval requests" if status else "approval requests"
+    if can_decide:
+        principal = args.principal or "cli-user"
+        records = [
+            r
+            for r in records
+            if r.requested_by != principal and may_decide(r.approvers, principal, args.roles)
+        ]
+        roles = f" with roles {', '.join(args.roles)}" if args.roles else ""
+        what = f"pending approval requests {principal!r}{roles} may decide"
     if args.json:
         print_json([approval_to_json(r) for r in records])
     else:
-        _print_table(tenant, records, status=getattr(args, "status", None))
+        _print_table(tenant, records, what=what)
+    return EXIT_OK
+
+
+async def _show(args: argparse.Namespace) -> int:
+    tenant = tenant_of(args)
+    store = await open_store_from_args(args)
+    try:
+        service = ApprovalService(store, PolicySet.from_documents([]))
+        record = await service.get(tenant, args.approval_id)  # foreign = unknown
+    finally:
+        await store.aclose()
+    data = approval_to_json(record)
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    print(f"approval {record.id} ({record.status}), tenant {record.tenant!r}")
+    print(f"  tool:         {record.tool}")
+    print(f"  run:          {record.run_id}")
+    print(f"  requested by: {record.requested_by} at {data['created_at']}")
+    print(f"  approvers:    {', '.join(record.approvers) or 'nobody'} (never the requester)")
+    if data["reason"]:
+        print(f"  rule:         {data['reason']}")
+    print(f"  expires at:   {data['expires_at']}")
+    print("  arguments:")
+    for line in json.dumps(record.arguments, indent=2, ensure_ascii=False).splitlines():
+        print(f"    {line}")
+    if record.decision is not None:
+        d = record.decision
+        print(f"  decision:     {d.decision} by {d.decided_by} at {iso_utc(d.decided_at)}")
+        if d.reason:
+            print(f"  reason:       {d.reason}")
+        if d.arguments is not None:
+            print("  decided arguments:")
+            for line in json.dumps(d.arguments, indent=2, ensure_ascii=False).splitlines():
+                print(f"    {line}")
+    elif record.status == "pending":
+        base = ["penguiflow-agents", "approvals"]
+        print(f"  approve:      {shlex.join([*base, 'approve', record.id, '--as', 'PRINCIPAL'])}")
+        print(f"  reject:       {shlex.join([*base, 'reject', record.id, '--as', 'PRINCIPAL'])}")
     return EXIT_OK
 
 
@@ -92,6 +159,16 @@ async def _approve(args: argparse.Namespace) -> int:
             raise UserError(f"--args is not valid JSON ({exc.msg}); pass a JSON object.") from None
         if not isinstance(edited, dict):
             raise UserError(f"--args must be a JSON object, got {args.args!r}.")
+    if args.set_args:
+        changes = dict(_setting(item) for item in args.set_args)
+        if edited is None:
+            store = await open_store_from_args(args)
+            try:
+                record = await store.get_approval(tenant_of(args), args.approval_id)
+            finally:
+                await store.aclose()
+            edited = dict(record.arguments)
+        edited.update(changes)
     decision = "approve" if edited is None else "edit"
     return await _decide(args, decision=decision, reason=None, arguments=edited)
 
@@ -144,7 +221,28 @@ async def _decide(
     done = {"approve": "approved", "edit": "approved with edited arguments", "reject": "rejected"}
     print(f"{done[decision]}: {record.id} ({record.tool}) as {args.as_principal!r}.")
     print(f"next: {next_step}")
+    if os.environ.get(BUS_ENV):
+        # Workers are in use here: the run can go back to them instead of this process.
+        print(f"  or, on the workers: {_submit_resume_command(args, record)}")
     return EXIT_OK
+
+
+def _submit_resume_command(args: argparse.Namespace, record: ApprovalRecord) -> str:
+    """``submit --resume``: the same run continued by whichever worker is free."""
+    parts = shlex.split(_resume_command(args, record))
+    return shlex.join([parts[0], "submit", "--resume", *parts[2:], "--wait"])
+
+
+def _setting(item: str) -> tuple[str, Any]:
+    """``key=value`` of ``--set``: the value as JSON when it parses, else as a string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set takes KEY=VALUE, got {item!r}; e.g. --set path=/notes/a.txt.")
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return key.strip(), value
 
 
 def _resume_command(args: argparse.Namespace, record: ApprovalRecord) -> str:
@@ -161,39 +259,43 @@ def _resume_command(args: argparse.Namespace, record: ApprovalRecord) -> str:
     return shlex.join(parts)
 
 
-def _print_table(tenant: str, records: list[ApprovalRecord], *, status: str | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+def _print_table(tenant: str, records: list[ApprovalRecord], *, what: str) -> None:
+    """One line per request: the arguments folded into what is left of the width."""
+    import shutil
 
-    console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
-    what = f"{status} approval requests" if status else "approval requests"
     if not records:
-        console.print(Text(f"no {what} for tenant {tenant!r}"))
+        print(f"no {what} for tenant {tenant!r}")
         return
-    table = Table(title=Text(f"{what} of tenant {tenant!r}"))
-    table.add_column("ID", no_wrap=True)
-    table.add_column("RUN", no_wrap=True)
-    table.add_column("TOOL", no_wrap=True)
-    table.add_column("STATUS")
-    table.add_column("REQUESTED BY")
-    table.add_column("EXPIRES (UTC)")
-    table.add_column("DECIDED BY")
-    table.add_column("ARGUMENTS", overflow="fold")
+    width = shutil.get_terminal_size((_PIPE_WIDTH, 24)).columns if sys.stdout.isatty() else 0
+    width = width or _PIPE_WIDTH
+    header = ("ID", "TOOL", "STATUS", "REQUESTED BY", "EXPIRES (UTC)", "DECIDED BY")
+    rows = []
     for r in records:
         data = approval_to_json(r)
-        shown = json.dumps(r.arguments, ensure_ascii=False, sort_keys=True)
-        if len(shown) > _ARGS_PREVIEW_CHARS:
-            shown = shown[: _ARGS_PREVIEW_CHARS - 1] + "…"
-        cells = (
-            r.id,
-            r.run_id,
-            r.tool,
-            r.status if r.damaged is None else f"{r.status} (DAMAGED: {r.damaged})",
-            r.requested_by,
-            data["expires_at"][:19].replace("T", " "),
-            r.decision.decided_by if r.decision is not None else "",
-            shown,
+        rows.append(
+            (
+                (
+                    r.id,
+                    r.tool,
+                    r.status if r.damaged is None else f"{r.status} (DAMAGED: {r.damaged})",
+                    r.requested_by,
+                    data["expires_at"][:16].replace("T", " "),
+                    r.decision.decided_by if r.decision is not None else "",
+                ),
+                " ".join(json.dumps(r.arguments, ensure_ascii=False, sort_keys=True).split()),
+            )
         )
-        table.add_row(*(Text(c) for c in cells))
-    console.print(table)
+    widths = [max(len(h), *(len(cells[i]) for cells, _ in rows)) for i, h in enumerate(header)]
+    fixed = sum(widths) + 2 * len(widths)
+    room = max(_MIN_ARGS_CHARS, width - fixed)
+
+    def line(cells: tuple[str, ...], args: str) -> str:
+        if len(args) > room:
+            args = args[: room - 1] + "…"
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + args
+
+    print(f"{what} of tenant {tenant!r}:")
+    print(line(header, "ARGUMENTS"))
+    for cells, args in rows:
+        print(line(cells, args))
+    print("(approvals show ID: one request in full)")

@@ -1,17 +1,25 @@
 """``penguiflow-agents chat``: an interactive conversation with tools and inline approvals.
 
+With ``--json`` stdout holds one JSON object per line: every planner event
+of every run (``{"kind": "step", ...}``, ``tool_call_finished``,
+``final_answer``, ``run_finished`` with the run's result), plus
+``approval_decided`` / ``approval_refused`` for inline decisions; prompts go
+to stderr.
+
 Each line you type is one run in the same session (``--session ID``, a fresh
 id when omitted), so the model sees the earlier questions and answers; the
 history lives in the store per (tenant, session). ``/quit`` or end of input
 leaves.
 
-When a run pauses for an approval, chat asks for a decision right there, but
-never lets the requester approve their own call: the decision is taken as the
-*approver* (``--approver PRINCIPAL`` with ``--approver-role R``, or asked for
-at the prompt) and goes through the same checks as ``approvals approve`` (a
-principal matching the rule's approvers, not the requester, same tenant). An
-empty approver name leaves the request pending: chat prints the commands to
-decide it elsewhere and the run can be resumed later with ``resume``.
+When a run pauses for an approval, chat asks for a decision right there
+(yes / no / edit / skip), but never lets the requester approve their own
+call: the decision is taken as the *approver* (``--approver PRINCIPAL`` with
+``--approver-role R``; without them chat asks who decides, once per session,
+after the first yes / no / edit) and goes through the same checks as
+``approvals approve`` (a principal matching the rule's approvers, not the
+requester, same tenant). Skip, or an empty approver name, leaves the request
+pending: chat prints the commands to decide it elsewhere and the run can be
+resumed later with ``resume``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import uuid
 from contextlib import AsyncExitStack
 from typing import Any
@@ -44,10 +53,22 @@ __all__ = ["chat"]
 _QUIT = frozenset({"/quit", "/exit", "/q"})
 
 
+# With --json stdout holds only JSON lines: prompts go to stderr.
+_PROMPTS_TO_STDERR = False
+
+
+def _read_line(prompt: str) -> str:
+    if _PROMPTS_TO_STDERR:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return input()
+    return input(prompt)
+
+
 async def _ask(prompt: str) -> str | None:
     """One line from the terminal (None at end of input), without blocking the event loop."""
     try:
-        return await asyncio.to_thread(input, prompt)
+        return await asyncio.to_thread(_read_line, prompt)
     except EOFError:
         return None
 
@@ -55,7 +76,9 @@ async def _ask(prompt: str) -> str | None:
 async def chat(args: argparse.Namespace) -> int:
     headers = headers_of(args)
     session = args.session or f"chat-{uuid.uuid4().hex[:8]}"
-    printer = RunPrinter(quiet=False)
+    global _PROMPTS_TO_STDERR
+    _PROMPTS_TO_STDERR = bool(args.json)
+    printer = RunPrinter(quiet=bool(args.json), json_lines=bool(args.json))
     async with AsyncExitStack() as stack:
         store = await open_store(stack, args)
         planner = await open_planner(
@@ -73,7 +96,7 @@ async def chat(args: argparse.Namespace) -> int:
         service = ApprovalService(store, planner.policies)
         show_banner(printer, planner, headers)
         printer.line(f"[dim]session {session} · /quit to leave[/dim]")
-        approver: Headers | None = None
+        approver = _given_approver(args, headers)
         while True:
             line = await _ask("you> ")
             if line is None or line.strip() in _QUIT:
@@ -84,9 +107,8 @@ async def chat(args: argparse.Namespace) -> int:
                 planner.stream(line, headers=headers, session_id=session)
             )
             while result.status == "paused":
-                if approver is None:
-                    approver = await _approver(args, headers)
-                if approver is None or not await _decide_all(printer, service, result, approver):
+                approver, decided = await _decide_all(printer, service, result, approver, headers)
+                if not decided:
                     printer.show_paused(result, locations(args), headers.principal)
                     break
                 result = await printer.consume(
@@ -95,60 +117,85 @@ async def chat(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _approver(args: argparse.Namespace, requester: Headers) -> Headers | None:
-    """The identity inline decisions are taken as (from options, else asked); None = nobody."""
-    name = args.approver
-    roles = list(args.approver_roles or [])
-    if name is None:
-        answer = await _ask("decide as (approver principal; empty to leave it pending): ")
-        name = (answer or "").strip()
-        if not name:
-            return None
-        if not roles:
-            answer = await _ask(f"roles of {name} (comma-separated): ")
-            roles = [r.strip() for r in (answer or "").split(",") if r.strip()]
+def _given_approver(args: argparse.Namespace, requester: Headers) -> Headers | None:
+    """The approver from ``--approver``/``--approver-role``, or None (asked when needed)."""
+    if args.approver is None:
+        return None
+    return Headers(
+        tenant=requester.tenant, principal=args.approver, roles=list(args.approver_roles or [])
+    )
+
+
+async def _ask_approver(requester: Headers) -> Headers | None:
+    """Who takes the decision just made (never the requester); None = nobody, leave it pending."""
+    answer = await _ask(
+        f"decide as (approver principal, not {requester.principal}; empty to leave it pending): "
+    )
+    name = (answer or "").strip()
+    if not name:
+        return None
+    answer = await _ask(f"roles of {name} (comma-separated, may be empty): ")
+    roles = [r.strip() for r in (answer or "").split(",") if r.strip()]
     return Headers(tenant=requester.tenant, principal=name, roles=roles)
 
 
 async def _decide_all(
-    printer: RunPrinter, service: Any, result: RunResult, approver: Headers
-) -> bool:
-    """Ask for a decision on each pending call; False if one is left undecided."""
+    printer: RunPrinter,
+    service: Any,
+    result: RunResult,
+    approver: Headers | None,
+    requester: Headers,
+) -> tuple[Headers | None, bool]:
+    """Ask for a decision on each pending call: (the approver, False if one was left undecided)."""
     for pending in result.pending_approvals:
-        if not await _decide_one(printer, service, pending, approver):
-            return False
-    return True
+        decision = await _ask_decision(printer, pending)
+        if decision is None:
+            return approver, False
+        asked = approver is None
+        if approver is None:
+            approver = await _ask_approver(requester)
+            if approver is None:
+                return None, False
+        if not await _record(printer, service, pending, approver, decision):
+            return (None if asked else approver), False  # a refused answer is asked again
+    return approver, True
 
 
-async def _decide_one(
-    printer: RunPrinter, service: Any, pending: PendingApproval, approver: Headers
-) -> bool:
+async def _ask_decision(printer: RunPrinter, pending: PendingApproval) -> dict[str, Any] | None:
+    """Yes / no / edit for one pending call, asked first; None = skip (leave it pending)."""
     shown = json.dumps(pending.arguments, ensure_ascii=False)
     printer.line(
         f"[yellow]approval needed[/yellow] {escape(pending.tool)} {escape(shown)} "
         f"({escape(pending.reason or 'gated by policy')}; approvers: {escape(', '.join(pending.approvers))})"
     )
-    answer = (
-        (await _ask(f"{approver.principal}: [y]es / [n]o / [e]dit / [s]kip? ") or "s")
-        .strip()
-        .lower()
-    )
-    decision: dict[str, Any]
+    answer = (await _ask("approve? [y]es / [n]o / [e]dit / [s]kip: ") or "s").strip().lower()
     if answer in ("y", "yes"):
-        decision = {"decision": "approve"}
-    elif answer in ("n", "no"):
+        return {"decision": "approve"}
+    if answer in ("n", "no"):
         reason = (await _ask("reason (the model sees it): ") or "").strip() or "Rejected in chat."
-        decision = {"decision": "reject", "reason": reason}
-    elif answer in ("e", "edit"):
+        return {"decision": "reject", "reason": reason}
+    if answer in ("e", "edit"):
         text = await _ask("new arguments (JSON object): ") or ""
         try:
             edited = json.loads(text)
         except json.JSONDecodeError as exc:
             printer.line(f"[red]not JSON[/red] ({escape(exc.msg)}); the request stays pending.")
-            return False
-        decision = {"decision": "edit", "arguments": edited}
-    else:
-        return False
+            return None
+        return {"decision": "edit", "arguments": edited}
+    if answer not in ("s", "skip", ""):
+        printer.line(
+            f"[red]{escape(answer)!r} is not y, n, e or s[/red]; the request stays pending."
+        )
+    return None
+
+
+async def _record(
+    printer: RunPrinter,
+    service: Any,
+    pending: PendingApproval,
+    approver: Headers,
+    decision: dict[str, Any],
+) -> bool:
     try:
         await service.decide(
             tenant=approver.tenant,
@@ -159,8 +206,20 @@ async def _decide_one(
         )
     except (ApprovalError, UserError, NotFoundError) as exc:
         printer.line(f"[red]not decided[/red]: {escape(str(exc))}")
+        printer.json_line(
+            {"kind": "approval_refused", "approval_id": pending.id, "error": str(exc)}
+        )
         return False
     printer.line(
         f"[green]{decision['decision']}[/green] {pending.id} as {escape(approver.principal)!r}"
+    )
+    printer.json_line(
+        {
+            "kind": "approval_decided",
+            "approval_id": pending.id,
+            "tool": pending.tool,
+            "decision": decision["decision"],
+            "decided_by": approver.principal,
+        }
     )
     return True

@@ -11,10 +11,11 @@ one document at the end (``result_document``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -41,7 +42,14 @@ from penguiflow_agents.planner import (
 
 _log = structlog.get_logger("penguiflow_agents.cli")
 
-__all__ = ["Locations", "RunPrinter", "approve_command", "result_document", "resume_command"]
+__all__ = [
+    "Locations",
+    "RunPrinter",
+    "approve_command",
+    "event_json",
+    "result_document",
+    "resume_command",
+]
 
 # Width used when stdout is not a terminal (pipes, CI logs).
 _PIPE_WIDTH = 160
@@ -60,6 +68,8 @@ class Locations:
 
         self.tenant = tenant
         self.options: list[str] = []
+        # The run is executed by workers: it resumes with `submit --resume` (see on_bus).
+        self.bus_options: list[str] | None = None
         default_store, default_tools, default_policies = defaults
         if store != default_store:
             # Only a URL with credentials needs hiding (the password is never printed).
@@ -87,6 +97,21 @@ def approve_command(pending: PendingApproval, where: Locations, requester: str) 
 
 
 def resume_command(run_id: str, where: Locations) -> str:
+    """``resume RUN_ID`` in this process, or for a run on workers ``submit --resume RUN_ID``."""
+    if where.bus_options is not None:
+        return shlex.join(
+            [
+                "penguiflow-agents",
+                "submit",
+                "--resume",
+                run_id,
+                "--tenant",
+                where.tenant,
+                *where.options,
+                *where.bus_options,
+                "--wait",
+            ]
+        )
     return shlex.join(
         ["penguiflow-agents", "resume", run_id, "--tenant", where.tenant, *where.options]
     )
@@ -105,6 +130,27 @@ def result_document(
     )
     doc["model_is_replay"] = replay
     return doc
+
+
+def event_json(event: PlannerEvent | RunFinished) -> dict[str, Any]:
+    """A planner event as a JSON object: ``{"kind": ..., <its fields>}``."""
+    doc: dict[str, Any] = {"kind": event.kind}
+    for f in dataclasses.fields(event):
+        doc[f.name] = _jsonable(getattr(event, f.name))
+    return doc
+
+
+def _jsonable(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _short(value: Any, limit: int) -> str:
@@ -133,8 +179,11 @@ def _activity(event: ToolActivity) -> str:
 class RunPrinter:
     """Consumes a planner event stream; prints it for people unless ``quiet``."""
 
-    def __init__(self, *, quiet: bool, console: Console | None = None) -> None:
+    def __init__(
+        self, *, quiet: bool, console: Console | None = None, json_lines: bool = False
+    ) -> None:
         self.quiet = quiet
+        self.json_lines = json_lines  # every event as one JSON line on stdout (chat --json)
         self.console = console or Console(
             file=sys.stdout, width=None if sys.stdout.isatty() else _PIPE_WIDTH, highlight=False
         )
@@ -151,6 +200,12 @@ class RunPrinter:
     def line(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text)
+
+    def json_line(self, value: Mapping[str, Any]) -> None:
+        """One JSON object on one line of stdout (only in ``json_lines`` mode)."""
+        if self.json_lines:
+            sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+            sys.stdout.flush()
 
     def banner(
         self, *, model: str, replay: bool, tenant: str, principal: str, roles: Sequence[str]
@@ -178,6 +233,8 @@ class RunPrinter:
         self._answered = False
         try:
             async for event in events:
+                if self.json_lines:
+                    self.json_line(event_json(event))
                 if isinstance(event, RunFinished):
                     result = event.result
                     continue

@@ -285,6 +285,7 @@ async def show_run(
     """Print the run like `run` does (with --json, the same document); its exit status."""
     from penguiflow_agents.cli._run import exit_code, locations
     from penguiflow_agents.cli._run_output import RunPrinter, result_document
+    from penguiflow_agents.store import redact_url
     from penguiflow_agents.worker import result_of
 
     printer = RunPrinter(quiet=args.json)
@@ -292,6 +293,9 @@ async def show_run(
     result = result if result is not None else result_of(record)
     assert result is not None
     where = locations(args)
+    # The run belongs to the workers: it is resumed through the bus, not in this process.
+    bus = getattr(args, "bus", None)
+    where.bus_options = ["--bus", redact_url(bus) if "@" in bus else bus] if bus else []
     if args.json:
         print_json(
             result_document(

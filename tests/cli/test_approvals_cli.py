@@ -150,9 +150,11 @@ def test_list_json_has_the_design_shape(cli: Cli) -> None:
 def test_list_table_shows_requests_and_expired_ones_as_expired(cli: Cli) -> None:
     fresh = cli.request(run_id="run-1")
     old = cli.request(run_id="run-2", age_s=7200)
-    proc = cli.run("list", "--tenant", "acme")
+    proc = cli.run("list", "--tenant", "acme", "--status", "all")
     assert proc.returncode == 0, proc.stderr
     assert fresh.id in proc.stdout and old.id in proc.stdout and "files.write_file" in proc.stdout
+    pending = cli.run("list", "--tenant", "acme")  # the default: pending only
+    assert fresh.id in pending.stdout and old.id not in pending.stdout
     expired = as_json(cli.run("list", "--tenant", "acme", "--status", "expired", "--json"))
     assert [a["id"] for a in expired] == [old.id]
 
@@ -284,3 +286,104 @@ def test_a_malformed_tenant_is_a_usage_error_not_the_default_policy(cli: Cli, te
     assert proc.returncode == 2 and "tenant" in proc.stderr
     listed = cli.run("list", "--tenant", tenant)
     assert listed.returncode == 2 and "tenant" in listed.stderr
+
+
+# -- the listing a new user meets: pending by default, one line each, who may decide ----------
+
+
+def test_list_is_one_line_per_request_with_long_arguments_folded(cli: Cli) -> None:
+    long = {"path": "/notes/a.txt", "content": "word " * 200}
+
+    async def ask() -> ApprovalRecord:
+        store = await open_store(cli.url)
+        try:
+            await store.create_run(
+                RunRecord(run_id="run-long", tenant="acme", principal="alice", status="paused")
+            )
+            svc = ApprovalService(store, cli.policies)
+            rule = cli.policies.approval_rule(WRITE.name, long, ALICE)
+            assert rule is not None
+            return await svc.request(
+                headers=ALICE,
+                run_id="run-long",
+                call_id="call-long",
+                spec=WRITE,
+                arguments=long,
+                rule=rule,
+            )
+        finally:
+            await store.aclose()
+
+    record = asyncio.run(ask())
+    proc = cli.run("list", "--tenant", "acme")
+    lines = [line for line in proc.stdout.splitlines() if record.id in line]
+    assert len(lines) == 1, proc.stdout
+    assert lines[0].endswith("…") and len(lines[0]) <= 160
+    shown = cli.run("show", record.id, "--tenant", "acme")
+    assert shown.returncode == 0, shown.stderr
+    assert long["content"].strip() in shown.stdout, "show prints the whole arguments"
+    assert "role:admin" in shown.stdout and "run-long" in shown.stdout
+
+
+def test_show_of_an_unknown_or_foreign_id_fails_alike(cli: Cli) -> None:
+    record = cli.request()
+    foreign = cli.run("show", record.id, "--tenant", "globex")
+    unknown = cli.run("show", "apr_nope", "--tenant", "globex")
+    assert foreign.returncode == unknown.returncode == 1
+    assert foreign.stderr.replace(record.id, "ID") == unknown.stderr.replace("apr_nope", "ID")
+
+
+def test_can_decide_keeps_what_the_caller_may_decide(cli: Cli) -> None:
+    """--principal/--role filter (they were accepted and ignored): a matching approver who is
+    not the requester; the requester itself may decide nothing."""
+    record = cli.request()
+    admin = as_json(cli.run("list", "--tenant", "acme", "--role", "admin", "--json"))
+    assert [a["id"] for a in admin] == [record.id]
+    viewer = as_json(cli.run("list", "--tenant", "acme", "--role", "viewer", "--json"))
+    assert viewer == []
+    requester = cli.run("list", "--tenant", "acme", "--principal", "alice", "--role", "admin")
+    assert record.id not in requester.stdout
+    assert "'alice' with roles admin may decide" in requester.stdout
+    flag = as_json(cli.run("list", "--tenant", "acme", "--can-decide", "--json"))
+    assert flag == [], "cli-user without roles may decide nothing"
+
+
+def test_every_approvals_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for sub in ("list", "show", "approve", "reject"):
+        assert main(["approvals", sub, "--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("--can-decide", "--set KEY=VALUE", "REPLACE all arguments", "--status"):
+        assert text in out
+
+
+def test_approve_set_changes_one_argument_and_keeps_the_others(cli: Cli) -> None:
+    record = cli.request()
+    base = ["approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"]
+    decided = as_json(cli.run(*base, "--set", "content=goodbye", "--json"))
+    assert decided["status"] == "approved"
+    stored = cli.get(record.id)
+    assert stored.decision is not None
+    assert stored.decision.arguments == {"path": "/notes.txt", "content": "goodbye"}
+
+
+def test_approve_set_parses_json_values_and_refuses_a_bad_setting(cli: Cli) -> None:
+    record = cli.request()
+    base = ["approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"]
+    bad = cli.run(*base, "--set", "content")
+    assert bad.returncode == 2 and "--set takes KEY=VALUE, got 'content'" in bad.stderr
+    wrong_type = cli.run(*base, "--set", "content=42")  # JSON 42 is a number: schema says string
+    assert wrong_type.returncode == 1 and "content" in wrong_type.stderr
+    assert cli.get(record.id).status == "pending"
+
+
+def test_approve_also_suggests_the_workers_when_a_bus_is_configured(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = cli.request()
+    monkeypatch.setenv("PENGUIFLOW_BUS", "redis://127.0.0.1:6379/0")
+    proc = cli.run("approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme")
+    assert proc.returncode == 0, proc.stderr
+    assert "next: penguiflow-agents resume run-1 --tenant acme" in proc.stdout
+    assert (
+        "or, on the workers: penguiflow-agents submit --resume run-1 --tenant acme" in proc.stdout
+    )

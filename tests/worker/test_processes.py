@@ -269,6 +269,16 @@ def test_submit_wait_end_to_end_through_a_cli_worker(
     [pending] = paused.pending_approvals
     assert not (tmp_path / "sandbox" / "notes" / "a.txt").exists()
 
+    # Waiting on a run that pauses again: the next step it suggests goes through the workers.
+    still = cli(
+        tmp_path, "submit", "--resume", run_id, *where, "--tenant", "acme", "--wait", "--json"
+    )
+    assert still.returncode == 3, still.stderr + procs.log("worker")
+    again = one_json(still.stdout)
+    assert again["status"] == "paused"
+    assert again["resume_command"].startswith(f"penguiflow-agents submit --resume {run_id} ")
+    assert again["resume_command"].endswith("--wait") and "--bus" in again["resume_command"]
+
     approve = cli(
         tmp_path,
         "approvals",
