@@ -319,12 +319,31 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="list tools (operator view, or a caller's view with --tenant/--role)"
     )
     _add_common_options(p)
+    p.add_argument(
+        "--sources",
+        action="store_true",
+        help="list the tool sources and their health (up, error) instead of the tools",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when any tool source is down (health check)"
+    )
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_list")
     p = tsub.add_parser("call", help="call one tool as a caller under the policies")
     p.add_argument("name", metavar="NAME", help="namespaced tool name, e.g. time.get_current_time")
     p.add_argument("--args", default="{}", metavar="JSON", help="arguments as a JSON object")
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_call")
+
+    pol = sub.add_parser("policies", help="check the policy files")
+    psub = pol.add_subparsers(dest="policies_command", metavar="SUBCOMMAND")
+    psub.required = True
+    p = psub.add_parser(
+        "check",
+        help="find globs that match no tool, file names that are not their tenant, "
+        "and rules that never apply (exit 1 on findings)",
+    )
+    _add_common_options(p, identity=False)
+    p.set_defaults(handler="penguiflow_agents.cli._policies:cmd_policies_check")
 
     appr = sub.add_parser("approvals", help="list and decide approval requests")
     asub = appr.add_subparsers(dest="approvals_command", metavar="SUBCOMMAND")

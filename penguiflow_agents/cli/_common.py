@@ -24,6 +24,7 @@ __all__ = [
     "error",
     "headers_of",
     "load_policies",
+    "load_policy_dir",
     "load_registry",
     "open_store_from_args",
     "print_json",
@@ -57,9 +58,17 @@ def load_registry(args: argparse.Namespace) -> ToolRegistry:
 
 def load_policies(args: argparse.Namespace) -> PolicySet:
     """Load policies/*.yaml from --policies; a bad file raises PolicyError (exit 2)."""
+    return load_policy_dir(args.policies)
+
+
+def load_policy_dir(path: str) -> PolicySet:
+    """``PolicySet.load_dir(path)``, its load-time warnings printed on stderr."""
     from penguiflow_agents.policy import PolicySet
 
-    return PolicySet.load_dir(args.policies)
+    policies = PolicySet.load_dir(path)
+    for warning in policies.warnings:
+        sys.stderr.write(f"warning: {warning} (`penguiflow-agents policies check` lists all)\n")
+    return policies
 
 
 def use_store_credentials(

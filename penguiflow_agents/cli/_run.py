@@ -40,6 +40,7 @@ from penguiflow_agents.cli._common import (
     configure_cli_logging,
     error,
     headers_of,
+    load_policy_dir,
     print_json,
     run_closing_on_signals,
     tenant_of,
@@ -184,9 +185,8 @@ async def open_planner(
 ) -> ReactPlanner:
     """A planner over ``tools``/``policies``/``store`` and the model; closed with ``stack``."""
     from penguiflow_agents.llm import open_llm
-    from penguiflow_agents.policy import PolicySet
 
-    policy_set = PolicySet.load_dir(policies)  # a bad file raises: never run with half a policy
+    policy_set = load_policy_dir(policies)  # a bad file raises: never run with half a policy
     registry = load_tools(tools)
     use_store_credentials(registry, store)
     stack.push_async_callback(registry.aclose)

@@ -1,7 +1,10 @@
 """``penguiflow-agents tools list | call``.
 
 ``tools list`` without ``--tenant``/``--role`` is the operator's view: every
-registered tool, each source up or down (with the reason). With
+registered tool, each source up or down (with the reason: for a stdio server
+that died, its last stderr lines). ``--sources`` lists the sources instead
+(``--json``: name, transport, up, error, tools, breaker); ``--check`` exits 1
+when any source is down (for health checks). With
 ``--tenant``/``--role`` it is exactly that caller's view under the policies.
 ``tools call`` always runs as a caller: a tool the caller cannot see is "not
 available"; the arguments are validated against the tool's schema (each
@@ -143,11 +146,21 @@ async def _list(
         )
     else:
         title = OPERATOR_VIEW
+    unhealthy = EXIT_FAILURE if args.check and down else EXIT_OK
+    if args.sources:
+        if args.json:
+            print_json([{**s.to_dict(), "error": s.reason} for s in status])
+        else:
+            for s in status:
+                state = "up" if s.up else ("not contacted" if s.up is None else "DOWN")
+                why = f": {s.reason}" if s.up is False else ""
+                print(f"{s.name} ({s.transport}): {state}, {s.tools} tool(s){why}")
+        return unhealthy
     if args.json:
         for source in down:
             error(f"source {source.name!r} is down: {source.reason}")
         print_json([tool_json(spec) for spec in specs])
-        return EXIT_OK
+        return unhealthy
     print(f"{title}: {len(specs)} tool(s)")
     by_source: dict[str, list[ToolSpec]] = {}
     for spec in specs:
@@ -169,7 +182,9 @@ async def _list(
             flags = f"risk={spec.risk:<6} {'idempotent' if spec.idempotent else '':<10}"
             print(f"  {spec.name:<{width}}  {flags}  {_summary(spec.description)}")
             print(f"  {'':<{width}}  args: {_parameters(spec.input_schema)}")
-    return EXIT_OK
+    if unhealthy:
+        error(f"{len(down)} source(s) down: {', '.join(s.name for s in down)}.")
+    return unhealthy
 
 
 async def _call(

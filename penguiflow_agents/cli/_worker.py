@@ -28,7 +28,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from penguiflow_agents.cli._common import configure_cli_logging, error, headers_of, print_json
+from penguiflow_agents.cli._common import (
+    configure_cli_logging,
+    error,
+    headers_of,
+    load_policy_dir,
+    print_json,
+)
 from penguiflow_agents.cli._status import elapsed
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
@@ -116,11 +122,10 @@ async def _worker(args: argparse.Namespace) -> int:
         start_pruner,
         start_refresher,
     )
-    from penguiflow_agents.policy import PolicySet
     from penguiflow_agents.store import open_store, redact_url
     from penguiflow_agents.worker import Worker
 
-    policies = PolicySet.load_dir(args.policies)  # a bad file stops the worker: never half a policy
+    policies = load_policy_dir(args.policies)  # a bad file stops the worker: never half a policy
     async with AsyncExitStack() as stack:
         metrics = metrics_of(args)
         telemetry = open_telemetry(stack, metrics=metrics)

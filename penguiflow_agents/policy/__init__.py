@@ -8,6 +8,7 @@ rule order) are documented in ``penguiflow_agents.policy._set``.
 
 from __future__ import annotations
 
+from penguiflow_agents.policy._check import PolicyFinding, check_policies
 from penguiflow_agents.policy._document import (
     ApprovalRuleDoc,
     PolicyDocument,
@@ -21,9 +22,11 @@ __all__ = [
     "ApprovalRule",
     "ApprovalRuleDoc",
     "PolicyDocument",
+    "PolicyFinding",
     "PolicySet",
     "RoleDoc",
     "ToolView",
+    "check_policies",
     "load_policy_file",
     "parse_policy",
 ]

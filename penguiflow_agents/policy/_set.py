@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import structlog
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import PolicyError
+from penguiflow_agents.policy._check import PolicyFinding, static_findings
 from penguiflow_agents.policy._document import (
     DEFAULT_EXPIRES_IN_S,
     DEFAULT_TENANT_KEY,
@@ -51,6 +53,8 @@ from penguiflow_agents.policy._document import (
     parse_policy,
 )
 from penguiflow_agents.tools._types import ToolSpec, sha256_json
+
+_log = structlog.get_logger("penguiflow_agents.policy")
 
 __all__ = ["ApprovalRule", "PolicySet", "ToolView"]
 
@@ -193,10 +197,13 @@ class PolicySet:
     empty set: deny all) or ``PolicySet.from_documents([...])`` in tests.
     """
 
-    __slots__ = ("_by_tenant", "_view_cache", "_visible_cache")
+    __slots__ = ("_by_tenant", "_view_cache", "_visible_cache", "_warnings")
 
-    def __init__(self, compiled: Mapping[str, _Compiled]) -> None:
+    def __init__(
+        self, compiled: Mapping[str, _Compiled], warnings: Sequence[PolicyFinding] = ()
+    ) -> None:
         self._by_tenant: dict[str, _Compiled] = dict(compiled)
+        self._warnings = tuple(warnings)
         self._view_cache: OrderedDict[tuple[Any, ...], tuple[tuple[ToolSpec, ...], ToolView]] = (
             OrderedDict()
         )
@@ -245,9 +252,20 @@ class PolicySet:
                     "keep one file per tenant",
                 )
             compiled[doc.tenant] = _Compiled.build(doc, file)
-        return cls(compiled)
+        warnings = [w for doc, file in parsed for w in static_findings(doc, file)]
+        for warning in warnings:
+            _log.warning(
+                "policy.suspicious", file=warning.file, key=warning.key, reason=warning.message
+            )
+        return cls(compiled, warnings)
 
     # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def warnings(self) -> tuple[PolicyFinding, ...]:
+        """Likely mistakes found at load time (file name vs tenant, approval rules that
+        never apply); ``penguiflow_agents.policy.check_policies`` also checks tool names."""
+        return self._warnings
 
     @property
     def tenants(self) -> frozenset[str]:

@@ -28,6 +28,7 @@ import asyncio
 import inspect
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from penguiflow_agents.exceptions import PenguiflowError, ToolSourceUnavailableE
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._mcp_elicit import ElicitFn, answer_elicitation
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
-from penguiflow_agents.tools._mcp_transport import open_transport
+from penguiflow_agents.tools._mcp_transport import STDERR_TAIL_LINES, open_transport
 from penguiflow_agents.tools._redact import Redactor, secret_values
 from penguiflow_agents.tools._types import (
     CallContext,
@@ -118,6 +119,8 @@ class _Session:
     exc: BaseException | None = None
     task: asyncio.Task[None] | None = None
     finished: bool = False
+    # A stdio server's last stderr lines: shown with the error when it fails or dies.
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
 
     @property
     def usable(self) -> bool:
@@ -365,6 +368,11 @@ class MCPToolSource:
             sess.client = None
             sess.finished = True
             sess.stop.set()
+            if sess.error is not None and sess.stderr_tail and not self._closed:
+                # The transport is closed by now, so the last lines are in (e.g. a traceback
+                # ending in "ModuleNotFoundError: No module named ..."): the reason, where the
+                # user looks (tools list, call errors), not only in -v logs.
+                sess.error += "; its last stderr lines: " + " | ".join(sess.stderr_tail)
             self._ended(sess, was_ready)
             sess.ready.set()
 
@@ -377,6 +385,7 @@ class MCPToolSource:
                 redact=self._redact,
                 on_eof=lambda: self._lost(sess, "the server closed the connection"),
                 auth=self._auth,
+                stderr_tail=sess.stderr_tail,
             )
 
             async def on_message(message: Any) -> None:

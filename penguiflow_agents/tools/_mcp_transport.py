@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -54,6 +55,10 @@ STDERR_DRAIN_TIMEOUT_S = 0.5
 STDERR_LINE_MAX = 4000
 # Bytes of stderr buffered before a line is forced out.
 STDERR_READ_LIMIT = 64 * 1024
+# Last stderr lines kept to explain a server that failed or died (``StderrPump.tail``).
+STDERR_TAIL_LINES = 5
+# Longest stderr line kept in that tail.
+STDERR_TAIL_LINE_MAX = 300
 
 # Command names replaced by the running interpreter, so that ``python`` in a
 # manifest is the interpreter (and virtualenv) penguiflow-agents runs in.
@@ -80,8 +85,10 @@ class StderrPump:
     ``spawned()`` after the spawn so that the pipe ends when the server does.
     """
 
-    def __init__(self, source: str, redact: Redactor) -> None:
+    def __init__(self, source: str, redact: Redactor, tail: deque[str] | None = None) -> None:
         read_fd, write_fd = os.pipe()
+        # The last lines (redacted, cut), to say why a server failed to start or died.
+        self.tail: deque[str] = tail if tail is not None else deque(maxlen=STDERR_TAIL_LINES)
         self._source = source
         self._redact = redact
         self._reader_file: IO[bytes] = os.fdopen(read_fd, "rb", buffering=0)
@@ -137,7 +144,12 @@ class StderrPump:
             return
         if len(line) > STDERR_LINE_MAX:
             line = line[:STDERR_LINE_MAX] + " [cut]"
-        log.info("mcp_server_stderr", source=self._source, line=self._redact(line))
+        line = self._redact(line)
+        log.info("mcp_server_stderr", source=self._source, line=line)
+        shown = line.strip()
+        if len(shown) > STDERR_TAIL_LINE_MAX:
+            shown = shown[: STDERR_TAIL_LINE_MAX - 1] + "…"
+        self.tail.append(shown)
 
 
 class _WatchedReadStream:
@@ -212,6 +224,7 @@ async def open_transport(
     redact: Redactor,
     on_eof: Callable[[], None],
     auth: httpx2.Auth | None = None,
+    stderr_tail: deque[str] | None = None,
 ) -> tuple[AbstractAsyncContextManager[Any], Callable[[], None]]:
     """The transport for ``manifest`` (not yet entered) and a hook to run once it is.
 
@@ -221,13 +234,15 @@ async def open_transport(
     SDK's and HTTP clients' log records from here on. ``auth`` (an
     ``mcp_http`` source's credentials, see ``penguiflow_agents.auth``) signs
     every HTTP request of the session.
+    A stdio server's last
+    stderr lines are kept in ``stderr_tail`` (redacted) as they arrive.
     """
     redact_library_logs(secret_values(manifest))
     if manifest.transport == "mcp_stdio":
         assert manifest.command is not None  # the manifest model requires it
         env = manifest.resolved_env()
         exe, args = resolve_command(manifest.command)
-        pump = StderrPump(manifest.name, redact)
+        pump = StderrPump(manifest.name, redact, stderr_tail)
         stack.push_async_callback(pump.aclose)
         pump.start()
         transport = stdio_transport(
