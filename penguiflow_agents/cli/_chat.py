@@ -36,7 +36,7 @@ from rich.markup import escape
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.cli import EXIT_OK
-from penguiflow_agents.cli._common import headers_of
+from penguiflow_agents.cli._common import check_model_option, headers_of
 from penguiflow_agents.cli._run import (
     OFFLINE_SCRIPT,
     locations,
@@ -77,6 +77,7 @@ async def chat(args: argparse.Namespace) -> int:
     headers = headers_of(args)
     session = args.session or f"chat-{uuid.uuid4().hex[:8]}"
     global _PROMPTS_TO_STDERR
+    check_model_option(args.model)
     _PROMPTS_TO_STDERR = bool(args.json)
     printer = RunPrinter(quiet=bool(args.json), json_lines=bool(args.json))
     async with AsyncExitStack() as stack:

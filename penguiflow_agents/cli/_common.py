@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TENANT",
+    "check_model_option",
     "configure_cli_logging",
     "error",
     "headers_of",
@@ -47,6 +48,16 @@ def headers_of(args: argparse.Namespace, *, principal: str | None = None) -> Hea
     return Headers(
         tenant=tenant_of(args), principal=who, roles=list(getattr(args, "roles", []) or [])
     )
+
+
+def check_model_option(model: str | None, *, keys: bool = True) -> None:
+    """Refuse a ``--model`` that cannot work (unknown provider; with ``keys``, a missing API
+    key) with a UserError, before litellm is imported or anything is created."""
+    if model is None or model.strip() == "replay" or model.startswith("replay:"):
+        return
+    from penguiflow_agents.llm._providers import check_model
+
+    check_model(model, keys=keys)
 
 
 def load_registry(args: argparse.Namespace) -> ToolRegistry:

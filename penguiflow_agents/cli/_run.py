@@ -37,6 +37,7 @@ from typing import Any
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.cli import DEFAULT_STORE, EXIT_FAILURE, EXIT_OK, EXIT_PAUSED, EXIT_USAGE
 from penguiflow_agents.cli._common import (
+    check_model_option,
     configure_cli_logging,
     error,
     headers_of,
@@ -268,6 +269,7 @@ def report(
 
 
 async def _run(args: argparse.Namespace) -> int:
+    check_model_option(args.model)  # before the store, the tools and litellm
     headers = headers_of(args)
     printer = RunPrinter(quiet=args.json)
     async with AsyncExitStack() as stack:
@@ -298,6 +300,7 @@ async def _resume(args: argparse.Namespace) -> int:
         record = await store.get_run(headers.tenant, args.run_id)  # foreign = unknown
         if record.status in ("completed", "failed", "cancelled"):
             return _show_stored(args, printer, record)
+        check_model_option(record.model or None)
         planner = await open_planner(
             stack,
             args,
@@ -369,6 +372,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from penguiflow_agents.approvals import ApprovalService, approval_to_json
 
     started = time.monotonic()
+    check_model_option(args.model)
     headers = headers_of(args)
     approver = Headers(tenant=headers.tenant, principal=DEMO_APPROVER, roles=DEMO_APPROVER_ROLES)
     tools, policies, note = demo_locations(args)

@@ -29,6 +29,7 @@ from typing import Any
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from penguiflow_agents.cli._common import (
+    check_model_option,
     configure_cli_logging,
     error,
     headers_of,
@@ -64,6 +65,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         args.log_format = "json"
         error("worker --json is deprecated: use --log-format json (JSON log lines on stderr).")
     configure_cli_logging(args, default_level="info")
+    try:
+        check_model_option(args.model)  # the worker's default model: it needs its key here
+    except UserError as exc:
+        error(str(exc))
+        return EXIT_USAGE
     if args.concurrency < 1:
         error(f"--concurrency must be a positive integer, got {args.concurrency!r}.")
         return EXIT_USAGE
@@ -82,6 +88,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         error(
             'pass either a QUESTION or --resume RUN_ID (exactly one), e.g. submit "What time is it?"'
         )
+        return EXIT_USAGE
+    try:
+        check_model_option(args.model, keys=False)  # the workers hold the keys, not this host
+    except UserError as exc:
+        _fail(str(exc), args.json)
         return EXIT_USAGE
     if args.question is not None and not args.question.strip():
         error(f"the question must not be empty, got {args.question!r}.")

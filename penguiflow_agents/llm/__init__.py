@@ -10,6 +10,7 @@ from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._litellm import LiteLLMClient, ToolCalling
 from penguiflow_agents.llm._names import WIRE_NAME_PATTERN, WireNames, from_wire_name, to_wire_name
 from penguiflow_agents.llm._open import PROVIDER_KEY_VARIABLES, open_llm, provider_keys_set
+from penguiflow_agents.llm._providers import check_model
 from penguiflow_agents.llm._replay import REPLAY_MODEL_NAME, ReplayServer
 from penguiflow_agents.llm._script import (
     ReplayScript,
@@ -47,6 +48,7 @@ __all__ = [
     "ToolCalling",
     "Usage",
     "WireNames",
+    "check_model",
     "from_wire_name",
     "load_replay_script",
     "open_llm",

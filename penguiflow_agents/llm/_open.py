@@ -10,6 +10,7 @@ from pathlib import Path
 from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm._litellm import LiteLLMClient
 from penguiflow_agents.llm._litellm_import import REPLAY_LITELLM_MODEL, load_litellm_async
+from penguiflow_agents.llm._providers import check_model
 from penguiflow_agents.llm._replay import ReplayServer
 
 __all__ = ["PROVIDER_KEY_VARIABLES", "REPLAY_PREFIX", "open_llm", "provider_keys_set"]
@@ -106,6 +107,7 @@ async def open_llm(
         async with _replay(path, f"{REPLAY_PREFIX}:{path}") as client:
             yield client
         return
+    check_model(model)  # an unknown provider or a missing key: at once, before litellm loads
     client = LiteLLMClient(model)
     missing = client.missing_credentials(await load_litellm_async())
     if missing:
