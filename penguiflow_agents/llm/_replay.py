@@ -26,9 +26,9 @@ from penguiflow_agents.llm._names import to_wire_name, wire_candidates
 from penguiflow_agents.llm._script import (
     ReplayScript,
     ScriptTurn,
+    choose_turn,
     last_user_or_tool_text,
     load_replay_script,
-    match_failure,
     past_end_message,
     turn_index,
 )
@@ -224,11 +224,10 @@ class ReplayServer:
         turns = self.script.turns
         if n >= len(turns):
             return _error(past_end_message(n, len(turns)) + f" (script: {self.source})")
-        turn = turns[n]
-        if turn.match is not None:
-            text = last_user_or_tool_text(messages)
-            if re.search(turn.match, text) is None:
-                return _error(match_failure(n, turn.match, text) + f" (script: {self.source})")
+        chosen = choose_turn(turns[n], n, last_user_or_tool_text(messages))
+        if isinstance(chosen, str):
+            return _error(chosen + f" (script: {self.source})")
+        turn = chosen
         if turn.delay_s:
             await asyncio.sleep(turn.delay_s)
         offered = [

@@ -8,6 +8,17 @@ turns:
     content: "It is morning in London."
 ```
 
+A turn may instead branch on how the conversation went: ``branches`` is a
+list of turns, and the first whose ``match`` fits the last user/tool message
+(or that has no ``match``: the default) is played::
+
+    - branches:
+        - match: '"bytes":'                 # the write ran
+          content: "The note is saved."
+        - match: "^Error \\(rejected\\)"
+          content: "I did not save the note: the write was rejected."
+        - content: "I could not save the note."
+
 Both the replay model server and the in-process ``ScriptedLLM`` read turns of
 this shape. Turns are picked by position: the n-th model call of a
 conversation (n = assistant messages already in it) gets the n-th turn.
@@ -32,6 +43,7 @@ __all__ = [
     "ScriptToolCall",
     "ScriptTurn",
     "ScriptUsage",
+    "choose_turn",
     "describe_validation_error",
     "last_user_or_tool_text",
     "load_replay_script",
@@ -68,6 +80,8 @@ class ScriptTurn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     match: str | None = None  # regex searched in the last user/tool message
+    # Alternatives: the first whose match fits (or with no match) is played instead.
+    branches: list[ScriptTurn] | None = None
     content: str | None = None
     tool_calls: list[ScriptToolCall] | None = None
     delay_s: float = Field(default=0.0, ge=0.0, le=600.0)  # added latency (benchmarks, deadlines)
@@ -85,8 +99,19 @@ class ScriptTurn(BaseModel):
 
     @model_validator(mode="after")
     def _says_something(self) -> ScriptTurn:
+        if self.branches is not None:
+            if not self.branches:
+                raise ValueError("`branches` needs at least one turn")
+            if self.content is not None or self.tool_calls or self.match is not None:
+                raise ValueError(
+                    "a turn with `branches` has no `match`, `content` or `tool_calls` of its own; "
+                    "put them in its branches"
+                )
+            return self
         if self.content is None and not self.tool_calls:
-            raise ValueError("a turn needs `content` or at least one entry in `tool_calls`")
+            raise ValueError(
+                "a turn needs `content`, at least one entry in `tool_calls`, or `branches`"
+            )
         return self
 
     def call_id(self, turn: int, index: int) -> str:
@@ -125,13 +150,31 @@ class ReplayScript(BaseModel):
     turns: list[ScriptTurn] = Field(min_length=1)
 
 
+def choose_turn(turn: ScriptTurn, index: int, text: str) -> ScriptTurn | str:
+    """The turn to play at ``index`` (0-based) after the message ``text``: ``turn`` itself
+    when its ``match`` fits, else the first fitting branch; or why none fits (a sentence)."""
+    if turn.branches is None:
+        if turn.match is not None and re.search(turn.match, text) is None:
+            return match_failure(index, turn.match, text)
+        return turn
+    for branch in turn.branches:
+        if branch.match is None or re.search(branch.match, text) is not None:
+            return choose_turn(branch, index, text)
+    patterns = ", ".join(repr(b.match) for b in turn.branches)
+    quoted = text if len(text) <= _QUOTE_CHARS else text[:_QUOTE_CHARS] + "..."
+    return (
+        f"replay script turn {index + 1}: no branch matches the last user/tool message "
+        f"{quoted!r} (branches: {patterns}); add a branch without `match` as the default."
+    )
+
+
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
     """The first error of ``exc`` as (dotted key, reason sentence)."""
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     reason = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        reason = "unknown key; a turn has match, content, tool_calls, delay_s and usage"
+        reason = "unknown key; a turn has match, content, tool_calls, branches, delay_s and usage"
     elif first["type"] == "missing":
         reason = "this key is required"
     return key, reason

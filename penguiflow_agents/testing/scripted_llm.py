@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from penguiflow_agents.exceptions import LLMError, UserError
 from penguiflow_agents.llm._script import (
     ScriptTurn,
+    choose_turn,
     describe_validation_error,
     last_user_or_tool_text,
     match_failure,
@@ -57,6 +58,7 @@ class _Prepared:
     response: LLMResponse | None = None
     function: TurnFunction | None = None
     delay_s: float = 0.0
+    branching: ScriptTurn | None = None  # a turn with branches: chosen when it is played
 
 
 class ScriptedLLM:
@@ -90,6 +92,8 @@ class ScriptedLLM:
                 f"ScriptedLLM turn {index + 1} is {turn!r}; pass a mapping shaped like a replay-script "
                 f"turn, an LLMResponse, or a callable (request) -> LLMResponse."
             )
+        if parsed.branches is not None:
+            return _Prepared(branching=parsed)
         return _Prepared(
             match=re.compile(parsed.match) if parsed.match is not None else None,
             pattern=parsed.match or "",
@@ -118,6 +122,13 @@ class ScriptedLLM:
                     f"ScriptedLLM turn {n + 1} returned {result!r}; a turn function must return an LLMResponse."
                 )
             return result
+        if turn.branching is not None:
+            chosen = choose_turn(turn.branching, n, last_user_or_tool_text(request.messages))
+            if isinstance(chosen, str):
+                raise LLMError(chosen)
+            if chosen.delay_s:
+                await self._delay(chosen.delay_s, request.timeout_s)
+            return chosen.to_response(n, model=self.model)
         if turn.match is not None:
             text = last_user_or_tool_text(request.messages)
             if turn.match.search(text) is None:

@@ -23,8 +23,9 @@ def test_every_packaged_replay_script_validates(path: Path) -> None:
 
 def test_the_example_script_uses_every_turn_key() -> None:
     script = load_replay_script(next(p for p in SCRIPTS if p.name == "example.yaml"))
-    keys = set().union(*(turn.model_dump(exclude_defaults=True) for turn in script.turns))
-    assert keys == {"tool_calls", "delay_s", "usage", "match", "content"}
+    turns = [*script.turns, *(b for t in script.turns for b in t.branches or [])]
+    keys = set().union(*(turn.model_dump(exclude_defaults=True) for turn in turns))
+    assert keys == {"tool_calls", "delay_s", "usage", "match", "content", "branches"}
 
 
 def test_all_lists_every_public_name_and_each_one_exists() -> None:
