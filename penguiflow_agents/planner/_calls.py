@@ -93,6 +93,7 @@ async def call_tool(
         trace_id=run.trace_id,
         deadline=run.deadline,
         on_event=_activity_sink(run, call_id, name),
+        deps=deps.app_deps,
     )
     clock = run.clock
     start = clock.monotonic()

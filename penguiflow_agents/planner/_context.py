@@ -65,6 +65,7 @@ class Deps:
     clock: Clock = SYSTEM_CLOCK  # time and random ids (a workflow engine brings its own)
     record_events: bool = False  # every emitted event is also appended to the run's log
     observers: tuple[RunObserver, ...] = ()  # told about every run (telemetry)
+    app_deps: Any = None  # ReactPlanner(deps=...): handed to tools in CallContext.deps
 
 
 @dataclass(slots=True, kw_only=True)

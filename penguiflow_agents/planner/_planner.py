@@ -129,6 +129,11 @@ class ReactPlanner:
     store, in order, streamed or not (see ``planner._events``), so that a
     process that does not execute the run (an HTTP event stream, a submitter)
     can follow it from the store.
+
+    ``deps`` is anything the application's tools need (a database pool, a
+    client, settings): a ``@tool`` function with a ``CallContext`` parameter
+    gets it as ``ctx.deps``, next to the caller's tenant, principal and roles
+    and the run's id, trace id and deadline. The model never sees it.
     """
 
     __slots__ = ("_deps", "_index")
@@ -156,6 +161,7 @@ class ReactPlanner:
         max_pending_approvals_per_run: int = 16,
         max_pending_approvals_per_tenant: int = 1000,
         observers: Sequence[RunObserver] = (),
+        deps: Any = None,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -219,6 +225,7 @@ class ReactPlanner:
             max_pending_approvals_per_run=max_pending_approvals_per_run,
             max_pending_approvals_per_tenant=max_pending_approvals_per_tenant,
             observers=tuple(observers),
+            app_deps=deps,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None

@@ -263,7 +263,15 @@ def trace_headers(ctx: CallContext | None) -> dict[str, str]:
 
 @dataclass(slots=True, kw_only=True)
 class CallContext:
-    """Who is calling and within what limits; flows from run to tool call."""
+    """Who is calling and within what limits; flows from run to tool call.
+
+    A ``@tool`` function that declares a parameter annotated ``CallContext``
+    receives it (the model never sees that parameter): the caller's
+    ``tenant``/``principal``/``roles``, the ``run_id``, ``trace_id`` and
+    ``deadline`` of the run, and ``deps``, the application's dependencies
+    given to the planner as ``ReactPlanner(..., deps=...)`` (a database pool,
+    an HTTP client, settings).
+    """
 
     headers: Headers | None = None
     run_id: str | None = None
@@ -272,6 +280,19 @@ class CallContext:
     deadline: float | None = None  # absolute, time.monotonic() clock
     on_event: EventSink | None = None  # e.g. progress notifications
     extra: dict[str, Any] = field(default_factory=dict)
+    deps: Any = None  # the application's dependencies (``ReactPlanner(deps=...)``)
+
+    @property
+    def tenant(self) -> str | None:
+        return self.headers.tenant if self.headers is not None else None
+
+    @property
+    def principal(self) -> str | None:
+        return self.headers.principal if self.headers is not None else None
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.headers.roles) if self.headers is not None else ()
 
 
 @runtime_checkable
