@@ -470,19 +470,41 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--oidc-audience", default=None, help="the audience the JWTs must name")
     p.add_argument("--oidc-jwks", default=None, metavar="URL|FILE", help="the issuer's JWKS")
     p.add_argument("--oidc-tenant", default=None, help="one fixed tenant for every token")
-    p.add_argument("--oidc-tenant-claim", default="tenant", metavar="CLAIM")
-    p.add_argument("--oidc-principal-claim", default="sub", metavar="CLAIM")
-    p.add_argument("--oidc-roles-claim", default="roles", metavar="CLAIM")
+    p.add_argument(
+        "--oidc-tenant-claim",
+        default="tenant",
+        metavar="CLAIM",
+        help="the JWT claim holding the tenant (default tenant)",
+    )
+    p.add_argument(
+        "--oidc-principal-claim",
+        default="sub",
+        metavar="CLAIM",
+        help="the JWT claim holding the principal (default sub)",
+    )
+    p.add_argument(
+        "--oidc-roles-claim",
+        default="roles",
+        metavar="CLAIM",
+        help="the JWT claim holding the roles (default roles)",
+    )
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_serve")
 
     keys = sub.add_parser("keys", help="make, revoke and list API keys of the HTTP service")
     ksub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
     ksub.required = True
     p = ksub.add_parser("add", help="make a key; prints it once, stores only its hash")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--principal", required=True)
-    p.add_argument("--role", dest="roles", action="append", default=[], metavar="R")
-    p.add_argument("--keys", default="keys.yaml", metavar="FILE")
+    p.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    p.add_argument("--principal", required=True, help="who the key's caller is")
+    p.add_argument(
+        "--role",
+        dest="roles",
+        action="append",
+        default=[],
+        metavar="R",
+        help="a role of the key's caller (repeatable)",
+    )
+    p.add_argument("--keys", default="keys.yaml", metavar="FILE", help=_KEYS_HELP)
     p.add_argument("--id", default=None, help="the key's id (default: TENANT-PRINCIPAL)")
     p.add_argument("--act-for-users", action="store_true", help="may run on behalf of end users")
     p.add_argument(
@@ -496,13 +518,13 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_add")
     p = ksub.add_parser("revoke", help="revoke a key (a running server refuses it at once)")
-    p.add_argument("key_id", metavar="ID")
-    p.add_argument("--keys", default="keys.yaml", metavar="FILE")
+    p.add_argument("key_id", metavar="ID", help="the key's id (from keys list)")
+    p.add_argument("--keys", default="keys.yaml", metavar="FILE", help=_KEYS_HELP)
     add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_revoke")
     p = ksub.add_parser("list", help="list the keys (ids, tenants, principals, roles)")
-    p.add_argument("--keys", default="keys.yaml", metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--keys", default="keys.yaml", metavar="FILE", help=_KEYS_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_log_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_keys_list")
 
@@ -517,7 +539,7 @@ def _add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         ("logout", "forget the caller's tokens for a source"),
     ):
         p = asub.add_parser(name, help=help_text)
-        p.add_argument("source", metavar="SOURCE")
+        p.add_argument("source", metavar="SOURCE", help="the mcp_http source (its manifest name)")
         if name == "login":
             p.add_argument(
                 "--no-browser",
@@ -526,6 +548,9 @@ def _add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
             )
         _add_common_options(p)
         p.set_defaults(handler=f"penguiflow_agents.cli._auth:cmd_{name}")
+
+
+_KEYS_HELP = "the key file (default keys.yaml)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
