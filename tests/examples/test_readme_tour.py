@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEP_TIMEOUT_S = 120.0  # one CLI process (litellm's import, the time MCP server) on a busy machine
+STEP_TIMEOUT_S = 300.0  # one CLI process (litellm's import, the time MCP server) on a busy machine
 
 
 def tour_commands() -> list[str]:
@@ -25,7 +25,7 @@ def tour_commands() -> list[str]:
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "tools", tmp_path / "tools")
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
