@@ -126,20 +126,23 @@ def _add_runs_commands(sub: Any) -> None:
     p = rsub.add_parser("list", help="the tenant's runs, newest first")
     _add_common_options(p)
     p.add_argument(
-        "--status", default=None, choices=["running", "paused", "completed", "failed", "cancelled"]
+        "--status",
+        default=None,
+        choices=["running", "paused", "completed", "failed", "cancelled"],
+        help="only runs with this status",
     )
     p.add_argument("--since", default=None, metavar="AGE", help="created within AGE (e.g. 7d, 12h)")
     p.add_argument(
         "--tool", default=None, metavar="NAME", help="that called NAME (a glob: files.*)"
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N runs")
     p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_list")
     p = rsub.add_parser("show", help="one run: calls, approvals, usage, cost, durations")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run's id")
     _add_common_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_show")
     p = rsub.add_parser("events", help="a run's stored events (--json: JSON lines)")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run's id")
     _add_common_options(p)
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
     p.set_defaults(handler="penguiflow_agents.cli._runs:cmd_events")
