@@ -1,7 +1,7 @@
 """Writing a run to the store: claim it, checkpoint it, keep its lease alive, pause, finish.
 
 A run is held by the process that executes it: ``claimed_by`` names the
-owner (``host:pid:token``) and ``claim_expires_at`` ends its lease. The owner
+owner (``host:pid:token:boot_id:pid_namespace``) and ``claim_expires_at`` ends its lease. The owner
 checkpoints the run's state after every model turn and every step, and a
 heartbeat renews the lease while the run is alive, so when the owner dies
 another process can take the run over (``claim``) from its last checkpoint:

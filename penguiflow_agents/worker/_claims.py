@@ -1,17 +1,16 @@
 """The worker's view of a run's claim in the store: read it, and hand it back at shutdown.
 
 A worker starts runs with ``ReactPlanner.run(claim=True)``: the run is held
-under a lease (``claimed_by = "host:pid:token"``) renewed with a checkpoint
+under a lease (``claimed_by = "host:pid:token:boot_id:pid_namespace"``) renewed with a checkpoint
 every step. Another process can take it over with ``resume`` once the lease
-ran out, or at once when the holder is a dead process of the same host.
+ran out, or at once when the holder is a dead process of the same host, boot and PID
+namespace.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-
 from penguiflow_agents.exceptions import ConflictError, NotFoundError
+from penguiflow_agents.planner._context import new_owner
 from penguiflow_agents.store import RunRecord, StateStore
 
 __all__ = ["TERMINAL", "get_run", "held_by_this_process", "release_claim"]
@@ -22,11 +21,14 @@ _RELEASE_ATTEMPTS = 3
 
 
 def held_by_this_process(owner: str | None) -> bool:
-    """Whether a claim owner (``host:pid:token``) is this very process."""
+    """Whether a claim owner (``host:pid:token:boot_id:pid_namespace``) is this very process."""
     if not owner:
         return False
-    host, _, rest = owner.partition(":")
-    return host == socket.gethostname() and rest.partition(":")[0] == str(os.getpid())
+    parts = owner.split(":")
+    if len(parts) != 5:
+        return False
+    mine = new_owner().split(":")
+    return parts[:2] == mine[:2] and parts[3:] == mine[3:]
 
 
 async def get_run(store: StateStore, tenant: str, run_id: str) -> RunRecord | None:
