@@ -41,6 +41,7 @@ from mcp.shared.auth import (
 from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import AnyUrl, ValidationError
 
+from penguiflow_agents.auth._assertion import identity_assertion_auth
 from penguiflow_agents.auth._vault import CredentialVault, Owner, VaultTokenStorage
 from penguiflow_agents.exceptions import AuthorizationRequiredError, CredentialError
 from penguiflow_agents.tools._manifest import AuthConfig
@@ -255,7 +256,17 @@ def build_auth(
     authorizer: Authorizer | None = None,
 ) -> httpx2.Auth:
     """The auth of one owner's connection to ``server_url``; ``auth`` has its ${VAR} resolved."""
-    redact_library_logs(v for v in (auth.client_secret, auth.private_key, auth.token) if v)
+    redact_library_logs(
+        v
+        for v in (
+            auth.client_secret,
+            auth.private_key,
+            auth.token,
+            auth.id_token,
+            auth.idp_client_secret,
+        )
+        if v
+    )
     if auth.type == "bearer":
         assert auth.token is not None  # the manifest model requires it
         return _Bearer(auth.token)
@@ -266,6 +277,8 @@ def build_auth(
         )
     storage = vault.storage(source, owner)
     scope = " ".join(auth.scopes) if auth.scopes else None
+    if auth.type == "identity_assertion":
+        return identity_assertion_auth(source, server_url, auth, storage)
     if auth.type == "client_credentials":
         assert auth.client_id is not None  # the manifest model requires it
         with warnings.catch_warnings():

@@ -150,7 +150,7 @@ class AuthConfig(_Strict):
     (``resolved``) and never echoed in an error.
     """
 
-    type: Literal["oauth", "client_credentials", "bearer"]
+    type: Literal["oauth", "client_credentials", "bearer", "identity_assertion"]
     client_id: str | None = None
     client_secret: str | None = None
     client_metadata_url: str | None = None
@@ -169,6 +169,13 @@ class AuthConfig(_Strict):
         Literal["client_secret_basic", "client_secret_post", "none"] | None
     ) = None
     redirect_uri: str | None = None
+    # identity_assertion (SEP-990, enterprise-managed authorization): an ID token from the
+    # enterprise IdP, exchanged at the IdP's token endpoint (RFC 8693) for an identity-assertion
+    # grant (ID-JAG), which is presented to `issuer` with the jwt-bearer grant (RFC 7523).
+    id_token: str | None = None
+    idp_token_endpoint: str | None = None
+    idp_client_id: str | None = None
+    idp_client_secret: str | None = None
 
     @model_validator(mode="after")
     def _check_type(self) -> AuthConfig:
@@ -186,6 +193,12 @@ class AuthConfig(_Strict):
                     "auth type 'client_credentials' needs exactly one of client_secret "
                     "(client_secret_basic) or private_key (private_key_jwt)",
                 )
+        elif self.type == "identity_assertion":
+            for key in ("client_id", "client_secret", "issuer", "id_token", "idp_token_endpoint"):
+                if getattr(self, key) is None:
+                    raise _KeyedError(
+                        f"auth.{key}", "is required for auth type 'identity_assertion'"
+                    )
         elif self.client_secret is not None and self.client_id is None:
             raise _KeyedError(
                 "auth.client_secret", "needs auth.client_id (a pre-registered client)"
@@ -206,6 +219,10 @@ class AuthConfig(_Strict):
             "token",
             "issuer",
             "redirect_uri",
+            "id_token",
+            "idp_token_endpoint",
+            "idp_client_id",
+            "idp_client_secret",
         ):
             value = getattr(self, key)
             if value is not None:
@@ -214,7 +231,17 @@ class AuthConfig(_Strict):
 
     def templates(self) -> list[str]:
         """The raw values that may hold ``${VAR}`` references."""
-        keys = ("client_id", "client_secret", "client_metadata_url", "private_key", "token")
+        keys = (
+            "client_id",
+            "client_secret",
+            "client_metadata_url",
+            "private_key",
+            "token",
+            "id_token",
+            "idp_token_endpoint",
+            "idp_client_id",
+            "idp_client_secret",
+        )
         return [v for k in keys if (v := getattr(self, k)) is not None]
 
 

@@ -18,6 +18,8 @@ import faulthandler
 import json
 import os
 import sys
+import urllib.parse
+import urllib.request
 from typing import Any
 
 from penguiflow_agents import Headers
@@ -31,7 +33,25 @@ CIMD_URL = "https://conformance-test.local/client-metadata.json"
 CALLER = Headers(tenant="conformance", principal="suite-user")
 
 
-def auth_config(scenario: str, context: dict[str, Any]) -> dict[str, Any] | None:
+def authorization_server_of(server_url: str) -> str:
+    """The issuer an administrator configures for SEP-990, looked up in the server's metadata.
+
+    ``identity_assertion`` never lets the resource server choose the authorization
+    server; the suite does not put its issuer in the context, so it is read here
+    from the protected-resource metadata, as a person setting the manifest up would.
+    """
+    parts = urllib.parse.urlsplit(server_url)
+    well_known = f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource"
+    for url in (well_known + parts.path, well_known):
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return str(json.load(response)["authorization_servers"][0])
+        except (OSError, KeyError, IndexError, ValueError):
+            continue
+    raise SystemExit(f"no protected-resource metadata at {well_known}")
+
+
+def auth_config(scenario: str, context: dict[str, Any], server_url: str) -> dict[str, Any] | None:
     """The manifest's ``auth:`` for a scenario, from the suite's context."""
     if not scenario.startswith("auth/"):
         return None
@@ -43,6 +63,16 @@ def auth_config(scenario: str, context: dict[str, Any]) -> dict[str, Any] | None
         else:
             config["client_secret"] = context["client_secret"]
         return config
+    if scenario == "auth/cross-app-access-complete-flow":
+        return {
+            "type": "identity_assertion",
+            "client_id": context["client_id"],
+            "client_secret": context["client_secret"],
+            "issuer": authorization_server_of(server_url),
+            "id_token": context["idp_id_token"],
+            "idp_token_endpoint": context["idp_token_endpoint"],
+            "idp_client_id": context["idp_client_id"],
+        }
     config = {"type": "oauth"}
     if "client_id" in context:
         config["client_id"] = context["client_id"]
@@ -81,7 +111,7 @@ async def main(server_url: str) -> int:
         # Elicitation with no person at hand: accept with the schema's defaults.
         "elicitation": "defaults",
     }
-    auth = auth_config(scenario, context)
+    auth = auth_config(scenario, context, server_url)
     if auth is not None:
         manifest["auth"] = auth
     registry = ToolRegistry()

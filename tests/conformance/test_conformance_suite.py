@@ -2,8 +2,10 @@
 
 ``scripts/conformance.sh`` installs Node 22 and @modelcontextprotocol/conformance
 into .conformance/ (once; npm's registry must be reachable) and runs each
-client scenario with ``tests/conformance/client.py``. There is no list of
-expected failures: any failing scenario fails this test.
+client scenario with ``tests/conformance/client.py`` (forked from one process
+that paid the imports, see ``forkserver.py``). There is no list of expected
+failures: any failing scenario fails this test, and so does a failed Node/npm
+install (the script exits non-zero; this test never skips).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# The whole suite: 26 scenarios, each starting a Python client (the mcp SDK's import is slow).
+# The whole suite: 26 scenarios, 3 at a time, each a forked client; measured 3-5 min under load.
 SUITE_TIMEOUT_S = 1500
 
 
