@@ -282,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None, help="model for jobs that name none (default: replay)")
     p.add_argument(
+        "--replay-dir",
+        default=".",
+        metavar="DIR",
+        help="a job's replay:PATH must be a file inside DIR (default: the current directory)",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,

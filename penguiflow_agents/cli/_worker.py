@@ -172,6 +172,24 @@ async def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def job_model(model: str, replay_dir: str) -> str:
+    """A job's model; a ``replay:PATH`` must name a file inside ``replay_dir``.
+
+    A job comes from the bus: whoever can write to it must not make a worker
+    read an arbitrary file of its host as a model script.
+    """
+    if not model.startswith("replay:"):
+        return model
+    base = os.path.realpath(replay_dir)
+    path = os.path.realpath(os.path.join(base, model.removeprefix("replay:")))
+    if os.path.commonpath([base, path]) != base or path == base:
+        raise UserError(
+            f"the job's model {model[:200]!r} names a replay script outside the worker's "
+            f"replay directory ({replay_dir!r}); put the script there (worker --replay-dir)."
+        )
+    return f"replay:{path}"
+
+
 def _planner_factory(
     args: argparse.Namespace, store: Any, registry: Any, policies: Any, telemetry: Any
 ) -> Callable[[str | None], Any]:
@@ -179,8 +197,12 @@ def _planner_factory(
     from penguiflow_agents.llm import open_llm
     from penguiflow_agents.planner import ReactPlanner
 
+    replay_dir = getattr(args, "replay_dir", ".")
+
     @asynccontextmanager
     async def open_planner(model: str | None) -> AsyncIterator[ReactPlanner]:
+        if model is not None:
+            model = job_model(model, replay_dir)
         async with open_llm(model or args.model, default_script=OFFLINE_SCRIPT) as llm:
             planner = ReactPlanner(
                 llm=llm,
