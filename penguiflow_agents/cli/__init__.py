@@ -450,6 +450,7 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="a further model callers may name (repeatable)",
     )
     p.add_argument("--bus", default=None, metavar="URL", help="run on workers via this bus")
+    _add_engine_option(p)
     p.add_argument(
         "--rate-limit", type=int, default=600, metavar="N", help="requests per minute per key"
     )

@@ -2,7 +2,8 @@
 
 - ``serve``: the HTTP service (uvicorn) on ``--host``/``--port`` with the
   tools of ``--tools``, the policies of ``--policies``, the store of
-  ``--store``; runs execute in this process, or on workers with ``--bus``.
+  ``--store``; runs execute in this process, or on workers with ``--bus``
+  (or on Temporal workers with ``--engine temporal://...``).
   Keys come from ``--keys`` (re-read when the file changes). Logs go to
   stderr; the first line says where it listens.
 - ``keys add --tenant T --principal P``: append a key to ``--keys`` and print
@@ -50,6 +51,7 @@ def settings_of(args: argparse.Namespace) -> Any:
         model=args.model,
         allowed_models=tuple(args.allow_models or ()),
         bus=args.bus,
+        engine=args.engine,
         requests_per_minute=args.rate_limit or None,
         max_concurrent_runs=args.max_concurrent_runs or None,
         max_body_bytes=args.max_body_bytes,
@@ -94,6 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from penguiflow_agents.store import redact_url
 
     where = "workers on " + redact_url(settings.bus) if settings.bus else "this process"
+    if settings.engine:
+        where = f"Temporal workers ({settings.engine})"
     sys.stderr.write(
         f"serving on http://{args.host}:{args.port} (runs in {where}; store "
         f"{redact_url(settings.store)}; keys {settings.keys}); Ctrl-C stops it\n"

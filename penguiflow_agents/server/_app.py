@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from penguiflow_agents.approvals import ApprovalService
 from penguiflow_agents.bus import MessageBus
+from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm import LLMClient
 from penguiflow_agents.planner import ReactPlanner
 from penguiflow_agents.policy import PolicySet
@@ -95,7 +96,8 @@ def create_app(
     (default: ``open_llm(model or settings.model)``, the replay model when no
     provider key is set). ``planner_options``: more ``ReactPlanner`` keyword
     arguments (``max_steps``, ``deadline_s``, ...). Runs execute in this
-    process, or on workers when ``bus`` (or ``settings.bus``) is given.
+    process, or on workers when ``bus`` (or ``settings.bus``) is given, or as
+    Temporal workflows when ``settings.engine`` is a ``temporal://`` URL.
     """
     settings = settings or ServerSettings()
     options = dict(planner_options or {})
@@ -129,6 +131,11 @@ def create_app(
             ring = keys if keys is not None else KeyRing.load(settings.keys)
             oidc_config = settings.oidc or ring.oidc
             oidc = OIDCVerifier(oidc_config) if oidc_config is not None else None
+            if settings.engine is not None and (bus is not None or settings.bus is not None):
+                raise UserError(
+                    f"--engine {settings.engine!r} and --bus both say where runs execute; "
+                    "give one of them."
+                )
             the_bus = bus
             if the_bus is None and settings.bus is not None:
                 from penguiflow_agents.bus import open_bus
@@ -155,7 +162,9 @@ def create_app(
             planner_stack = await stack.enter_async_context(AsyncExitStack())
             planners = Planners(open_planner, planner_stack)
             executor: RunExecutor
-            if the_bus is not None:
+            if settings.engine is not None:
+                executor = await _temporal_executor(settings.engine, the_store)
+            elif the_bus is not None:
                 executor = BusExecutor(the_bus, planners, the_store)
             else:
                 executor = LocalExecutor(planners, the_store, hub)
@@ -207,6 +216,17 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     return app
+
+
+async def _temporal_executor(url: str, store: StateStore) -> RunExecutor:
+    """Runs as Temporal workflows (``--engine``); needs the ``temporal`` extra."""
+    try:
+        from penguiflow_agents.temporal import TemporalEngine
+    except ImportError as exc:
+        raise UserError(f"--engine {url!r}: {exc}") from None
+    from penguiflow_agents.server._temporal import TemporalExecutor
+
+    return TemporalExecutor(await TemporalEngine.connect(url), store)
 
 
 def _forget(app: FastAPI) -> None:

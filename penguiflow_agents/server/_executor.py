@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -28,10 +28,18 @@ from penguiflow_agents.planner._context import owner_is_dead
 from penguiflow_agents.planner._planner import model_name
 from penguiflow_agents.server._hub import EventHub, wait_for
 from penguiflow_agents.store import StateStore
+from penguiflow_agents.store._base import ApprovalRecord
 from penguiflow_agents.worker import new_run_id, submit_resume, submit_run
 from penguiflow_agents.worker._submit import result_of
 
-__all__ = ["BusExecutor", "LocalExecutor", "Planners", "RunExecutor", "RunRequest"]
+__all__ = [
+    "BusExecutor",
+    "DecidesApprovals",
+    "LocalExecutor",
+    "Planners",
+    "RunExecutor",
+    "RunRequest",
+]
 
 _log = structlog.get_logger("penguiflow_agents.server")
 
@@ -113,6 +121,25 @@ class RunExecutor(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class DecidesApprovals(Protocol):
+    """An executor whose runs take their approval decisions themselves (Temporal's
+    ``TemporalExecutor``): the decision route hands the decision to ``decide`` instead
+    of recording it in the store and resuming the run."""
+
+    async def decide(
+        self,
+        *,
+        tenant: str,
+        approval_id: str,
+        principal: str,
+        roles: Sequence[str],
+        decision: str,
+        reason: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> ApprovalRecord: ...
 
 
 async def _check_resumable(store: StateStore, tenant: str, run_id: str) -> bool:

@@ -20,7 +20,9 @@ class ServerSettings:
     when no provider key is set, as for ``run``); ``allowed_models``: further
     models a caller may name in ``POST /v1/runs`` (any other is refused: a
     model name picks a provider and, for ``replay:PATH``, a file on the server).
-    ``bus``: a bus URL to submit runs to workers (else runs execute here).
+    ``bus``: a bus URL to submit runs to workers (else runs execute here);
+    ``engine``: ``temporal://HOST:PORT[?...]`` to start runs as Temporal
+    workflows instead (``worker --engine`` executes them).
     Limits per key (a key's own entry in ``keys.yaml`` wins):
     ``requests_per_minute``, ``max_concurrent_runs`` (``None``: unlimited).
     ``max_body_bytes``: larger request bodies get 413. ``cors_origins``: CORS
@@ -39,6 +41,7 @@ class ServerSettings:
     model: str | None = None
     allowed_models: tuple[str, ...] = ()
     bus: str | None = None
+    engine: str | None = None
     requests_per_minute: int | None = 600
     max_concurrent_runs: int | None = 32
     max_body_bytes: int = 1_048_576

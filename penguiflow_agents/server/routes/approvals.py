@@ -15,6 +15,7 @@ from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import ConflictError, NotFoundError, PenguiflowError
 from penguiflow_agents.server._auth import Caller, caller
 from penguiflow_agents.server._documents import approval_document
+from penguiflow_agents.server._executor import DecidesApprovals
 from penguiflow_agents.server._feed import approval_changes, sse
 from penguiflow_agents.server._hub import wait_for
 from penguiflow_agents.server._models import ApprovalDocument, DecisionBody, ErrorBody
@@ -93,15 +94,19 @@ async def decide(
     who: Caller = Depends(caller),
     state: ServerState = Depends(server_state),
 ) -> Any:
-    record = await state.approvals.decide(
-        tenant=who.tenant,
-        approval_id=approval_id,
-        principal=who.headers.principal,
-        roles=list(who.headers.roles),
-        decision=body.decision,
-        reason=body.reason,
-        arguments=body.arguments if body.decision == "edit" else None,
-    )
+    decision: dict[str, Any] = {
+        "tenant": who.tenant,
+        "approval_id": approval_id,
+        "principal": who.headers.principal,
+        "roles": list(who.headers.roles),
+        "decision": body.decision,
+        "reason": body.reason,
+        "arguments": body.arguments if body.decision == "edit" else None,
+    }
+    if isinstance(state.executor, DecidesApprovals):  # the waiting run takes it (Temporal)
+        record = await state.executor.decide(**decision)
+        return approval_document(record, state.approvals, who)
+    record = await state.approvals.decide(**decision)
     resume_when_decided(state, record.tenant, record.run_id, who.headers, who.key_id)
     return approval_document(record, state.approvals, who)
 
