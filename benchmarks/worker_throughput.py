@@ -1,7 +1,9 @@
-"""Runs per second through Redis + PostgreSQL with N worker processes.
+"""Runs per second with N worker processes: Redis + PostgreSQL, and Temporal + PostgreSQL.
 
-    python benchmarks/worker_throughput.py [--runs 300] [--workers 1,2,4] [--concurrency 8]
-                                           [--delay 0.05] [--redis URL] [--postgres DSN]
+    python benchmarks/worker_throughput.py [--runs 100] [--workers 1,2,4] [--concurrency 8]
+                                           [--delay 0.05] [--engines bus,temporal]
+                                           [--decisions 10] [--temporal URL]
+                                           [--redis URL] [--postgres DSN]
 
 Each worker is its own OS process: a ``Worker`` on a ``RedisBus`` and a
 ``PostgresStore``, with an offline ``ScriptedLLM`` (no HTTP, no litellm) that
@@ -15,6 +17,15 @@ store until all are completed. Reported: runs/s (wall time from the first
 publish to the last completed run), the ideal runs/s if only the model delay
 counted (N x concurrency / (2 x delay)), and the submit-to-completed latency
 p50 / p95. Every run is checked to have completed exactly once.
+
+Both engines run the same shape in the same invocation: ``bus`` (a ``Worker``
+on Redis) and ``temporal`` (a ``TemporalWorker``; the workflow records the run
+in the same PostgreSQL store; the service is ``--temporal``, else a
+``temporal server start-dev`` of this script). Then, with one worker per
+engine, ``--decisions`` runs that pause for an approval, one at a time: the
+time from the decision (``ApprovalService.decide`` + ``submit_resume`` on the
+bus, ``TemporalEngine.decide`` on Temporal) to the event saying the approved
+call has run (``approval_applied`` or ``tool_call_finished``), p50 / p99.
 
 Uses a Redis stream and a PostgreSQL schema of its own, both cleaned up: Redis from --redis,
 else $PENGUIFLOW_BENCH_REDIS, else database 15 of the local server; PostgreSQL from
@@ -51,46 +62,95 @@ POLL_S = 0.05
 # -- worker process -------------------------------------------------------------------------------
 
 
-async def worker_main(bus_url: str, store_url: str, concurrency: int, delay: float) -> None:
-    from penguiflow_agents import configure_logging
-    from penguiflow_agents.bus import RedisBus
-    from penguiflow_agents.planner import ReactPlanner
-    from penguiflow_agents.store import open_store
+# The approved call has run: the first of these after ``approval_decided``.
+RAN = ("approval_applied", "tool_call_finished")
+POLICY = {
+    "tenant": "*",
+    "allow": ["kv.*"],
+    "approvals": [{"match": "kv.gated", "approvers": ["role:admin"], "reason": "bench"}],
+}
+
+
+def _parts(delay: float) -> tuple[Any, Any]:
+    """The tools and the model both engines' workers use."""
+    from penguiflow_agents.llm import LLMRequest, LLMResponse, LLMToolCall
     from penguiflow_agents.testing import ScriptedLLM
     from penguiflow_agents.tools import ToolRegistry, tool
-    from penguiflow_agents.worker import Worker
 
     @tool
     async def lookup(key: str) -> str:
         """Return a value for a key."""
         return "value-" + key
 
+    @tool
+    async def gated(key: str) -> str:
+        """Change a key (needs an approval)."""
+        return "changed-" + key
+
+    async def model(request: LLMRequest) -> LLMResponse:
+        question = next(str(m["content"]) for m in request.messages if m["role"] == "user")
+        if any(m["role"] == "assistant" for m in request.messages):
+            await asyncio.sleep(delay)
+            return LLMResponse(content="Looked it up.")
+        name = "kv.gated" if question == "change it" else "kv.lookup"
+        await asyncio.sleep(delay)
+        return LLMResponse(
+            content=None, tool_calls=[LLMToolCall(id="c1", name=name, arguments={"key": "k"})]
+        )
+
+    registry = ToolRegistry()
+    registry.add_functions(lookup, gated, source="kv")
+    return registry, ScriptedLLM([model, model], record=False)
+
+
+async def worker_main(bus_url: str, store_url: str, concurrency: int, delay: float) -> None:
+    from penguiflow_agents import configure_logging
+    from penguiflow_agents.bus import RedisBus
+    from penguiflow_agents.planner import ReactPlanner
+    from penguiflow_agents.policy import PolicySet
+    from penguiflow_agents.store import open_store
+    from penguiflow_agents.worker import Worker
+
     configure_logging(level="warning")  # to stderr: stdout only says "ready"
     store = await open_store(store_url)
-    bus = await RedisBus.open(bus_url)
-    registry = ToolRegistry()
-    registry.add_functions(lookup, source="kv")
-    llm = ScriptedLLM(
-        [
-            {"delay_s": delay, "tool_calls": [{"name": "kv.lookup", "arguments": {"key": "k"}}]},
-            {"delay_s": delay, "content": "Looked it up."},
-        ],
-        record=False,
-    )
-    planner = ReactPlanner(llm=llm, registry=registry, store=store, claim_lease_s=60)
-    worker = Worker(
-        bus,
-        lambda _m: contextlib.nullcontext(planner),
-        store,
-        concurrency=concurrency,
-        block_s=0.2,
-    )
-    print("ready", flush=True)
+    registry, llm = _parts(delay)
     try:
-        await worker.run(handle_signals=True)
+        if bus_url.startswith("temporal://"):
+            from penguiflow_agents.temporal import TemporalTarget, TemporalWorker
+
+            worker: Any = TemporalWorker(
+                TemporalTarget.parse(bus_url),
+                store=store,
+                registry=registry,
+                open_model=lambda _m: contextlib.nullcontext(llm),
+                policy_documents=[POLICY],
+                concurrency=concurrency,
+            )
+            print("ready", flush=True)
+            await worker.run(handle_signals=True)
+            return
+        bus = await RedisBus.open(bus_url)
+        planner = ReactPlanner(
+            llm=llm,
+            registry=registry,
+            store=store,
+            policies=PolicySet.from_documents([POLICY]),
+            claim_lease_s=60,
+        )
+        worker = Worker(
+            bus,
+            lambda _m: contextlib.nullcontext(planner),
+            store,
+            concurrency=concurrency,
+            block_s=0.2,
+        )
+        print("ready", flush=True)
+        try:
+            await worker.run(handle_signals=True)
+        finally:
+            await bus.aclose()
     finally:
         await registry.aclose()
-        await bus.aclose()
         await store.aclose()
 
 
@@ -143,18 +203,68 @@ def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait()
 
 
-async def run_round(bus: Any, store: Any, tenant: str, runs: int) -> tuple[float, list[float]]:
-    """Publish ``runs`` jobs, wait until all completed; (wall seconds, latencies)."""
-    from penguiflow_agents._identity import Headers
-    from penguiflow_agents.worker import Job
+class Fleet:
+    """One engine's way to start runs and decide approvals (the public API the CLI uses)."""
 
+    def __init__(self, engine: str, url: str, store: Any) -> None:
+        self.engine, self.url, self.store = engine, url, store
+        self.client: Any = None
+
+    async def open(self) -> None:
+        if self.engine == "temporal":
+            from penguiflow_agents.temporal import TemporalEngine
+
+            self.client = await TemporalEngine.connect(self.url)
+        else:
+            from penguiflow_agents.bus import RedisBus
+
+            self.client = await RedisBus.open(self.url)
+
+    async def aclose(self) -> None:
+        if self.engine == "bus":
+            await self.client.aclose()
+
+    async def submit(self, query: str, headers: Any) -> str:
+        if self.engine == "temporal":
+            run_id: str = await self.client.submit(query, headers=headers)
+            return run_id
+        from penguiflow_agents.worker import submit_run
+
+        job = await submit_run(self.client, query, headers=headers)
+        return job.run_id
+
+    async def decide(self, tenant: str, approval_id: str, run_id: str) -> None:
+        from penguiflow_agents._identity import Headers
+
+        decider = {"principal": "boss", "roles": ["admin"], "decision": "approve"}
+        if self.engine == "temporal":
+            await self.client.decide(self.store, tenant=tenant, approval_id=approval_id, **decider)
+            return
+        from penguiflow_agents.approvals import ApprovalService
+        from penguiflow_agents.policy import PolicySet
+        from penguiflow_agents.worker import submit_resume
+
+        service = ApprovalService(self.store, PolicySet.from_documents([POLICY]))
+        await service.decide(tenant=tenant, approval_id=approval_id, **decider)
+        await submit_resume(self.client, run_id, headers=Headers(tenant=tenant, principal="boss"))
+
+
+async def run_round(fleet: Fleet, tenant: str, runs: int) -> tuple[float, list[float]]:
+    """Start ``runs`` runs, wait until all completed; (wall seconds, latencies)."""
+    from penguiflow_agents._identity import Headers
+
+    store = fleet.store
     headers = Headers(tenant=tenant, principal="bench")
-    jobs = [Job.run("look it up", headers=headers) for _ in range(runs)]
     submitted: dict[str, float] = {}
+    gate = asyncio.Semaphore(16)
+
+    async def one() -> None:
+        async with gate:
+            at = time.time()
+            submitted[await fleet.submit("look it up", headers)] = at
+
     started = time.monotonic()
-    for job in jobs:
-        submitted[job.run_id] = time.time()
-        await bus.publish(job.to_dict())
+    await asyncio.gather(*(one() for _ in range(runs)))
     deadline = started + ROUND_TIMEOUT_S
     while True:
         done = await store.list_runs(tenant, status="completed")
@@ -172,11 +282,43 @@ async def run_round(bus: Any, store: Any, tenant: str, runs: int) -> tuple[float
     return wall, [r.updated_at - submitted[r.run_id] for r in every]
 
 
+async def decision_latencies(fleet: Fleet, count: int) -> list[float]:
+    """Seconds from each decision to the approved call having run, one run at a time."""
+    from penguiflow_agents._identity import Headers
+    from penguiflow_agents.worker import wait_for_run
+
+    tenant = f"decide-{uuid.uuid4().hex[:6]}"
+    headers = Headers(tenant=tenant, principal="bench")
+    out: list[float] = []
+    for _ in range(count):
+        run_id = await fleet.submit("change it", headers)
+        paused = await wait_for_run(fleet.store, tenant, run_id, timeout_s=ROUND_TIMEOUT_S)
+        assert paused.status == "paused", paused.error
+        (pending,) = paused.pending_approvals
+        at = time.time()
+        await fleet.decide(tenant, pending.id, run_id)
+        deadline = time.monotonic() + ROUND_TIMEOUT_S
+        while True:
+            events = await fleet.store.list_events(tenant, run_id)
+            decided = [e.seq for e in events if e.kind == "approval_decided"]
+            ran = [e for e in events if e.kind in RAN and decided and e.seq > decided[0]]
+            if ran:
+                out.append(ran[0].ts - at)
+                break
+            assert time.monotonic() < deadline, f"run {run_id} did not go on after its decision"
+            await asyncio.sleep(0.01)
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 async def coordinator(args: argparse.Namespace) -> None:
     import asyncpg
     import redis.asyncio as aioredis
 
-    from penguiflow_agents.bus import RedisBus
     from penguiflow_agents.store import open_store
 
     schema = f"pf_bench_{uuid.uuid4().hex[:8]}"
@@ -184,55 +326,92 @@ async def coordinator(args: argparse.Namespace) -> None:
     store = await open_store(store_url)
     streams: list[str] = []
     counts = [int(n) for n in args.workers.split(",")]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(engines) - {"bus", "temporal"})
+    if unknown:
+        raise SystemExit(f"--engines: unknown engine(s) {unknown}; use bus and/or temporal")
+    load = os.getloadavg()
     print(
         f"worker throughput: {args.runs} runs per round, 2 model turns of {args.delay * 1000:.0f} ms "
-        f"+ 1 tool call each; concurrency {args.concurrency} per worker; Redis + PostgreSQL "
-        f"({os.cpu_count()} CPUs)"
+        f"+ 1 tool call each; concurrency {args.concurrency} per worker; PostgreSQL store "
+        f"({os.cpu_count()} CPUs; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start)"
     )
-    print(f"{'workers':>7} {'runs/s':>8} {'ideal':>8} {'p50 ms':>8} {'p95 ms':>8}")
-    try:
-        for n in counts:
-            stream = f"pf-bench:{uuid.uuid4().hex[:8]}"
-            streams.append(stream)
-            bus_url = f"{args.redis}?stream={stream}&group=bench"
-            bus = await RedisBus.open(bus_url)
-            procs = start_workers(n, bus_url, store_url, args.concurrency, args.delay)
-            try:
-                await run_round(
-                    bus, store, f"warm-{n}-{uuid.uuid4().hex[:6]}", n * args.concurrency
-                )
-                wall, latencies = await run_round(
-                    bus, store, f"bench-{n}-{uuid.uuid4().hex[:6]}", args.runs
-                )
-            finally:
-                stop_workers(procs)
-                await bus.aclose()
-            latencies.sort()
-            p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-            ideal = f"{n * args.concurrency / (2 * args.delay):.1f}" if args.delay > 0 else "-"
-            print(
-                f"{n:>7} {args.runs / wall:>8.1f} {ideal:>8} "
-                f"{statistics.median(latencies) * 1000:>8.0f} {p95 * 1000:>8.0f}"
-            )
-    finally:
-        await store.aclose()
-        conn = await asyncpg.connect(args.postgres)
+    print(f"{'engine':>8} {'workers':>7} {'runs/s':>8} {'ideal':>8} {'p50 ms':>8} {'p95 ms':>8}")
+    decisions: dict[str, list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        temporal_url = args.temporal
+        if "temporal" in engines and not temporal_url:
+            from penguiflow_agents.testing.temporal_dev import TemporalDevServer
+
+            temporal_url = stack.enter_context(TemporalDevServer()).url
         try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            for engine in engines:
+                for n in counts:
+                    if engine == "temporal":
+                        url = f"{temporal_url}?task_queue=pf-bench-{uuid.uuid4().hex[:8]}"
+                    else:
+                        stream = f"pf-bench:{uuid.uuid4().hex[:8]}"
+                        streams.append(stream)
+                        url = f"{args.redis}?stream={stream}&group=bench"
+                    fleet = Fleet(engine, url, store)
+                    await fleet.open()
+                    procs = start_workers(n, url, store_url, args.concurrency, args.delay)
+                    try:
+                        await run_round(
+                            fleet, f"warm-{n}-{uuid.uuid4().hex[:6]}", n * args.concurrency
+                        )
+                        wall, latencies = await run_round(
+                            fleet, f"bench-{n}-{uuid.uuid4().hex[:6]}", args.runs
+                        )
+                        if n == counts[0] and args.decisions > 0:
+                            decisions[engine] = await decision_latencies(fleet, args.decisions)
+                    finally:
+                        stop_workers(procs)
+                        await fleet.aclose()
+                    ideal = (
+                        f"{n * args.concurrency / (2 * args.delay):.1f}" if args.delay > 0 else "-"
+                    )
+                    print(
+                        f"{engine:>8} {n:>7} {args.runs / wall:>8.1f} {ideal:>8} "
+                        f"{statistics.median(latencies) * 1000:>8.0f} "
+                        f"{_pct(latencies, 0.95) * 1000:>8.0f}",
+                        flush=True,
+                    )
+            for engine, values in decisions.items():
+                print(
+                    f"{engine:>8}: decision -> approved call done, {len(values)} runs with "
+                    f"{counts[0]} worker(s): p50 {statistics.median(values) * 1000:.0f} ms, "
+                    f"p99 {_pct(values, 0.99) * 1000:.0f} ms"
+                )
+            load = os.getloadavg()
+            print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
         finally:
-            await conn.close()
-        client = aioredis.Redis.from_url(args.redis)
-        for stream in streams:
-            await client.delete(stream, f"{stream}:dead")
-        await client.aclose()
+            await store.aclose()
+            conn = await asyncpg.connect(args.postgres)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+            client = aioredis.Redis.from_url(args.redis)
+            for stream in streams:
+                await client.delete(stream, f"{stream}:dead")
+            await client.aclose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument("--concurrency", type=int, default=8, help="jobs at once per worker")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per model turn")
+    parser.add_argument("--engines", default="bus,temporal", help="bus and/or temporal")
+    parser.add_argument("--decisions", type=int, default=10, help="paused runs to decide")
+    parser.add_argument(
+        "--temporal",
+        default=None,
+        metavar="URL",
+        help="temporal://HOST:PORT (default: a dev server)",
+    )
     parser.add_argument(
         "--redis",
         default=os.environ.get(REDIS_ENV, DEFAULT_REDIS),
