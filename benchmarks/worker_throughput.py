@@ -276,8 +276,12 @@ async def run_round(fleet: Fleet, tenant: str, runs: int) -> tuple[float, list[f
     wall = time.monotonic() - started
     every = await store.list_runs(tenant)
     assert len(every) == runs and {r.run_id for r in every} == set(submitted), "lost or extra runs"
-    for record in every:
-        kinds = [e.kind for e in await store.list_events(tenant, record.run_id)]
+    for record in every:  # a run's last event can land just after its record says completed
+        while True:
+            kinds = [e.kind for e in await store.list_events(tenant, record.run_id)]
+            if "run_finished" in kinds or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(POLL_S)
         assert kinds.count("run_finished") == 1, f"run {record.run_id} finished {kinds}"
     return wall, [r.updated_at - submitted[r.run_id] for r in every]
 
