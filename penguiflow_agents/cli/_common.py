@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -103,6 +104,23 @@ async def open_store_from_args(args: argparse.Namespace) -> StateStore:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def stdout_to_devnull() -> None:
+    """Point stdout at /dev/null after its reader went away (``... | head -1``).
+
+    Later writes, and the flush at interpreter exit, then succeed quietly instead of
+    printing a ``BrokenPipeError`` traceback.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a test harness: nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def error(message: str) -> None:

@@ -24,7 +24,12 @@ from dataclasses import replace
 from typing import Any
 
 from penguiflow_agents.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from penguiflow_agents.cli._common import configure_cli_logging, error, print_json
+from penguiflow_agents.cli._common import (
+    configure_cli_logging,
+    error,
+    print_json,
+    stdout_to_devnull,
+)
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
 __all__ = ["cmd_keys_add", "cmd_keys_list", "cmd_keys_revoke", "cmd_serve", "settings_of"]
@@ -144,10 +149,28 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     except (ConfigError, UserError) as exc:
         error(str(exc))
         return EXIT_USAGE
-    sys.stdout.write(key + "\n")
+    try:
+        sys.stdout.write(key + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # nobody reads stdout: the key exists but nobody has it
+        stdout_to_devnull()
+        error(
+            f"the new key could not be written to stdout (it is closed); its hash is stored "
+            f"in {args.keys} as {entry.id!r}: run `penguiflow-agents keys revoke {entry.id}` "
+            f"and add a key again with stdout open."
+        )
+        return EXIT_FAILURE
+    try:
+        _write_key_note(args.keys, entry)
+    except BrokenPipeError:  # `KEY=$(keys add ... | head -1)`: the key line was read, enough
+        stdout_to_devnull()
+    return EXIT_OK
+
+
+def _write_key_note(keys: str, entry: Any) -> None:
     roles = ", ".join(entry.roles) or "no roles"
     sys.stdout.write(
-        f"added key {entry.id!r} to {args.keys}: tenant {entry.tenant!r}, principal "
+        f"added key {entry.id!r} to {keys}: tenant {entry.tenant!r}, principal "
         f"{entry.principal!r}, {roles}"
         + (
             f"; acts for users with roles {list(entry.grantable_roles)}"
@@ -156,7 +179,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
         )
         + ". Only its SHA-256 is stored: keep the key now, it cannot be shown again.\n"
     )
-    return EXIT_OK
+    sys.stdout.flush()
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@ is stored; a revoked key is refused by the key ring."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,95 @@ def test_bad_input_is_a_usage_error_naming_the_problem(
     assert main(["keys", "add", "--tenant", "a", "--principal", "b", "--keys", str(keys)]) == 2
     err = capsys.readouterr().err
     assert "keys.0.sha256" in err and str(keys) in err
+
+
+class _ReaderGoneAfter:
+    """A stdout whose reader reads ``lines`` lines and then closes the pipe (`... | head -1`)."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        if self.text.count("\n") >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.text.count("\n") > self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def _add(keys: Path, principal: str) -> int:
+    return main(["keys", "add", "--tenant", "acme", "--principal", principal, "--keys", str(keys)])
+
+
+def test_keys_add_piped_to_head_succeeds_once_the_key_line_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    out = _ReaderGoneAfter(lines=1)
+    monkeypatch.setattr("sys.stdout", out)
+    assert _add(keys, "alice") == 0
+    assert "Traceback" not in capsys.readouterr().err
+    key = out.text.splitlines()[0]
+    found = KeyRing.load(keys).authenticate(key)
+    assert found is not None and found.principal == "alice"
+
+
+def test_keys_add_with_a_closed_stdout_says_the_key_was_lost_and_how_to_revoke_it(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read the key
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "penguiflow_agents",
+                "keys",
+                "add",
+                "--keys",
+                str(keys),
+                "--tenant",
+                "acme",
+                "--principal",
+                "bob",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "could not be written to stdout" in done.stderr
+    assert "keys revoke acme-bob" in done.stderr
+
+
+def test_any_command_whose_stdout_reader_went_away_exits_quietly_like_sigpipe(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    assert main(["keys", "add", "--tenant", "acme", "--principal", "bob", "--keys", str(keys)]) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "penguiflow_agents", "keys", "list", "--keys", str(keys)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
