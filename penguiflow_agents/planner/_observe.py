@@ -134,7 +134,12 @@ class Observations:
                 logger.exception("run observer %r failed to close", o)
         tokens, self._tokens = self._tokens, {}
         if tokens:
-            structlog.contextvars.reset_contextvars(**tokens)
+            try:
+                structlog.contextvars.reset_contextvars(**tokens)
+            except ValueError:
+                # The run was opened in another context (an engine such as Temporal
+                # drives one run across several tasks): drop the keys it bound here.
+                structlog.contextvars.unbind_contextvars(*tokens)
 
 
 def open_observations(observers: Sequence[RunObserver], info: RunInfo) -> Observations:
