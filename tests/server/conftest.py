@@ -160,12 +160,13 @@ class Service:
 def make_app(settings: ServerSettings | None, **kw: Any) -> tuple[Any, MemoryStore, QuestionLLM]:
     store = kw.pop("store", None) or MemoryStore()
     llm = kw.pop("llm", None) or QuestionLLM()
+    keys = kw.pop("keys", None) or key_ring()
     app = create_app(
         settings or ServerSettings(poll_s=0.2),
         store=store,
         registry=tool_registry(),
         policies=PolicySet.from_documents(POLICIES),
-        keys=key_ring(),
+        keys=keys,
         llm=llm,
         **kw,
     )
