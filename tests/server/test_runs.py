@@ -82,3 +82,40 @@ async def test_a_foreign_run_id_answers_exactly_like_an_unknown_one(service: Ser
     assert foreign.json()["error"]["message"].replace(doc["run_id"], "X") == unknown.json()[
         "error"
     ]["message"].replace("run_" + "0" * 32, "X")
+
+
+async def test_a_session_keeps_the_conversation_of_its_tenant(service: Service) -> None:
+    doc = await service.run("add 1 2", session_id="s1")
+    assert doc["session_id"] == "s1"
+    from penguiflow_agents._identity import session_key
+
+    history = await service.store.load_session("acme", session_key("alice", "s1"))
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert await service.store.load_session("globex", session_key("alice", "s1")) == []
+
+
+async def test_resume_continues_a_run_decided_outside_the_service(service: Service) -> None:
+    """A decision made with the CLI's path (ApprovalService) does not resume the run; POST
+    /v1/runs/{id}/resume does."""
+    from penguiflow_agents.approvals import ApprovalService
+    from penguiflow_agents.policy import PolicySet
+    from tests.server.conftest import POLICIES
+
+    doc = await service.run("write hi")
+    approvals = ApprovalService(service.store, PolicySet.from_documents(POLICIES))
+    await approvals.decide(
+        tenant="acme",
+        approval_id=doc["pending_approvals"][0]["id"],
+        principal="boss",
+        roles=["admin"],
+        decision="approve",
+    )
+    assert (await service.get(f"/v1/runs/{doc['run_id']}")).json()["status"] == "paused"
+    r = await service.post(f"/v1/runs/{doc['run_id']}/resume")
+    assert r.status_code == 200
+    for _ in range(500):
+        run = (await service.get(f"/v1/runs/{doc['run_id']}")).json()
+        if run["status"] == "completed":
+            break
+        await asyncio.sleep(0.02)
+    assert run["answer"] == "done: wrote 2 characters to /shared/n.txt"
