@@ -126,3 +126,26 @@ async def test_openapi_describes_the_routes_and_the_bearer_scheme(service: Servi
     assert "/v1/approvals/{approval_id}/decision" in doc["paths"]
     assert any(s.get("scheme") == "bearer" for s in doc["components"]["securitySchemes"].values())
     assert isinstance(httpx.Response(200, json=doc).json(), dict)
+
+
+async def test_cors_is_off_unless_origins_are_configured(service: Service) -> None:
+    preflight = {
+        "Origin": "https://chat.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    r = await service.client.options("/v1/runs", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    svc, lifespan = await open_service(
+        ServerSettings(cors_origins=("https://chat.example.com",), poll_s=0.2)
+    )
+    try:
+        r = await svc.client.options("/v1/runs", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "https://chat.example.com"
+        other = await svc.client.options(
+            "/v1/runs", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        await svc.client.aclose()
+        await lifespan.__aexit__(None, None, None)
