@@ -18,6 +18,14 @@ Kinds written here (``data`` in parentheses):
 - ``paused`` and ``run_finished`` are written by the planner itself (with or
   without this option), so they are not written twice.
 
+With ``record_events`` the planner's store is an ``EventBuffer``: the entries
+of a step gather in memory and reach the store in one ``append_events``
+operation: when a tool call starts, reports activity or finishes, when text
+is flushed, when the next step starts, and before any event the planner or its approvals write
+directly (``approval_requested``, ``paused``, ``run_finished``, ...), so
+the log keeps the order events happened in and a reader is never held back
+for a whole tool call or model turn.
+
 Text deltas are joined: a ``text_delta`` entry is written when
 ``TEXT_FLUSH_CHARS`` characters have gathered, when ``TEXT_FLUSH_S`` passed
 since the first one of the batch, or before the next other event; so a token
@@ -26,8 +34,10 @@ stream does not become one store write per token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from penguiflow_agents.planner._context import Emit, jsonable
@@ -41,9 +51,9 @@ from penguiflow_agents.planner._types import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from penguiflow_agents.store._base import StateStore
+from penguiflow_agents.store._base import StateStore, StoredEvent
 
-__all__ = ["TEXT_FLUSH_CHARS", "TEXT_FLUSH_S", "event_entry", "recording"]
+__all__ = ["TEXT_FLUSH_CHARS", "TEXT_FLUSH_S", "EventBuffer", "event_entry", "recording"]
 
 # A batch of streamed text is written once it holds this many characters...
 TEXT_FLUSH_CHARS = 400
@@ -104,17 +114,110 @@ def event_entry(event: PlannerEvent) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+class _Pending:
+    __slots__ = ("events", "lock", "users")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Mapping[str, Any]]] = []
+        self.lock = asyncio.Lock()  # flushes of one run, one at a time: seqs in order
+        self.users = 0
+
+
+class EventBuffer:
+    """A ``StateStore`` whose runs' event entries gather until flushed in one operation.
+
+    ``add`` keeps an entry; ``flush`` writes a run's kept entries (and ``extra``
+    after them) with one ``append_events``. Writing an event directly
+    (``append_event`` / ``append_events``) and reading a run's events flush
+    that run first, so the log's order is the order of ``add`` and direct
+    writes. Every other method is the wrapped store's own.
+    """
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+        self._runs: dict[tuple[str, str], _Pending] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"EventBuffer({self.inner!r})"
+
+    def add(self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        pending = self._runs.get((tenant, run_id))
+        if pending is None:
+            pending = self._runs[(tenant, run_id)] = _Pending()
+        pending.events.append((kind, data))
+
+    async def flush(
+        self, tenant: str, run_id: str, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()
+    ) -> list[int]:
+        """Write the run's kept entries, then ``extra``; the seqs of all of them."""
+        key = (tenant, run_id)
+        pending = self._runs.get(key)
+        if pending is None:
+            if not extra:
+                return []
+            pending = self._runs[key] = _Pending()
+        pending.users += 1
+        try:
+            async with pending.lock:
+                batch, pending.events = [*pending.events, *extra], []
+                if len(batch) == 1:
+                    kind, data = batch[0]
+                    return [await self.inner.append_event(tenant, run_id, kind, data)]
+                return await self.inner.append_events(tenant, run_id, batch) if batch else []
+        finally:
+            pending.users -= 1
+            if not pending.users and not pending.events and self._runs.get(key) is pending:
+                del self._runs[key]
+
+    async def append_event(
+        self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
+    ) -> int:
+        return (await self.flush(tenant, run_id, [(kind, data)]))[-1]
+
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        seqs = await self.flush(tenant, run_id, events)
+        return seqs[len(seqs) - len(events) :]
+
+    async def list_events(
+        self, tenant: str, run_id: str, *, after_seq: int = 0
+    ) -> list[StoredEvent]:
+        await self.flush(tenant, run_id)
+        return await self.inner.list_events(tenant, run_id, after_seq=after_seq)
+
+
+# Entries written at once (with what was kept before them): a reader sees these promptly.
+_FLUSH_AFTER = (ToolCallStarted, ToolActivity, ToolCallFinished)
+
+
 def recording(store: StateStore, tenant: str, downstream: Emit | None) -> Emit:
     """An ``Emit`` that appends each event to the run's log, then hands it to ``downstream``."""
     pending: list[str] = []
     started = 0.0
     run_id = ""
 
+    buffer = store if isinstance(store, EventBuffer) else None
+
     async def flush() -> None:
         nonlocal pending
         if pending:
             text, pending = "".join(pending), []
             await store.append_event(tenant, run_id, "text_delta", {"text": text})
+
+    async def record(event: PlannerEvent, kind: str, data: dict[str, Any]) -> None:
+        if buffer is None:
+            await store.append_event(tenant, run_id, kind, data)
+        elif isinstance(event, StepStarted):  # the last step's entries go first, then wait
+            await buffer.flush(tenant, run_id)
+            buffer.add(tenant, run_id, kind, data)
+        elif isinstance(event, _FLUSH_AFTER):
+            await buffer.flush(tenant, run_id, [(kind, data)])
+        else:
+            buffer.add(tenant, run_id, kind, data)
 
     async def emit(event: PlannerEvent) -> None:
         nonlocal started, run_id
@@ -134,7 +237,7 @@ def recording(store: StateStore, tenant: str, downstream: Emit | None) -> Emit:
             if entry is not None:
                 kind, data = entry
                 run_id = getattr(event, "run_id", run_id)
-                await store.append_event(tenant, run_id, kind, data)
+                await record(event, kind, data)
         if downstream is not None:
             await downstream(event)
 

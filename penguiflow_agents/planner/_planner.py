@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from penguiflow_agents._identity import Headers, session_key
 from penguiflow_agents.exceptions import UserError
@@ -36,7 +36,7 @@ from penguiflow_agents.planner._context import (
     new_owner,
     new_run_id,
 )
-from penguiflow_agents.planner._events import recording
+from penguiflow_agents.planner._events import EventBuffer, recording
 from penguiflow_agents.planner._model import complete, stream_model, streamed
 from penguiflow_agents.planner._observe import (
     Observations,
@@ -136,7 +136,7 @@ class ReactPlanner:
     and the run's id, trace id and deadline. The model never sees it.
     """
 
-    __slots__ = ("_deps", "_index")
+    __slots__ = ("_deps", "_index", "_store")
 
     def __init__(
         self,
@@ -195,6 +195,9 @@ class ReactPlanner:
             from penguiflow_agents.store import MemoryStore
 
             store = MemoryStore()
+        self._store = store  # what `store` answers; runs write through the buffer below
+        if record_events:  # a step's log entries in one store operation (see _events)
+            store = cast(StateStore, EventBuffer(store))
         approvals = None
         if policies is not None:
             from penguiflow_agents.approvals import ApprovalService
@@ -240,7 +243,7 @@ class ReactPlanner:
 
     @property
     def store(self) -> StateStore:
-        return self._deps.store
+        return self._store
 
     @property
     def registry(self) -> ToolCatalog:
@@ -264,13 +267,17 @@ class ReactPlanner:
     ) -> ReactPlanner:
         """A planner with the same settings over other seams (e.g. wrapped by telemetry)."""
         d = self._deps
-        store = store if store is not None else d.store
+        given = store if store is not None else self._store
+        store = d.store
+        if given is not self._store:  # through an EventBuffer of its own, as in __init__
+            store = cast(StateStore, EventBuffer(given)) if d.record_events else given
         approvals = d.approvals
         if store is not d.store and d.policies is not None:
             from penguiflow_agents.approvals import ApprovalService
 
             approvals = ApprovalService(store, d.policies)
         new = object.__new__(ReactPlanner)
+        new._store = given
         new._deps = dataclasses.replace(
             d,
             llm=llm if llm is not None else d.llm,

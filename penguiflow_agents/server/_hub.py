@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from penguiflow_agents.store._base import StateStore
@@ -104,6 +104,15 @@ class NotifyingStore:
         if kind in APPROVAL_KINDS:
             self.hub.notify_approvals(tenant)
         return seq
+
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        seqs = await self.inner.append_events(tenant, run_id, events)
+        self.hub.notify(tenant, run_id)
+        if any(kind in APPROVAL_KINDS for kind, _ in events):
+            self.hub.notify_approvals(tenant)
+        return seqs
 
     async def aclose(self) -> None:
         await self.inner.aclose()

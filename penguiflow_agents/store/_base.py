@@ -149,6 +149,13 @@ class StateStore(Protocol):
         """Append an event; returns its per-run sequence number (1-based, gapless)."""
         ...
 
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        """Append ``(kind, data)`` events in order, in one store operation (all or none);
+        returns their sequence numbers (consecutive, as ``append_event`` would give them)."""
+        ...
+
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
     ) -> list[StoredEvent]:

@@ -126,6 +126,31 @@ class MemoryStore:
             )
             return seq
 
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        payloads = [
+            (kind, _codec.normalize(dict(data), what=f"data of event {kind!r}"))
+            for kind, data in events
+        ]
+        ts = time.time()
+        with self._lock:
+            self._check_open()
+            log = self._events.setdefault((tenant, run_id), [])
+            first = len(log) + 1
+            for offset, (kind, payload) in enumerate(payloads):
+                log.append(
+                    StoredEvent(
+                        tenant=tenant,
+                        run_id=run_id,
+                        seq=first + offset,
+                        kind=kind,
+                        data=payload,
+                        ts=ts,
+                    )
+                )
+            return list(range(first, first + len(payloads)))
+
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
     ) -> list[StoredEvent]:

@@ -311,6 +311,39 @@ class PostgresStore:
 
         return await self._run(op)
 
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        kinds = [kind for kind, _ in events]
+        payloads = [
+            _codec.dumps(dict(data), what=f"data of event {kind!r}") for kind, data in events
+        ]
+        if not kinds:
+            return []
+        ts = time.time()
+        count = len(kinds)
+
+        async def op(conn: Any) -> list[int]:
+            # one statement: reserve `count` sequence numbers, then insert the events after them
+            rows = await conn.fetch(
+                "WITH s AS (INSERT INTO event_seqs (tenant, run_id, last_seq) VALUES ($1, $2, $3) "
+                "ON CONFLICT (tenant, run_id) DO UPDATE SET last_seq = event_seqs.last_seq + $3 "
+                "RETURNING last_seq) "
+                "INSERT INTO events (tenant, run_id, seq, kind, data, ts) "
+                "SELECT $1, $2, s.last_seq - $3 + e.n, e.kind, e.data::json, $6 "
+                "FROM s, unnest($4::text[], $5::text[]) WITH ORDINALITY AS e(kind, data, n) "
+                "RETURNING seq",
+                tenant,
+                run_id,
+                count,
+                kinds,
+                payloads,
+                ts,
+            )
+            return sorted(int(row["seq"]) for row in rows)
+
+        return await self._run(op)
+
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
     ) -> list[StoredEvent]:

@@ -237,6 +237,35 @@ class SQLiteStore:
 
         return await self._run(op)
 
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        payloads = [
+            (kind, _codec.dumps(dict(data), what=f"data of event {kind!r}"))
+            for kind, data in events
+        ]
+        if not payloads:
+            return []
+        ts = time.time()
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            with _write(conn):
+                (last,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ? AND run_id = ?",
+                    (tenant, run_id),
+                ).fetchone()
+                first = int(last) + 1
+                conn.executemany(
+                    "INSERT INTO events (tenant, run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (tenant, run_id, first + offset, kind, payload, ts)
+                        for offset, (kind, payload) in enumerate(payloads)
+                    ],
+                )
+            return list(range(first, first + len(payloads)))
+
+        return await self._run(op)
+
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
     ) -> list[StoredEvent]:

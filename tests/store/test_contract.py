@@ -84,6 +84,49 @@ async def test_append_event_numbers_each_run_from_one_without_gaps(
     assert all(abs(e.ts - time.time()) < 60 for e in events)
 
 
+async def test_append_events_writes_a_batch_in_order_after_the_events_before_it(
+    store: StateStore, tenant: str, other_tenant: str
+) -> None:
+    assert await store.append_event(tenant, "r1", "run_started", {}) == 1
+    batch = [("step_started", {"step": 1}), ("llm_response", {"step": 1}), ("final", {"a": "x"})]
+    assert await store.append_events(tenant, "r1", batch) == [2, 3, 4]
+    assert await store.append_events(tenant, "r1", []) == []
+    assert await store.append_event(tenant, "r1", "run_finished", {}) == 5
+    assert await store.append_events(other_tenant, "r1", batch[:1]) == [1]
+    events = await store.list_events(tenant, "r1")
+    assert [(e.seq, e.kind, e.data) for e in events] == [
+        (1, "run_started", {}),
+        (2, "step_started", {"step": 1}),
+        (3, "llm_response", {"step": 1}),
+        (4, "final", {"a": "x"}),
+        (5, "run_finished", {}),
+    ]
+    assert [e.seq for e in await store.list_events(tenant, "r1", after_seq=2)] == [3, 4, 5]
+
+
+async def test_append_events_with_data_that_is_not_json_writes_none_of_the_batch(
+    store: StateStore, tenant: str
+) -> None:
+    with pytest.raises(UserError, match="data of event 'bad'"):
+        await store.append_events(tenant, "r1", [("ok", {"i": 1}), ("bad", {"x": object()})])
+    assert await store.list_events(tenant, "r1") == []
+
+
+async def test_concurrent_batches_and_single_appends_get_unique_gapless_seqs(
+    store: StateStore, tenant: str
+) -> None:
+    batches = [
+        store.append_events(tenant, "r1", [("b", {"i": i}), ("b", {"i": i})]) for i in range(10)
+    ]
+    singles = [store.append_event(tenant, "r1", "s", {"i": i}) for i in range(10)]
+    results = await asyncio.gather(*batches, *singles)
+    seqs = [seq for r in results for seq in (r if isinstance(r, list) else [r])]
+    assert sorted(seqs) == list(range(1, 31))
+    for r in results[:10]:
+        assert isinstance(r, list) and r[1] == r[0] + 1  # a batch is consecutive
+    assert [e.seq for e in await store.list_events(tenant, "r1")] == list(range(1, 31))
+
+
 async def test_list_events_after_seq_returns_only_later_events(
     store: StateStore, tenant: str
 ) -> None:
