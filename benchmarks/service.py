@@ -118,9 +118,26 @@ def serve(port: int, workdir: Path) -> None:
         max_concurrent_runs=None,
     )
     app = create_app(settings, registry=registry, policies=policies, llm=llm)
-    uvicorn.run(
+    profile_to = os.environ.get("PENGUIFLOW_BENCH_PROFILE")  # cProfile the server into this file
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", backlog=4096, timeout_keep_alive=120
     )
+    server = uvicorn.Server(config)
+    if profiler is not None:  # uvicorn re-raises SIGTERM after its shutdown: stop it ourselves
+        import signal
+
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    server.run()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile_to))
 
 
 def free_port() -> int:
