@@ -256,6 +256,12 @@ class ActivityStore:
     ) -> int:
         return int(await local(STORE, "append_event", [tenant, run_id, kind, dict(data)]))
 
+    async def append_events(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[int]:
+        # one activity per event, in order (the activity side knows append_event only)
+        return [await self.append_event(tenant, run_id, kind, data) for kind, data in events]
+
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
     ) -> list[StoredEvent]:
