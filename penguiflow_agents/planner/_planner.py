@@ -196,7 +196,7 @@ class ReactPlanner:
 
             store = MemoryStore()
         self._store = store  # what `store` answers; runs write through the buffer below
-        if record_events:  # a step's log entries in one store operation (see _events)
+        if record_events and getattr(store, "buffers_events", True):  # see _events
             store = cast(StateStore, EventBuffer(store))
         approvals = None
         if policies is not None:
@@ -270,7 +270,8 @@ class ReactPlanner:
         given = store if store is not None else self._store
         store = d.store
         if given is not self._store:  # through an EventBuffer of its own, as in __init__
-            store = cast(StateStore, EventBuffer(given)) if d.record_events else given
+            buffered = d.record_events and getattr(given, "buffers_events", True)
+            store = cast(StateStore, EventBuffer(given)) if buffered else given
         approvals = d.approvals
         if store is not d.store and d.policies is not None:
             from penguiflow_agents.approvals import ApprovalService

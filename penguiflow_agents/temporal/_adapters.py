@@ -256,6 +256,9 @@ class ActivityStore:
     ) -> int:
         return int(await local(STORE, "append_event", [tenant, run_id, kind, dict(data)]))
 
+    # the planner writes this store's events one by one (no EventBuffer inside a workflow)
+    buffers_events = False
+
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[int]:
