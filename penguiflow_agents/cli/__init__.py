@@ -498,6 +498,11 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="CLAIM",
         help="the JWT claim holding the roles (default roles)",
     )
+    p.add_argument(
+        "--metrics-tenant-label",
+        action="store_true",
+        help="label /metrics with the tenant (one series per tenant: mind the cardinality)",
+    )
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_serve")
 
     keys = sub.add_parser("keys", help="make, revoke and list API keys of the HTTP service")

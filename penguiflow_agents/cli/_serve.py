@@ -62,6 +62,7 @@ def settings_of(args: argparse.Namespace) -> Any:
         max_body_bytes=args.max_body_bytes,
         cors_origins=tuple(args.cors_origins or ()),
         notify=tuple(getattr(args, "notify", None) or ()),
+        metrics_tenant_label=bool(getattr(args, "metrics_tenant_label", False)),
     )
     if args.oidc_issuer or args.oidc_audience or args.oidc_jwks:
         if not (args.oidc_issuer and args.oidc_audience and args.oidc_jwks):

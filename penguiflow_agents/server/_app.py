@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,6 +37,9 @@ from penguiflow_agents.server._webhooks import delivering, webhook_secret
 from penguiflow_agents.server.routes import ROUTERS
 from penguiflow_agents.store import StateStore
 from penguiflow_agents.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from penguiflow_agents.telemetry import Telemetry
 
 __all__ = ["LLMFactory", "create_app", "version"]
 
@@ -87,6 +90,7 @@ def create_app(
     llm: LLMClient | LLMFactory | None = None,
     bus: MessageBus | None = None,
     planner_options: Mapping[str, Any] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The service's ASGI app (serve it with uvicorn; see ``penguiflow-agents serve``).
 
@@ -98,6 +102,9 @@ def create_app(
     arguments (``max_steps``, ``deadline_s``, ...). Runs execute in this
     process, or on workers when ``bus`` (or ``settings.bus``) is given, or as
     Temporal workflows when ``settings.engine`` is a ``temporal://`` URL.
+    ``telemetry``: traces and metrics of the runs (default: ``Telemetry.from_env``
+    with a ``Metrics``, tenant-labelled with ``settings.metrics_tenant_label``);
+    its metrics, if any, are what ``/metrics`` serves.
     """
     settings = settings or ServerSettings()
     options = dict(planner_options or {})
@@ -144,11 +151,26 @@ def create_app(
                 stack.push_async_callback(the_bus.aclose)
             registry_ = the_registry
             policies_ = the_policies
+            the_telemetry = telemetry
+            if the_telemetry is None:
+                from penguiflow_agents.telemetry import Metrics, Telemetry
+
+                the_telemetry = Telemetry.from_env(
+                    metrics=Metrics(tenant_label=settings.metrics_tenant_label)
+                )
+                stack.callback(the_telemetry.shutdown)
+            telemetry_ = the_telemetry
+            traced_store = telemetry_.store(the_store)
+            metrics = telemetry_.metrics
+            if metrics is not None:
+                from penguiflow_agents.cli._observe import start_refresher
+
+                start_refresher(stack, metrics, store=the_store, bus=the_bus)
 
             @asynccontextmanager
             async def open_planner(model: str | None) -> AsyncIterator[ReactPlanner]:
                 async with open_client(model) as client:
-                    yield ReactPlanner(
+                    planner = ReactPlanner(
                         llm=client,
                         registry=registry_,
                         store=the_store,
@@ -157,6 +179,7 @@ def create_app(
                         notify=settings.notify,
                         **options,
                     )
+                    yield telemetry_.instrument(planner, store=traced_store)
 
             # Planners close after the runs that use them stopped (the stack closes in reverse).
             planner_stack = await stack.enter_async_context(AsyncExitStack())
@@ -185,7 +208,7 @@ def create_app(
                 hub=hub,
                 keys=ring,
                 limiter=RateLimiter(),
-                metrics=CollectorRegistry(),
+                metrics=metrics.registry if metrics is not None else CollectorRegistry(),
                 oidc=oidc,
                 bus=the_bus,
             )

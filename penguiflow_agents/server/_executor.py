@@ -92,6 +92,7 @@ class RunRequest:
     key_id: str  # whose limits it counts against
     model: str | None = None
     session_id: str | None = None
+    trace: Mapping[str, str] | None = None  # the W3C trace context the run continues
 
 
 class RunExecutor(Protocol):
@@ -211,6 +212,7 @@ class LocalExecutor:
                     headers=request.headers,
                     session_id=request.session_id,
                     run_id=run_id,
+                    trace_carrier=request.trace,
                 ),
             )
             waiter = asyncio.ensure_future(wait_for(recorded, START_TIMEOUT_S))
@@ -293,6 +295,7 @@ class BusExecutor:
                 model=request.model,
                 session_id=request.session_id,
                 run_id=run_id,
+                trace=request.trace,
             )
         except BaseException:
             self._submitted.pop((request.headers.tenant, run_id), None)

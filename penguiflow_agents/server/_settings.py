@@ -32,6 +32,8 @@ class ServerSettings:
     ``oidc:`` section of the keys file, if any). ``notify``: webhook URLs told
     of every approval requested or decided through this server (besides each
     approval rule's own ``notify``; see ``penguiflow_agents.webhooks``).
+    ``metrics_tenant_label``: label run, model, tool and approval metrics with the
+    tenant (one series per tenant).
     """
 
     tools: str = "tools"
@@ -50,3 +52,4 @@ class ServerSettings:
     wait_timeout_s: float = 600.0
     oidc: OIDCConfig | None = None
     notify: tuple[str, ...] = ()
+    metrics_tenant_label: bool = False

@@ -11,4 +11,12 @@ from __future__ import annotations
 __all__ = ["ROUTERS"]
 
 # Modules of this package whose ``router`` the app includes, in this order.
-ROUTERS: tuple[str, ...] = ("health", "runs", "tools", "approvals", "openai_compat", "inbox")
+ROUTERS: tuple[str, ...] = (
+    "health",
+    "history",
+    "runs",
+    "tools",
+    "approvals",
+    "openai_compat",
+    "inbox",
+)

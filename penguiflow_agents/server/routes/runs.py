@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from penguiflow_agents.exceptions import NotFoundError
@@ -17,7 +17,12 @@ from penguiflow_agents.server._feed import END_KINDS, follow_run, sse
 from penguiflow_agents.server._models import ErrorBody, RunAccepted, RunCreate, RunDocument
 from penguiflow_agents.server._state import ServerState, server_state
 
-__all__ = ["check_run_limit", "model_for", "router"]
+__all__ = ["check_run_limit", "model_for", "router", "trace_context"]
+
+# W3C trace context headers an incoming request may carry into its run.
+_TRACE_HEADERS = ("traceparent", "tracestate")
+# Longer values are ignored (a traceparent is 55 characters; tracestate at most 512 by spec).
+_MAX_TRACE_HEADER = 512
 
 # Seconds a caller over its concurrent-runs limit is asked to wait before trying again.
 BUSY_RETRY_AFTER_S = 5
@@ -56,6 +61,17 @@ def model_for(state: ServerState, model: str | None) -> str | None:
     )
 
 
+def trace_context(request: Request) -> dict[str, str] | None:
+    """The request's W3C trace context (``traceparent``, ``tracestate``), for the run to
+    continue; None when it has none (a malformed one is ignored by the propagator)."""
+    found = {
+        name: value
+        for name in _TRACE_HEADERS
+        if (value := request.headers.get(name)) and len(value) <= _MAX_TRACE_HEADER
+    }
+    return found if "traceparent" in found else None
+
+
 async def check_run_limit(state: ServerState, who: Caller) -> None:
     """429 with Retry-After when the caller's key already has its limit of runs in progress."""
     limit = who.max_concurrent_runs
@@ -79,6 +95,7 @@ async def check_run_limit(state: ServerState, who: Caller) -> None:
 )
 async def start_run(
     body: RunCreate,
+    request: Request,
     wait: Annotated[
         bool, Query(description="answer when the run has ended or paused (200, the run document)")
     ] = False,
@@ -97,6 +114,7 @@ async def start_run(
             key_id=who.key_id,
             model=model,
             session_id=body.session_id,
+            trace=trace_context(request),
         )
     )
     if not wait:
