@@ -311,9 +311,9 @@ class RunPrinter:
                 self.status.done()
         elif isinstance(event, ToolCallStarted):
             # For --verbose: which call is in flight (never its arguments: they may be secret).
-            _log.debug(
-                "tool_call.started", run_id=event.run_id, tool=event.tool, call_id=event.call_id
-            )
+            # The consumer runs outside the run's log context, so it names the call only; the
+            # planner's own lines carry run_id, trace_id and tenant.
+            _log.debug("tool_call.started", tool=event.tool, call_id=event.call_id)
             self._in_flight[event.call_id] = event.tool
             self._calling()
         elif isinstance(event, ToolActivity):
