@@ -30,11 +30,13 @@ from penguiflow_agents.bus._base import (
 )
 from penguiflow_agents.bus._memory import MemoryBus
 from penguiflow_agents.bus._open import DEFAULT_BUS_URL, open_bus
+from penguiflow_agents.bus._signing import BUS_SECRET_ENV
 
 if TYPE_CHECKING:
     from penguiflow_agents.bus._redis import RedisBus
 
 __all__ = [
+    "BUS_SECRET_ENV",
     "DEFAULT_BUS_URL",
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_DELIVERIES",

@@ -14,7 +14,11 @@ The bus bounds its backlog (jobs published and not yet acknowledged):
 callers see back-pressure instead of a silent loss.
 
 Jobs are JSON objects of at most ``MAX_JOB_BYTES`` and must carry no secrets:
-whoever can read the bus can read them.
+whoever can read the bus can read them. With a bus secret (``secret=`` or
+``$PENGUIFLOW_BUS_SECRET``; required when the bus is not on loopback) every
+published job is signed and every consumed one checked: an unsigned or
+tampered job becomes a dead letter (with its ``reason``) instead of a
+delivery (see ``_signing``).
 
 Implementations: ``MemoryBus`` (tests, one process), ``RedisBus`` (Redis
 Streams with a consumer group, the ``[redis]`` extra). ``open_bus(url)`` picks
@@ -64,6 +68,7 @@ class Delivery:
     job: dict[str, Any]
     consumer: str  # who holds it in flight
     attempt: int = 1  # 1 on the first delivery, one more per redelivery
+    reason: str = ""  # a dead letter's: why it was set aside
 
 
 @runtime_checkable

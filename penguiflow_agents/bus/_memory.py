@@ -28,6 +28,7 @@ from penguiflow_agents.bus._base import (
     decode_job,
     encode_job,
 )
+from penguiflow_agents.bus._signing import JobSigner, resolve_bus_secret
 from penguiflow_agents.exceptions import BusError
 
 __all__ = ["MemoryBus"]
@@ -51,7 +52,9 @@ class MemoryBus:
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        secret: str | bytes | None = None,
     ) -> None:
+        """``secret``: sign published jobs and refuse unsigned ones (optional: one process)."""
         check_options(
             max_backlog=max_backlog,
             visibility_timeout_s=visibility_timeout_s,
@@ -68,6 +71,8 @@ class MemoryBus:
         self._ids = itertools.count(1)
         self._changed: asyncio.Condition | None = None
         self._closed = False
+        key = resolve_bus_secret("memory://", secret) if secret is not None else None
+        self._signer = JobSigner(key) if key is not None else None
 
     def __repr__(self) -> str:
         return f"MemoryBus(backlog={len(self._jobs)}, max_backlog={self.max_backlog})"
@@ -93,7 +98,7 @@ class MemoryBus:
     # -- MessageBus -------------------------------------------------------------------------
 
     async def publish(self, job: Mapping[str, Any]) -> str:
-        text = encode_job(job)
+        text = encode_job(self._signer.sign(job) if self._signer is not None else job)
         self._check_open()
         if len(self._jobs) >= self.max_backlog:
             raise BusError(
@@ -161,7 +166,7 @@ class MemoryBus:
         return len(self._jobs)
 
     async def dead_letters(self) -> list[Delivery]:
-        """Jobs set aside after ``max_deliveries`` deliveries, oldest first."""
+        """Jobs set aside (after ``max_deliveries`` deliveries, or refused), oldest first."""
         return list(self._dead)
 
     # -- internals ----------------------------------------------------------------------------
@@ -184,19 +189,40 @@ class MemoryBus:
                 del self._jobs[job_id]
                 self._dead.append(
                     Delivery(
-                        id=job_id, job=decode_job(text), consumer=consumer, attempt=held.attempt
+                        id=job_id,
+                        job=decode_job(text),
+                        consumer=consumer,
+                        attempt=held.attempt,
+                        reason=f"delivered {held.attempt} times",
                     )
                 )
                 _log.error("bus_dead_letters", ids=[job_id], max_deliveries=self.max_deliveries)
                 continue
             held.consumer = consumer
             held.since = now
-            out.append(
-                Delivery(id=job_id, job=decode_job(text), consumer=consumer, attempt=held.attempt)
-            )
+            delivery = self._checked(job_id, text, consumer, held.attempt)
+            if delivery is not None:
+                out.append(delivery)
         while self._waiting and len(out) < max_jobs:
             job_id = self._waiting.popleft()
             text = self._jobs[job_id]
             self._in_flight[job_id] = _InFlight(consumer=consumer, since=now, attempt=1)
-            out.append(Delivery(id=job_id, job=decode_job(text), consumer=consumer, attempt=1))
+            delivery = self._checked(job_id, text, consumer, 1)
+            if delivery is not None:
+                out.append(delivery)
         return out
+
+    def _checked(self, job_id: str, text: str, consumer: str, attempt: int) -> Delivery | None:
+        """The delivery of a job, or None when its signature is refused (it is a dead letter)."""
+        job = decode_job(text)
+        if self._signer is not None:
+            job, reason = self._signer.check(job)
+            if reason is not None:
+                self._in_flight.pop(job_id, None)
+                self._jobs.pop(job_id, None)
+                self._dead.append(
+                    Delivery(id=job_id, job=job, consumer=consumer, attempt=attempt, reason=reason)
+                )
+                _log.error("bus_job_refused", id=job_id, reason=reason)
+                return None
+        return Delivery(id=job_id, job=job, consumer=consumer, attempt=attempt)

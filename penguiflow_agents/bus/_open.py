@@ -22,7 +22,10 @@ async def open_bus(url: str, **options: Any) -> MessageBus:
     """Open the bus a URL names, ready to use (connected, consumer group created).
 
     ``options`` go to the bus (``max_backlog``, ``visibility_timeout_s``,
-    ``max_deliveries``; for Redis also ``stream`` and ``group``).
+    ``max_deliveries``, ``secret``; for Redis also ``stream`` and ``group``).
+    A Redis bus signs and checks jobs with ``secret`` or
+    ``$PENGUIFLOW_BUS_SECRET``, which it requires when its host is not
+    loopback.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":

@@ -8,6 +8,9 @@
   their delivery count; a job past ``max_deliveries`` goes to the dead-letter
   stream ``<stream>:dead`` instead. Then ``XREADGROUP`` with a block timeout
   reads new jobs;
+- a job refused by its signature (a bus secret is set; see ``_signing``) goes
+  to ``<stream>:dead`` with the reason (``XADD``, ``XACK``, ``XDEL`` in one
+  transaction) instead of to the consumer;
 - ``ack``: ``XACK`` and ``XDEL`` in one transaction, so the stream holds
   exactly the jobs not yet done (its length *is* the backlog);
 - ``touch`` / ``release``: a script ``XCLAIM``s the job to its own consumer
@@ -43,12 +46,14 @@ from penguiflow_agents.bus._base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_VISIBILITY_TIMEOUT_S,
     MAX_BLOCK_S,
+    MAX_JOB_BYTES,
     Delivery,
     check_consume,
     check_options,
     decode_job,
     encode_job,
 )
+from penguiflow_agents.bus._signing import JobSigner, resolve_bus_secret
 from penguiflow_agents.exceptions import BusError, UserError
 from penguiflow_agents.store import redact_url
 
@@ -85,7 +90,7 @@ for _, e in ipairs(r[2]) do
     if type(p[1]) == 'table' then n = tonumber(p[1][4]) end
     if n > tonumber(ARGV[6]) then
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', e[1], 'job', job,
-                 'deliveries', n)
+                 'deliveries', n, 'reason', 'delivered ' .. n .. ' times')
       redis.call('XACK', KEYS[1], ARGV[1], e[1])
       redis.call('XDEL', KEYS[1], e[1])
       table.insert(dead, e[1])
@@ -151,6 +156,9 @@ class RedisBus:
     and ``group`` may also come from the URL
     (``redis://127.0.0.1:6379/0?stream=jobs&group=workers``). One stream
     serves one pool of workers (one group): acknowledged jobs are deleted.
+
+    ``secret`` (else ``$PENGUIFLOW_BUS_SECRET``): jobs are signed on publish
+    and checked on consume; required when the URL's host is not loopback.
     """
 
     def __init__(
@@ -162,6 +170,7 @@ class RedisBus:
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        secret: str | bytes | None = None,
     ) -> None:
         check_options(
             max_backlog=max_backlog,
@@ -177,6 +186,8 @@ class RedisBus:
         self.max_deliveries = max_deliveries
         self._visibility_timeout_s = float(visibility_timeout_s)
         self._shown = redact_url(url)
+        key = resolve_bus_secret(url, secret, shown=self._shown)
+        self._signer = JobSigner(key) if key is not None else None
         try:
             self._client: Any = aioredis.Redis.from_url(
                 connect_url,
@@ -220,8 +231,13 @@ class RedisBus:
 
     # -- MessageBus -------------------------------------------------------------------------
 
+    @property
+    def signed(self) -> bool:
+        """True when jobs are signed and checked (a bus secret is set)."""
+        return self._signer is not None
+
     async def publish(self, job: Mapping[str, Any]) -> str:
-        text = encode_job(job)
+        text = encode_job(self._signer.sign(job) if self._signer is not None else job)
         self._check_open()
         async with self._translate("publish a job to"):
             job_id = await self._publish(keys=[self.stream], args=[self.max_backlog, text])
@@ -254,9 +270,9 @@ class RedisBus:
         out = []
         for _stream, entries in reply or []:
             for job_id, fields in entries:
-                out.append(
-                    Delivery(id=job_id, job=decode_job(fields.get("job", "")), consumer=consumer)
-                )
+                delivery = await self._checked(str(job_id), fields.get("job", ""), consumer, 1)
+                if delivery is not None:
+                    out.append(delivery)
         return out
 
     async def ack(self, delivery: Delivery) -> None:
@@ -316,7 +332,7 @@ class RedisBus:
             return int(await self._client.xlen(self.stream))
 
     async def dead_letters(self, *, limit: int = 100) -> list[Delivery]:
-        """Jobs set aside after ``max_deliveries`` deliveries, oldest first."""
+        """Jobs set aside (after ``max_deliveries`` deliveries, or refused), oldest first."""
         self._check_open()
         async with self._translate("read dead letters from"):
             entries = await self._client.xrange(self.dead_letter_stream, count=limit)
@@ -326,6 +342,7 @@ class RedisBus:
                 job=decode_job(fields.get("job", "")),
                 consumer="",
                 attempt=int(fields.get("deliveries", 0)),
+                reason=str(fields.get("reason", "")),
             )
             for job_id, fields in entries
         ]
@@ -399,12 +416,45 @@ class RedisBus:
                 ids=list(dead),
                 max_deliveries=self.max_deliveries,
             )
-        return [
-            Delivery(
-                id=str(live[i]),
-                job=decode_job(live[i + 1]),
-                consumer=consumer,
-                attempt=int(live[i + 2]),
+        out = []
+        for i in range(0, len(live), 3):
+            delivery = await self._checked(str(live[i]), live[i + 1], consumer, int(live[i + 2]))
+            if delivery is not None:
+                out.append(delivery)
+        return out
+
+    async def _checked(
+        self, job_id: str, text: str, consumer: str, attempt: int
+    ) -> Delivery | None:
+        """The delivery of a job, or None when its signature is refused: then it is moved to
+        the dead-letter stream with the reason, in one transaction, and never delivered."""
+        job = decode_job(text)
+        if self._signer is None:
+            return Delivery(id=job_id, job=job, consumer=consumer, attempt=attempt)
+        job, reason = self._signer.check(job)
+        if reason is None:
+            return Delivery(id=job_id, job=job, consumer=consumer, attempt=attempt)
+        async with self._translate("set a refused job aside on"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.xadd(
+                self.dead_letter_stream,
+                {
+                    "id": job_id,
+                    "job": str(text)[:MAX_JOB_BYTES],
+                    "deliveries": attempt,
+                    "reason": reason,
+                },
+                maxlen=DEAD_LETTERS_KEPT,
+                approximate=True,
             )
-            for i in range(0, len(live), 3)
-        ]
+            pipe.xack(self.stream, self.group, job_id)
+            pipe.xdel(self.stream, job_id)
+            await pipe.execute()
+        _log.error(
+            "bus_job_refused",
+            stream=self.stream,
+            dead_letter_stream=self.dead_letter_stream,
+            id=job_id,
+            reason=reason,
+        )
+        return None

@@ -120,3 +120,43 @@ def test_submit_resume_of_an_ended_run_prints_it_and_enqueues_nothing(
     assert main([*args, "--tenant", "globex"]) == EXIT_FAILURE  # another tenant's id: unknown
     assert "no run with id 'run_done'" in capsys.readouterr().err
     assert asyncio.run(backlog()) == 0
+
+
+def test_submit_to_a_bus_off_this_host_needs_the_bus_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #12 §8: jobs on a shared Redis must be signed, so the secret is required there."""
+    monkeypatch.delenv("PENGUIFLOW_BUS_SECRET", raising=False)
+    code = main(["submit", "hi", "--bus", "redis://:hunter2@10.255.0.1:6379/0", "--json"])
+    out = capsys.readouterr()
+    assert code == EXIT_USAGE
+    assert "PENGUIFLOW_BUS_SECRET" in out.err and "hunter2" not in out.err + out.out
+    code = main(["worker", "--bus", "redis://10.255.0.1:6379/0", "--store", "memory://"])
+    assert code == EXIT_USAGE
+    assert "PENGUIFLOW_BUS_SECRET" in capsys.readouterr().err
+
+
+def test_submit_signs_its_job_with_the_bus_secret(
+    capsys: pytest.CaptureFixture[str], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "cli-bus-secret-0123456789"
+    monkeypatch.setenv("PENGUIFLOW_BUS_SECRET", secret)
+    stream = f"pf-cli-test:{uuid.uuid4().hex[:12]}"
+    url = f"{redis_url}?stream={stream}"
+    assert main(["submit", "What day?", "--bus", url, "--tenant", "acme", "--json"]) == EXIT_OK
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+
+    async def check() -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        bus = await RedisBus.open(url, secret=secret)
+        try:
+            [(_id, fields)] = await client.xrange(stream)
+            assert json.loads(fields["job"])["sig"].startswith("hmac-sha256:")
+            [delivery] = await bus.consume("c1", block_s=1.0)
+            assert delivery.job["run_id"] == run_id and "sig" not in delivery.job
+        finally:
+            await bus.aclose()
+            await client.delete(stream, f"{stream}:dead")
+            await client.aclose()
+
+    asyncio.run(check())
