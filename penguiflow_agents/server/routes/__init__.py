@@ -19,4 +19,5 @@ ROUTERS: tuple[str, ...] = (
     "approvals",
     "openai_compat",
     "inbox",
+    "a2a",
 )
