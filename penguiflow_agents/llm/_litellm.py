@@ -41,6 +41,7 @@ __all__ = ["LiteLLMClient", "ToolCalling", "native_tool_call"]
 logger = logging.getLogger("penguiflow_agents.llm")
 
 ToolCalling = Literal["auto", "native", "json"]
+StructuredOutput = Literal["auto", "native", "tool"]
 
 # Extra time past the provider timeout before we stop waiting ourselves.
 _TIMEOUT_GRACE_S = 5.0
@@ -68,6 +69,12 @@ class LiteLLMClient:
     falls back to JSON only for a model litellm knows to lack function calling.
     ``extra`` is passed to ``litellm.acompletion`` as is (``top_p``, ``seed``, ...).
 
+    ``structured_output`` (for ``ReactPlanner(output_type=...)``): ``"native"``
+    sends the answer's JSON schema as ``response_format`` (json_schema),
+    ``"tool"`` lets the planner use its ``final_answer`` tool, ``"auto"``
+    (default) is native when litellm says the model supports response schemas
+    and tool calling is native.
+
     For the openai provider (OpenAI and OpenAI-compatible servers) one HTTP
     client is reused across calls; ``aclose()`` closes it.
     """
@@ -86,11 +93,16 @@ class LiteLLMClient:
         extra: Mapping[str, Any] | None = None,
         is_replay: bool = False,
         spec: str | None = None,
+        structured_output: StructuredOutput = "auto",
     ) -> None:
         if not model:
             raise UserError("LiteLLMClient needs a model name such as 'openai/gpt-4.1-mini'.")
         if tool_calling not in ("auto", "native", "json"):
             raise UserError(f"tool_calling is {tool_calling!r}; use 'auto', 'native' or 'json'.")
+        if structured_output not in ("auto", "native", "tool"):
+            raise UserError(
+                f"structured_output is {structured_output!r}; use 'auto', 'native' or 'tool'."
+            )
         if timeout_s <= 0 or max_retries < 0:
             raise UserError(
                 f"timeout_s must be > 0 and max_retries >= 0 (got {timeout_s!r}, {max_retries!r})."
@@ -110,6 +122,9 @@ class LiteLLMClient:
         self._tool_calling = tool_calling
         self._priced = True  # False once litellm failed to price this model
         self._native: bool | None = None if tool_calling == "auto" else tool_calling == "native"
+        self._native_output: bool | None = (
+            None if structured_output == "auto" else structured_output == "native"
+        )
         self._clients = OpenAIClients()
         self._credentials_checked = False
 
@@ -131,6 +146,14 @@ class LiteLLMClient:
             self._native = _supports_tools(load_litellm(), self.model)
         return self._native
 
+    async def supports_output_schema(self) -> bool:
+        """Whether requests carry ``LLMRequest.output_schema`` as ``response_format``
+        (else the planner asks for typed answers through a final tool)."""
+        if self._native_output is None:
+            litellm = await load_litellm_async()
+            self._native_output = self.native_tool_calling and _supports_schema(litellm, self.model)
+        return self._native_output
+
     # -- requests ---------------------------------------------------------------
 
     def _limit(self, request: LLMRequest) -> float:
@@ -149,6 +172,12 @@ class LiteLLMClient:
                 params["tools"] = [_tool_schema(spec, names) for spec in request.tools]
         else:
             params["messages"] = json_action_messages(request.messages, request.tools)
+        wanted = request.output_schema
+        if native and wanted is not None:
+            schema: dict[str, Any] = {"name": wanted.name, "schema": dict(wanted.schema)}
+            if wanted.description:
+                schema["description"] = wanted.description
+            params["response_format"] = {"type": "json_schema", "json_schema": schema}
         # The provider timeout is the client's own (a request with less time left is cut
         # by ``_call``): a timeout varying per call would defeat litellm's client cache.
         params.update(model=self.model, timeout=self.timeout_s, max_retries=0, num_retries=0)
@@ -365,6 +394,16 @@ def _supports_tools(litellm: Any, model: str) -> bool:
     except Exception:
         return True  # a model litellm does not know: assume an OpenAI-compatible server
     return False
+
+
+def _supports_schema(litellm: Any, model: str) -> bool:
+    """Whether litellm knows the model to accept a JSON schema as ``response_format``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(litellm.supports_response_schema(model))
+    except Exception:
+        return False
 
 
 def _tool_schema(spec: ToolSpec, names: WireNames) -> dict[str, Any]:

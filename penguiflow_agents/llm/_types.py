@@ -14,7 +14,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from penguiflow_agents.tools._types import ToolSpec
 
-__all__ = ["LLMClient", "LLMRequest", "LLMResponse", "LLMToolCall", "TextDelta", "Usage"]
+__all__ = [
+    "LLMClient",
+    "LLMRequest",
+    "LLMResponse",
+    "LLMToolCall",
+    "OutputSchema",
+    "TextDelta",
+    "Usage",
+]
 
 ChatMessage = dict[str, Any]
 
@@ -62,6 +70,16 @@ class LLMResponse:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutputSchema:
+    """The JSON schema the final answer must match (``ReactPlanner(output_type=...)``),
+    for a client that constrains answers natively (OpenAI's ``response_format``)."""
+
+    name: str  # matches ^[a-zA-Z0-9_-]{1,64}$
+    schema: Mapping[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LLMRequest:
     messages: Sequence[ChatMessage]
     tools: Sequence[ToolSpec] = ()
@@ -69,6 +87,8 @@ class LLMRequest:
     temperature: float | None = None
     timeout_s: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)  # run_id, tenant: never sent
+    # Only set for a client whose ``supports_output_schema()`` said yes.
+    output_schema: OutputSchema | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

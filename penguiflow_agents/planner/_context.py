@@ -26,6 +26,7 @@ from penguiflow_agents.tools._catalog import ToolCatalog
 if TYPE_CHECKING:
     from penguiflow_agents.approvals import ApprovalService
     from penguiflow_agents.planner._observe import Observations, RunObserver
+    from penguiflow_agents.planner._output import OutputSpec
     from penguiflow_agents.planner._types import PlannerEvent
     from penguiflow_agents.policy import PolicySet
 
@@ -66,6 +67,7 @@ class Deps:
     record_events: bool = False  # every emitted event is also appended to the run's log
     observers: tuple[RunObserver, ...] = ()  # told about every run (telemetry)
     app_deps: Any = None  # ReactPlanner(deps=...): handed to tools in CallContext.deps
+    output: OutputSpec | None = None  # ReactPlanner(output_type=...): the typed final answer
 
 
 @dataclass(slots=True, kw_only=True)

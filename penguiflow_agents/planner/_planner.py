@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from penguiflow_agents._identity import Headers, session_key
 from penguiflow_agents.exceptions import UserError
-from penguiflow_agents.llm._types import LLMClient, LLMRequest
+from penguiflow_agents.llm._types import LLMClient, LLMRequest, LLMToolCall
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
 from penguiflow_agents.planner._clock import SYSTEM_CLOCK, Clock
@@ -43,6 +43,12 @@ from penguiflow_agents.planner._observe import (
     RunInfo,
     RunObserver,
     open_observations,
+)
+from penguiflow_agents.planner._output import (
+    Verdict,
+    judge,
+    native_output,
+    output_spec,
 )
 from penguiflow_agents.planner._records import (
     cancel_paused,
@@ -76,6 +82,8 @@ from penguiflow_agents.tools._catalog import ToolCatalog
 from penguiflow_agents.tools._types import ToolSpec
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from penguiflow_agents.policy import PolicySet
 
 __all__ = ["DEFAULT_CLAIM_LEASE_S", "ReactPlanner"]
@@ -134,6 +142,15 @@ class ReactPlanner:
     client, settings): a ``@tool`` function with a ``CallContext`` parameter
     gets it as ``ctx.deps``, next to the caller's tenant, principal and roles
     and the run's id, trace id and deadline. The model never sees it.
+
+    ``output_type`` (a pydantic model class) makes the final answer typed: it
+    must validate as that model, and ``RunResult.output`` holds the instance
+    (``answer`` its JSON). A model client that constrains answers to a JSON
+    schema (``LiteLLMClient`` for models litellm says support
+    ``response_format``) gets the schema with the request; any other model
+    answers by calling a ``final_answer`` tool whose arguments are the answer.
+    An answer that fails the model is shown back to the model with the
+    problems and the schema, like arguments that fail a tool's schema.
     """
 
     __slots__ = ("_deps", "_index", "_store")
@@ -162,6 +179,7 @@ class ReactPlanner:
         max_pending_approvals_per_tenant: int = 1000,
         observers: Sequence[RunObserver] = (),
         deps: Any = None,
+        output_type: type[BaseModel] | None = None,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -229,6 +247,7 @@ class ReactPlanner:
             max_pending_approvals_per_tenant=max_pending_approvals_per_tenant,
             observers=tuple(observers),
             app_deps=deps,
+            output=output_spec(output_type),
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None
@@ -555,6 +574,9 @@ class ReactPlanner:
             raise UserError(f"headers must be a Headers(tenant=..., ...), got {headers!r}.")
         claimed = await claim(self._deps, headers.tenant, run_id)
         if isinstance(claimed, RunResult):
+            spec = self._deps.output
+            if spec is not None and claimed.output is not None:  # typed again, as it was
+                claimed.output = spec.stored(claimed.output)
             return claimed
         state = RunState.from_dict(claimed.state, run_id=run_id)
         observed = open_observations(
@@ -679,6 +701,8 @@ class ReactPlanner:
         st = run.state
         run_id = run.run_id
         emit = run.emit
+        spec = deps.output
+        native = spec is not None and await native_output(deps.llm)
         while True:
             if st.model_calls >= deps.max_steps:
                 raise Stop(
@@ -699,11 +723,15 @@ class ReactPlanner:
             if run.listening:
                 await run.publish(StepStarted(run_id=run_id, step=step))
             catalog = await self._catalog(run.headers)
+            tools = catalog.visible
+            if spec is not None and not native:
+                tools = [*tools, spec.tool]
             request = LLMRequest(
                 messages=st.messages,
-                tools=catalog.visible,
+                tools=tools,
                 timeout_s=run.remaining(),
                 metadata={"run_id": run_id, "tenant": run.headers.tenant},
+                output_schema=spec.schema if spec is not None and native else None,
             )
             started = deps.clock.monotonic()
             if emit is not None and callable(getattr(deps.llm, "stream", None)):
@@ -718,7 +746,14 @@ class ReactPlanner:
             calls = unique_ids(response.tool_calls, step)
             content = response.content
             out = StepOutcome(done={}, waiting=[])
-            if calls:
+            verdict = judge(spec, native, content, calls) if spec is not None else None
+            if verdict is not None and verdict.mixed:
+                for call_id in verdict.mixed:  # refused; the turn's other calls run
+                    out.done[call_id] = verdict.reply
+                verdict = None
+            if verdict is not None:  # an attempt at the typed final answer
+                self._answered(st, content, calls, verdict)
+            elif calls:
                 st.messages.append(assistant_message(content, calls))
                 st.inflight = InflightStep(step=step, calls=list(calls), done=out.done)
             elif not (content and content.strip()):
@@ -739,6 +774,15 @@ class ReactPlanner:
                         latency_s=latency,
                     )
                 )
+            if verdict is not None:
+                typed = verdict.output
+                if typed is not None:
+                    answer = typed.model_dump_json()
+                    if run.listening:
+                        await run.publish(FinalAnswer(run_id=run_id, answer=answer))
+                    return await finish(deps, run, "completed", answer=answer, output=typed)
+                count_errors(deps, st, failed=True, last_error=verdict.reply)
+                continue
             if not calls:
                 if content and content.strip():
                     if run.listening:
@@ -766,6 +810,20 @@ class ReactPlanner:
             close_step(st, order, out.done)
             must_save = effects
             count_errors(deps, st, failed=out.failures == len(calls), last_error=out.last_error)
+
+    @staticmethod
+    def _answered(
+        st: RunState, content: str | None, calls: Sequence[LLMToolCall], verdict: Verdict
+    ) -> None:
+        """The conversation after a typed final answer: accepted, or with what is wrong."""
+        if verdict.call_id is not None:
+            st.messages.append(assistant_message(content, calls))
+            st.messages.append(
+                {"role": "tool", "tool_call_id": verdict.call_id, "content": verdict.reply}
+            )
+        elif verdict.output is None:  # an accepted text answer is recorded by ``finish``
+            st.messages.append({"role": "assistant", "content": content or ""})
+            st.messages.append({"role": "user", "content": verdict.reply})
 
     async def _continue(self, run: Run) -> RunResult:
         """Settle the paused or in-flight step of a claimed run, then go on with the loop."""

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from penguiflow_agents._identity import Headers, session_key
 from penguiflow_agents.exceptions import ConflictError, PenguiflowError, UserError
@@ -219,12 +220,18 @@ async def pause(deps: Deps, run: Run) -> RunResult:
 
 
 async def finish(
-    deps: Deps, run: Run, status: str, *, answer: str | None = None, error: str | None = None
+    deps: Deps,
+    run: Run,
+    status: str,
+    *,
+    answer: str | None = None,
+    error: str | None = None,
+    output: Any = None,
 ) -> RunResult:
     st = run.state
     st.paused = None
     st.inflight = None
-    result = st.result(run.run_id, status, answer=answer, error=error)
+    result = st.result(run.run_id, status, answer=answer, error=error, output=output)
     if run.lost:
         return result
     store = deps.store

@@ -128,7 +128,13 @@ class RunState:
             self.cost = (self.cost or 0.0) + cost
 
     def result(
-        self, run_id: str, status: str, *, answer: str | None = None, error: str | None = None
+        self,
+        run_id: str,
+        status: str,
+        *,
+        answer: str | None = None,
+        error: str | None = None,
+        output: Any = None,
     ) -> RunResult:
         return RunResult(
             status=status,
@@ -141,6 +147,7 @@ class RunState:
             cost=self.cost,
             model=self.model,
             session_id=self.session_id,
+            output=output,
         )
 
     def to_dict(self) -> dict[str, Any]:

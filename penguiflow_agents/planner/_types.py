@@ -126,6 +126,10 @@ class RunResult:
     ``status`` is ``completed`` (``answer`` is the model's final answer),
     ``failed`` or ``cancelled`` (``error`` says why), or ``paused`` (waiting
     for the decisions in ``pending_approvals``; ``ReactPlanner.resume`` goes on).
+
+    ``output``: with ``ReactPlanner(output_type=Model)``, the completed run's
+    answer as a validated ``Model`` instance (``answer`` is its JSON); a
+    ``RunResult`` read back from JSON (``from_dict``) holds the JSON object.
     """
 
     status: str
@@ -138,10 +142,12 @@ class RunResult:
     cost: float | None = None  # USD, when the model reports prices
     model: str = ""
     session_id: str | None = None
+    output: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of ``run --json`` (DESIGN.md, "Command line")."""
-        return {
+        dump = getattr(self.output, "model_dump", None)
+        data = {
             "status": self.status,
             "run_id": self.run_id,
             "answer": self.answer,
@@ -157,6 +163,9 @@ class RunResult:
             "model": self.model,
             "session_id": self.session_id,
         }
+        if self.output is not None:  # only typed runs have the key
+            data["output"] = dump(mode="json") if callable(dump) else self.output
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
@@ -177,6 +186,7 @@ class RunResult:
             cost=data.get("cost"),
             model=str(data.get("model", "")),
             session_id=data.get("session_id"),
+            output=data.get("output"),
         )
 
 

@@ -67,9 +67,17 @@ class ScriptedLLM:
     is_replay = True  # a test double: the CLI and logs may say so
 
     def __init__(
-        self, turns: Sequence[ScriptedTurn], model: str = "scripted", *, record: bool = True
+        self,
+        turns: Sequence[ScriptedTurn],
+        model: str = "scripted",
+        *,
+        record: bool = True,
+        structured_output: bool = False,
     ) -> None:
         self.model = model
+        # True: plays a model that constrains its answers to ``LLMRequest.output_schema``
+        # (``ReactPlanner(output_type=...)`` then sends the schema, not a final tool).
+        self.structured_output = structured_output
         self.requests: list[LLMRequest] = []  # every request seen, in order (when record=True)
         self._record = record
         self._turns = [self._prepare(i, turn) for i, turn in enumerate(turns)]
@@ -100,6 +108,9 @@ class ScriptedLLM:
             response=parsed.to_response(index, model=self.model),
             delay_s=parsed.delay_s,
         )
+
+    async def supports_output_schema(self) -> bool:
+        return self.structured_output
 
     @property
     def turns(self) -> int:

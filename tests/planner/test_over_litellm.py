@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import BaseModel
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.llm import LiteLLMClient
@@ -238,3 +239,84 @@ async def test_a_json_action_model_gets_its_broken_reply_explained_and_never_as_
     feedback = second[-1]["content"]
     assert "Error (invalid_action)" in feedback and "not valid JSON" in feedback
     assert "Available tools: math.add" in feedback
+
+
+# -- typed final answers (ReactPlanner(output_type=...)) --------------------------------------
+
+
+class _Sum(BaseModel):
+    """The sum of two numbers, with a one-line explanation."""
+
+    total: int
+    explanation: str
+
+
+async def test_typed_answer_sends_the_schema_as_response_format_and_is_repaired(
+    mock_http: respx.MockRouter, registry: ToolRegistry
+) -> None:
+    replies = iter(
+        [
+            openai_turn(None, '{"total": "five", "explanation": "2 + 3"}'),
+            openai_turn(None, '{"total": 5, "explanation": "2 + 3 = 5"}'),
+        ]
+    )
+    route = mock_http.post(OPENAI_URL).mock(
+        side_effect=lambda request: httpx.Response(200, json=next(replies))
+    )
+    llm = LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456")
+    try:
+        assert await llm.supports_output_schema()
+        result = await ReactPlanner(llm=llm, registry=registry, output_type=_Sum).run(
+            "2 + 3?", headers=Headers(tenant="acme")
+        )
+    finally:
+        await llm.aclose()
+    assert result.status == "completed", result.error
+    assert result.output == _Sum(total=5, explanation="2 + 3 = 5")
+    first = json.loads(route.calls[0].request.content)
+    fmt = first["response_format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["json_schema"]["name"] == "_Sum"
+    assert fmt["json_schema"]["schema"]["required"] == ["total", "explanation"]
+    assert [t["function"]["name"] for t in first["tools"]] == ["math__add"]
+    # The invalid answer went back to the model with what is wrong, then the schema.
+    second = json.loads(route.calls[1].request.content)
+    assert second["messages"][-2] == {
+        "role": "assistant",
+        "content": '{"total": "five", "explanation": "2 + 3"}',
+    }
+    told = second["messages"][-1]
+    assert told["role"] == "user" and told["content"].startswith("Error (invalid_output)")
+    assert "$.total: Input should be a valid integer" in told["content"]
+
+
+async def test_typed_answer_through_the_final_tool_when_structured_output_is_off(
+    mock_http: respx.MockRouter, registry: ToolRegistry
+) -> None:
+    replies = iter(
+        [
+            openai_turn([("call_f", "final_answer", '{"total": 5}')]),
+            openai_turn([("call_g", "final_answer", '{"total": 5, "explanation": "2+3"}')]),
+        ]
+    )
+    route = mock_http.post(OPENAI_URL).mock(
+        side_effect=lambda request: httpx.Response(200, json=next(replies))
+    )
+    llm = LiteLLMClient(
+        "openai/gpt-4.1-mini", api_key="sk-test-key-123456", structured_output="tool"
+    )
+    try:
+        result = await ReactPlanner(llm=llm, registry=registry, output_type=_Sum).run(
+            "2 + 3?", headers=Headers(tenant="acme")
+        )
+    finally:
+        await llm.aclose()
+    assert result.status == "completed", result.error
+    assert result.output == _Sum(total=5, explanation="2+3")
+    first = json.loads(route.calls[0].request.content)
+    assert "response_format" not in first
+    final = next(t for t in first["tools"] if t["function"]["name"] == "final_answer")
+    assert final["function"]["parameters"]["required"] == ["total", "explanation"]
+    second = json.loads(route.calls[1].request.content)
+    told = {m["tool_call_id"]: m["content"] for m in second["messages"] if m["role"] == "tool"}
+    assert "$.explanation: Field required" in told["call_f"]
