@@ -15,6 +15,11 @@
    overload such as HTTP 429); a ``retry_after_s`` hint (HTTP Retry-After) is
    honoured. The slot is released while waiting to retry.
 
+Last, the values of the ``${VAR}`` variables the manifest refers to (and
+their common encodings) are masked with ``***`` in the result (output,
+structured content, error): a tool that echoes a secret back never puts it in
+the store, the console or the model's context.
+
 A caller's ``ctx.deadline`` bounds every wait. Nothing raises: each outcome is
 a ``ToolResult`` with ``latency_s`` (whole call, queueing and retries
 included) and ``attempts``.
@@ -33,6 +38,7 @@ from typing import Any
 
 from penguiflow_agents._log import get_logger
 from penguiflow_agents.tools._manifest import CircuitBreakerConfig, SourceManifest
+from penguiflow_agents.tools._redact import ResultRedactor
 from penguiflow_agents.tools._types import (
     CallContext,
     ToolErrorKind,
@@ -150,6 +156,7 @@ class ProtectedSource:
         self._in_flight = 0
         self._rng = rng or random.Random()
         self._tools: dict[str, ToolSpec] = {}
+        self._redact_result = ResultRedactor(manifest)
         # Told how long each call waited for a slot (metrics); must be quick, must not raise.
         self.on_queue_wait: Callable[[float], None] | None = None
 
@@ -208,7 +215,7 @@ class ProtectedSource:
         result.tool = qualified
         result.attempts = attempts
         result.latency_s = time.monotonic() - start
-        return result
+        return self._redact_result(result)
 
     async def _attempt(
         self,

@@ -5,6 +5,10 @@
 - ``Redactor``: replaces such values, and their URL-encoded, JSON-escaped and
   base64 forms (``encoded_forms``), in a text with ``***`` before it reaches
   one of our log events or an error message;
+- ``ResultRedactor(manifest)``: the same for a tool's *result* (its output,
+  structured content and error, walked through lists and mappings) before the
+  registry hands it on, so an echoed secret never reaches the store, the
+  console or the model;
 - ``redact_library_logs(values)``: the libraries a source hands those values
   to (the ``mcp`` SDK, httpx, httpx2, httpcore) log URLs and messages through
   the standard ``logging`` module, at levels an application may well enable.
@@ -26,13 +30,29 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from penguiflow_agents.tools._manifest import SourceManifest
+from penguiflow_agents.tools._types import ToolResult
 
-__all__ = ["LIBRARY_LOGGERS", "Redactor", "encoded_forms", "redact_library_logs", "secret_values"]
+__all__ = [
+    "LIBRARY_LOGGERS",
+    "MIN_RESULT_SECRET_CHARS",
+    "Redactor",
+    "ResultRedactor",
+    "encoded_forms",
+    "redact_library_logs",
+    "redact_value",
+    "secret_values",
+]
 
 # Top-level logger names of the libraries that see resolved values ("client" is
 # the mcp SDK's session logger); records of other loggers are left alone.
 LIBRARY_LOGGERS = frozenset({"mcp", "httpx", "httpx2", "httpcore", "client"})
 MASK = "***"
+
+# Shorter values are not masked in results: "1" or "on" would mangle ordinary text.
+MIN_RESULT_SECRET_CHARS = 4
+# Deepest nesting of a result walked (deeper parts are kept as they are: JSON from a
+# source is bounded by the parser long before this).
+_MAX_DEPTH = 200
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -91,6 +111,59 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+
+def redact_value(value: Any, redact: Callable[[str], str], _depth: int = 0) -> Any:
+    """``value`` with ``redact`` applied to every string in it (keys too), through lists,
+    tuples and mappings; other values are kept. Unchanged parts are returned as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if _depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            (redact(k) if isinstance(k, str) else k): redact_value(v, redact, _depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        items = [redact_value(v, redact, _depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+class ResultRedactor:
+    """Masks the ``${VAR}`` values a source's manifest refers to in its tools' results.
+
+    The values are read from the environment on each call (the source resolves
+    them on each connect); the pattern is rebuilt only when they change.
+    """
+
+    __slots__ = ("_manifest", "_redactor", "_values")
+
+    def __init__(self, manifest: SourceManifest) -> None:
+        self._manifest = manifest
+        self._values: tuple[str, ...] = ()
+        self._redactor = Redactor()
+
+    def _current(self) -> Redactor | None:
+        values = tuple(
+            v for v in secret_values(self._manifest) if len(v) >= MIN_RESULT_SECRET_CHARS
+        )
+        if values != self._values:
+            self._values = values
+            self._redactor = Redactor(values)
+        return self._redactor if values else None
+
+    def __call__(self, result: ToolResult) -> ToolResult:
+        """Redact a ``ToolResult`` in place (``output``, ``structured``, ``error``); returns it."""
+        redactor = self._current()
+        if redactor is None:
+            return result
+        result.output = redact_value(result.output, redactor)
+        result.structured = redact_value(result.structured, redactor)
+        if result.error is not None:
+            result.error = redactor(result.error)
+        return result
 
 
 class _LibraryLogScrubber:
