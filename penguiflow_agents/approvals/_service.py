@@ -172,7 +172,8 @@ class ApprovalService:
             policy_version=self._policies.version_for(headers.tenant),
             requested_by=headers.principal,
             approvers=list(rule.approvers),
-            rule=rule.to_dict(),
+            # The tool's risk when requested (bound by tool_hash): edits are re-checked with it.
+            rule={**rule.to_dict(), "tool_risk": spec.risk},
             input_schema=dict(spec.input_schema),
             status="pending",
             created_at=now,
@@ -351,7 +352,13 @@ class ApprovalService:
                 f"tool {record.tool!r} is no longer visible to {record.requested_by!r} under "
                 f"tenant {record.tenant!r}'s policy; the call cannot be approved."
             )
-        rule = self._policies.approval_rule(record.tool, edited, requester)
+        tool_risk = record.rule.get("tool_risk")
+        rule = self._policies.approval_rule(
+            record.tool,
+            edited,
+            requester,
+            risk=tool_risk if isinstance(tool_risk, str) else None,  # unknown: rules on risk apply
+        )
         if rule is not None and not may_decide(rule.approvers, principal, roles):
             raise ApproverNotAllowedError(
                 f"the edited arguments fall under the approval rule {rule.match!r}, which "

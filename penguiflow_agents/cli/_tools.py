@@ -211,10 +211,9 @@ async def _call(
             f"--tenant {tenant_of(args)}` for the tools it can use."
         )
         return EXIT_FAILURE
-    rule = policies.approval_rule(name, arguments, headers)
     store = await open_store_from_args(args)
     try:
-        return await _call_in(args, registry, name, arguments, headers, rule, store)
+        return await _call_in(args, registry, policies, name, arguments, headers, store)
     finally:
         await store.aclose()
 
@@ -222,10 +221,10 @@ async def _call(
 async def _call_in(
     args: argparse.Namespace,
     registry: ToolRegistry,
+    policies: PolicySet,
     name: str,
     arguments: dict[str, Any],
     headers: Any,
-    rule: Any,
     store: Any,
 ) -> int:
     # Tokens of `auth:` sources come from the store; on a terminal, a missing one is asked for.
@@ -235,7 +234,15 @@ async def _call_in(
     async with registry:
         # Arguments first: never send anyone to ask for an approval of a call that cannot run.
         refusal = await registry.check(name, arguments)
-        if refusal is None and rule is not None:
+        spec = registry.get(name)
+        rule = (
+            None
+            if refusal is not None
+            else policies.approval_rule(
+                name, arguments, headers, risk=None if spec is None else spec.risk
+            )
+        )
+        if rule is not None:
             why = f" ({rule.reason})" if rule.reason else ""
             error(
                 f"calling {name!r} with these arguments needs an approval{why}; `tools call` "

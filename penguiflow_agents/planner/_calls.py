@@ -247,7 +247,7 @@ async def _check(
     call = dataclasses.replace(call, arguments=prepared)
     if policies is None or deps.approvals is None:
         return _Ready(spec, call)
-    rule = policies.approval_rule(call.name, prepared, run.headers)
+    rule = policies.approval_rule(call.name, prepared, run.headers, risk=spec.risk)
     if rule is None:
         return _Ready(spec, call)
     if budget is not None:

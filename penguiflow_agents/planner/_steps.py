@@ -42,7 +42,8 @@ def has_effects(
         if (
             deps.approvals is not None
             and policies is not None
-            and policies.approval_rule(call.name, call.arguments, headers) is not None
+            and policies.approval_rule(call.name, call.arguments, headers, risk=spec.risk)
+            is not None
         ):
             return True
     return False

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from penguiflow_agents.policy._document import (
     DEFAULT_TENANT_KEY,
+    ApprovalRuleDoc,
     PolicyDocument,
     load_policy_file,
 )
@@ -107,20 +108,34 @@ def static_findings(doc: PolicyDocument, file: str) -> list[PolicyFinding]:
         )
     for i, rule in enumerate(doc.approvals):
         for j, earlier in enumerate(doc.approvals[:i]):
-            if earlier.when is None and _covers(earlier.match, rule.match):
+            if (
+                earlier.when is None
+                and _covers(earlier.match, rule.match)
+                and _covers_risk(earlier.risk, rule.risk)
+            ):
                 found.append(
                     PolicyFinding(
                         file=file,
                         key=f"approvals[{i}]",
                         message=(
-                            f"rule {rule.match!r} never applies: approvals[{j}] "
-                            f"({earlier.match!r}, no 'when') catches its calls first; "
+                            f"rule {_label(rule)} never applies: approvals[{j}] "
+                            f"({_label(earlier)}, no 'when') catches its calls first; "
                             "move it above or remove it"
                         ),
                     )
                 )
                 break
     return found
+
+
+def _label(rule: ApprovalRuleDoc) -> str:
+    """``'files.*'``, or ``'*' (risk high)`` for a rule on risk."""
+    return repr(rule.match) + (f" (risk {', '.join(rule.risk)})" if rule.risk else "")
+
+
+def _covers_risk(general: Sequence[str] | None, specific: Sequence[str] | None) -> bool:
+    """Whether every risk ``specific`` applies to, ``general`` applies to (None: any)."""
+    return general is None or (specific is not None and set(specific) <= set(general))
 
 
 def _covers(general: str, specific: str) -> bool:

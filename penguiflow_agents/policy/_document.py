@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from penguiflow_agents._identity import check_tenant
 from penguiflow_agents._yaml import read_yaml_file
@@ -75,6 +83,17 @@ def _check_when(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _one_or_many(value: Any) -> Any:
+    """``risk: high`` is ``risk: [high]``."""
+    return [value] if isinstance(value, str) else value
+
+
+def _check_risks(risks: list[str]) -> list[str]:
+    if not risks:
+        raise ValueError("is empty; write a level such as 'high', or a list such as [medium, high]")
+    return list(dict.fromkeys(risks))
+
+
 def _check_notify(urls: list[str]) -> list[str]:
     for url in urls:
         check_notify_url(url)
@@ -96,16 +115,36 @@ class RoleDoc(_Strict):
     deny: list[Glob] = Field(default_factory=list)
 
 
-class ApprovalRuleDoc(_Strict):
-    """One entry of ``approvals``: calls that need a human decision first."""
+Risk = Literal["low", "medium", "high"]
+MATCH_ANY = "*"
 
-    match: Glob
+
+class ApprovalRuleDoc(_Strict):
+    """One entry of ``approvals``: calls that need a human decision first.
+
+    A rule names its calls by tool glob (``match``), by the tool's risk
+    (``risk: high`` or ``risk: [medium, high]``), or both (then both must hold).
+    """
+
+    match: Glob = MATCH_ANY
+    risk: (
+        Annotated[list[Risk], BeforeValidator(_one_or_many), AfterValidator(_check_risks)] | None
+    ) = None
     when: Annotated[dict[str, Any], AfterValidator(_check_when)] | None = None
     approvers: list[Approver] = Field(min_length=1)
     expires_in_s: float = Field(default=DEFAULT_EXPIRES_IN_S, gt=0)
     reason: str | None = None
     # Webhook URLs POSTed each request and decision of this rule (see DESIGN.md, "Webhooks").
     notify: Annotated[list[str], AfterValidator(_check_notify)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_its_calls(self) -> ApprovalRuleDoc:
+        if not {"match", "risk"} & self.model_fields_set:
+            raise ValueError(
+                "an approval rule needs 'match' (a tool glob such as 'files.write_*'), "
+                "'risk' (low, medium or high, or a list of them), or both"
+            )
+        return self
 
 
 class PolicyDocument(_Strict):

@@ -18,8 +18,11 @@ Evaluation is pure (no I/O) and follows these rules, for a tool name ``n``
    of the caller's listed roles removes the name). Roles never widen the
    tenant view, and roles not listed in the policy change nothing.
 5. Approval rules are tried in file order; the first whose ``match`` glob
-   matches ``n`` and whose optional ``when`` JSON Schema accepts the
-   arguments applies. Rules do not depend on roles.
+   (default ``*``) matches ``n``, whose optional ``risk`` levels include the
+   tool's risk, and whose optional ``when`` JSON Schema accepts the arguments
+   applies. Rules do not depend on roles. A caller that cannot say the tool's
+   risk (``risk=None``) gets every rule with a ``risk`` as if it matched: an
+   unknown risk never skips a gate.
 
 ``version_for(tenant)`` is the SHA-256 of the canonical JSON of the tenant's
 *effective* policy as validated (comments and key order do not count), so
@@ -74,6 +77,7 @@ class ApprovalRule:
 
     match: str
     when: dict[str, Any] | None = None
+    risk: tuple[str, ...] = ()  # the tool risks it applies to; () for any
     approvers: tuple[str, ...] = ()
     expires_in_s: float = DEFAULT_EXPIRES_IN_S
     reason: str | None = None
@@ -87,9 +91,15 @@ class ApprovalRule:
             )
             object.__setattr__(self, "_validator", cls(self.when))
 
-    def matches(self, tool_name: str, arguments: Mapping[str, Any]) -> bool:
-        """Whether this rule applies to a call of ``tool_name`` with ``arguments``."""
+    def matches(
+        self, tool_name: str, arguments: Mapping[str, Any], risk: str | None = None
+    ) -> bool:
+        """Whether this rule applies to a call of ``tool_name`` (of ``risk``) with ``arguments``.
+
+        ``risk=None`` (not known) fails closed: a rule on risk then applies."""
         if not fnmatch.fnmatchcase(tool_name, self.match):
+            return False
+        if self.risk and risk is not None and risk not in self.risk:
             return False
         return self._validator is None or bool(self._validator.is_valid(dict(arguments)))
 
@@ -101,6 +111,8 @@ class ApprovalRule:
             "expires_in_s": self.expires_in_s,
             "reason": self.reason,
         }
+        if self.risk:
+            out["risk"] = list(self.risk)
         if self.notify:
             out["notify"] = list(self.notify)
         return out
@@ -110,6 +122,7 @@ class ApprovalRule:
         return cls(
             match=doc.match,
             when=doc.when,
+            risk=tuple(doc.risk or ()),
             approvers=tuple(doc.approvers),
             expires_in_s=doc.expires_in_s,
             reason=doc.reason,
@@ -165,11 +178,7 @@ class _Compiled:
     def build(cls, doc: PolicyDocument, file: str) -> _Compiled:
         return cls(
             file=file,
-            # Where approvals are announced is not what they approve: notify is left out,
-            # so changing a webhook URL does not void pending approvals.
-            version=sha256_json(
-                doc.model_dump(mode="json", exclude={"approvals": {"__all__": {"notify"}}})
-            ),
+            version=_version(doc),
             allow=_Globs(doc.allow),
             deny=_Globs(doc.deny),
             roles={name: (_Globs(r.allow), _Globs(r.deny)) for name, r in doc.roles.items()},
@@ -329,13 +338,31 @@ class PolicySet:
         return result
 
     def approval_rule(
-        self, tool_name: str, arguments: Mapping[str, Any], headers: Headers
+        self,
+        tool_name: str,
+        arguments: Mapping[str, Any],
+        headers: Headers,
+        *,
+        risk: str | None = None,
     ) -> ApprovalRule | None:
-        """The first approval rule of the caller's tenant that applies to this call."""
+        """The first approval rule of the caller's tenant that applies to this call.
+
+        Pass the tool's ``risk`` (``ToolSpec.risk``); without it, rules on risk apply."""
         policy = self._effective(headers.tenant)
         if policy is None:
             return None
         for rule in policy.rules:
-            if rule.matches(tool_name, arguments):
+            if rule.matches(tool_name, arguments, risk):
                 return rule
         return None
+
+
+def _version(doc: PolicyDocument) -> str:
+    # Where approvals are announced is not what they approve: notify is left out,
+    # so changing a webhook URL does not void pending approvals. A rule without
+    # ``risk`` hashes as it did before rules could have one.
+    data = doc.model_dump(mode="json", exclude={"approvals": {"__all__": {"notify"}}})
+    for rule in data["approvals"]:
+        if rule.get("risk") is None:
+            rule.pop("risk", None)
+    return sha256_json(data)

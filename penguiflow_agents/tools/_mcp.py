@@ -48,6 +48,7 @@ from penguiflow_agents._log import get_logger
 from penguiflow_agents.exceptions import PenguiflowError, ToolSourceUnavailableError, UserError
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._mcp_elicit import ElicitFn, answer_elicitation
+from penguiflow_agents.tools._mcp_hints import tool_defaults
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
 from penguiflow_agents.tools._mcp_transport import STDERR_TAIL_LINES, open_transport
 from penguiflow_agents.tools._redact import Redactor, secret_values
@@ -565,15 +566,8 @@ class MCPToolSource:
 
     def _spec(self, tool: types.Tool) -> ToolSpec:
         override = self.manifest.override(tool.name)
-        idempotent = self.manifest.idempotent
-        risk = "low"
-        timeout_s: float | None = None
-        if override is not None:
-            if override.idempotent is not None:
-                idempotent = override.idempotent
-            if override.risk is not None:
-                risk = override.risk
-            timeout_s = override.timeout_s
+        risk, idempotent = tool_defaults(self.manifest, tool)  # the hints, unless the manifest says
+        timeout_s = None if override is None else override.timeout_s
         return ToolSpec(
             name=f"{self.name}.{tool.name}",
             source=self.name,

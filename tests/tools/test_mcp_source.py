@@ -152,8 +152,9 @@ async def test_include_exclude_and_per_tool_overrides_shape_the_specs(
         True,
         3,
     )
+    # echo has no annotations: risk medium (nothing says it is harmless).
     assert (specs["fx.echo"].risk, specs["fx.echo"].idempotent, specs["fx.echo"].timeout_s) == (
-        "low",
+        "medium",
         False,
         None,
     )
