@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -59,6 +60,10 @@ STDERR_READ_LIMIT = 64 * 1024
 STDERR_TAIL_LINES = 5
 # Longest stderr line kept in that tail.
 STDERR_TAIL_LINE_MAX = 300
+# A server's stderr lines logged per interval; the rest are counted, and summarised once the
+# interval is over (and at close): a server printing 100,000 lines floods nobody's log.
+STDERR_LOGGED_PER_INTERVAL = 50
+STDERR_INTERVAL_S = 10.0
 
 # Command names replaced by the running interpreter, so that ``python`` in a
 # manifest is the interpreter (and virtualenv) penguiflow-agents runs in.
@@ -94,6 +99,9 @@ class StderrPump:
         self._reader_file: IO[bytes] = os.fdopen(read_fd, "rb", buffering=0)
         self.errlog: TextIO = cast(TextIO, os.fdopen(write_fd, "w", encoding="utf-8"))
         self._task: asyncio.Task[None] | None = None
+        self._interval_ends = 0.0
+        self._logged = 0  # lines logged in this interval
+        self._unlogged = 0  # lines counted, not logged, since the last summary
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -116,6 +124,7 @@ class StderrPump:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._reader_file.close()
+        self._summarise()
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,11 +154,34 @@ class StderrPump:
         if len(line) > STDERR_LINE_MAX:
             line = line[:STDERR_LINE_MAX] + " [cut]"
         line = self._redact(line)
-        log.info("mcp_server_stderr", source=self._source, line=line)
+        self._log(line)
         shown = line.strip()
         if len(shown) > STDERR_TAIL_LINE_MAX:
             shown = shown[: STDERR_TAIL_LINE_MAX - 1] + "…"
         self.tail.append(shown)
+
+    def _log(self, line: str) -> None:
+        now = time.monotonic()
+        if now >= self._interval_ends:
+            self._summarise()
+            self._interval_ends = now + STDERR_INTERVAL_S
+            self._logged = 0
+        if self._logged < STDERR_LOGGED_PER_INTERVAL:
+            self._logged += 1
+            log.info("mcp_server_stderr", source=self._source, line=line)
+        else:
+            self._unlogged += 1
+
+    def _summarise(self) -> None:
+        if self._unlogged:
+            log.info(
+                "mcp_server_stderr_summary",
+                source=self._source,
+                unlogged_lines=self._unlogged,
+                per_interval=STDERR_LOGGED_PER_INTERVAL,
+                interval_s=STDERR_INTERVAL_S,
+            )
+            self._unlogged = 0
 
 
 class _WatchedReadStream:
