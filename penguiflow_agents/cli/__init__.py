@@ -294,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="on SIGTERM, seconds to let running jobs finish before handing them back (default 30)",
     )
+    p.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST every approval request and decision of this worker's runs to this webhook "
+        "URL, signed with $PENGUIFLOW_WEBHOOK_SECRET (repeatable); with the secret set, the "
+        "worker also delivers the store's webhook outbox",
+    )
     add_observe_options(p)
     p.set_defaults(handler="penguiflow_agents.cli._worker:cmd_worker")
 

@@ -23,12 +23,15 @@ __all__ = ["temporal_submit", "temporal_worker"]
 
 async def temporal_worker(args: argparse.Namespace) -> int:
     from penguiflow_agents.cli._run import OFFLINE_SCRIPT, load_tools
+    from penguiflow_agents.cli._worker import worker_webhook_secret
     from penguiflow_agents.llm import open_llm
+    from penguiflow_agents.policy import PolicySet
     from penguiflow_agents.store import open_store, redact_url
     from penguiflow_agents.temporal import TemporalTarget, TemporalWorker, policy_documents
 
     target = TemporalTarget.parse(args.engine)
     documents = policy_documents(args.policies)  # a bad file stops the worker
+    secret = worker_webhook_secret(args, PolicySet.from_documents(documents).notify_urls())
 
     @asynccontextmanager
     async def open_model(model: str | None) -> AsyncIterator[Any]:
@@ -47,6 +50,8 @@ async def temporal_worker(args: argparse.Namespace) -> int:
             open_model=open_model,
             policy_documents=documents,
             concurrency=args.concurrency,
+            notify=tuple(args.notify or ()),
+            webhook_secret=secret,
         )
         sys.stderr.write(
             f"worker {worker.name}: runs from {target}, state in {redact_url(args.store)}, "

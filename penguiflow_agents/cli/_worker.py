@@ -1,9 +1,11 @@
 """``penguiflow-agents worker | submit``: scale out on a message bus (Redis) and a shared store.
 
-- ``worker [--bus URL] [--store URL] [--concurrency N]``: take run/resume
-  jobs from the bus and execute them with the tools of ``--tools`` and the
-  policies of ``--policies`` on the store, until SIGTERM/SIGINT; then let
-  running jobs finish for ``--drain-timeout`` seconds and hand the rest back.
+- ``worker [--bus URL] [--store URL] [--concurrency N] [--notify URL]``: take
+  run/resume jobs from the bus and execute them with the tools of ``--tools``
+  and the policies of ``--policies`` on the store, until SIGTERM/SIGINT; then
+  let running jobs finish for ``--drain-timeout`` seconds and hand the rest
+  back. With ``$PENGUIFLOW_WEBHOOK_SECRET`` set (required when ``--notify`` or a
+  rule's ``notify`` names a URL) it also delivers the store's webhook outbox.
   Logs go to stderr (JSON lines with ``--log-format json``).
 - ``submit "QUESTION" [--bus URL] [--tenant T] [--json]``: enqueue a run and
   print its run id; ``--wait`` polls the store until the run ends or pauses
@@ -39,7 +41,15 @@ from penguiflow_agents.cli._common import (
 from penguiflow_agents.cli._status import elapsed
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
 
-__all__ = ["bus_url_of", "cmd_submit", "cmd_worker", "show_run", "wait_and_show"]
+__all__ = [
+    "bus_url_of",
+    "check_notify_options",
+    "cmd_submit",
+    "cmd_worker",
+    "show_run",
+    "wait_and_show",
+    "worker_webhook_secret",
+]
 
 BUS_ENV = "PENGUIFLOW_BUS"
 # How often `submit --wait` reads the run to say where it stands.
@@ -73,11 +83,37 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         error(f"--concurrency must be a positive integer, got {args.concurrency!r}.")
         return EXIT_USAGE
+    try:
+        check_notify_options(args)
+    except UserError as exc:
+        error(str(exc))
+        return EXIT_USAGE
     if args.engine:
         from penguiflow_agents.cli._temporal import temporal_worker
 
         return _guard(temporal_worker(args))
     return _guard(_worker(args))
+
+
+def check_notify_options(args: argparse.Namespace) -> None:
+    """Each ``--notify`` URL is usable, else ``UserError`` naming it."""
+    from penguiflow_agents.webhooks import check_notify_url
+
+    for url in getattr(args, "notify", None) or ():
+        try:
+            check_notify_url(url)
+        except ValueError as exc:
+            raise UserError(f"--notify: {exc}.") from None
+
+
+def worker_webhook_secret(args: argparse.Namespace, rule_urls: list[str]) -> str | None:
+    """The signing secret a worker delivers with: ``ConfigError`` when ``--notify`` or a rule
+    names a URL and it is unset or short (nothing is sent unsigned); ``None`` when unset and
+    no URL is configured (entries written by others are then left to ``serve``)."""
+    from penguiflow_agents.webhooks import webhook_secret_from_env
+
+    urls = [*(getattr(args, "notify", None) or ()), *rule_urls]
+    return webhook_secret_from_env(required=bool(urls))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -134,9 +170,11 @@ async def _worker(args: argparse.Namespace) -> int:
         start_refresher,
     )
     from penguiflow_agents.store import open_store, redact_url
+    from penguiflow_agents.webhooks import delivering
     from penguiflow_agents.worker import Worker
 
     policies = load_policy_dir(args.policies)  # a bad file stops the worker: never half a policy
+    secret = worker_webhook_secret(args, policies.notify_urls())
     async with AsyncExitStack() as stack:
         metrics = metrics_of(args)
         telemetry = open_telemetry(stack, metrics=metrics)
@@ -150,6 +188,7 @@ async def _worker(args: argparse.Namespace) -> int:
 
         registry = load_tools(args.tools)
         stack.push_async_callback(registry.aclose)
+        await stack.enter_async_context(delivering(raw_store, secret))
         worker = Worker(
             bus,
             _planner_factory(args, store, registry, policies, telemetry),
@@ -211,6 +250,7 @@ def _planner_factory(
                 policies=policies,
                 # Every event goes to the run's log: `serve --bus` streams runs from the store.
                 record_events=True,
+                notify=tuple(getattr(args, "notify", None) or ()),
             )  # the planner's claim lease: a dead worker's run is taken over once it ran out
             yield telemetry.instrument(planner, store=store)
 

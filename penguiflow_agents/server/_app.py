@@ -10,7 +10,7 @@ models) from ``ServerSettings`` and closes it at shutdown, runs first.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -186,7 +186,7 @@ def create_app(
             planners = Planners(open_planner, planner_stack)
             executor: RunExecutor
             if settings.engine is not None:
-                executor = await _temporal_executor(settings.engine, the_store)
+                executor = await _temporal_executor(settings.engine, the_store, settings.notify)
             elif the_bus is not None:
                 executor = BusExecutor(the_bus, planners, the_store)
             else:
@@ -241,7 +241,7 @@ def create_app(
     return app
 
 
-async def _temporal_executor(url: str, store: StateStore) -> RunExecutor:
+async def _temporal_executor(url: str, store: StateStore, notify: Sequence[str]) -> RunExecutor:
     """Runs as Temporal workflows (``--engine``); needs the ``temporal`` extra."""
     try:
         from penguiflow_agents.temporal import TemporalEngine
@@ -249,7 +249,7 @@ async def _temporal_executor(url: str, store: StateStore) -> RunExecutor:
         raise UserError(f"--engine {url!r}: {exc}") from None
     from penguiflow_agents.server._temporal import TemporalExecutor
 
-    return TemporalExecutor(await TemporalEngine.connect(url), store)
+    return TemporalExecutor(await TemporalEngine.connect(url), store, notify=notify)
 
 
 def _forget(app: FastAPI) -> None:

@@ -33,9 +33,12 @@ _ENDED = ("completed", "failed", "cancelled")
 class TemporalExecutor:
     """Runs are workflows on Temporal, executed by ``worker --engine temporal://...``."""
 
-    def __init__(self, engine: TemporalEngine, store: StateStore) -> None:
+    def __init__(
+        self, engine: TemporalEngine, store: StateStore, *, notify: Sequence[str] = ()
+    ) -> None:
         self.engine = engine
         self._store = store
+        self._notify = tuple(notify)  # serve --notify: told of every run's approvals
         self._submitted: dict[tuple[str, str], str] = {}  # (tenant, run id) -> key id
 
     async def active(self, key_id: str) -> int:
@@ -70,6 +73,7 @@ class TemporalExecutor:
                 model=request.model,
                 session_id=request.session_id,
                 run_id=run_id,
+                notify=self._notify,
             )
         except BaseException:
             self._submitted.pop((request.headers.tenant, run_id), None)

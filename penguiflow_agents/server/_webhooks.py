@@ -11,23 +11,16 @@ earlier are still delivered).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from penguiflow_agents.exceptions import UserError
-from penguiflow_agents.webhooks import WebhookDeliverer, check_notify_url, webhook_secret_from_env
+from penguiflow_agents.webhooks import check_notify_url, delivering, webhook_secret_from_env
 
 if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
     from penguiflow_agents.server._settings import ServerSettings
-    from penguiflow_agents.store import StateStore
 
 __all__ = ["check_serve_webhooks", "delivering", "webhook_secret"]
-
-# Longest wait for the delivering task to stop at shutdown.
-STOP_TIMEOUT_S = 5.0
 
 
 def webhook_secret(settings: ServerSettings, policies: PolicySet) -> str | None:
@@ -47,21 +40,3 @@ def check_serve_webhooks(settings: ServerSettings) -> None:
         except ValueError as exc:
             raise UserError(f"--notify: {exc}.") from None
     webhook_secret(settings, PolicySet.load_dir(settings.policies))
-
-
-@asynccontextmanager
-async def delivering(
-    store: StateStore, secret: str | None
-) -> AsyncIterator[WebhookDeliverer | None]:
-    """A running deliverer (``None`` without a secret), stopped on exit."""
-    if secret is None:
-        yield None
-        return
-    deliverer = WebhookDeliverer(store, secret=secret)
-    task = asyncio.create_task(deliverer.run(), name="penguiflow-webhooks")
-    try:
-        yield deliverer
-    finally:
-        task.cancel()
-        await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
-        await deliverer.aclose()

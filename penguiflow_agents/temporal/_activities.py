@@ -13,8 +13,11 @@ and results are JSON values recorded in the run's history.
   delivery never runs it twice: it reports the first one's result, or that
   the outcome is unknown;
 - ``catalog``, ``setup`` and ``store`` are local activities (no round trip
-  through the service): the tool list, the model's name and the policies for
-  a stretch of the run, and every store operation of the planner.
+  through the service): the tool list, the model's name, the policies and the
+  worker's webhook URLs for a stretch of the run, and every store operation
+  of the planner. An approval's webhook outbox entries are written with it
+  (``create_approval``, ``decide``) in the worker's real store, then
+  ``on_outbox`` (the worker's deliverer) is told.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from penguiflow_agents.exceptions import (
     LLMError,
     NotFoundError,
     PenguiflowError,
+    UserError,
 )
 from penguiflow_agents.llm._types import LLMClient
 from penguiflow_agents.planner._context import jsonable
@@ -45,6 +49,7 @@ from penguiflow_agents.store._base import (
     ApprovalDecision,
     ApprovalRecord,
     CallRecord,
+    OutboxEntry,
     RunRecord,
     StateStore,
 )
@@ -55,6 +60,7 @@ from penguiflow_agents.temporal._codec import (
 )
 from penguiflow_agents.tools._catalog import ToolCatalog
 from penguiflow_agents.tools._types import CallContext, ToolErrorKind, ToolResult, sha256_json
+from penguiflow_agents.webhooks import check_notify_url
 
 __all__ = [
     "CATALOG",
@@ -137,13 +143,22 @@ class RunActivities:
         open_model: ModelOpener,
         policy_documents: Sequence[Mapping[str, Any]] = (),
         heartbeat_s: float = 10.0,
+        notify: Sequence[str] = (),
+        on_outbox: Callable[[], None] | None = None,
     ) -> None:
+        for url in notify:
+            try:
+                check_notify_url(url)
+            except ValueError as exc:
+                raise UserError(f"notify URL: {exc}.") from None
         self.store = store
+        self.notify = list(dict.fromkeys(notify))
+        self.on_outbox = on_outbox  # called after an outbox write (a deliverer's wake)
         self.registry = registry
         self._open_model = open_model
         self._policies = [dict(d) for d in policy_documents]
         self._policy_digest = sha256_json(self._policies)
-        self._approvals = ApprovalService(store, PolicySet.from_documents(self._policies))
+        self._policy_set = PolicySet.from_documents(self._policies)
         self._beat_s = max(heartbeat_s / 3, 0.05)
         self._models: dict[str | None, LLMClient] = {}
         self._model_lock = asyncio.Lock()
@@ -197,7 +212,8 @@ class RunActivities:
 
     @activity.defn(name=SETUP)
     async def setup(self, model: str | None, known_policies: str) -> dict[str, Any]:
-        """The run's model name, and the policies (unless the workflow has these already)."""
+        """The run's model name, the policies (unless the workflow has these already) and
+        this worker's webhook URLs."""
         async with self._model(model) as llm:
             name = model_name(llm)
         same = known_policies == self._policy_digest
@@ -205,6 +221,7 @@ class RunActivities:
             "model": name,
             "policies_digest": self._policy_digest,
             "policies": None if same else self._policies,
+            "notify": self.notify,
         }
 
     @activity.defn(name=CATALOG)
@@ -223,11 +240,16 @@ class RunActivities:
             args = [record_from_json("run", args[0])]
         elif op == "update_run":
             args = [record_from_json("run", args[0]), args[1]]
-        elif op == "create_approval":
+        outbox: list[OutboxEntry] = []
+        if op == "create_approval":
+            outbox = [OutboxEntry(**e) for e in (args[1] if len(args) > 1 else [])]
             args = [record_from_json("approval", args[0])]
         result: Any
         try:
-            if op == "update_run":
+            if outbox:
+                result = await self.store.create_approval(args[0], outbox=outbox)
+                self._outbox_written()
+            elif op == "update_run":
                 result = await self.store.update_run(args[0], expected_version=args[1])
             elif op == "list_approvals":
                 result = await self.store.list_approvals(args[0], run_id=args[1])
@@ -237,11 +259,22 @@ class RunActivities:
             raise error_of(exc) from None
         return _to_json(result)
 
+    def _outbox_written(self) -> None:
+        if self.on_outbox is not None:
+            self.on_outbox()
+
     @activity.defn(name=DECIDE)
     async def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
-        """Record a decision with every rule of ``ApprovalService.decide``."""
+        """Record a decision with every rule of ``ApprovalService.decide``; ``notify``: the
+        run's webhook URLs (the workflow's), besides the rule's own."""
         try:
-            record = await self._approvals.decide(
+            approvals = ApprovalService(
+                self.store,
+                self._policy_set,
+                notify=[str(u) for u in decision.get("notify") or []],
+                on_outbox=self._outbox_written,
+            )
+            record = await approvals.decide(
                 tenant=str(decision["tenant"]),
                 approval_id=str(decision["approval_id"]),
                 principal=str(decision["principal"]),

@@ -306,9 +306,14 @@ class ActivityStore:
     async def create_approval(
         self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
     ) -> ApprovalRecord:
-        if outbox:
-            raise UserError("webhook notifications are not sent for runs on Temporal yet.")
-        data = await local(STORE, "create_approval", [_fields(approval)], attempts=1)
+        # The outbox entries go with the approval in one store write (the activity's); the
+        # worker's deliverer (or serve's) sends them.
+        data = await local(
+            STORE,
+            "create_approval",
+            [_fields(approval), [_fields(e) for e in outbox]],
+            attempts=1,
+        )
         record = _approval(data)
         self._on_approval(record)
         return record

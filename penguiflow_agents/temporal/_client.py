@@ -34,6 +34,7 @@ from penguiflow_agents.temporal._activities import record_from_json
 from penguiflow_agents.temporal._adapters import raise_ours
 from penguiflow_agents.temporal._target import TemporalTarget
 from penguiflow_agents.temporal._workflow import WORKFLOW, RunInput
+from penguiflow_agents.webhooks import check_notify_url
 from penguiflow_agents.worker._job import new_run_id
 
 __all__ = ["TemporalEngine", "connect_client"]
@@ -76,10 +77,19 @@ class TemporalEngine:
         run_id: str | None = None,
         max_steps: int = 12,
         deadline_s: float | None = 300.0,
+        notify: Sequence[str] = (),
     ) -> str:
-        """Start a run of ``query`` as ``headers``; returns its run id (= workflow id)."""
+        """Start a run of ``query`` as ``headers``; returns its run id (= workflow id).
+
+        ``notify``: webhook URLs told of the run's approval requests and decisions,
+        besides each rule's own and the worker's."""
         if not isinstance(query, str) or not query.strip():
             raise UserError(f"the query must be a non-empty string, got {query!r}.")
+        for url in notify:
+            try:
+                check_notify_url(url)
+            except ValueError as exc:
+                raise UserError(f"notify URL: {exc}.") from None
         run_id = run_id or new_run_id()
         inp = RunInput(
             query=query,
@@ -92,6 +102,7 @@ class TemporalEngine:
             heartbeat_s=self.target.heartbeat_s,
             max_steps=max_steps,
             deadline_s=deadline_s,
+            notify=list(dict.fromkeys(notify)),
         )
         try:
             await self.client.start_workflow(

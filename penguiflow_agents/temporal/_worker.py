@@ -5,6 +5,11 @@ turns and the local activities; one more per tool source, on
 ``<task_queue>.tools.<source>``, runs that source's calls with as many
 activity slots as its manifest's ``max_concurrency``, so the limit holds per
 worker process while the queue spreads calls over the fleet.
+
+Webhooks: the approvals of its runs write their outbox entries to the
+worker's store (rule ``notify`` URLs, the worker's ``notify`` and the
+submitter's); with a ``webhook_secret`` the worker also delivers the outbox
+(as ``serve`` does), woken by each write.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from penguiflow_agents.temporal._client import connect_client
 from penguiflow_agents.temporal._target import TemporalTarget
 from penguiflow_agents.temporal._workflow import RunWorkflow
 from penguiflow_agents.tools._registry import ToolRegistry
+from penguiflow_agents.webhooks import delivering
 
 __all__ = ["TemporalWorker", "workflow_runner"]
 
@@ -61,6 +67,10 @@ class TemporalWorker:
     for a run's ``--model`` value (None: the default); ``policy_documents`` are
     the parsed policy files every run is checked against. ``sticky_timeout_s``:
     how long a run waits for the worker that has it cached (see ``STICKY_TIMEOUT_S``).
+    ``notify``: webhook URLs told of every approval request and decision of the runs
+    (besides each rule's own); ``webhook_secret``: with it, this process delivers the
+    store's webhook outbox while it runs (signed with it); without it, another process
+    (``serve``, another worker) must.
     """
 
     def __init__(
@@ -75,6 +85,8 @@ class TemporalWorker:
         client: Client | None = None,
         name: str | None = None,
         sticky_timeout_s: float = STICKY_TIMEOUT_S,
+        notify: Sequence[str] = (),
+        webhook_secret: str | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise UserError(
@@ -86,12 +98,15 @@ class TemporalWorker:
         self._client = client
         self._sticky = timedelta(seconds=sticky_timeout_s)
         self._registry = registry
+        self._store = store
+        self._webhook_secret = webhook_secret
         self.activities = RunActivities(
             store=store,
             registry=registry,
             open_model=open_model,
             policy_documents=policy_documents,
             heartbeat_s=target.heartbeat_s,
+            notify=notify,
         )
 
     def __repr__(self) -> str:
@@ -135,6 +150,12 @@ class TemporalWorker:
                 )
             async with AsyncExitStack() as stack:
                 stack.push_async_callback(self.activities.aclose)
+                deliverer = await stack.enter_async_context(
+                    delivering(self._store, self._webhook_secret)
+                )
+                if deliverer is not None:
+                    self.activities.on_outbox = deliverer.wake
+                    stack.callback(setattr, self.activities, "on_outbox", None)
                 for worker in workers:
                     await stack.enter_async_context(worker)
                 await stop.wait()

@@ -12,7 +12,8 @@ another tenant):
 - ``decide``: an approval decision. The validator refuses a decider the
   approval's rule refuses (not an approver, or the requester); the handler
   records it with ``ApprovalService.decide`` in a local activity (every rule
-  of today: expiry, edits, racing deciders) and wakes the run;
+  of today: expiry, edits, racing deciders; the webhook outbox entries of the
+  run's notify URLs in the same store write) and wakes the run;
 - ``resume``: wake a paused run to settle decisions recorded elsewhere;
 - ``cancel``: end the run as cancelled (in-flight activities are cancelled).
 """
@@ -68,6 +69,9 @@ class RunInput:
     heartbeat_s: float = 10.0
     max_steps: int = 12
     deadline_s: float | None = 300.0
+    # Webhook URLs told of the run's approval requests and decisions (serve --notify),
+    # besides each rule's own and the worker's (worker --notify).
+    notify: list[str] = field(default_factory=list)
 
 
 def _unknown(kind: str, ident: str) -> ApplicationError:
@@ -89,6 +93,7 @@ class RunWorkflow:
         self._by: Headers | None = None
         self._policies_digest = ""
         self._policies: PolicySet | None = None
+        self._notify: list[str] = []
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -97,7 +102,7 @@ class RunWorkflow:
         self._tenant = inp.tenant
         headers = Headers(tenant=inp.tenant, principal=inp.principal, roles=inp.roles)
         run_id = workflow.info().workflow_id
-        model = await self._setup(inp.model)
+        model = await self._setup(inp)
         planner = self._planner(inp, model)
         run = await hosted.start(
             planner,
@@ -112,7 +117,7 @@ class RunWorkflow:
             await self._wait(run)
             if self._cancel is not None:
                 break
-            model = await self._setup(inp.model)  # policies may have changed while it waited
+            model = await self._setup(inp)  # policies may have changed while it waited
             planner = self._planner(inp, model)
             result = await self._drive(run, hosted.proceed(planner, run, by=self._by))
         if result.status == "paused":  # cancelled while it waited for a decision
@@ -120,11 +125,13 @@ class RunWorkflow:
         self._ended = True
         return result.to_dict()
 
-    async def _setup(self, model: str | None) -> str:
-        setup = await local(SETUP, model, self._policies_digest)
+    async def _setup(self, inp: RunInput) -> str:
+        setup = await local(SETUP, inp.model, self._policies_digest)
         if setup["policies"] is not None or self._policies is None:
             self._policies = PolicySet.from_documents(setup["policies"] or [])
             self._policies_digest = str(setup["policies_digest"])
+        # the submitter's URLs, then the worker's (a history without them: none)
+        self._notify = list(dict.fromkeys([*inp.notify, *(setup.get("notify") or [])]))
         return str(setup["model"])
 
     def _planner(self, inp: RunInput, model: str) -> ReactPlanner:
@@ -141,6 +148,7 @@ class RunWorkflow:
             clock=WorkflowClock(),
             max_steps=inp.max_steps,
             deadline_s=inp.deadline_s,
+            notify=self._notify,  # the outbox entries are written with the approval
             record_events=True,  # the event log (runs show, SSE) reads as on the other engines
         )
 
@@ -179,7 +187,8 @@ class RunWorkflow:
     @workflow.update(name="decide")
     async def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
         try:
-            record = await local(DECIDE, decision, attempts=1)
+            # The run's notify URLs, never the caller's: a decision cannot redirect webhooks.
+            record = await local(DECIDE, {**decision, "notify": self._notify}, attempts=1)
         except PenguiflowError as exc:
             from penguiflow_agents.temporal._activities import error_of
 

@@ -3,13 +3,13 @@
 A policy approval rule's ``notify: [URL]`` (and ``serve --notify URL``) names
 receivers. The approvals service writes one outbox entry per event and URL in
 the same store transaction as the approval record; a ``WebhookDeliverer``
-(run by ``serve``) sends them with retries, and receivers check deliveries
+(run by ``serve`` and by ``worker``, on either engine: ``delivering``) sends them with retries, and receivers check deliveries
 with ``verify_signature``. The scheme is in docs/DESIGN.md, "Webhooks".
 """
 
 from __future__ import annotations
 
-from penguiflow_agents.webhooks._deliver import WebhookDeliverer, backoff_s
+from penguiflow_agents.webhooks._deliver import WebhookDeliverer, backoff_s, delivering
 from penguiflow_agents.webhooks._signing import (
     IDEMPOTENCY_HEADER,
     SECRET_ENV,
@@ -27,6 +27,7 @@ __all__ = [
     "WebhookDeliverer",
     "backoff_s",
     "check_notify_url",
+    "delivering",
     "show_url",
     "sign_payload",
     "verify_signature",

@@ -20,7 +20,8 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import httpx
@@ -30,7 +31,7 @@ from penguiflow_agents.store._base import OutboxEntry, StateStore
 from penguiflow_agents.webhooks._signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign_payload
 from penguiflow_agents.webhooks._urls import show_url
 
-__all__ = ["WebhookDeliverer", "backoff_s"]
+__all__ = ["WebhookDeliverer", "backoff_s", "delivering"]
 
 _log = structlog.get_logger("penguiflow_agents.webhooks")
 
@@ -219,3 +220,23 @@ class WebhookDeliverer:
         await self._store.record_outbox_attempt(
             replace(entry, status="dead", last_error=error, finished_at=self._clock())
         )
+
+
+@asynccontextmanager
+async def delivering(
+    store: StateStore, secret: str | None
+) -> AsyncIterator[WebhookDeliverer | None]:
+    """A ``WebhookDeliverer`` running over ``store`` until the block ends (``None`` without a
+    secret: nothing is ever sent unsigned). ``serve`` and both kinds of ``worker`` run one, so
+    the outbox entries a process writes are delivered even when no ``serve`` is running."""
+    if secret is None:
+        yield None
+        return
+    deliverer = WebhookDeliverer(store, secret=secret)
+    task = asyncio.create_task(deliverer.run(), name="penguiflow-webhooks")
+    try:
+        yield deliverer
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        await deliverer.aclose()

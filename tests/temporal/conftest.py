@@ -56,13 +56,13 @@ class Lab:
         path = self.dir / name
         return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
-    def worker(self) -> subprocess.Popen[bytes]:
+    def worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """A worker process (tests/temporal/worker_proc.py) polling this lab's queues."""
         proc = subprocess.Popen(
             [sys.executable, str(WORKER), self.url, self.store_url, str(self.dir)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.procs.append(proc)
         return proc

@@ -20,6 +20,7 @@ from penguiflow_agents.store import open_store
 from penguiflow_agents.temporal import RunWorkflow, TemporalEngine, workflow_runner
 from penguiflow_agents.testing.temporal_dev import TemporalDevServer
 from penguiflow_agents.worker import wait_for_run
+from tests.webhooks.receiver import running_receiver
 
 from .conftest import RECORDED, WAIT_S, Lab
 
@@ -199,6 +200,68 @@ async def test_another_tenant_cannot_decide_or_cancel_a_run(lab: Lab) -> None:
     finally:
         await store.aclose()
     assert lab.lines("restarts") == []
+    RECORDED.append((lab.server.address, run_id))
+
+
+async def test_webhooks_announce_the_request_and_the_decision_of_a_temporal_run(
+    lab: Lab,
+) -> None:
+    """The rule's notify URL and the worker's own both get approval.requested and
+    approval.decided, signed, delivered by the worker process; a receiver that fails
+    once still gets each event once."""
+    secret = "temporal-webhooks-" + "s" * 32
+    with (
+        running_receiver(secret, fail_first=1) as rule_rx,
+        running_receiver(secret, fail_first=0) as worker_rx,
+    ):
+        lab.worker(
+            env={
+                "PENGUIFLOW_WEBHOOK_SECRET": secret,
+                "PF_TEST_RULE_NOTIFY": rule_rx.url,
+                "PF_TEST_NOTIFY": worker_rx.url,
+            }
+        )
+        engine = await TemporalEngine.connect(lab.url)
+        run_id, approval_id = await paused_run(lab, engine)
+        requested, decided = f"{approval_id}.requested", f"{approval_id}.decided"
+        for rx in (rule_rx, worker_rx):
+            await asyncio.to_thread(
+                rx.wait_for, lambda r: requested in r.processed, WAIT_S, "approval.requested"
+            )
+        (body,) = rule_rx.processed[requested]
+        assert body["type"] == "approval.requested" and body["tenant"] == "acme"
+        assert body["approval"]["id"] == approval_id
+        assert body["approval"]["run_id"] == run_id
+        assert body["approval"]["tool"] == "ops.restart"
+        # The decision comes from another process (the CLI), through the workflow's update.
+        common = ["--engine", lab.url, "--store", lab.store_url, "--tenant", "acme"]
+        approved = await asyncio.to_thread(
+            cli, "approvals", "approve", approval_id, "--as", "bob", "--role", "admin", *common
+        )
+        assert approved.returncode == 0, approved.stderr
+        for rx in (rule_rx, worker_rx):
+            await asyncio.to_thread(
+                rx.wait_for, lambda r: decided in r.processed, WAIT_S, "approval.decided"
+            )
+        (body,) = worker_rx.processed[decided]
+        assert body["type"] == "approval.decided"
+        assert body["approval"]["status"] == "approved"
+        assert body["approval"]["decision"]["decided_by"] == "bob"
+        result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+        assert result.status == "completed", result.error
+        assert rule_rx.seen[requested] == 2 and rule_rx.seen[decided] == 2  # 503, then 200
+        assert worker_rx.seen[requested] == 1 and worker_rx.seen[decided] == 1
+        assert not rule_rx.bad_signatures and not worker_rx.bad_signatures
+    store = await open_store(lab.store_url)
+    try:
+        entries = await store.list_outbox(tenant="acme")
+    finally:
+        await store.aclose()
+    assert sorted((e.event_id, e.url, e.status) for e in entries) == sorted(
+        (event, rx.url, "delivered")
+        for event in (requested, decided)
+        for rx in (rule_rx, worker_rx)
+    )
     RECORDED.append((lab.server.address, run_id))
 
 

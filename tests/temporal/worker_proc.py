@@ -14,6 +14,9 @@ can SIGKILL the worker mid-call). The model plays by the question:
   then ``deploy``; then an answer.
 
 Every model turn appends its step to LAB_DIR/model-attempts.
+Webhooks: ``PF_TEST_RULE_NOTIFY`` is the ``restart`` rule's ``notify`` URL,
+``PF_TEST_NOTIFY`` the worker's own (``worker --notify``); with
+``PENGUIFLOW_WEBHOOK_SECRET`` set, the worker delivers the outbox.
 Prints "ready" once polling.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +38,18 @@ URL, STORE, LAB = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 POLICY = {
     "tenant": "*",
     "allow": ["ops.*"],
-    "approvals": [{"match": "ops.restart", "approvers": ["role:admin"], "reason": "Restarts"}],
+    "approvals": [
+        {
+            "match": "ops.restart",
+            "approvers": ["role:admin"],
+            "reason": "Restarts",
+            **(
+                {"notify": [os.environ["PF_TEST_RULE_NOTIFY"]]}
+                if "PF_TEST_RULE_NOTIFY" in os.environ
+                else {}
+            ),
+        }
+    ],
 }
 
 
@@ -110,6 +125,8 @@ async def main() -> None:
         policy_documents=[POLICY],
         concurrency=4,
         sticky_timeout_s=1.0,  # a killed worker's runs move on quickly
+        notify=[u for u in os.environ.get("PF_TEST_NOTIFY", "").split(",") if u],
+        webhook_secret=os.environ.get("PENGUIFLOW_WEBHOOK_SECRET"),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop=stop, handle_signals=True))

@@ -160,3 +160,17 @@ def test_submit_signs_its_job_with_the_bus_secret(
             await client.aclose()
 
     asyncio.run(check())
+
+
+def test_worker_notify_needs_a_usable_url_and_a_signing_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["worker", "--notify", "ftp://hooks.example.com/x"]) == EXIT_USAGE
+    assert "--notify" in capsys.readouterr().err
+    monkeypatch.delenv("PENGUIFLOW_WEBHOOK_SECRET", raising=False)
+    for engine in ([], ["--engine", "temporal://127.0.0.1:1"]):
+        code = main(
+            ["worker", "--store", "memory://", "--notify", "https://hooks.example.com/x", *engine]
+        )
+        assert code == EXIT_USAGE
+        assert "PENGUIFLOW_WEBHOOK_SECRET" in capsys.readouterr().err
