@@ -478,6 +478,23 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="allow browser calls from this origin (repeatable; CORS is off without it)",
     )
     p.add_argument(
+        "--mcp-origin",
+        dest="mcp_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser Origin allowed to call /mcp, e.g. https://ide.example or "
+        "http://host:* (repeatable; default: pages of this machine, http://127.0.0.1:* etc.)",
+    )
+    p.add_argument(
+        "--mcp-approval-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long a gated tools/call on /mcp waits for the decision before it answers "
+        "with the approval id (default 60)",
+    )
+    p.add_argument(
         "--notify",
         action="append",
         default=[],

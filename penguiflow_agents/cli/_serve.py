@@ -64,6 +64,19 @@ def settings_of(args: argparse.Namespace) -> Any:
         notify=tuple(getattr(args, "notify", None) or ()),
         metrics_tenant_label=bool(getattr(args, "metrics_tenant_label", False)),
     )
+    if getattr(args, "mcp_origins", None):
+        for origin in args.mcp_origins:
+            if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+                raise UserError(
+                    f"--mcp-origin {origin!r} is not an origin; give scheme://host[:port] "
+                    "(or scheme://host:* for any port), e.g. https://ide.example."
+                )
+        settings = replace(settings, mcp_allowed_origins=tuple(args.mcp_origins))
+    wait = getattr(args, "mcp_approval_wait", None)
+    if wait is not None:
+        if not wait >= 0:
+            raise UserError(f"--mcp-approval-wait must be 0 or more seconds, got {wait!r}.")
+        settings = replace(settings, mcp_approval_wait_s=float(wait))
     if args.oidc_issuer or args.oidc_audience or args.oidc_jwks:
         if not (args.oidc_issuer and args.oidc_audience and args.oidc_jwks):
             raise UserError(

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from penguiflow_agents.server._oidc import OIDCConfig
 
-__all__ = ["DEFAULT_KEYS", "DEFAULT_STORE", "ServerSettings"]
+__all__ = ["DEFAULT_KEYS", "DEFAULT_MCP_ORIGINS", "DEFAULT_STORE", "ServerSettings"]
 
 DEFAULT_STORE = "sqlite:///.penguiflow/state.db"
 DEFAULT_KEYS = "keys.yaml"
+# Browser origins /mcp accepts by default: pages served from this machine only (any port).
+DEFAULT_MCP_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +36,12 @@ class ServerSettings:
     approval rule's own ``notify``; see ``penguiflow_agents.webhooks``).
     ``metrics_tenant_label``: label run, model, tool and approval metrics with the
     tenant (one series per tenant).
+    MCP gateway (``/mcp``): ``mcp_allowed_origins``, the ``Origin`` values it
+    accepts (``scheme://host:*`` for any port; a request without ``Origin`` is
+    not a browser's and passes); ``mcp_approval_wait_s``, how long a gated
+    ``tools/call`` waits for the decision before it answers with the approval
+    id; ``mcp_watch_s``, how often the views of clients listening for
+    ``tools/list_changed`` are compared.
     """
 
     tools: str = "tools"
@@ -53,3 +61,6 @@ class ServerSettings:
     oidc: OIDCConfig | None = None
     notify: tuple[str, ...] = ()
     metrics_tenant_label: bool = False
+    mcp_allowed_origins: tuple[str, ...] = DEFAULT_MCP_ORIGINS
+    mcp_approval_wait_s: float = 60.0
+    mcp_watch_s: float = 2.0

@@ -20,4 +20,5 @@ ROUTERS: tuple[str, ...] = (
     "openai_compat",
     "inbox",
     "a2a",
+    "mcp",
 )

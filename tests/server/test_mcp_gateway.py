@@ -1,0 +1,344 @@
+"""The MCP gateway at /mcp, driven by the ``mcp`` SDK's client over real HTTP (uvicorn on
+127.0.0.1): each key sees its tenant's view, hidden tools are unknown, gated calls wait for
+an approval decided through the HTTP API and then run once, Origin and keys are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
+
+from penguiflow_agents.policy import PolicySet
+from penguiflow_agents.server import ServerSettings, create_app
+from penguiflow_agents.store import MemoryStore
+from penguiflow_agents.tools import ToolRegistry, tool
+from tests.server.conftest import KEYS, POLICIES, key_ring
+
+MODES = ["auto", "legacy"]  # 2026-07-28 single exchanges; the handshake era's sessions
+
+
+@dataclass
+class Gateway:
+    url: str
+    base: str
+    store: MemoryStore
+    writes: list[tuple[str, str]] = field(default_factory=list)
+
+    def client(self, who: str | None, mode: str = "auto", **kw: Any) -> Client:
+        headers = {"Authorization": f"Bearer {KEYS[who]}"} if who else {}
+        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120))
+        return Client(streamable_http_client(self.url, http_client=http), mode=mode, **kw)
+
+    async def api(self, method: str, path: str, who: str, **kw: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.base, timeout=30) as http:
+            return await http.request(
+                method, path, headers={"Authorization": f"Bearer {KEYS[who]}"}, **kw
+            )
+
+    async def events(self, tenant: str, kind: str) -> list[dict[str, Any]]:
+        out = []
+        for (t, _run), events in self.store._events.items():
+            if t == tenant:
+                out += [e.data for e in events if e.kind == kind]
+        return out
+
+
+@contextlib.asynccontextmanager
+async def gateway(**settings: Any) -> AsyncIterator[Gateway]:
+    writes: list[tuple[str, str]] = []
+
+    @tool
+    async def write_text(path: str, text: str) -> str:
+        """Write a text file (recorded)."""
+        writes.append((path, text))
+        return f"wrote {len(text)} characters to {path}"
+
+    @tool
+    async def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    registry = ToolRegistry()
+    registry.add_functions(write_text, source="files")
+    registry.add_functions(add, source="math")
+    store = MemoryStore()
+    app = create_app(
+        ServerSettings(poll_s=0.2, **settings),
+        store=store,
+        registry=registry,
+        policies=PolicySet.from_documents(POLICIES),
+        keys=key_ring(),
+        llm=object(),  # type: ignore[arg-type]  # no runs here
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(60):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        yield Gateway(url=f"{base}/mcp", base=base, store=store, writes=writes)
+    finally:
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=30)
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(b.text for b in result.content if isinstance(b, TextContent))
+
+
+async def pending_approval(gw: Gateway, tool: str) -> str:
+    """The id of the tenant's pending request for ``tool``, once there is one (read as an admin)."""
+    async with asyncio.timeout(60):
+        while True:
+            r = await gw.api("GET", "/v1/approvals?status=pending", "boss")
+            pending = [a for a in r.json() if a["tool"] == tool]
+            if pending:
+                return str(pending[0]["id"])
+            await asyncio.sleep(0.05)
+
+
+async def approve_when_pending(gw: Gateway, tool: str) -> str:
+    """As an admin, over the HTTP API: wait for the pending request, then approve it."""
+    approval_id = await pending_approval(gw, tool)
+    r = await gw.api(
+        "POST", f"/v1/approvals/{approval_id}/decision", "boss", json={"decision": "approve"}
+    )
+    assert r.status_code == 200, r.text
+    return approval_id
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_two_tenants_keys_see_their_own_views_under_the_cli_names(mode: str) -> None:
+    async with gateway() as gw:
+        for who, expected in (
+            ("alice", ["files.write_text", "math.add"]),
+            ("globex", ["math.add"]),
+        ):
+            async with gw.client(who, mode) as client:
+                listed = sorted(t.name for t in (await client.list_tools()).tools)
+                assert listed == expected
+                catalog = await gw.api("GET", "/v1/tools", who)
+                assert sorted(t["name"] for t in catalog.json()) == listed
+                result = await client.call_tool("math.add", {"a": 2, "b": 3})
+                assert not result.is_error and text_of(result) == "5"
+        calls = await gw.events("globex", "mcp_tool_call")
+        assert [(c["tool"], c["key_id"], c["principal"], c["outcome"]) for c in calls] == [
+            ("math.add", "globex", "gus", "ok")
+        ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_hidden_tool_is_refused_like_an_unknown_one_and_never_runs(mode: str) -> None:
+    async with gateway() as gw, gw.client("globex", mode) as client:
+        hidden = await client.call_tool("files.write_text", {"path": "/a", "text": "x"})
+        unknown = await client.call_tool("files.nope", {"path": "/a", "text": "x"})
+        assert hidden.is_error and unknown.is_error
+        assert text_of(hidden) == "Unknown tool: files.write_text"
+        assert text_of(unknown) == "Unknown tool: files.nope"
+        assert gw.writes == []
+        outcomes = [c["outcome"] for c in await gw.events("globex", "mcp_tool_call")]
+        assert outcomes == ["denied", "not_found"]
+        bad = await client.call_tool("math.add", {"a": "two"})
+        assert bad.is_error and "invalid arguments for 'math.add'" in text_of(bad)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_gated_call_waits_with_progress_is_approved_over_http_and_runs_once(
+    mode: str,
+) -> None:
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async with gateway(mcp_approval_wait_s=120) as gw, gw.client("alice", mode) as client:
+        call = asyncio.create_task(
+            client.call_tool(
+                "files.write_text",
+                {"path": "/shared/n.txt", "text": "hello"},
+                progress_callback=on_progress,
+            )
+        )
+        approval_id = await approve_when_pending(gw, "files.write_text")
+        result = await asyncio.wait_for(call, 60)
+        assert not result.is_error, text_of(result)
+        assert text_of(result) == "wrote 5 characters to /shared/n.txt"
+        assert result.meta and result.meta["penguiflow-agents/approval_id"] == approval_id
+        assert gw.writes == [("/shared/n.txt", "hello")]
+        assert progress and approval_id in str(progress[0][2])
+        applied = await gw.events("acme", "approval_applied")
+        assert [(a["approval_id"], a["outcome"]) for a in applied] == [(approval_id, "ok")]
+        (event,) = [c for c in await gw.events("acme", "mcp_tool_call")]
+        assert event["approval_id"] == approval_id and event["key_id"] == "acme-alice"
+        r = await gw.api("GET", f"/v1/approvals/{approval_id}", "alice")
+        assert r.json()["status"] == "approved"
+
+
+async def test_an_undecided_call_names_its_approval_and_the_same_call_after_approval_runs_once() -> (
+    None
+):
+    args = {"path": "/shared/m.txt", "text": "later"}
+    async with gateway(mcp_approval_wait_s=0.5) as gw, gw.client("alice") as client:
+        first = await client.call_tool("files.write_text", args)
+        assert first.is_error and first.meta
+        approval_id = first.meta["penguiflow-agents/approval_id"]
+        assert f"approval {approval_id!r} is still pending" in text_of(first)
+        again = await client.call_tool("files.write_text", args)  # still undecided: same request
+        assert again.meta and again.meta["penguiflow-agents/approval_id"] == approval_id
+        assert gw.writes == []
+        assert await approve_when_pending(gw, "files.write_text") == approval_id
+        # Two identical calls after the approval: the decision is used by one execution; the
+        # other call asks for an approval of its own.
+        both = await asyncio.gather(
+            client.call_tool("files.write_text", args), client.call_tool("files.write_text", args)
+        )
+        ran = [r for r in both if not r.is_error]
+        asked = [r for r in both if r.is_error]
+        assert [text_of(r) for r in ran] == ["wrote 5 characters to /shared/m.txt"]
+        assert ran[0].meta and ran[0].meta["penguiflow-agents/approval_id"] == approval_id
+        assert len(asked) == 1 and asked[0].meta
+        assert asked[0].meta["penguiflow-agents/approval_id"] != approval_id
+        assert gw.writes == [("/shared/m.txt", "later")]
+        pending = await gw.api("GET", "/v1/approvals?status=pending", "boss")
+        assert [a["id"] for a in pending.json()] == [asked[0].meta["penguiflow-agents/approval_id"]]
+
+
+async def test_a_rejected_call_tells_the_reason_and_does_not_run() -> None:
+    async with gateway(mcp_approval_wait_s=60) as gw, gw.client("alice", "legacy") as client:
+        call = asyncio.create_task(
+            client.call_tool("files.write_text", {"path": "/shared/r.txt", "text": "no"})
+        )
+        approval_id = await pending_approval(gw, "files.write_text")
+        decided = await gw.api(
+            "POST",
+            f"/v1/approvals/{approval_id}/decision",
+            "boss",
+            json={"decision": "reject", "reason": "not today"},
+        )
+        assert decided.status_code == 200, decided.text
+        result = await asyncio.wait_for(call, 60)
+        assert result.is_error and "'boss' rejected it. Reason: not today" in text_of(result)
+        assert gw.writes == []
+
+
+async def test_no_key_or_a_bad_key_is_401_with_a_challenge() -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    async with gateway() as gw, httpx.AsyncClient(timeout=30) as http:
+        for headers in (
+            {},
+            {"Authorization": "Bearer pfa_not-a-key"},
+            {"Authorization": "Basic x"},
+        ):
+            r = await http.post(gw.url, json=body, headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert r.json()["error"]["code"] == "unauthorized"
+        revoked = await http.post(
+            gw.url, json=body, headers={"Authorization": f"Bearer {KEYS['revoked']}"}
+        )
+        assert revoked.status_code == 401
+        with pytest.raises(Exception):  # noqa: B017 - the SDK wraps the 401 its own way
+            async with gw.client(None) as client:
+                await client.list_tools()
+
+
+async def test_a_foreign_origin_is_refused_and_a_loopback_one_or_a_configured_one_passes() -> None:
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    headers = {
+        "Authorization": f"Bearer {KEYS['alice']}",
+        "Accept": "application/json, text/event-stream",
+    }
+    async with gateway(mcp_allowed_origins=("https://ide.example",)) as gw:
+        async with httpx.AsyncClient(timeout=30) as http:
+            for origin, status in (
+                ("http://evil.example", 403),
+                ("http://127.0.0.1.evil.example", 403),
+                ("http://localhost:5173", 403),  # loopback is the default, replaced here
+                ("https://ide.example", 200),
+            ):
+                r = await http.post(gw.url, json=initialize, headers={**headers, "Origin": origin})
+                assert r.status_code == status, (origin, r.text)
+                if status == 403:
+                    assert r.json()["error"]["code"] == "forbidden_origin"
+    async with gateway() as gw, httpx.AsyncClient(timeout=30) as http:
+        for origin, status in (("http://localhost:5173", 200), ("http://evil.example", 403)):
+            r = await http.post(gw.url, json=initialize, headers={**headers, "Origin": origin})
+            assert r.status_code == status, (origin, r.text)
+
+
+async def test_a_session_opened_with_one_key_cannot_be_used_with_another() -> None:
+    async with gateway() as gw, gw.client("alice", "legacy") as client:
+        await client.list_tools()
+        session_id = None
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(
+                gw.url,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "t", "version": "1"},
+                    },
+                },
+                headers={
+                    "Authorization": f"Bearer {KEYS['alice']}",
+                    "Accept": "application/json, text/event-stream",
+                },
+            )
+            session_id = r.headers["mcp-session-id"]
+            stolen = await http.post(
+                gw.url,
+                json={"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
+                headers={
+                    "Authorization": f"Bearer {KEYS['globex']}",
+                    "Accept": "application/json, text/event-stream",
+                    "Mcp-Session-Id": session_id,
+                    "Mcp-Protocol-Version": "2025-11-25",
+                },
+            )
+            assert stolen.status_code == 404
+
+
+def test_serve_options_set_the_gateway_origins_and_wait_and_refuse_a_non_origin() -> None:
+    from penguiflow_agents.cli import build_parser
+    from penguiflow_agents.cli._serve import settings_of
+    from penguiflow_agents.exceptions import UserError
+    from penguiflow_agents.server._settings import DEFAULT_MCP_ORIGINS
+
+    plain = settings_of(build_parser().parse_args(["serve"]))
+    assert plain.mcp_allowed_origins == DEFAULT_MCP_ORIGINS and plain.mcp_approval_wait_s == 60
+    argv = ["serve", "--mcp-origin", "https://ide.example", "--mcp-approval-wait", "5"]
+    given = settings_of(build_parser().parse_args(argv))
+    assert given.mcp_allowed_origins == ("https://ide.example",)
+    assert given.mcp_approval_wait_s == 5
+    with pytest.raises(UserError, match=r"'ide\.example' is not an origin"):
+        settings_of(build_parser().parse_args(["serve", "--mcp-origin", "ide.example"]))
