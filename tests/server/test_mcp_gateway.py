@@ -16,12 +16,13 @@ import pytest
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, TextContent, ToolListChangedNotification
 
 from penguiflow_agents.policy import PolicySet
 from penguiflow_agents.server import ServerSettings, create_app
 from penguiflow_agents.store import MemoryStore
-from penguiflow_agents.tools import ToolRegistry, tool
+from penguiflow_agents.testing.mcp_server import stdio_command
+from penguiflow_agents.tools import SourceManifest, ToolRegistry, tool
 from tests.server.conftest import KEYS, POLICIES, key_ring
 
 MODES = ["auto", "legacy"]  # 2026-07-28 single exchanges; the handshake era's sessions
@@ -54,7 +55,11 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway(**settings: Any) -> AsyncIterator[Gateway]:
+async def gateway(
+    *, policies: list[dict[str, Any]] | None = None, mcp_source: bool = False, **settings: Any
+) -> AsyncIterator[Gateway]:
+    """The service on uvicorn; ``mcp_source``: also the SDK-built test server over stdio as
+    source ``t``."""
     writes: list[tuple[str, str]] = []
 
     @tool
@@ -71,12 +76,18 @@ async def gateway(**settings: Any) -> AsyncIterator[Gateway]:
     registry = ToolRegistry()
     registry.add_functions(write_text, source="files")
     registry.add_functions(add, source="math")
+    if mcp_source:
+        registry.add_manifest(
+            SourceManifest.model_validate(
+                {"name": "t", "transport": "mcp_stdio", "command": stdio_command()}
+            )
+        )
     store = MemoryStore()
     app = create_app(
         ServerSettings(poll_s=0.2, **settings),
         store=store,
         registry=registry,
-        policies=PolicySet.from_documents(POLICIES),
+        policies=PolicySet.from_documents(policies or POLICIES),
         keys=key_ring(),
         llm=object(),  # type: ignore[arg-type]  # no runs here
     )
@@ -86,7 +97,7 @@ async def gateway(**settings: Any) -> AsyncIterator[Gateway]:
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(90):
             while not server.started:
                 if task.done():
                     task.result()
@@ -97,6 +108,8 @@ async def gateway(**settings: Any) -> AsyncIterator[Gateway]:
     finally:
         server.should_exit = True
         await asyncio.wait({task}, timeout=30)
+        if mcp_source:
+            await registry.aclose()
 
 
 def text_of(result: CallToolResult) -> str:
@@ -342,3 +355,42 @@ def test_serve_options_set_the_gateway_origins_and_wait_and_refuse_a_non_origin(
     assert given.mcp_approval_wait_s == 5
     with pytest.raises(UserError, match=r"'ide\.example' is not an origin"):
         settings_of(build_parser().parse_args(["serve", "--mcp-origin", "ide.example"]))
+
+
+async def test_listeners_hear_tools_list_changed_when_their_own_view_changes() -> None:
+    """A source changes its tools (the test server's ``change_tools``, called through the
+    gateway): acme's view (``t.*``) changes and both its listeners are told, on the
+    2026-07-28 listen stream and on a handshake-era session's GET stream; globex sees only
+    ``t.add``, which did not change, and is told nothing."""
+    policies = [{"tenant": "acme", "allow": ["t.*"]}, {"tenant": "globex", "allow": ["t.add"]}]
+    legacy_heard = asyncio.Event()
+    globex_heard: list[Any] = []
+
+    async def on_legacy(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            legacy_heard.set()
+
+    async def on_globex(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            globex_heard.append(message)
+
+    async with (
+        gateway(policies=policies, mcp_source=True, mcp_watch_s=0.1) as gw,
+        gw.client("alice") as modern,
+        gw.client("alice", "legacy", message_handler=on_legacy) as legacy,
+        gw.client("globex", "legacy", message_handler=on_globex) as globex,
+    ):
+        before = {t.name for t in (await legacy.list_tools()).tools}
+        assert {"t.echo", "t.change_tools"} <= before
+        assert [t.name for t in (await globex.list_tools()).tools] == ["t.add"]
+        async with modern.listen(tools_list_changed=True) as subscription:
+            changed = await modern.call_tool("t.change_tools", {})
+            assert not changed.is_error, text_of(changed)
+            async with asyncio.timeout(60):
+                event = await anext(aiter(subscription))
+                await legacy_heard.wait()
+            assert type(event).__name__ == "ToolsListChanged"
+        after = {t.name for t in (await modern.list_tools(cache_mode="bypass")).tools}
+        assert after - before == {"t.added_1"}
+        await asyncio.sleep(0.5)  # several comparisons later
+        assert globex_heard == []
