@@ -122,6 +122,7 @@ class LiteLLMClient:
         self._tool_calling = tool_calling
         self._priced = True  # False once litellm failed to price this model
         self._native: bool | None = None if tool_calling == "auto" else tool_calling == "native"
+        self._vision: bool | None = None  # whether the model reads images (asked once)
         self._native_output: bool | None = (
             None if structured_output == "auto" else structured_output == "native"
         )
@@ -172,6 +173,8 @@ class LiteLLMClient:
                 params["tools"] = [_tool_schema(spec, names) for spec in request.tools]
         else:
             params["messages"] = json_action_messages(request.messages, request.tools)
+        if not self._reads_images(litellm):  # images a tool returned, described instead
+            params["messages"] = [_text_only(m) for m in params["messages"]]
         wanted = request.output_schema
         if native and wanted is not None:
             schema: dict[str, Any] = {"name": wanted.name, "schema": dict(wanted.schema)}
@@ -190,6 +193,12 @@ class LiteLLMClient:
         if request.temperature is not None:
             params["temperature"] = request.temperature
         return params
+
+    def _reads_images(self, litellm: Any) -> bool:
+        """Whether the model takes image content: yes unless litellm knows it and says no."""
+        if self._vision is None:
+            self._vision = _supports_vision(litellm, self.model)
+        return self._vision
 
     def missing_credentials(self, litellm: Any) -> list[str]:
         """Names of the environment variables with API keys this model needs and lacks
@@ -394,6 +403,32 @@ def _supports_tools(litellm: Any, model: str) -> bool:
     except Exception:
         return True  # a model litellm does not know: assume an OpenAI-compatible server
     return False
+
+
+def _supports_vision(litellm: Any, model: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if litellm.supports_vision(model):
+                return True
+            litellm.get_model_info(model)
+    except Exception:
+        return True  # a model litellm does not know: let the server decide
+    return False
+
+
+def _text_only(message: ChatMessage) -> ChatMessage:
+    """``message`` with image parts replaced by a sentence (for a model that reads no images)."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    texts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") == "text":
+            texts.append(str(part.get("text", "")))
+        elif isinstance(part, Mapping) and part.get("type") == "image_url":
+            texts.append("[an image, not shown: this model does not read images]")
+    return {**message, "content": "\n".join(texts)}
 
 
 def _supports_schema(litellm: Any, model: str) -> bool:

@@ -35,11 +35,12 @@ from penguiflow_agents.tools._types import (
     CallContext,
     EventSink,
     ToolErrorKind,
+    ToolMedia,
     ToolResult,
     ToolSpec,
 )
 
-__all__ = ["Catalog", "StepOutcome", "call_tool", "observe", "run_calls"]
+__all__ = ["Catalog", "StepOutcome", "call_tool", "media_parts", "observe", "run_calls"]
 
 # How long cancelled in-flight calls get to unwind after the deadline passed.
 _CANCEL_GRACE_S = 5.0
@@ -104,7 +105,15 @@ async def call_tool(
             name, ToolErrorKind.TOOL_ERROR, f"the tool raised {type(exc).__name__}: {exc}"
         )
     result.latency_s = clock.monotonic() - start
+    if result.ok and result.media:  # shown to the model when the step closes
+        run.state.media[call_id] = media_parts(call_id, name, result.media)
     return result
+
+
+def media_parts(call_id: str, name: str, media: Sequence[ToolMedia]) -> list[dict[str, Any]]:
+    """A label naming the call, then its images as image_url content parts."""
+    label = f"The image{'s' if len(media) > 1 else ''} returned by call {call_id} ({name}):"
+    return [{"type": "text", "text": label}, *(m.part() for m in media)]
 
 
 def observe(

@@ -122,6 +122,9 @@ class RunState:
     last_error: str | None = None
     paused: PausedStep | None = None
     inflight: InflightStep | None = None
+    # call id -> content parts (a label, then image_url parts) of the images a call of the
+    # open step returned; ``close_step`` shows them to the model after the step's tool results.
+    media: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add_cost(self, cost: float | None) -> None:
         if cost is not None:
@@ -168,6 +171,7 @@ class RunState:
             "last_error": self.last_error,
             "paused": self.paused.to_dict() if self.paused else None,
             "inflight": self.inflight.to_dict() if self.inflight else None,
+            **({"media": {k: list(v) for k, v in self.media.items()}} if self.media else {}),
         }
 
     @classmethod
@@ -200,6 +204,9 @@ class RunState:
                 last_error=data.get("last_error"),
                 paused=PausedStep.from_dict(paused) if paused else None,
                 inflight=InflightStep.from_dict(inflight) if inflight else None,
+                media={
+                    str(k): [dict(p) for p in v] for k, v in dict(data.get("media") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(

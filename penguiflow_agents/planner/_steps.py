@@ -172,9 +172,15 @@ def assistant_message(content: str | None, calls: Sequence[LLMToolCall]) -> dict
 
 
 def close_step(st: RunState, order: Sequence[str], done: dict[str, str]) -> None:
-    """Append the step's tool messages in the order the model asked for the calls."""
+    """Append the step's tool messages in the order the model asked for the calls, then
+    one user message with the images those calls returned (tool messages hold text only)."""
     for call_id in order:
         st.messages.append({"role": "tool", "tool_call_id": call_id, "content": done[call_id]})
+    if st.media:
+        parts = [p for call_id in order for p in st.media.get(call_id, ())]
+        if parts:
+            st.messages.append({"role": "user", "content": parts})
+        st.media = {}
     st.paused = None
     st.inflight = None
 

@@ -221,7 +221,7 @@ class Tracing:
             "gen_ai.system": provider_name(model),
         }
         if self.capture:
-            attributes["gen_ai.input.messages"] = _json(messages)
+            attributes["gen_ai.input.messages"] = _json([_no_image_data(m) for m in messages])
         return self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
 
     def end_chat(self, span: Any, response: Any) -> None:
@@ -312,6 +312,21 @@ class Tracing:
     def trace_id(span: Any) -> str | None:
         ctx = span.get_span_context()
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def _no_image_data(message: Any) -> Any:
+    """A message with the base64 of its images left out (a span attribute is no image store)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    parts = []
+    for part in content:
+        url = part.get("image_url", {}).get("url") if isinstance(part, dict) else None
+        if isinstance(url, str) and url.startswith("data:"):
+            head, _, data = url.partition(",")
+            part = {**part, "image_url": {"url": f"{head},<{len(data)} base64 characters>"}}
+        parts.append(part)
+    return {**message, "content": parts}
 
 
 def _json(value: Any) -> str:

@@ -15,6 +15,8 @@ Tools (all state is per process, shared by every session of the process):
 
 - ``echo(text)`` and ``add(a, b)`` (structured result): trivial calls;
 - ``text_only(text)``: echoes the text as a text block only (no structured content);
+- ``image(caption, count=1, pad_bytes=0, mime_type="image/png")``: the caption as text, then
+  ``count`` image blocks (a 1x1 PNG, or that many bytes more of data with ``pad_bytes``);
 - ``slow(seconds, steps=0)``: sleeps, reporting ``steps`` progress notifications;
 - ``flaky(key, fail_times, hang_s=0)``: fails the first ``fail_times`` calls per
   key (a tool error, or a hang of ``hang_s`` for a caller's timeout to end);
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import select
 import socket
@@ -56,8 +59,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
+from mcp_types import ImageContent
 
 __all__ = [
+    "PIXEL_PNG",
     "SERVER_NAME",
     "HttpServerProcess",
     "ServerStats",
@@ -68,6 +73,10 @@ __all__ = [
 ]
 
 SERVER_NAME = "penguiflow-test"
+# A 1x1 red PNG: what the ``image`` tool returns.
+PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
 # Exit status of the process when the ``crash`` tool runs.
 CRASH_EXIT_CODE = 17
 # JSON-RPC error code of ``fail(protocol=True)``: in the implementation-defined
@@ -139,6 +148,17 @@ def build_server(stats: ServerStats | None = None) -> MCPServer:
         """Echo the text back as a text block only, without structured content."""
         async with tracked("text_only"):
             return text
+
+    @server.tool(structured_output=False)
+    async def image(
+        caption: str, count: int = 1, pad_bytes: int = 0, mime_type: str = "image/png"
+    ) -> list[Any]:
+        """Return the caption and `count` small images (image content blocks)."""
+        async with tracked("image"):
+            data = base64.b64encode(PIXEL_PNG + b"\0" * pad_bytes).decode()
+            blocks: list[Any] = [caption]
+            blocks += [ImageContent(type="image", data=data, mime_type=mime_type)] * count
+            return blocks
 
     @server.tool()
     async def add(a: int, b: int) -> int:

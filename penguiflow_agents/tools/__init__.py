@@ -35,6 +35,7 @@ from penguiflow_agents.tools._registry import SourceStatus, ToolRegistry
 from penguiflow_agents.tools._types import (
     CallContext,
     ToolErrorKind,
+    ToolMedia,
     ToolResult,
     ToolSource,
     ToolSpec,
@@ -59,6 +60,7 @@ __all__ = [
     "ToolCatalog",
     "ToolDefinition",
     "ToolErrorKind",
+    "ToolMedia",
     "ToolOverride",
     "ToolRegistry",
     "ToolResult",

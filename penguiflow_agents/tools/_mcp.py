@@ -271,7 +271,11 @@ class MCPToolSource:
                     started,
                 )
             return to_tool_result(
-                name, result, latency_s=time.perf_counter() - started, redact=self._redact
+                name,
+                result,
+                latency_s=time.perf_counter() - started,
+                redact=self._redact,
+                max_media_bytes=self.manifest.max_result_bytes,
             )
         raise AssertionError("unreachable")  # pragma: no cover
 

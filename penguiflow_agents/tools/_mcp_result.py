@@ -6,6 +6,10 @@
   older clients (the MCP specification says so), and are not repeated;
 - a result without structured content: the text of its content blocks is the
   output (non-text blocks are described in one bracketed line each);
+- image blocks (PNG, JPEG, GIF, WebP) become ``ToolResult.media``, which the
+  planner shows to the model as image content, up to ``max_media_bytes`` per
+  call (the source's ``max_result_bytes``); the text says which images are
+  attached and which were left out, and why;
 - an ``isError`` result: a ``tool_error`` whose message is that text (or the
   structured content as JSON when there is no text), secrets redacted;
 - a JSON-RPC error from the server: ``invalid_arguments`` for -32602 (the
@@ -16,21 +20,64 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import mcp_types as types
 
-from penguiflow_agents.tools._types import ToolErrorKind, ToolResult, canonical_json
+from penguiflow_agents.tools._types import ToolErrorKind, ToolMedia, ToolResult, canonical_json
 
-__all__ = ["content_text", "error_result", "to_tool_result"]
+# Image types every multimodal provider reads (OpenAI, Anthropic, Gemini).
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+__all__ = ["IMAGE_TYPES", "content_media", "content_text", "error_result", "to_tool_result"]
 
 
-def content_text(blocks: Sequence[Any]) -> str:
-    """The text of a result's content blocks, one block per line."""
+def content_media(
+    blocks: Sequence[Any], max_bytes: int
+) -> tuple[tuple[ToolMedia, ...], dict[int, str]]:
+    """The images of a result to show the model (at most ``max_bytes`` decoded, in all),
+    and for each image block (by index) the line that stands for it in the text."""
+    media: list[ToolMedia] = []
+    lines: dict[int, str] = {}
+    used = 0
+    for index, block in enumerate(blocks):
+        if not isinstance(block, types.ImageContent):
+            continue
+        mime = block.mime_type.lower()
+        size = len(block.data) * 3 // 4
+        if mime not in IMAGE_TYPES:
+            lines[index] = (
+                f"[image: {mime}, {size} bytes, not shown: models read only PNG, JPEG, GIF and WebP]"
+            )
+            continue
+        try:
+            base64.b64decode(block.data, validate=True)
+        except (binascii.Error, ValueError):
+            lines[index] = f"[image: {mime}, not shown: its data is not valid base64]"
+            continue
+        if used + size > max_bytes:
+            lines[index] = (
+                f"[image: {mime}, {size} bytes, not shown: the call's images exceed the source's "
+                f"max_result_bytes of {max_bytes}]"
+            )
+            continue
+        used += size
+        media.append(ToolMedia(mime_type=mime, data=block.data))
+        lines[index] = f"[image {len(media)}: {mime}, {size} bytes, attached as an image]"
+    return tuple(media), lines
+
+
+def content_text(blocks: Sequence[Any], images: dict[int, str] | None = None) -> str:
+    """The text of a result's content blocks, one block per line (``images``: the line of
+    each image block by index, when the images are shown to the model)."""
     parts: list[str] = []
-    for block in blocks:
-        if isinstance(block, types.TextContent):
+    for index, block in enumerate(blocks):
+        if images is not None and index in images:
+            parts.append(images[index])
+        elif isinstance(block, types.TextContent):
             parts.append(block.text)
         elif isinstance(block, types.ImageContent | types.AudioContent):
             parts.append(f"[{block.type}: {block.mime_type}, {len(block.data)} base64 characters]")
@@ -53,10 +100,13 @@ def to_tool_result(
     *,
     latency_s: float,
     redact: Callable[[str], str] = str,
+    max_media_bytes: int = 0,
 ) -> ToolResult:
     """A ``CallToolResult`` as a ``ToolResult`` (``isError`` becomes ``tool_error``).
 
     ``redact`` cleans the text of an error message (a server may echo a header).
+    ``max_media_bytes``: images up to that many bytes (decoded, per call) go to
+    ``media``; 0 keeps none (each is described in the text only).
     """
     structured = result.structured_content
     if result.is_error:
@@ -73,9 +123,19 @@ def to_tool_result(
             latency_s=latency_s,
             attempts=1,
         )
-    output: Any = structured if structured is not None else content_text(result.content)
+    media: tuple[ToolMedia, ...] = ()
+    lines: dict[int, str] | None = None
+    if max_media_bytes > 0:
+        media, lines = content_media(result.content, max_media_bytes)
+    output: Any = structured if structured is not None else content_text(result.content, lines)
     return ToolResult(
-        tool=name, ok=True, output=output, structured=structured, latency_s=latency_s, attempts=1
+        tool=name,
+        ok=True,
+        output=output,
+        structured=structured,
+        latency_s=latency_s,
+        attempts=1,
+        media=media,
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "ArgumentNormalizer",
     "CallContext",
     "ToolErrorKind",
+    "ToolMedia",
     "ToolResult",
     "ToolSource",
     "ToolSpec",
@@ -153,12 +154,40 @@ class ToolSpec:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolMedia:
+    """An image a tool returned (an MCP ``ImageContent``): base64 ``data`` of ``mime_type``.
+
+    The planner shows it to the model as image content (a user message of
+    ``image_url`` data parts after the step's tool results); ``output`` keeps
+    a one-line description of it in the text.
+    """
+
+    mime_type: str
+    data: str  # base64
+
+    @property
+    def size(self) -> int:
+        """Bytes of the decoded image (about)."""
+        return len(self.data) * 3 // 4
+
+    def part(self) -> dict[str, Any]:
+        """The OpenAI chat content part (litellm maps it for other providers)."""
+        return {
+            "type": "image_url",
+            "image_url": {"url": f"data:{self.mime_type};base64,{self.data}"},
+        }
+
+
 @dataclass(slots=True, kw_only=True)
 class ToolResult:
     """The outcome of one tool call. Never an exception: failures are data.
 
     ``output`` is what the model sees (text or JSON-able value); ``structured``
     keeps MCP structured content or the raw JSON body when there is one.
+    ``media``: images the model is shown besides ``output`` (MCP image
+    content, bounded by the source's ``max_result_bytes``); not part of
+    ``to_dict()``, so never in events, logs or the calls table.
     """
 
     tool: str
@@ -172,6 +201,7 @@ class ToolResult:
     # Transient hint from a source (HTTP Retry-After), honoured by the retry
     # wrapper; not part of to_dict(), never stored.
     retry_after_s: float | None = None
+    media: tuple[ToolMedia, ...] = ()
 
     @property
     def outcome(self) -> str:
