@@ -20,6 +20,7 @@ from penguiflow_agents.server._documents import approval_document
 from penguiflow_agents.server._hub import wait_for
 from penguiflow_agents.server._state import ServerState
 from penguiflow_agents.store import StoredEvent
+from penguiflow_agents.store._base import ApprovalRecord
 
 __all__ = ["END_KINDS", "SSE_KEEPALIVE_S", "approval_changes", "follow_run", "sse"]
 
@@ -84,15 +85,63 @@ class _Seen:
     status: str
 
 
-async def approval_changes(state: ServerState, who: Caller) -> AsyncIterator[tuple[str, Any]]:
-    """``(kind, approval document)`` for the caller's tenant: first every pending request
-    (``approval_requested``), then each new request, decision (``approval_decided``) and
-    expiry (``approval_expired``) as it happens; ``("keepalive", None)`` when quiet."""
+# (time in µs, approval id, request 0 / decision or expiry 1, event kind, the record)
+_Change = tuple[int, str, int, str, ApprovalRecord]
+
+
+def _us(ts: float) -> int:
+    return round(ts * 1_000_000)
+
+
+def _changes_after(records: list[ApprovalRecord], after: int, now: float) -> list[_Change]:
+    """Every change of ``records`` stamped after ``after`` (µs) and already true at ``now``,
+    in the order of their times (then approval id, then request before decision)."""
+    out: list[_Change] = []
+    for record in records:
+        if _us(record.created_at) > after:
+            out.append((_us(record.created_at), record.id, 0, "approval_requested", record))
+        if record.decision is not None and _us(record.decision.decided_at) > after:
+            out.append((_us(record.decision.decided_at), record.id, 1, "approval_decided", record))
+        elif record.status == "expired" and _us(record.expires_at) > after:
+            out.append((_us(record.expires_at), record.id, 1, "approval_expired", record))
+    return sorted(out, key=lambda c: c[:3])
+
+
+async def approval_changes(
+    state: ServerState, who: Caller, *, after: int | None = None
+) -> AsyncIterator[tuple[str, Any, int]]:
+    """``(kind, approval document, event id)`` for the caller's tenant; ``("keepalive", None,
+    0)`` when quiet.
+
+    Without ``after``: first every pending request (``approval_requested``), then each new
+    request, decision (``approval_decided``) and expiry (``approval_expired``) as it happens.
+    With ``after`` (a ``Last-Event-ID``): first every change stamped after it, in order (a
+    request and its decision both, if it was decided meanwhile), then live as above.
+
+    An event's id is the time of its change in microseconds (a request's ``created_at``, a
+    decision's ``decided_at``, an expiry's ``expires_at``), never lower than the previous id
+    of the connection: resuming after an id sends no change the client already had.
+    """
     tenant = who.tenant
     service = state.approvals
     seen: dict[str, _Seen] = {}
+    last = 0
     quiet_since = time.monotonic()
+
+    def next_id(ts: float) -> int:
+        nonlocal last
+        last = max(last + 1, _us(ts))
+        return last
+
     with state.hub.watch_approvals(tenant) as woken:
+        if after is not None:
+            last = after
+            every = await service.list(tenant)
+            for _t, _id, _o, kind, record in _changes_after(every, after, time.time()):
+                ts = _t / 1_000_000
+                yield kind, approval_document(record, service, who), next_id(ts)
+            # live from here: the pending ones are known to the client now
+            seen = {r.id: _Seen(status="pending") for r in every if r.status == "pending"}
         while True:
             sent = False
             pending = await service.list(tenant, status="pending")
@@ -101,20 +150,28 @@ async def approval_changes(state: ServerState, who: Caller) -> AsyncIterator[tup
                 if record.id not in seen:
                     seen[record.id] = _Seen(status="pending")
                     sent = True
-                    yield "approval_requested", approval_document(record, service, who)
+                    yield (
+                        "approval_requested",
+                        approval_document(record, service, who),
+                        next_id(record.created_at),
+                    )
             for approval_id in [i for i in seen if i not in current]:
                 del seen[approval_id]
                 try:
                     record = await service.get(tenant, approval_id)
                 except Exception:  # gone from the store: nothing to tell
                     continue
-                kind = "approval_expired" if record.status == "expired" else "approval_decided"
+                if record.status == "expired":
+                    kind, at = "approval_expired", record.expires_at
+                else:
+                    kind = "approval_decided"
+                    at = record.decision.decided_at if record.decision else time.time()
                 sent = True
-                yield kind, approval_document(record, service, who)
+                yield kind, approval_document(record, service, who), next_id(at)
             now = time.monotonic()
             if sent:
                 quiet_since = now
             elif now - quiet_since >= SSE_KEEPALIVE_S:
                 quiet_since = now
-                yield "keepalive", None
+                yield "keepalive", None, 0
             await wait_for(woken, state.settings.poll_s)

@@ -143,6 +143,70 @@ async def _feed(service: Service) -> None:
     assert received[2][1]["status"] == "approved"
 
 
+async def _read_feed(
+    service: Service,
+    count: int,
+    last_event_id: str | None = None,
+    got: list[tuple[str, str, dict[str, Any]]] | None = None,
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The first ``count`` events (id, kind, data) of a feed connection (appended to ``got``
+    as they come), then disconnect."""
+    headers = service.auth("boss")
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    got = [] if got is None else got
+    async with service.client.stream("GET", "/v1/approvals/events", headers=headers) as r:
+        assert r.status_code == 200
+        event_id = kind = ""
+        async for line in r.aiter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                got.append((event_id, kind, json.loads(line[6:])))
+                if len(got) == count:
+                    break
+    return got
+
+
+async def test_the_approvals_feed_resumes_after_last_event_id_with_nothing_lost_or_repeated() -> (
+    None
+):
+    async with live_service() as service:
+        first = (await service.run("write one"))["pending_approvals"][0]["id"]
+        ((seen_id, kind, doc),) = await asyncio.wait_for(_read_feed(service, 1), 30)
+        assert (kind, doc["id"]) == ("approval_requested", first)
+        # While the inbox is away: a new request, and the first one is decided.
+        second = (await service.run("write two"))["pending_approvals"][0]["id"]
+        r = await service.post(f"/v1/approvals/{first}/decision", "boss", {"decision": "approve"})
+        assert r.status_code == 200, r.text
+        resumed: list[tuple[str, str, dict[str, Any]]] = []
+
+        reader = asyncio.create_task(_read_feed(service, 3, seen_id, resumed))
+        await _until(lambda: len(resumed) == 2)  # what it missed, in order, and no more
+        assert [(k, d["id"]) for _, k, d in resumed] == [
+            ("approval_requested", second),
+            ("approval_decided", first),
+        ]
+        assert resumed[1][2]["status"] == "approved"
+        # Then live, as without Last-Event-ID.
+        third = (await service.run("write three"))["pending_approvals"][0]["id"]
+        await asyncio.wait_for(reader, 30)
+        assert [(k, d["id"]) for _, k, d in resumed[2:]] == [("approval_requested", third)]
+        ids = [int(i) for i, _, _ in resumed]
+        assert int(seen_id) < ids[0] < ids[1] < ids[2]  # increasing: any of them resumes
+        # Resuming after the last one sends nothing old (only what happens next).
+        fourth = (await service.run("write four"))["pending_approvals"][0]["id"]
+        again = await asyncio.wait_for(_read_feed(service, 1, last_event_id=str(ids[2])), 30)
+        assert [(k, d["id"]) for _, k, d in again] == [("approval_requested", fourth)]
+        for bad in ("abc", "-1"):
+            r = await service.client.get(
+                "/v1/approvals/events", headers={**service.auth("boss"), "Last-Event-ID": bad}
+            )
+            assert r.status_code == 422 and "Last-Event-ID" in error_of(r)["message"]
+
+
 async def _until(condition: Any) -> None:
     """Poll ``condition`` (filled by a reader task) for at most 30 s."""
     async with asyncio.timeout(30):

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import StreamingResponse
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import ConflictError, NotFoundError, PenguiflowError
 from penguiflow_agents.server._auth import Caller, caller
 from penguiflow_agents.server._documents import approval_document
+from penguiflow_agents.server._errors import ApiError
 from penguiflow_agents.server._executor import DecidesApprovals
 from penguiflow_agents.server._feed import approval_changes, sse
 from penguiflow_agents.server._hub import wait_for
@@ -55,16 +56,30 @@ async def list_approvals(
     summary="the tenant's approval requests and decisions as Server-Sent Events",
 )
 async def approval_events(
-    who: Caller = Depends(caller), state: ServerState = Depends(server_state)
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=32, description="resume after it"),
+    ] = None,
+    who: Caller = Depends(caller),
+    state: ServerState = Depends(server_state),
 ) -> StreamingResponse:
+    after = None
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            raise ApiError(
+                422, f"Last-Event-ID must be an event id (an integer), got {last_event_id!r}."
+            ) from None
+        if after < 0:
+            raise ApiError(422, f"Last-Event-ID must not be negative, got {last_event_id!r}.")
+
     async def stream() -> AsyncIterator[bytes]:
-        n = 0
-        async for kind, doc in approval_changes(state, who):
+        async for kind, doc, event_id in approval_changes(state, who, after=after):
             if kind == "keepalive":
                 yield b": keep-alive\n\n"
                 continue
-            n += 1
-            yield sse(n, kind, doc)
+            yield sse(event_id, kind, doc)
 
     return StreamingResponse(
         stream(),
