@@ -14,10 +14,11 @@ import asyncio
 import functools
 import os
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError
@@ -102,6 +103,78 @@ _APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
 _OUTBOX_COLUMNS = _outbox.OUTBOX_COLUMNS
 
 
+class _StoreThread:
+    """The one thread that runs a store's operations, in submission order.
+
+    A hop to a thread costs more than most SQLite statements here (a wake-up
+    and a self-pipe write per operation with ``run_in_executor``). Under
+    concurrency, operations submitted while the thread is busy are taken as
+    one batch, and the batch's results go back to each event loop with one
+    ``call_soon_threadsafe``: one wake-up per batch, not per operation. Each
+    operation is still its own transaction; only the hand-offs are shared.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]]
+        self._queue = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._cond:
+            if self._stopping:
+                raise StoreError("the SQLite store was closed; open a new store.")
+            self._queue.append((loop, future, fn))
+            if self._thread is None:
+                # A daemon thread: a store left open does not hold the interpreter at exit
+                # (each operation is a transaction, so a cut-off one leaves nothing half done).
+                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+        return future
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
+            for loop, future, fn in batch:
+                try:
+                    outcome: tuple[Any, Any, Any] = (future, fn(), None)
+                except BaseException as exc:  # handed to the awaiting task, raised there
+                    outcome = (future, None, exc)
+                settled.setdefault(loop, []).append(outcome)
+            for loop, outcomes in settled.items():
+                # A loop closed meanwhile has no one left waiting.
+                with suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in outcomes:
+        if future.done():  # the awaiting task was cancelled
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 class SQLiteStore:
     """A ``StateStore`` in one SQLite file (default ``.penguiflow/state.db``).
 
@@ -116,7 +189,7 @@ class SQLiteStore:
         path = os.fspath(path)
         # Resolved once, so a later chdir does not move the store.
         self.path = path if path == ":memory:" else os.path.abspath(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="penguiflow-sqlite")
+        self._thread = _StoreThread(f"penguiflow-sqlite {os.path.basename(self.path)}")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
 
@@ -139,8 +212,7 @@ class SQLiteStore:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(self._in_thread, fn))
+        return await self._thread.submit(functools.partial(self._in_thread, fn))
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -210,9 +282,10 @@ class SQLiteStore:
                 self._conn.close()
                 self._conn = None
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=False)
+        try:
+            await self._thread.submit(close)
+        finally:
+            self._thread.stop()
 
     # -- events ---------------------------------------------------------
 

@@ -67,9 +67,10 @@ def _registry(transport: str, url: str = "", *, name: str = "fx", **settings: An
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def protected(http_server: HttpServerProcess) -> AsyncIterator[dict[str, ToolRegistry]]:
-    """One registry per transport: 3 slots, a long queue, timeout_s=0.2 (shared: a
-    stdio server takes about a second to start)."""
-    settings: dict[str, Any] = {"max_concurrency": 3, "queue_timeout_s": 60, "timeout_s": 0.2}
+    """One registry per transport: 3 slots, a long queue, timeout_s=1 (shared: a
+    stdio server takes about a second to start). The timeout is long enough that a 5 ms
+    call never hits it on a loaded machine, short enough to test timeouts with."""
+    settings: dict[str, Any] = {"max_concurrency": 3, "queue_timeout_s": 60, "timeout_s": 1.0}
     registries = {
         "stdio": _registry("stdio", **settings),
         "http": _registry("http", http_server.url, **settings),
@@ -153,8 +154,8 @@ async def test_timeout_ends_the_call_promptly_and_the_server_sees_it_cancelled(
     result = await registry.call("fx.slow", {"seconds": 5})
     elapsed = time.perf_counter() - started
     assert result.error_kind is ToolErrorKind.TIMEOUT, result
-    assert "0.2 s (timeout_s)" in (result.error or "")
-    assert 0.2 <= elapsed < 0.2 + MARGIN_S
+    assert "1 s (timeout_s)" in (result.error or "")
+    assert 1.0 <= elapsed < 1.0 + MARGIN_S
     stats = await _stats_when(registry, "cancelled", 1)
     assert stats["cancelled"] == 1 and stats["in_flight"] == 0
 
