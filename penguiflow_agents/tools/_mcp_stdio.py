@@ -16,7 +16,10 @@ reap the group. Here:
 - a non-JSON line on the server's stdout is noise, not a traceback: the first
   few are logged (cut, redacted), then one summary per interval with a count;
 - a line longer than ``max_line_bytes`` is discarded while it is read (a
-  runaway server cannot grow our memory), and counted as noise.
+  runaway server cannot grow our memory), and counted as noise; when it was
+  the answer to one of our requests (its ``id`` is in its first or last
+  bytes), that request gets a JSON-RPC error saying so at once, instead of
+  waiting for its timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +48,7 @@ __all__ = [
     "NOISE_LOGGED_LINES",
     "NOISE_SUMMARY_INTERVAL_S",
     "TERMINATION_GRACE_S",
+    "TOO_LARGE_CODE",
     "NoiseCounter",
     "kill_live_groups",
     "live_groups",
@@ -65,6 +70,15 @@ NOISE_LINE_MAX = 200
 _POLL_S = 0.02
 # Bytes read from the server's stdout at once.
 _CHUNK = 65536
+# Bytes kept of each end of an overlong line, to find the id of the request it answers.
+_ENDS_KEPT = 256
+# The JSON-RPC id near the start ({"jsonrpc":"2.0","id":3,...) or the end (...,"id":3}).
+_ID_AT_START = re.compile(
+    rb'^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d+|"[^"\\]*")'
+)
+_ID_AT_END = re.compile(rb'"id"\s*:\s*(-?\d+|"[^"\\]*")\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?\}\s*$')
+# The JSON-RPC error code of an answer dropped for its size (implementation-defined range).
+TOO_LARGE_CODE = -32090
 
 _live: set[int] = set()
 
@@ -202,10 +216,35 @@ async def stdio_transport(
             return
         await read_writer.send(SessionMessage(message))
 
+    async def dropped(head: bytes, tail: bytes, size: int) -> None:
+        """An overlong line was dropped: fail the request it answered, if we can tell which."""
+        noise.line(f"[a line longer than {max_line_bytes} bytes, dropped]")
+        found = _ID_AT_START.match(head) or _ID_AT_END.search(tail)
+        if found is None:
+            return
+        raw = found.group(1)
+        request_id: int | str = (
+            int(raw) if raw[:1] != b'"' else raw[1:-1].decode("utf-8", "replace")
+        )
+        error = types.JSONRPCError(
+            jsonrpc="2.0",
+            id=request_id,
+            error=types.ErrorData(
+                code=TOO_LARGE_CODE,
+                message=(
+                    f"the server's answer was larger than {max_line_bytes} bytes ({size} bytes "
+                    f"or more) and was dropped while it was read (source {source!r}, "
+                    "max_result_bytes); ask for less, or raise max_result_bytes in the manifest."
+                ),
+            ),
+        )
+        await read_writer.send(SessionMessage(error))
+
     async def reader() -> None:
         assert process.stdout is not None
         buffer = b""
         overlong = False
+        head, tail, size = b"", b"", 0
         try:
             async with read_writer:
                 async for chunk in process.stdout:
@@ -213,13 +252,18 @@ async def stdio_transport(
                     while True:
                         end = buffer.find(b"\n")
                         if end < 0:
-                            if len(buffer) > max_line_bytes:
-                                overlong, buffer = True, b""
+                            if overlong:
+                                size += len(buffer)
+                                tail, buffer = (tail + buffer)[-_ENDS_KEPT:], b""
+                            elif len(buffer) > max_line_bytes:
+                                overlong, head, size = True, buffer[:_ENDS_KEPT], len(buffer)
+                                tail, buffer = buffer[-_ENDS_KEPT:], b""
                             break
                         line, buffer = buffer[: end + 1], buffer[end + 1 :]
                         if overlong:
                             overlong = False
-                            noise.line(f"[a line longer than {max_line_bytes} bytes, dropped]")
+                            size += len(line)
+                            await dropped(head, (tail + line)[-_ENDS_KEPT:], size)
                             continue
                         await deliver(line)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError):

@@ -15,7 +15,12 @@
    overload such as HTTP 429); a ``retry_after_s`` hint (HTTP Retry-After) is
    honoured. The slot is released while waiting to retry.
 
-Last, the values of the ``${VAR}`` variables the manifest refers to (and
+Then a result larger than the source's ``max_result_bytes`` (its output as
+UTF-8 text or compact JSON) is cut to that many bytes with a marker saying
+so, and its structured content dropped (``bound_result``): whatever the
+transport, the trajectory and the store never keep more.
+
+Before that, the values of the ``${VAR}`` variables the manifest refers to (and
 their common encodings) are masked with ``***`` in the result (output,
 structured content, error): a tool that echoes a secret back never puts it in
 the store, the console or the model's context.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +53,7 @@ from penguiflow_agents.tools._types import (
     ToolSpec,
 )
 
-__all__ = ["BreakerState", "CircuitBreaker", "ProtectedSource", "backoff_delay"]
+__all__ = ["BreakerState", "CircuitBreaker", "ProtectedSource", "backoff_delay", "bound_result"]
 
 log = get_logger("penguiflow_agents.tools")
 
@@ -215,7 +221,9 @@ class ProtectedSource:
         result.tool = qualified
         result.attempts = attempts
         result.latency_s = time.monotonic() - start
-        return self._redact_result(result)
+        return bound_result(
+            self._redact_result(result), self.manifest.max_result_bytes, source=self.name
+        )
 
     async def _attempt(
         self,
@@ -315,6 +323,50 @@ class ProtectedSource:
                 "see the log for details.",
             )
         return result
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _over(value: Any, limit: int) -> tuple[str, int] | None:
+    """``value``'s text and size in bytes when it is larger than ``limit``, else None."""
+    if value is None or (isinstance(value, str) and len(value) * 4 <= limit):
+        return None
+    text = _text_of(value)
+    if len(text) * 4 <= limit:
+        return None
+    size = len(text.encode("utf-8"))
+    return (text, size) if size > limit else None
+
+
+def bound_result(result: ToolResult, limit: int, *, source: str) -> ToolResult:
+    """Cut a result to ``limit`` bytes (``max_result_bytes``) with a marker; in place.
+
+    The output (text, or compact JSON of a value) keeps its first ``limit``
+    bytes followed by ``[truncated: ...]``; structured content over the limit,
+    or of a cut output, is dropped; an error text is cut the same way.
+    """
+    big = _over(result.output, limit)
+    if big is not None:
+        text, size = big
+        kept = text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+        result.output = kept + (
+            f"\n[truncated: the result was {size} bytes; only its first {limit} are kept "
+            f"(max_result_bytes of source {source!r})]"
+        )
+        result.structured = None
+        log.warning("tool_result_truncated", tool=result.tool, bytes=size, kept_bytes=limit)
+    elif _over(result.structured, limit) is not None:
+        result.structured = None
+    if result.error is not None:
+        err = _over(result.error, limit)
+        if err is not None:
+            kept = err[0].encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+            result.error = kept + f"\n[truncated: the error was {err[1]} bytes]"
+    return result
 
 
 def _remaining(ctx: CallContext) -> float | None:
