@@ -169,6 +169,10 @@ class MemoryBus:
         """Jobs set aside (after ``max_deliveries`` deliveries, or refused), oldest first."""
         return list(self._dead)
 
+    async def dead_letter_count(self) -> int:
+        """How many jobs were set aside (the ``penguiflow_bus_dead_letters`` gauge)."""
+        return len(self._dead)
+
     # -- internals ----------------------------------------------------------------------------
 
     def _take(self, consumer: str, max_jobs: int) -> list[Delivery]:

@@ -331,6 +331,12 @@ class RedisBus:
         async with self._translate("measure"):
             return int(await self._client.xlen(self.stream))
 
+    async def dead_letter_count(self) -> int:
+        """How many jobs were set aside (the ``penguiflow_bus_dead_letters`` gauge)."""
+        self._check_open()
+        async with self._translate("measure the dead letters of"):
+            return int(await self._client.xlen(self.dead_letter_stream))
+
     async def dead_letters(self, *, limit: int = 100) -> list[Delivery]:
         """Jobs set aside (after ``max_deliveries`` deliveries, or refused), oldest first."""
         self._check_open()

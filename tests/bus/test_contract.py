@@ -122,6 +122,7 @@ async def test_a_job_past_max_deliveries_becomes_a_dead_letter(make_bus: MakeBus
     [dead] = await bus.dead_letters()
     assert dead.job == {"poison": True} and dead.attempt == 3
     assert await bus.backlog() == 0
+    assert await bus.dead_letter_count() == 1  # what the penguiflow_bus_dead_letters gauge shows
 
 
 async def test_the_backlog_is_bounded_and_a_full_bus_refuses_jobs(make_bus: MakeBus) -> None:

@@ -153,3 +153,51 @@ def test_the_grafana_dashboard_uses_only_metric_names_that_exist() -> None:
         "penguiflow_bus_backlog", "penguiflow_bus_dead_letters",
     ):  # fmt: skip
         assert any(name in e for e in exprs), name
+
+
+async def test_the_bus_gauges_show_the_backlog_and_the_dead_letters_of_a_redis_bus(
+    redis_url: str,
+) -> None:
+    """What ``worker --metrics-port`` and ``serve`` expose: the refresher they start reads the
+    bus's backlog and dead letters (a job delivered past ``max_deliveries``) into the gauges."""
+    import asyncio
+    import time
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from penguiflow_agents.bus import RedisBus
+    from penguiflow_agents.cli._observe import start_refresher
+    from penguiflow_agents.store import MemoryStore
+
+    stream = f"pf-test:{uuid.uuid4().hex[:12]}"
+    bus = await RedisBus.open(
+        redis_url, stream=stream, group="workers", visibility_timeout_s=0.1, max_deliveries=1
+    )
+    metrics = Metrics()
+    try:
+        await bus.publish({"poison": True})
+        [held] = await bus.consume("crashy", block_s=0.5)  # never acked: the consumer "died"
+        await asyncio.sleep(0.2)
+        assert await bus.consume("next", block_s=0.05) == []  # past max_deliveries: set aside
+        for i in range(2):
+            await bus.publish({"waiting": i})
+        async with AsyncExitStack() as stack:
+            port = serve_metrics(stack, metrics, "127.0.0.1", 0)
+            start_refresher(stack, metrics, store=MemoryStore(), bus=bus)
+            url = f"http://127.0.0.1:{port}/metrics"
+            deadline = time.monotonic() + 30
+            while True:
+                samples = await scrape(url)
+                if value(samples, "penguiflow_bus_dead_letters") == 1:
+                    break
+                assert time.monotonic() < deadline, "the dead letter never reached the gauge"
+                await asyncio.sleep(0.05)
+            assert value(samples, "penguiflow_bus_backlog") == 2
+            assert value(samples, "penguiflow_paused_runs") == 0
+        assert held.job == {"poison": True}
+    finally:
+        await bus.aclose()
+        client = aioredis.Redis.from_url(redis_url)
+        await client.delete(stream, f"{stream}:dead")
+        await client.aclose()
