@@ -41,7 +41,7 @@ def manifest_binding(manifest: SourceManifest, bare: str) -> dict[str, Any]:
         )
     elif manifest.transport == "mcp_stdio":
         binding.update(command=list(manifest.command or []), env_names=sorted(manifest.env))
-    elif manifest.transport == "mcp_http":
+    elif manifest.transport in ("mcp_http", "a2a"):
         binding.update(url=manifest.url, header_names=sorted(h.lower() for h in manifest.headers))
     # python: the @tool function's own binding (module and function) is kept as is.
     return binding

@@ -24,6 +24,16 @@ HTTP sources declare one endpoint per tool under ``tools``::
         path: /tickets                    # remaining arguments form the JSON body
         query: [dry_run]                  # these arguments go in the query string instead
 
+A2A sources name a remote agent; each skill of its Agent Card becomes a tool
+``<source>.<skill id>`` taking ``{"message": "..."}``::
+
+    name: research
+    transport: a2a
+    url: https://research.internal            # the card is at <url>/.well-known/agent-card.json
+    auth: {type: bearer, token: "${RESEARCH_KEY}"}
+    skills: {include: ["summarize.*"], exclude: []}
+    timeout_s: 120
+
 Beyond DESIGN.md, a manifest may set ``circuit_breaker: {failure_threshold: 5,
 cooldown_s: 30}`` (the defaults).
 """
@@ -54,6 +64,7 @@ __all__ = [
     "AuthConfig",
     "CircuitBreakerConfig",
     "RetryConfig",
+    "SkillsFilter",
     "SourceManifest",
     "ToolOverride",
     "Transport",
@@ -62,7 +73,7 @@ __all__ = [
     "path_parameters",
 ]
 
-Transport = Literal["mcp_stdio", "mcp_http", "http", "python"]
+Transport = Literal["mcp_stdio", "mcp_http", "http", "python", "a2a"]
 Risk = Literal["low", "medium", "high"]
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -141,6 +152,14 @@ class ToolOverride(_Strict):
             except ValueError as exc:
                 raise ValueError(f"path {self.path!r} is not a valid template ({exc})") from None
         return self
+
+
+class SkillsFilter(_Strict):
+    """``skills:`` of an ``a2a`` source: which skills of the agent's card become tools
+    (regexes full-matching the skill id; exclude wins)."""
+
+    include: list[Regex] = Field(default_factory=list)
+    exclude: list[Regex] = Field(default_factory=list)
 
 
 class AuthConfig(_Strict):
@@ -266,6 +285,8 @@ class SourceManifest(_Strict):
     idempotent: bool = False
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     auth: AuthConfig | None = None
+    # a2a sources: which skills of the remote agent's card become tools.
+    skills: SkillsFilter | None = None
     # MCP sources: what to do with a server's question for the user (see tools/_mcp_elicit.py).
     elicitation: Literal["ask", "defaults", "decline"] = "ask"
     path: str = ""  # the file this manifest was loaded from (set by the loader)
@@ -275,10 +296,25 @@ class SourceManifest(_Strict):
 
     @model_validator(mode="after")
     def _check_transport(self) -> SourceManifest:
-        required = {"mcp_stdio": "command", "mcp_http": "url", "http": "url", "python": "module"}
+        required = {
+            "mcp_stdio": "command",
+            "mcp_http": "url",
+            "http": "url",
+            "python": "module",
+            "a2a": "url",
+        }
         needed = required[self.transport]
-        if self.auth is not None and self.transport != "mcp_http":
-            raise _KeyedError("auth", f"is only for transport 'mcp_http', not {self.transport!r}")
+        if self.auth is not None and self.transport not in ("mcp_http", "a2a"):
+            raise _KeyedError(
+                "auth", f"is only for transports 'mcp_http' and 'a2a', not {self.transport!r}"
+            )
+        if self.transport == "a2a" and self.auth is not None and self.auth.type != "bearer":
+            raise _KeyedError(
+                "auth.type",
+                f"an a2a source takes auth type 'bearer' (or headers:), not {self.auth.type!r}",
+            )
+        if self.skills is not None and self.transport != "a2a":
+            raise _KeyedError("skills", f"is only for transport 'a2a', not {self.transport!r}")
         if getattr(self, needed) is None:
             raise _KeyedError(needed, f"is required for transport {self.transport!r}")
         for tool, override in self.tools.items():
@@ -299,8 +335,12 @@ class SourceManifest(_Strict):
                             f"tools.{tool}.{key}",
                             f"is only for transport 'http', not {self.transport!r}",
                         )
-        self._include_re = tuple(re.compile(p) for p in self.include)
-        self._exclude_re = tuple(re.compile(p) for p in self.exclude)
+        include, exclude = list(self.include), list(self.exclude)
+        if self.skills is not None:
+            include += self.skills.include
+            exclude += self.skills.exclude
+        self._include_re = tuple(re.compile(p) for p in include)
+        self._exclude_re = tuple(re.compile(p) for p in exclude)
         return self
 
     def allows(self, bare_name: str) -> bool:

@@ -473,6 +473,15 @@ def _make_source(manifest: SourceManifest, registry: ToolRegistry) -> ToolSource
             return PythonToolSource.from_manifest(manifest)
         if manifest.transport == "http":
             return HttpToolSource.from_manifest(manifest)
+        if manifest.transport == "a2a":
+            try:
+                from penguiflow_agents.tools._a2a import A2AToolSource
+            except ImportError as exc:
+                return _BrokenSource(
+                    manifest.name,
+                    f"A2A sources need the a2a extra (pip install 'penguiflow-agents[a2a]'): {exc}",
+                )
+            return A2AToolSource.from_manifest(manifest)
         try:
             from penguiflow_agents.tools._mcp import MCPToolSource  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
