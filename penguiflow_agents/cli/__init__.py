@@ -529,6 +529,15 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="label /metrics with the tenant (one series per tenant: mind the cardinality)",
     )
+    p.add_argument(
+        "--prune-older-than",
+        default=None,
+        metavar="AGE",
+        help="periodically delete runs that ended more than AGE ago (e.g. 30d)",
+    )
+    p.add_argument(
+        "--prune-every", default="1h", metavar="PERIOD", help="how often to prune (default 1h)"
+    )
     p.set_defaults(handler="penguiflow_agents.cli._serve:cmd_serve")
 
     keys = sub.add_parser("keys", help="make, revoke and list API keys of the HTTP service")

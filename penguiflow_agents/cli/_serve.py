@@ -64,6 +64,14 @@ def settings_of(args: argparse.Namespace) -> Any:
         notify=tuple(getattr(args, "notify", None) or ()),
         metrics_tenant_label=bool(getattr(args, "metrics_tenant_label", False)),
     )
+    older = getattr(args, "prune_older_than", None)
+    if older:
+        from penguiflow_agents.cli._observe import parse_duration
+
+        every = getattr(args, "prune_every", None) or "1h"
+        parse_duration(older, option="--prune-older-than")  # a bad AGE is a usage error now
+        parse_duration(every, option="--prune-every")
+        settings = replace(settings, prune_older_than=older, prune_every=every)
     if getattr(args, "mcp_origins", None):
         for origin in args.mcp_origins:
             if not origin.startswith(("http://", "https://")) or origin.endswith("/"):

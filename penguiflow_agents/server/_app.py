@@ -166,6 +166,10 @@ def create_app(
                 from penguiflow_agents.cli._observe import start_refresher
 
                 start_refresher(stack, metrics, store=the_store, bus=the_bus)
+            if settings.prune_older_than:
+                from penguiflow_agents.cli._observe import start_pruner
+
+                start_pruner(stack, the_store, settings.prune_older_than, settings.prune_every)
 
             @asynccontextmanager
             async def open_planner(model: str | None) -> AsyncIterator[ReactPlanner]:

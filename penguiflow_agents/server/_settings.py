@@ -36,6 +36,9 @@ class ServerSettings:
     approval rule's own ``notify``; see ``penguiflow_agents.webhooks``).
     ``metrics_tenant_label``: label run, model, tool and approval metrics with the
     tenant (one series per tenant).
+    ``prune_older_than``: every ``prune_every`` (and once at start), delete the
+    runs that ended more than that long ago (``30d``; as ``runs prune``: every
+    tenant, in batches, paused runs kept); ``None``: keep every run.
     MCP gateway (``/mcp``): ``mcp_allowed_origins``, the ``Origin`` values it
     accepts (``scheme://host:*`` for any port; a request without ``Origin`` is
     not a browser's and passes); ``mcp_approval_wait_s``, how long a gated
@@ -61,6 +64,8 @@ class ServerSettings:
     oidc: OIDCConfig | None = None
     notify: tuple[str, ...] = ()
     metrics_tenant_label: bool = False
+    prune_older_than: str | None = None
+    prune_every: str = "1h"
     mcp_allowed_origins: tuple[str, ...] = DEFAULT_MCP_ORIGINS
     mcp_approval_wait_s: float = 60.0
     mcp_watch_s: float = 2.0

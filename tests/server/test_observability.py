@@ -138,3 +138,52 @@ def test_serve_metrics_tenant_label_option_reaches_the_settings() -> None:
     plain = settings_of(build_parser().parse_args(["serve"]))
     labelled = settings_of(build_parser().parse_args(["serve", "--metrics-tenant-label"]))
     assert (plain.metrics_tenant_label, labelled.metrics_tenant_label) == (False, True)
+
+
+async def test_serve_prunes_old_ended_runs_periodically_and_keeps_paused_ones(
+    tmp_path: Any,
+) -> None:
+    """``serve --prune-older-than 30d``: the service deletes ended runs past the age (at start,
+    then every ``--prune-every``), as ``runs prune`` does; paused and recent runs stay."""
+    import asyncio
+    import sqlite3
+    import time
+
+    from penguiflow_agents.store import RunRecord, SQLiteStore
+
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    for run_id, status in (("old-done", "completed"), ("old-failed", "failed"), ("old-paused", "paused"), ("new-done", "completed")):  # fmt: skip
+        await store.create_run(
+            RunRecord(run_id=run_id, tenant="acme", principal="alice", status=status)
+        )
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE runs SET updated_at = updated_at - ? WHERE run_id LIKE 'old-%'", (40 * 86400.0,)
+        )
+    settings = ServerSettings(poll_s=0.2, prune_older_than="30d", prune_every="1h")
+    svc, lifespan = await open_service(settings, store=store)
+    try:
+        deadline = time.monotonic() + 30
+        while await store.count_runs() != 2:
+            assert time.monotonic() < deadline, "the service never pruned"
+            await asyncio.sleep(0.05)
+        left = {r.run_id for r in await store.list_runs("acme")}
+    finally:
+        await svc.client.aclose()
+        await lifespan.__aexit__(None, None, None)
+        await store.aclose()
+    assert left == {"old-paused", "new-done"}
+
+
+def test_serve_prune_options_reach_the_settings_and_a_bad_age_is_a_usage_error() -> None:
+    from penguiflow_agents.cli import build_parser
+    from penguiflow_agents.cli._serve import settings_of
+    from penguiflow_agents.exceptions import UserError
+
+    parse = build_parser().parse_args
+    assert settings_of(parse(["serve"])).prune_older_than is None
+    pruning = settings_of(parse(["serve", "--prune-older-than", "30d", "--prune-every", "6h"]))
+    assert (pruning.prune_older_than, pruning.prune_every) == ("30d", "6h")
+    with pytest.raises(UserError, match="--prune-older-than 'soon' is not a duration"):
+        settings_of(parse(["serve", "--prune-older-than", "soon"]))
