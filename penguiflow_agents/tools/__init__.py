@@ -11,16 +11,16 @@
     registry.add_functions(greet, source="local")      # tool "local.greet"
     result = await registry.call("local.greet", {"name": "Ada"})
 
-``MCPToolSource`` is imported on first access, so that importing this package
-does not load the ``mcp`` SDK.
+``MCPToolSource`` and ``HttpToolSource`` are imported on first access, so
+that importing this package loads neither the ``mcp`` SDK nor httpx.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from penguiflow_agents.tools._catalog import ToolCatalog
 from penguiflow_agents.tools._configured import ConfiguredSource
 from penguiflow_agents.tools._decorator import ToolDefinition, tool, tool_definition
-from penguiflow_agents.tools._http import HttpToolSource
 from penguiflow_agents.tools._manifest import (
     CircuitBreakerConfig,
     RetryConfig,
@@ -44,6 +44,9 @@ from penguiflow_agents.tools._types import (
     sha256_json,
 )
 from penguiflow_agents.tools._validate import argument_errors
+
+if _TYPE_CHECKING:
+    from penguiflow_agents.tools._http import HttpToolSource
 
 __all__ = [
     "BreakerState",
@@ -76,7 +79,10 @@ __all__ = [
     "tool_definition",
 ]
 
-_LAZY = {"MCPToolSource": "penguiflow_agents.tools._mcp"}
+_LAZY = {
+    "MCPToolSource": "penguiflow_agents.tools._mcp",
+    "HttpToolSource": "penguiflow_agents.tools._http",
+}
 
 
 def __getattr__(name: str) -> _Any:

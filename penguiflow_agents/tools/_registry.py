@@ -29,7 +29,6 @@ from penguiflow_agents._log import get_logger
 from penguiflow_agents.exceptions import ManifestError, UserError
 from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._configured import ConfiguredSource
-from penguiflow_agents.tools._http import HttpToolSource
 from penguiflow_agents.tools._manifest import SourceManifest, load_manifest
 from penguiflow_agents.tools._protect import ProtectedSource
 from penguiflow_agents.tools._python import PythonToolSource
@@ -472,6 +471,8 @@ def _make_source(manifest: SourceManifest, registry: ToolRegistry) -> ToolSource
         if manifest.transport == "python":
             return PythonToolSource.from_manifest(manifest)
         if manifest.transport == "http":
+            from penguiflow_agents.tools._http import HttpToolSource  # httpx: on first use
+
             return HttpToolSource.from_manifest(manifest)
         if manifest.transport == "a2a":
             try:

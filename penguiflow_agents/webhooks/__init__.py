@@ -9,7 +9,8 @@ with ``verify_signature``. The scheme is in docs/DESIGN.md, "Webhooks".
 
 from __future__ import annotations
 
-from penguiflow_agents.webhooks._deliver import WebhookDeliverer, backoff_s, delivering
+from typing import TYPE_CHECKING, Any
+
 from penguiflow_agents.webhooks._signing import (
     IDEMPOTENCY_HEADER,
     SECRET_ENV,
@@ -19,6 +20,9 @@ from penguiflow_agents.webhooks._signing import (
     webhook_secret_from_env,
 )
 from penguiflow_agents.webhooks._urls import check_notify_url, show_url
+
+if TYPE_CHECKING:
+    from penguiflow_agents.webhooks._deliver import WebhookDeliverer, backoff_s, delivering
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -33,3 +37,14 @@ __all__ = [
     "verify_signature",
     "webhook_secret_from_env",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The deliverer (httpx) loads on first use: policies import this package for its URL checks.
+    if name in ("WebhookDeliverer", "backoff_s", "delivering"):
+        from penguiflow_agents.webhooks import _deliver
+
+        value = getattr(_deliver, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
