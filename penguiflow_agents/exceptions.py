@@ -20,17 +20,14 @@
     ├── BusError                    the message bus failed, or refused a job (backlog full)
     └── WebhookSignatureError       a webhook delivery's signature is missing, stale or wrong
 
-Control-flow signals are not errors and do not derive from PenguiflowError:
-
-    RunPaused                       a run stopped before a call that needs a human decision
+A run waiting for a human decision is not an exception: ``run``/``resume``
+return a ``RunResult`` with ``status == "paused"`` and its ``pending_approvals``.
 
 `penguiflow_agents.runtime.FlowError` (a terminal failure of one trace) lives
 with the runtime: it is delivered to whoever fetches the trace.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 __all__ = [
     "AlreadyDecidedError",
@@ -48,7 +45,6 @@ __all__ = [
     "PenguiflowError",
     "PolicyError",
     "ReplayScriptError",
-    "RunPaused",
     "StoreError",
     "ToolSourceUnavailableError",
     "UserError",
@@ -207,14 +203,3 @@ class WebhookSignatureError(PenguiflowError):
 
     Raised by ``verify_signature`` on the receiving side; never holds a secret.
     """
-
-
-class RunPaused(Exception):  # a signal, not an error
-    """A run stopped before one or more calls that need a human decision."""
-
-    def __init__(self, run_id: str, approval_ids: Sequence[str]) -> None:
-        self.run_id = run_id
-        self.approval_ids = list(approval_ids)
-        super().__init__(
-            f"run {run_id!r} is waiting for approval(s) {', '.join(self.approval_ids)}"
-        )

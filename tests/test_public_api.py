@@ -67,7 +67,6 @@ PROMISED = {
     "RunResult",
     "planner_node",
     "UserError",
-    "RunPaused",
     "create_app",  # the HTTP service (issue 9)
 }
 
