@@ -3,8 +3,9 @@
 Imported only when tracing is on (extra ``[otel]``). Span names and attributes
 follow the OpenTelemetry GenAI semantic conventions:
 
-- ``invoke_agent``: one run, or one resume of it (a resume links to the span
-  that paused it); ``gen_ai.operation.name``, ``gen_ai.agent.name``,
+- ``invoke_agent``: one run, or one resume of it (a resume is a child of the
+  span that paused it, in the run's trace, and also links to it; the context
+  that triggered the resume is a ``resumed_by`` link); ``gen_ai.operation.name``, ``gen_ai.agent.name``,
   ``gen_ai.request.model``, ``gen_ai.conversation.id``, token usage, and
   ``penguiflow.run.id`` / ``penguiflow.tenant`` / ``penguiflow.run.status``;
 - ``chat {model}``: one model call; ``gen_ai.request.model``,
@@ -181,9 +182,18 @@ class Tracing:
         parent = self.extract(carrier) if carrier else None
         links = []
         if link:
-            linked = trace.get_current_span(self.extract(link)).get_span_context()
+            paused_by = self.extract(link)
+            linked = trace.get_current_span(paused_by).get_span_context()
             if linked.is_valid:
                 links.append(Link(linked, {"penguiflow.link": "paused_by"}))
+                # The run's trace goes on: the resume is a child of the span that paused it,
+                # under the same trace id however late the decision came; the context that
+                # triggered the resume (a request, a bus job), if any, is linked instead.
+                if carrier:
+                    by = trace.get_current_span(parent).get_span_context()
+                    if by.is_valid and by.trace_id != linked.trace_id:
+                        links.append(Link(by, {"penguiflow.link": "resumed_by"}))
+                parent = paused_by
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": AGENT_NAME,

@@ -3,7 +3,7 @@
 Names and attributes follow the GenAI semantic conventions; parent/child links
 hold for parallel calls (each call task inherits the run's span); a retry is a
 span event; a run paused in one process and resumed in another is two
-``invoke_agent`` spans, the second linked to the first.
+``invoke_agent`` spans of one trace, the second a child of (and linked to) the first.
 """
 
 from __future__ import annotations
@@ -227,6 +227,9 @@ async def test_a_run_paused_in_one_process_and_resumed_in_another_links_the_two_
     assert second["attributes"]["penguiflow.run.resumed"] is True
     assert second["attributes"]["penguiflow.run.id"] == paused["result"]["run_id"]
     assert second["links"] == [{"trace_id": first["trace_id"], "span_id": first["span_id"]}]
+    # The decision came later, in another process: the resume goes on in the run's own trace.
+    assert second["trace_id"] == first["trace_id"]
+    assert second["parent"] == first["span_id"]
     (wait,) = [s for s in resumed["spans"] if s["name"] == "approval_wait files.write"]
     assert wait["parent"] == second["span_id"]
     assert wait["attributes"]["penguiflow.approval.outcome"] == "approved"
@@ -234,3 +237,54 @@ async def test_a_run_paused_in_one_process_and_resumed_in_another_links_the_two_
     assert wait["end"] == int(approval.decision.decided_at * 1e9)  # type: ignore[union-attr]
     (call,) = [s for s in resumed["spans"] if s["name"] == "execute_tool files.write"]
     assert call["parent"] == second["span_id"]
+
+
+async def test_a_resume_triggered_under_another_trace_stays_in_the_runs_trace_and_links_it(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A later resume (an approval decided through a request with its own ``traceparent``)
+    continues the run's trace; the request's trace is a ``resumed_by`` link."""
+
+    @tool
+    async def write(path: str) -> str:
+        """Write a file."""
+        return "written " + path
+
+    registry = ToolRegistry()
+    registry.add_functions(write, source="files")
+    policies = PolicySet.from_documents(
+        [
+            {
+                "tenant": "acme",
+                "allow": ["files.*"],
+                "approvals": [{"match": "files.write", "approvers": ["role:admin"]}],
+            }
+        ]
+    )
+    turns: list[Any] = [
+        {"tool_calls": [{"name": "files.write", "arguments": {"path": "/a"}}]},
+        {"content": "Written."},
+    ]
+    planner = Telemetry(tracer_provider=provider).instrument(
+        ReactPlanner(llm=ScriptedLLM(turns), registry=registry, policies=policies)
+    )
+    paused = await planner.run("write /a", headers=ALICE)
+    assert paused.status == "paused"
+    await ApprovalService(planner.store, policies).decide(
+        tenant="acme", approval_id=paused.pending_approvals[0].id, principal="bob",
+        roles=["admin"], decision="approve",
+    )  # fmt: skip
+    other_trace, other_span = "ab" * 16, "cd" * 8
+    done = await planner.resume(
+        paused.run_id,
+        headers=ALICE,
+        trace_carrier={"traceparent": f"00-{other_trace}-{other_span}-01"},
+    )
+    assert done.status == "completed", done.error
+    first, second = by_name(exporter.get_finished_spans(), "invoke_agent")
+    assert second.context.trace_id == first.context.trace_id
+    assert second.parent is not None and second.parent.span_id == first.context.span_id
+    links = {(link.attributes or {}).get("penguiflow.link"): link.context for link in second.links}
+    assert links["paused_by"].span_id == first.context.span_id
+    assert format(links["resumed_by"].trace_id, "032x") == other_trace
+    assert format(links["resumed_by"].span_id, "016x") == other_span
