@@ -29,7 +29,7 @@ from penguiflow_agents.planner._planner import model_name
 from penguiflow_agents.server._hub import EventHub, wait_for
 from penguiflow_agents.store import StateStore
 from penguiflow_agents.store._base import ApprovalRecord
-from penguiflow_agents.worker import new_run_id, submit_resume, submit_run
+from penguiflow_agents.worker import new_run_id, request_cancel, submit_resume, submit_run
 from penguiflow_agents.worker._submit import result_of
 
 __all__ = [
@@ -49,6 +49,12 @@ MAX_PLANNERS = 16
 START_TIMEOUT_S = 30.0
 # Longest wait for cancelled runs to record themselves when the server stops.
 STOP_TIMEOUT_S = 10.0
+# Longest wait for a worker to stop a run it was asked to cancel (it reads the request within
+# a second or so; a dead worker's run is cancelled by the worker that takes it over).
+REMOTE_CANCEL_WAIT_S = 30.0
+# How often the run is read while waiting for its worker to cancel it.
+REMOTE_CANCEL_POLL_S = 0.1
+_ENDED = ("completed", "failed", "cancelled")
 
 
 class Planners:
@@ -309,8 +315,33 @@ class BusExecutor:
         await submit_resume(self._bus, run_id, headers=headers)
 
     async def cancel(self, tenant: str, run_id: str, *, headers: Headers) -> None:
+        """A paused run is cancelled here; a running one is asked of its worker (a
+        ``cancel_requested`` event in its log), and this waits until the run has ended
+        (or paused: then it is cancelled here). ``ConflictError`` when no worker stopped
+        it within ``REMOTE_CANCEL_WAIT_S`` (the request stays: a worker that takes the run
+        over cancels it)."""
         planner = await self._planners.get(None)
-        await planner.cancel(run_id, headers=headers)
+        try:
+            await planner.cancel(run_id, headers=headers)
+            return
+        except ConflictError:
+            pass  # it executes on a worker (a foreign or unknown id raised NotFoundError)
+        await request_cancel(self._store, tenant, run_id, by=headers.principal)
+        deadline = time.monotonic() + REMOTE_CANCEL_WAIT_S
+        while time.monotonic() < deadline:
+            record = await self._store.get_run(tenant, run_id)
+            if record.status in _ENDED:
+                return
+            if record.status == "paused":  # it paused before its worker read the request
+                with contextlib.suppress(ConflictError):  # resumed meanwhile: wait on
+                    await planner.cancel(run_id, headers=headers)
+                    return
+            await asyncio.sleep(REMOTE_CANCEL_POLL_S)
+        raise ConflictError(
+            f"run {run_id!r} executes on a worker that has not stopped it within "
+            f"{REMOTE_CANCEL_WAIT_S:g} s; the cancel request stays in its log, so the worker "
+            "that executes it next cancels it."
+        )
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

@@ -16,6 +16,7 @@ await worker.run(handle_signals=True)      # until SIGTERM, then drains
 
 from __future__ import annotations
 
+from penguiflow_agents.worker._cancel import CANCEL_REQUESTED, cancel_requested_by, request_cancel
 from penguiflow_agents.worker._job import JOB_KINDS, Job, new_run_id
 from penguiflow_agents.worker._submit import (
     result_of,
@@ -27,11 +28,14 @@ from penguiflow_agents.worker._submit import (
 from penguiflow_agents.worker._worker import PlannerFactory, Worker
 
 __all__ = [
+    "CANCEL_REQUESTED",
     "JOB_KINDS",
     "Job",
     "PlannerFactory",
     "Worker",
+    "cancel_requested_by",
     "new_run_id",
+    "request_cancel",
     "result_of",
     "submit",
     "submit_resume",

@@ -21,6 +21,11 @@ delivery (a duplicate job) is acknowledged at once; a redelivery (its worker
 went silent, perhaps on another host) watches the run until it ends or its
 claim lapses, then takes it over.
 
+A run this worker executes is cancelled when another process asks for it
+(``request_cancel``: a ``cancel_requested`` event in the run's log, read every
+``CANCEL_POLL_S``): its planner records it as ``cancelled`` and the job is
+acknowledged.
+
 ``stop()`` (or SIGTERM/SIGINT with ``handle_signals=True``) stops taking
 jobs, lets running ones finish for ``drain_timeout_s``, then hands the rest
 back: the run's claim ends at its last checkpoint and the job goes back on
@@ -36,10 +41,10 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from penguiflow_agents._log import get_logger
 from penguiflow_agents.bus import Delivery, MessageBus
@@ -52,8 +57,10 @@ from penguiflow_agents.exceptions import (
 )
 from penguiflow_agents.planner import ReactPlanner, RunResult
 from penguiflow_agents.store import RunRecord, StateStore
+from penguiflow_agents.worker._cancel import cancel_requested_by
 from penguiflow_agents.worker._claims import TERMINAL, get_run, release_claim
 from penguiflow_agents.worker._job import Job
+from penguiflow_agents.worker._submit import result_of
 
 __all__ = ["PlannerFactory", "Worker"]
 
@@ -77,6 +84,8 @@ STORE_RETRY_S = (1.0, 30.0)
 CANCEL_TIMEOUT_S = 10.0
 # Longest wait for one hand-back to the store or the bus at shutdown.
 HANDBACK_TIMEOUT_S = 10.0
+# How often the logs of the runs in progress are read for a cancel request.
+CANCEL_POLL_S = 1.0
 # Planners kept open, one per model; jobs of further models open one for the job only.
 MAX_PLANNERS = 16
 # Statistics a worker keeps (see Worker.stats).
@@ -102,6 +111,9 @@ class _InFlight:
     job: Job | None = None
     executing: bool = False  # inside planner.run/resume: this process may hold the run's claim
     settled: bool = False  # acknowledged (or deliberately left for redelivery)
+    runner: asyncio.Task[RunResult] | None = None  # the planner's run/resume while executing
+    log_seq: int = 0  # the run's events read so far for a cancel request
+    cancel_by: str | None = None  # who asked (another process) to cancel the run
 
 
 class Worker:
@@ -184,6 +196,7 @@ class Worker:
             loop.add_signal_handler(sig, stop.set)
         self._running = True
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"{self.name}-heartbeat")
+        cancels = asyncio.create_task(self._watch_cancels(), name=f"{self.name}-cancels")
         try:
             async with AsyncExitStack() as stack:
                 self._stack = stack
@@ -192,9 +205,10 @@ class Worker:
                 finally:
                     await self._drain()
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for task in (heartbeat, cancels):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self._planners.clear()
@@ -253,6 +267,58 @@ class Worker:
                     _log.warning(
                         "worker_job_taken_over", worker=self.name, job=delivery.id
                     )  # the store's claim still keeps the run from running twice
+
+    async def _watch_cancels(self) -> None:
+        """Cancel the runs in progress whose log holds a cancel request (``request_cancel``)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            for entry in list(self._tasks.values()):
+                job, runner = entry.job, entry.runner
+                if job is None or runner is None or runner.done() or entry.cancel_by:
+                    continue
+                try:
+                    by, entry.log_seq = await cancel_requested_by(
+                        self.store, job.tenant, job.run_id, after_seq=entry.log_seq
+                    )
+                except PenguiflowError as exc:
+                    _log.warning("worker_cancel_check_failed", worker=self.name, error=str(exc))
+                    break  # the store is failing: try again next round
+                if by is not None and entry.runner is runner and not runner.done():
+                    entry.cancel_by = by
+                    _log.info(
+                        "worker_run_cancel_requested",
+                        worker=self.name,
+                        tenant=job.tenant,
+                        run_id=job.run_id,
+                        by=by,
+                    )
+                    runner.cancel()
+
+    async def _execute(self, entry: _InFlight, body: Coroutine[Any, Any, RunResult]) -> RunResult:
+        """``body`` (the planner's run or resume) as a task a cancel request can cancel.
+
+        When it was cancelled on request (and this job was not), the planner has
+        recorded the run as cancelled: that is the result.
+        """
+        runner: asyncio.Task[RunResult] = asyncio.ensure_future(body)
+        entry.runner = runner
+        entry.executing = True
+        try:
+            return await runner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if entry.cancel_by is None or (current is not None and current.cancelling()):
+                raise  # the worker is stopping (or the job was cancelled): not a request
+            job = entry.job
+            assert job is not None
+            record = await get_run(self.store, job.tenant, job.run_id)
+            result = None if record is None else result_of(record)
+            if result is None:
+                raise
+            return result
+        finally:
+            entry.executing = False
+            entry.runner = None
 
     # -- one job ----------------------------------------------------------------------------------
 
@@ -318,18 +384,17 @@ class Worker:
         assert job.query is not None
         try:
             async with self._planner(job.model) as planner:
-                entry.executing = True
-                try:
-                    result = await planner.run(
+                result = await self._execute(
+                    entry,
+                    planner.run(
                         job.query,
                         headers=job.headers,
                         session_id=job.session_id,
                         run_id=job.run_id,
                         claim=True,
                         trace_carrier=job.trace,
-                    )
-                finally:
-                    entry.executing = False
+                    ),
+                )
         except ConflictError:
             return False
         except _OpenFailed as exc:
@@ -346,13 +411,10 @@ class Worker:
         while True:
             try:
                 async with self._planner(record.model or job.model) as planner:
-                    entry.executing = True
-                    try:
-                        result = await planner.resume(
-                            job.run_id, headers=job.headers, trace_carrier=job.trace
-                        )
-                    finally:
-                        entry.executing = False
+                    result = await self._execute(
+                        entry,
+                        planner.resume(job.run_id, headers=job.headers, trace_carrier=job.trace),
+                    )
             except _OpenFailed as exc:
                 _log.error("worker_no_planner", worker=self.name, run_id=job.run_id, error=str(exc))
                 return True  # the run stays as it is; a new resume job can retry
