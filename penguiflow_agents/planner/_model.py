@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+from penguiflow_agents._log import get_logger
 from penguiflow_agents.exceptions import LLMError
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
 from penguiflow_agents.planner._context import Deps, Emit, Run, Stop
@@ -21,6 +22,8 @@ __all__ = ["complete", "model_timeout", "stream_model", "streamed"]
 # Events buffered between a streamed run and its consumer.
 STREAM_BUFFER = 64
 
+_log = get_logger("penguiflow_agents.planner")
+
 
 async def complete(deps: Deps, run: Run, request: LLMRequest) -> LLMResponse:
     try:
@@ -31,6 +34,9 @@ async def complete(deps: Deps, run: Run, request: LLMRequest) -> LLMResponse:
     except LLMError as exc:
         raise Stop("failed", f"the model failed: {exc}") from None
     except Exception as exc:
+        # Not an LLMError: a bug in the client or a library under it. The run fails with a
+        # sentence; the traceback goes to the log, where someone can fix the cause.
+        _log.exception("model_client_raised", run_id=run.run_id, error=type(exc).__name__)
         raise Stop("failed", f"the model client raised {type(exc).__name__}: {exc}") from None
 
 
@@ -50,6 +56,7 @@ async def stream_model(deps: Deps, run: Run, request: LLMRequest, emit: Emit) ->
             except (Stop, asyncio.CancelledError):
                 raise
             except Exception as exc:
+                _log.exception("model_client_raised", run_id=run.run_id, error=type(exc).__name__)
                 raise Stop(
                     "failed", f"the model client raised {type(exc).__name__}: {exc}"
                 ) from None

@@ -332,7 +332,7 @@ class Worker:
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            _log.error(
+            _log.exception(  # unexpected: the traceback goes with it
                 "worker_job_error",
                 worker=self.name,
                 job=delivery.id,
