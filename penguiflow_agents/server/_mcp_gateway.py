@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +43,10 @@ from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from penguiflow_agents.server._auth import Caller, caller
 from penguiflow_agents.server._errors import ApiError, error_response
@@ -148,12 +150,24 @@ class McpGateway:
             on_call_tool=self._call_tool,
             on_subscriptions_listen=self._listen,
         )
+        # Origin is checked by McpEndpoint (configurable, before identity); Host is not
+        # checked: behind a proxy it is whatever the proxy says.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        # Handshake-era sessions, and 2026-07-28 requests that can receive notifications (a
+        # progress token, subscriptions/listen): answered as SSE streams when they notify.
         self.manager = StreamableHTTPSessionManager(
             app=self.server,
-            # Origin is checked by McpEndpoint (configurable, before identity); Host is not
-            # checked: behind a proxy it is whatever the proxy says.
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            security_settings=security,
             max_request_body_size=state.settings.max_body_bytes,
+        )
+        # Other 2026-07-28 requests: one JSON answer, served in the request's own task (the
+        # SSE path's deferral costs ~3 ms per call as the SDK client sees it).
+        self.json_manager = StreamableHTTPSessionManager(
+            app=self.server,
+            security_settings=security,
+            max_request_body_size=state.settings.max_body_bytes,
+            json_response=True,
+            stateless=True,
         )
         self._listeners: dict[object, _Listener] = {}
 
@@ -166,7 +180,7 @@ class McpGateway:
         stop = asyncio.Event()
 
         async def host() -> None:
-            async with self.manager.run():
+            async with self.manager.run(), self.json_manager.run():
                 ready.set()
                 await stop.wait()
 
@@ -357,9 +371,16 @@ class McpEndpoint:
         scope["user"] = AuthenticatedUser(
             AccessToken(token="-", client_id=who.key_id, scopes=[], subject=who.headers.principal)
         )
+        manager = gateway.manager
+        version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if request.method == "POST" and version in MODERN_PROTOCOL_VERSIONS:
+            body = await request.body()  # at most max_body_bytes (BodyLimit)
+            if not _may_notify(body):
+                manager = gateway.json_manager
+            receive = _replaying(body, receive)
         token = _current_caller.set(who)
         try:
-            await gateway.manager.handle_request(scope, receive, send)
+            await manager.handle_request(scope, receive, send)
         finally:
             _current_caller.reset(token)
 
@@ -369,3 +390,31 @@ def _credentials(request: Request) -> HTTPAuthorizationCredentials | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+
+
+def _may_notify(body: bytes) -> bool:
+    """Whether a 2026-07-28 request can be sent notifications: it carries a progress token,
+    or it is a listen (unparsable bodies go to the SDK's full path, which says what is wrong)."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return True
+    if not isinstance(message, dict):
+        return True
+    if message.get("method") == "subscriptions/listen":
+        return True
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and meta.get("progressToken") is not None
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that yields the already-read body first, then the client's next messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
