@@ -32,6 +32,9 @@ Webhooks: when the rule names ``notify`` URLs, or the service was given
 writes one outbox entry per URL *in the same store transaction* as the
 approval record (see ``approvals._webhooks``); a ``WebhookDeliverer`` sends
 them. ``on_outbox`` (e.g. ``deliverer.wake``) is called after such a write.
+A request keeps its receivers (the rule's and the service's) in its record's
+``rule["notify"]``, so its decision reaches the same ones whichever process
+decides it.
 """
 
 from __future__ import annotations
@@ -179,9 +182,12 @@ class ApprovalService:
             created_at=now,
             expires_at=now + rule.expires_in_s,
         )
-        outbox = approval_outbox(
-            record, "approval.requested", notify_targets(record, self._notify), now=now
-        )
+        targets = notify_targets(record, self._notify)
+        if targets != list(record.rule.get("notify") or []):
+            # Kept with the request, so its decision reaches the same receivers whichever
+            # process decides it (a worker's --notify, a decision through the CLI or serve).
+            record = replace(record, rule={**record.rule, "notify": targets})
+        outbox = approval_outbox(record, "approval.requested", targets, now=now)
         if outbox:
             stored = await self._store.create_approval(record, outbox=outbox)
             self._outbox_written()

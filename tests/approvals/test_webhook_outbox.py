@@ -113,3 +113,18 @@ async def test_a_planner_given_notify_urls_announces_the_approvals_its_runs_requ
     (pending,) = paused.pending_approvals
     (entry,) = await store.list_outbox(tenant="acme")
     assert (entry.event_id, entry.url) == (f"{pending.id}.requested", ALL_URL)
+
+
+async def test_a_decision_made_elsewhere_reaches_every_receiver_of_its_request() -> None:
+    """A worker's --notify URL is told of the decision even when another process (the CLI,
+    serve without --notify) decides: the request keeps its receivers."""
+    requester, store = await service(notify=(ALL_URL,))
+    record = await request(requester)
+    assert record.rule["notify"] == [RULE_URL, ALL_URL]
+    elsewhere = ApprovalService(store, requester.policies, clock=Clock())  # no notify of its own
+    await elsewhere.decide(
+        tenant="acme", approval_id=record.id, principal="bob", roles=["admin"],
+        decision="approve",
+    )  # fmt: skip
+    decided = [e for e in await store.list_outbox() if e.kind == "approval.decided"]
+    assert sorted(e.url for e in decided) == sorted([RULE_URL, ALL_URL])

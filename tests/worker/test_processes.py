@@ -303,3 +303,45 @@ def test_submit_wait_end_to_end_through_a_cli_worker(
     assert (tmp_path / "sandbox" / "notes" / "a.txt").read_text() == "hello"
 
     stop(worker, procs, "worker")
+
+
+def test_a_cli_worker_with_notify_delivers_the_webhooks_of_its_approvals(
+    procs: Processes, bus_url: str, store_url: str, tmp_path: Path
+) -> None:
+    """`worker --notify URL` (bus): the request of a run it executes and the decision made by
+    another process (the CLI) are POSTed to the receiver, signed, by the worker itself."""
+    from tests.webhooks.receiver import running_receiver
+
+    (tmp_path / "tools").mkdir()
+    shutil.copy(PACKAGE_DEMO / "tools" / "files.yaml", tmp_path / "tools" / "files.yaml")
+    shutil.copytree(PACKAGE_DEMO / "policies", tmp_path / "policies")
+    (tmp_path / "pause.yaml").write_text(PAUSING_SCRIPT)
+    where = ["--bus", bus_url, "--store", store_url]
+    secret = "worker-webhooks-" + "w" * 32
+    with running_receiver(secret, fail_first=0) as rx:
+        worker = procs.start(
+            "worker",
+            ["-m", "penguiflow_agents", "worker", *where, "--notify", rx.url],
+            PENGUIFLOW_WEBHOOK_SECRET=secret,
+        )
+        queued = cli(
+            tmp_path, "submit", "Save a note", *where, "--model", "replay:pause.yaml",
+            "--tenant", "acme", "--principal", "alice",
+        )  # fmt: skip
+        assert queued.returncode == 0, queued.stderr
+        paused = asyncio.run(wait_in_store(store_url, queued.stdout.strip()))
+        assert paused.status == "paused", procs.log("worker")
+        [pending] = paused.pending_approvals
+        requested, decided = f"{pending.id}.requested", f"{pending.id}.decided"
+        rx.wait_for(lambda r: requested in r.processed, PROCESS_TIMEOUT_S, "the request")
+        approve = cli(
+            tmp_path, "approvals", "approve", pending.id, "--as", "bob", "--role", "admin",
+            "--tenant", "acme", "--store", store_url,
+        )  # fmt: skip
+        assert approve.returncode == 0, approve.stderr
+        rx.wait_for(lambda r: decided in r.processed, PROCESS_TIMEOUT_S, "the decision")
+        body = rx.processed[decided][0]
+        assert body["type"] == "approval.decided" and body["approval"]["status"] == "approved"
+        assert rx.processed[requested][0]["approval"]["tool"] == pending.tool
+        assert not rx.bad_signatures
+        stop(worker, procs, "worker")
