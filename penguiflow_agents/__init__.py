@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         NotFoundError,
         PenguiflowError,
         PolicyError,
+        RemoteAgentError,
         ReplayScriptError,
         StoreError,
         ToolSourceUnavailableError,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
         ToolView,
     )
     from penguiflow_agents.runtime import (
+        A2ATransport,
         Context,
         FinalAnswer,
         Flow,
@@ -73,6 +75,8 @@ if TYPE_CHECKING:
         Message,
         Node,
         NodePolicy,
+        RemoteNode,
+        RemoteTransport,
         StreamChunk,
         configure_logging,
         create,
@@ -144,6 +148,10 @@ _EXPORTS: dict[str, str] = {
     "sign_payload": "penguiflow_agents.webhooks",
     "verify_signature": "penguiflow_agents.webhooks",
     "Headers": "penguiflow_agents._identity",
+    "A2ATransport": "penguiflow_agents.runtime",
+    "RemoteNode": "penguiflow_agents.runtime",
+    "RemoteTransport": "penguiflow_agents.runtime",
+    "RemoteAgentError": "penguiflow_agents.exceptions",
     "Context": "penguiflow_agents.runtime",
     "FinalAnswer": "penguiflow_agents.runtime",
     "Flow": "penguiflow_agents.runtime",
@@ -204,6 +212,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "A2ATransport",
     "AlreadyDecidedError",
     "ApprovalDecision",
     "ApprovalError",
@@ -248,6 +257,9 @@ __all__ = [
     "PostgresStore",
     "ReactPlanner",
     "RedisBus",
+    "RemoteAgentError",
+    "RemoteNode",
+    "RemoteTransport",
     "ReplayScriptError",
     "RunRecord",
     "RunResult",

@@ -14,6 +14,7 @@
     ├── ConflictError               an optimistic-concurrency check lost (another process got there first)
     ├── LLMError                    the model provider failed after retries
     ├── ToolSourceUnavailableError  a tool source could not be reached (server did not start, ...)
+    ├── RemoteAgentError            a remote agent (A2A) refused a request or its task did not complete
     ├── CredentialError             a credential is missing, sealed with another key, or refused
     │   └── AuthorizationRequiredError  a person must authorize a source first (carries the URL)
     ├── StoreError                  the state store failed
@@ -44,6 +45,7 @@ __all__ = [
     "NotFoundError",
     "PenguiflowError",
     "PolicyError",
+    "RemoteAgentError",
     "ReplayScriptError",
     "StoreError",
     "ToolSourceUnavailableError",
@@ -158,6 +160,17 @@ class LLMError(PenguiflowError):
 
 class ToolSourceUnavailableError(PenguiflowError):
     """A tool source could not be reached: its server did not start, the connection failed."""
+
+
+class RemoteAgentError(PenguiflowError):
+    """A remote agent (``RemoteTransport``) could not be used, refused a request, or its task
+    ended without completing. ``unavailable``: it could not be reached (try again later);
+    ``state``: the task's last state (``failed``, ``rejected``, ``input-required``, ...)."""
+
+    def __init__(self, message: str, *, unavailable: bool = False, state: str = "") -> None:
+        self.unavailable = unavailable
+        self.state = state
+        super().__init__(message)
 
 
 class CredentialError(PenguiflowError):

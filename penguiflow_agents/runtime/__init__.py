@@ -6,7 +6,9 @@
         result = await flow.fetch(trace_id=...)
 
 Per-trace cancel, deadlines, retries with backoff, streaming chunks, FlowEvents
-to middlewares (and optionally a StateStore), routing, joins, subflows.
+to middlewares (and optionally a StateStore), routing, joins, subflows, and
+remote agents (``RemoteNode`` over a ``RemoteTransport``; ``A2ATransport``
+needs the ``a2a`` extra and is imported on first use).
 """
 
 from penguiflow_agents._identity import Headers
@@ -19,10 +21,19 @@ from ._events import FlowEvent, FlowEventKind, Middleware
 from ._flow import Flow, create
 from ._join import Join, join_k
 from ._node import Edges, Node, NodePolicy
+from ._remote import (
+    RemoteAgent,
+    RemoteEvent,
+    RemoteNode,
+    RemoteRequest,
+    RemoteSkill,
+    RemoteTransport,
+)
 from ._routing import Route, predicate_router, table_router, union_router
 from ._subflow import subflow
 
 __all__ = [
+    "A2ATransport",
     "Context",
     "Edges",
     "FinalAnswer",
@@ -38,6 +49,12 @@ __all__ = [
     "Middleware",
     "Node",
     "NodePolicy",
+    "RemoteAgent",
+    "RemoteEvent",
+    "RemoteNode",
+    "RemoteRequest",
+    "RemoteSkill",
+    "RemoteTransport",
     "Route",
     "StreamChunk",
     "configure_logging",
@@ -51,3 +68,16 @@ __all__ = [
     "table_router",
     "union_router",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "A2ATransport":
+        try:
+            from ._a2a import A2ATransport
+        except ImportError as exc:
+            raise ImportError(
+                f"A2ATransport needs the a2a extra (pip install 'penguiflow-agents[a2a]'): {exc}"
+            ) from None
+        globals()[name] = A2ATransport
+        return A2ATransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

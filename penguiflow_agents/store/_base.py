@@ -140,6 +140,20 @@ class OutboxEntry:
     finished_at: float | None = None  # delivered or dead-lettered
 
 
+@dataclass(slots=True, kw_only=True)
+class RemoteBinding:
+    """A remote task started for one step of a trace (``RemoteNode``): where it runs and
+    its id there, so that a trace taken over elsewhere reattaches instead of sending again."""
+
+    tenant: str
+    trace_id: str
+    key: str  # which remote step of the trace (the RemoteNode's name)
+    agent_url: str
+    task_id: str
+    context_id: str = ""
+    created_at: float = 0.0
+
+
 @runtime_checkable
 class StateStore(Protocol):
     # -- events ---------------------------------------------------------
@@ -257,6 +271,16 @@ class StateStore(Protocol):
 
     async def list_credentials(self, tenant: str, prefix: str = "") -> list[str]:
         """The tenant's credential keys that start with ``prefix``, sorted."""
+        ...
+
+    # -- remote tasks ----------------------------------------------------
+    async def bind_remote(self, binding: RemoteBinding) -> RemoteBinding:
+        """Record the remote task of ``(tenant, trace_id, key)``; the first binding wins:
+        when one exists already it is returned unchanged (the caller then reattaches)."""
+        ...
+
+    async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
+        """The remote task bound to ``(trace_id, key)``, or None (also for another tenant's)."""
         ...
 
     # -- exactly-once calls ----------------------------------------------

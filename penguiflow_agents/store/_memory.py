@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from ._base import (
     ApprovalRecord,
     CallRecord,
     OutboxEntry,
+    RemoteBinding,
     RunRecord,
     StoredEvent,
 )
@@ -99,6 +101,7 @@ class MemoryStore:
         self._runs: dict[tuple[str, str], _StoredRun] = {}
         self._sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._credentials: dict[tuple[str, str], str] = {}
+        self._remote: dict[tuple[str, str, str], RemoteBinding] = {}
         self._approvals: dict[tuple[str, str], ApprovalRecord] = {}
         self._calls: dict[tuple[str, str, str], CallRecord] = {}
         self._outbox: dict[str, OutboxEntry] = {}  # insertion order is creation order
@@ -252,6 +255,22 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             self._sessions[(tenant, session_id)] = stored
+
+    # -- remote tasks -----------------------------------------------------
+
+    async def bind_remote(self, binding: RemoteBinding) -> RemoteBinding:
+        key = (binding.tenant, binding.trace_id, binding.key)
+        with self._lock:
+            found = self._remote.get(key)
+            if found is None:
+                found = dataclasses.replace(binding, created_at=binding.created_at or time.time())
+                self._remote[key] = found
+            return dataclasses.replace(found)
+
+    async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
+        with self._lock:
+            found = self._remote.get((tenant, trace_id, key))
+            return None if found is None else dataclasses.replace(found)
 
     # -- sealed credentials -----------------------------------------------
 

@@ -34,6 +34,7 @@ from ._base import (
     ApprovalRecord,
     CallRecord,
     OutboxEntry,
+    RemoteBinding,
     RunRecord,
     StoredEvent,
 )
@@ -109,6 +110,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: retention finds ended runs by status and last write.
     ("CREATE INDEX runs_by_end ON runs (status, updated_at)",),
+    # 5: remote tasks started for a trace (RemoteNode), to reattach after a takeover.
+    (
+        """CREATE TABLE remote_tasks (
+            tenant TEXT NOT NULL, trace_id TEXT NOT NULL, key TEXT NOT NULL,
+            agent_url TEXT NOT NULL, task_id TEXT NOT NULL, context_id TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, trace_id, key))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -508,6 +516,34 @@ class PostgresStore:
 
         await self._run(op)
 
+    # -- remote tasks -----------------------------------------------------
+
+    async def bind_remote(self, binding: RemoteBinding) -> RemoteBinding:
+        async def op(conn: Any) -> RemoteBinding:
+            await conn.execute(
+                "INSERT INTO remote_tasks (tenant, trace_id, key, agent_url, task_id, "
+                "context_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (tenant, trace_id, key) DO NOTHING",
+                binding.tenant,
+                binding.trace_id,
+                binding.key,
+                binding.agent_url,
+                binding.task_id,
+                binding.context_id,
+                binding.created_at or time.time(),
+            )
+            found = await _remote_row(conn, binding.tenant, binding.trace_id, binding.key)
+            assert found is not None
+            return found
+
+        return await self._run(op)
+
+    async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
+        async def op(conn: Any) -> RemoteBinding | None:
+            return await _remote_row(conn, tenant, trace_id, key)
+
+        return await self._run(op)
+
     # -- sealed credentials -----------------------------------------------
 
     async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
@@ -826,3 +862,24 @@ async def _get_approval(conn: Any, tenant: str, approval_id: str) -> ApprovalRec
     if row is None:
         raise NotFoundError("approval", approval_id)
     return _codec.approval_from_row(row)
+
+
+async def _remote_row(conn: Any, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
+    row = await conn.fetchrow(
+        "SELECT agent_url, task_id, context_id, created_at FROM remote_tasks "
+        "WHERE tenant = $1 AND trace_id = $2 AND key = $3",
+        tenant,
+        trace_id,
+        key,
+    )
+    if row is None:
+        return None
+    return RemoteBinding(
+        tenant=tenant,
+        trace_id=trace_id,
+        key=key,
+        agent_url=str(row["agent_url"]),
+        task_id=str(row["task_id"]),
+        context_id=str(row["context_id"]),
+        created_at=float(row["created_at"]),
+    )

@@ -30,6 +30,7 @@ from ._base import (
     ApprovalRecord,
     CallRecord,
     OutboxEntry,
+    RemoteBinding,
     RunRecord,
     StoredEvent,
 )
@@ -95,6 +96,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 5: retention finds ended runs by status and last write.
     ("CREATE INDEX runs_by_end ON runs (status, updated_at)",),
+    # 6: remote tasks started for a trace (RemoteNode), to reattach after a takeover.
+    (
+        """CREATE TABLE remote_tasks (
+            tenant TEXT NOT NULL, trace_id TEXT NOT NULL, key TEXT NOT NULL,
+            agent_url TEXT NOT NULL, task_id TEXT NOT NULL, context_id TEXT NOT NULL,
+            created_at REAL NOT NULL, PRIMARY KEY (tenant, trace_id, key)) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -506,6 +514,37 @@ class SQLiteStore:
 
         await self._run(op)
 
+    # -- remote tasks -----------------------------------------------------
+
+    async def bind_remote(self, binding: RemoteBinding) -> RemoteBinding:
+        def op(conn: sqlite3.Connection) -> RemoteBinding:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO remote_tasks (tenant, trace_id, key, agent_url, task_id, "
+                    "context_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (tenant, trace_id, key) DO NOTHING",
+                    (
+                        binding.tenant,
+                        binding.trace_id,
+                        binding.key,
+                        binding.agent_url,
+                        binding.task_id,
+                        binding.context_id,
+                        binding.created_at or time.time(),
+                    ),
+                )
+                found = _remote_row(conn, binding.tenant, binding.trace_id, binding.key)
+            assert found is not None
+            return found
+
+        return await self._run(op)
+
+    async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
+        def op(conn: sqlite3.Connection) -> RemoteBinding | None:
+            return _remote_row(conn, tenant, trace_id, key)
+
+        return await self._run(op)
+
     # -- sealed credentials -----------------------------------------------
 
     async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
@@ -840,3 +879,24 @@ def _get_approval(conn: sqlite3.Connection, tenant: str, approval_id: str) -> Ap
     if row is None:
         raise NotFoundError("approval", approval_id)
     return _codec.approval_from_row(row)
+
+
+def _remote_row(
+    conn: sqlite3.Connection, tenant: str, trace_id: str, key: str
+) -> RemoteBinding | None:
+    row = conn.execute(
+        "SELECT agent_url, task_id, context_id, created_at FROM remote_tasks "
+        "WHERE tenant = ? AND trace_id = ? AND key = ?",
+        (tenant, trace_id, key),
+    ).fetchone()
+    if row is None:
+        return None
+    return RemoteBinding(
+        tenant=tenant,
+        trace_id=trace_id,
+        key=key,
+        agent_url=str(row[0]),
+        task_id=str(row[1]),
+        context_id=str(row[2]),
+        created_at=float(row[3]),
+    )

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalRecord,
         CallRecord,
         OutboxEntry,
+        RemoteBinding,
         RunRecord,
         StoredEvent,
     )
@@ -362,6 +363,12 @@ class ActivityStore:
         self, *, tenant: str | None = None, status: str | None = None
     ) -> list[OutboxEntry]:
         raise UserError("a workflow does not deliver webhooks.")
+
+    async def bind_remote(self, binding: RemoteBinding) -> RemoteBinding:
+        raise UserError("a workflow does not start remote tasks; a flow's RemoteNode does.")
+
+    async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
+        raise UserError("a workflow does not start remote tasks; a flow's RemoteNode does.")
 
     async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
         raise UserError("a workflow does not handle credentials; its activities do.")

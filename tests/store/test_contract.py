@@ -735,6 +735,37 @@ async def test_credentials_are_put_replaced_listed_and_deleted_per_tenant(
     assert await store.list_credentials(tenant) == ["mcp/b/tokens", "other"]
 
 
+# -- remote tasks ------------------------------------------------------------------------------
+
+
+async def test_a_remote_binding_is_kept_first_writer_wins_and_per_tenant(
+    store: StateStore, tenant: str, other_tenant: str
+) -> None:
+    from penguiflow_agents.store import RemoteBinding
+
+    assert await store.get_remote(tenant, "trace-1", "research") is None
+    first = RemoteBinding(
+        tenant=tenant,
+        trace_id="trace-1",
+        key="research",
+        agent_url="http://127.0.0.1:9/",
+        task_id="task-1",
+        context_id="ctx-1",
+    )
+    kept = await store.bind_remote(first)
+    assert (kept.task_id, kept.context_id, kept.agent_url) == ("task-1", "ctx-1", first.agent_url)
+    assert kept.created_at > 0
+    # A second process that also started a task finds the first binding and reattaches to it.
+    second = RemoteBinding(
+        tenant=tenant, trace_id="trace-1", key="research", agent_url="x", task_id="task-2"
+    )
+    assert (await store.bind_remote(second)).task_id == "task-1"
+    got = await store.get_remote(tenant, "trace-1", "research")
+    assert got is not None and got.task_id == "task-1"
+    assert await store.get_remote(tenant, "trace-1", "other-step") is None
+    assert await store.get_remote(other_tenant, "trace-1", "research") is None
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
