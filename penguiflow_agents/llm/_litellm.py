@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import re
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
+from penguiflow_agents._retry import backoff_delay, parse_retry_after
 from penguiflow_agents.exceptions import LLMError, UserError
 from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._json_actions import json_action_messages, parse_json_action
@@ -293,8 +293,7 @@ class LiteLLMClient:
             yield item
 
     def _backoff(self, attempt: int, exc: BaseException) -> float:
-        base = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (attempt - 1))
-        delay = base * (0.5 + random.random() / 2)  # "equal jitter": between base/2 and base
+        delay = backoff_delay(attempt, initial_s=self.initial_backoff_s, max_s=self.max_backoff_s)
         hinted = _retry_after_s(exc)
         if hinted is not None:
             delay = max(delay, min(hinted, self.max_backoff_s))
@@ -507,6 +506,6 @@ def _retry_after_s(exc: BaseException) -> float | None:
         return None
     try:
         value = headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return None
+    return parse_retry_after(value if isinstance(value, str) else None)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel
 
+from penguiflow_agents._retry import backoff_delay
 from penguiflow_agents.exceptions import UserError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class NodePolicy:
 
     Attempt ``n`` (n >= 1) that fails is followed, if ``n <= max_retries``, by a
     pause of ``min(max_backoff, backoff_base * backoff_mult ** (n - 1))``
-    stretched or shrunk at random by up to ``jitter`` (a fraction). Validation
+    shrunk at random by up to ``jitter`` (a fraction; ``_retry.backoff_delay``). Validation
     failures and a ``FlowError`` raised by the node are never retried.
     """
 
@@ -61,8 +62,14 @@ class NodePolicy:
 
     def backoff(self, attempt: int, rand: float) -> float:
         """The pause after failed attempt ``attempt``; ``rand`` is uniform in [0, 1)."""
-        base = min(self.max_backoff, self.backoff_base * self.backoff_mult ** (attempt - 1))
-        return max(0.0, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
+        return backoff_delay(
+            attempt,
+            initial_s=self.backoff_base,
+            max_s=self.max_backoff,
+            multiplier=self.backoff_mult,
+            jitter=self.jitter,
+            rand=lambda: rand,
+        )
 
 
 _DEFAULT_POLICY = NodePolicy()

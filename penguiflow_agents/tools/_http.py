@@ -16,15 +16,14 @@ template, never the resolved URL or header values (they may hold secrets).
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from penguiflow_agents._retry import parse_retry_after
 from penguiflow_agents.exceptions import MissingEnvVarError, ToolSourceUnavailableError
 from penguiflow_agents.tools._manifest import SourceManifest, ToolOverride, path_parameters
 from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
@@ -256,17 +255,4 @@ def _query_value(value: Any) -> Any:
 
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(value)

@@ -115,7 +115,7 @@ class _Strict(BaseModel):
 
 
 class RetryConfig(_Strict):
-    """Bounded retries with exponential backoff and full jitter."""
+    """Bounded retries with exponential backoff and jitter (``_retry.backoff_delay``)."""
 
     max_attempts: int = Field(default=3, ge=1, le=20)
     initial_backoff_s: float = Field(default=0.2, ge=0)

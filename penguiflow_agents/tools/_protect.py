@@ -10,7 +10,7 @@
    process; waiting longer than ``queue_timeout_s`` is an ``overloaded`` result;
 3. a **timeout** of ``timeout_s`` (or the tool's own) on the call itself; the
    call is cancelled when it expires (the MCP request or HTTP call with it);
-4. **retries** with exponential backoff and full jitter, only for idempotent
+4. **retries** with exponential backoff and jitter (``_retry.backoff_delay``), only for idempotent
    tools and only after a retryable failure (timeout, unavailable, remote
    overload such as HTTP 429); a ``retry_after_s`` hint (HTTP Retry-After) is
    honoured. The slot is released while waiting to retry.
@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import Any
 
 from penguiflow_agents._log import get_logger
+from penguiflow_agents._retry import backoff_delay as _backoff
 from penguiflow_agents.tools._manifest import CircuitBreakerConfig, SourceManifest
 from penguiflow_agents.tools._redact import ResultRedactor
 from penguiflow_agents.tools._types import (
@@ -66,9 +67,8 @@ RETRYABLE = frozenset({ToolErrorKind.TIMEOUT, ToolErrorKind.UNAVAILABLE, ToolErr
 def backoff_delay(
     attempt: int, *, initial_s: float, max_s: float, rng: random.Random | None = None
 ) -> float:
-    """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
-    cap = min(max_s, initial_s * (2 ** (attempt - 1)))
-    return (rng or random).uniform(0.0, cap)
+    """The pause before retry number ``attempt`` (1-based): ``_retry.backoff_delay``."""
+    return _backoff(attempt, initial_s=initial_s, max_s=max_s, rand=(rng or random).random)
 
 
 class BreakerState(StrEnum):

@@ -27,6 +27,7 @@ from dataclasses import replace
 import httpx
 import structlog
 
+from penguiflow_agents._retry import backoff_delay
 from penguiflow_agents.store._base import OutboxEntry, StateStore
 from penguiflow_agents.webhooks._signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign_payload
 from penguiflow_agents.webhooks._urls import show_url
@@ -61,9 +62,9 @@ def backoff_s(
     rand: Callable[[], float] = random.random,
 ) -> float:
     """Wait after the ``attempts``-th failed attempt: ``initial * 2**(attempts-1)``, capped,
-    then jittered to between half and all of it (so receivers are not hit in lockstep)."""
-    base = min(max_s, initial_s * 2.0 ** max(0, attempts - 1))
-    return base * (0.5 + 0.5 * rand())
+    then jittered to between half and all of it (so receivers are not hit in lockstep);
+    ``_retry.backoff_delay``."""
+    return backoff_delay(attempts, initial_s=initial_s, max_s=max_s, rand=rand)
 
 
 class WebhookDeliverer:

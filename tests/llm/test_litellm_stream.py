@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from typing import Any
@@ -136,6 +137,25 @@ async def test_retry_after_on_a_429_is_honoured_up_to_the_backoff_cap(
     started = time.perf_counter()
     assert (await _client().complete(LLMRequest(messages=[USER]))).content == "ok"
     assert time.perf_counter() - started >= 0.3
+    assert route.call_count == 2
+
+
+async def test_retry_after_as_an_http_date_is_honoured(mock_http: respx.MockRouter) -> None:
+    """Issue #12 §9: the model client reads both forms of Retry-After (one shared parser)."""
+    when = email.utils.formatdate(time.time() + 2.5, usegmt=True)  # whole seconds: 1.5-2.5 s
+    route = mock_http.post(OPENAI_URL).mock(
+        side_effect=[
+            httpx.Response(
+                429,
+                headers={"retry-after": when},
+                json={"error": {"message": "wait", "type": "rate_limit_error"}},
+            ),
+            httpx.Response(200, json=openai_reply(content="ok")),
+        ]
+    )
+    started = time.perf_counter()
+    assert (await _client().complete(LLMRequest(messages=[USER]))).content == "ok"
+    assert time.perf_counter() - started >= 1.0
     assert route.call_count == 2
 
 

@@ -81,8 +81,8 @@ def test_bad_policy_and_sizes_are_refused_with_the_value() -> None:
 
 def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
     policy = NodePolicy(backoff_base=0.1, backoff_mult=2.0, max_backoff=0.5, jitter=0.2)
-    assert policy.backoff(1, 0.5) == pytest.approx(0.1)
-    assert policy.backoff(2, 0.5) == pytest.approx(0.2)
-    assert policy.backoff(10, 0.5) == pytest.approx(0.5)
-    assert policy.backoff(2, 0.0) == pytest.approx(0.16)
-    assert policy.backoff(2, 0.9999) == pytest.approx(0.24, abs=1e-3)
+    assert policy.backoff(1, 1.0) == pytest.approx(0.1)
+    assert policy.backoff(2, 1.0) == pytest.approx(0.2)
+    assert policy.backoff(10, 1.0) == pytest.approx(0.5)
+    assert policy.backoff(2, 0.0) == pytest.approx(0.16)  # shrunk by up to jitter, never grown
+    assert policy.backoff(2, 0.5) == pytest.approx(0.18)
