@@ -163,7 +163,7 @@ class GatewayCalls:
             )
             await self._record(who, log_id, call_id, name, arguments, outcome, started)
             return outcome
-        rule = state.policies.approval_rule(name, prepared, headers)
+        rule = state.policies.approval_rule(name, prepared, headers, risk=spec.risk)
         log_id = call_log_id(headers.tenant, headers.principal, name, prepared)
         if rule is None:
             result = await state.registry.call(

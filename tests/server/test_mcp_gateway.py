@@ -394,3 +394,17 @@ async def test_listeners_hear_tools_list_changed_when_their_own_view_changes() -
         assert after - before == {"t.added_1"}
         await asyncio.sleep(0.5)  # several comparisons later
         assert globex_heard == []
+
+
+async def test_approval_rules_on_risk_gate_by_the_tools_risk() -> None:
+    """``risk: high`` gates only high-risk tools: ``math.add`` (low) runs at once."""
+    policies = [
+        {
+            "tenant": "acme",
+            "allow": ["files.*", "math.*"],
+            "approvals": [{"risk": "high", "approvers": ["role:admin"]}],
+        }
+    ]
+    async with gateway(policies=policies, mcp_approval_wait_s=0.2) as gw, gw.client("alice") as c:
+        assert text_of(await c.call_tool("math.add", {"a": 1, "b": 1})) == "2"
+        assert gw.writes == [] and not (await gw.events("acme", "approval_requested"))
