@@ -35,8 +35,12 @@ class Gateway:
     store: MemoryStore
     writes: list[tuple[str, str]] = field(default_factory=list)
 
-    def client(self, who: str | None, mode: str = "auto", **kw: Any) -> Client:
-        headers = {"Authorization": f"Bearer {KEYS[who]}"} if who else {}
+    def client(
+        self, who: str | None, mode: str = "auto", *, token: str | None = None, **kw: Any
+    ) -> Client:
+        """The SDK's client with ``who``'s key (or a bearer ``token``) on every request."""
+        bearer = token or (KEYS[who] if who else None)
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120))
         return Client(streamable_http_client(self.url, http_client=http), mode=mode, **kw)
 
@@ -408,3 +412,36 @@ async def test_approval_rules_on_risk_gate_by_the_tools_risk() -> None:
     async with gateway(policies=policies, mcp_approval_wait_s=0.2) as gw, gw.client("alice") as c:
         assert text_of(await c.call_tool("math.add", {"a": 1, "b": 1})) == "2"
         assert gw.writes == [] and not (await gw.events("acme", "approval_requested"))
+
+
+async def test_an_oidc_token_is_a_caller_like_a_key_and_a_bad_one_is_401(tmp_path: Any) -> None:
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    from penguiflow_agents.server import OIDCConfig
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": "k1", "alg": "ES256"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    issuer, audience = "https://login.example.test/", "penguiflow"
+    oidc = OIDCConfig(issuer=issuer, audience=audience, jwks=str(tmp_path / "jwks.json"))
+
+    def token(**claims: Any) -> str:
+        body = {"iss": issuer, "aud": audience, "sub": "gus", "tenant": "globex"}
+        body |= {"exp": int(time.time()) + 300, **claims}
+        return jwt.encode(body, key, algorithm="ES256", headers={"kid": "k1"})
+
+    async with gateway(oidc=oidc) as gw:
+        async with gw.client(None, token=token()) as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["math.add"]
+            assert text_of(await client.call_tool("math.add", {"a": 1, "b": 2})) == "3"
+        (event,) = await gw.events("globex", "mcp_tool_call")
+        assert event["key_id"] == "oidc:globex:gus" and event["principal"] == "gus"
+        async with httpx.AsyncClient(timeout=30) as http:
+            expired = token(exp=int(time.time()) - 3600)
+            r = await http.post(gw.url, json={}, headers={"Authorization": f"Bearer {expired}"})
+            assert r.status_code == 401 and "refused" in r.json()["error"]["message"]
