@@ -140,6 +140,7 @@ class AuthorizedMCPSource:
             try:
                 await self._listed(source)
             except AuthorizationRequiredError:
+                self._forget(owner, source)
                 raise
             except PenguiflowError:
                 pass  # the call reports the failure as a result
@@ -147,8 +148,16 @@ class AuthorizedMCPSource:
         if not result.ok and result.error_kind == ToolErrorKind.UNAVAILABLE:
             needed = _authorization_cause(source)
             if needed is not None:
+                self._forget(owner, source)
                 raise needed
         return result
+
+    def _forget(self, owner: Owner, source: MCPToolSource) -> None:
+        """Drop a session that needs authorization: once the owner authorizes (in any
+        process), the next call connects afresh instead of waiting out a reconnect backoff."""
+        if self._sessions.get(owner) is source:
+            del self._sessions[owner]
+            self._close_later(source)
 
     async def authorize(self, owner: Owner, authorizer: Authorizer) -> list[ToolSpec]:
         """Connect as ``owner`` with a person at hand (``auth login``); returns the tools."""

@@ -149,6 +149,13 @@ async def _decide_all(
 ) -> tuple[Headers | None, bool]:
     """Ask for a decision on each pending call: (the approver, False if one was left undecided)."""
     for pending in result.pending_approvals:
+        if pending.kind == "authorization":  # not an approver's decision: the owner logs in
+            printer.line(
+                f"[yellow]authorization needed[/yellow] {escape(pending.tool)}: source "
+                f"{escape(repr(pending.source))} ({escape(pending.reason or 'no token')}); run "
+                f"`penguiflow-agents auth login {escape(pending.source or '?')}`, then resume"
+            )
+            return approver, False
         decision = await _ask_decision(printer, pending)
         if decision is None:
             return approver, False

@@ -46,6 +46,7 @@ __all__ = [
     "Locations",
     "RunPrinter",
     "approve_command",
+    "authorize_command",
     "event_json",
     "result_document",
     "resume_command",
@@ -96,6 +97,20 @@ def approve_command(pending: PendingApproval, where: Locations, requester: str) 
     return shlex.join(parts + where.options)
 
 
+def authorize_command(pending: PendingApproval, where: Locations) -> str:
+    """``auth login`` for the person a run waits on (kind ``authorization``)."""
+    parts = ["penguiflow-agents", "auth", "login", pending.source or "?", "--tenant", where.tenant]
+    if pending.principal and pending.principal != "*":
+        parts += ["--principal", pending.principal]
+    return shlex.join(parts + where.options)
+
+
+def _wait_line(pending: PendingApproval, where: Locations, requester: str) -> str:
+    if pending.kind == "authorization":
+        return f"  authorize: {authorize_command(pending, where)}"
+    return f"  approve: {approve_command(pending, where, requester)}"
+
+
 def resume_command(run_id: str, where: Locations) -> str:
     """``resume RUN_ID`` in this process, or for a run on workers ``submit --resume RUN_ID``."""
     if where.bus_options is not None:
@@ -123,6 +138,10 @@ def result_document(
     """The ``--json`` document of run / resume (DESIGN.md keys, plus commands and model facts)."""
     doc = result.to_dict()
     for entry, pending in zip(doc["pending_approvals"], result.pending_approvals, strict=True):
+        if pending.kind == "authorization":  # no approver, no expiry: the owner authorizes
+            entry["authorize_command"] = authorize_command(pending, where)
+            entry["expires_at"] = None
+            continue
         entry["approve_command"] = approve_command(pending, where, requester)
         entry["expires_at"] = iso_utc(pending.expires_at)  # as in `approvals list`
     doc["resume_command"] = (
@@ -290,6 +309,14 @@ class RunPrinter:
         elif isinstance(event, Paused):
             self._stop()
             for pending in event.pending_approvals:
+                if pending.kind == "authorization":
+                    whom = "the tenant" if pending.principal == "*" else repr(pending.principal)
+                    self.console.print(
+                        f"  [yellow]⏸[/yellow] {escape(pending.tool)} {escape(_short(pending.arguments, _ARGS_CHARS))}"
+                        f"  [yellow]needs authorization[/yellow] of source {escape(repr(pending.source))} "
+                        f"by {escape(whom)}: {escape(pending.url or 'run auth login')}"
+                    )
+                    continue
                 who = ", ".join(pending.approvers) or "nobody"
                 reason = f"{pending.reason}; " if pending.reason else ""
                 self.console.print(
@@ -349,10 +376,14 @@ class RunPrinter:
 
     def show_paused(self, result: RunResult, where: Locations, requester: str) -> None:
         """The pause summary with the exact commands to approve and resume."""
-        n = len(result.pending_approvals)
-        self.line(
-            f"[yellow]paused[/yellow]: run {result.run_id} waits for {n} approval{'s' if n != 1 else ''}."
-        )
+        kinds = [p.kind for p in result.pending_approvals]
+        n, m = kinds.count("approval"), kinds.count("authorization")
+        waits = [
+            f"{k} {word}{'s' if k != 1 else ''}"
+            for k, word in ((n, "approval"), (m, "authorization"))
+            if k
+        ]
+        self.line(f"[yellow]paused[/yellow]: run {result.run_id} waits for {' and '.join(waits)}.")
         for pending in result.pending_approvals:
-            self.line(f"  approve: {escape(approve_command(pending, where, requester))}")
+            self.line(escape(_wait_line(pending, where, requester)))
         self.line(f"  then:    {escape(resume_command(result.run_id, where))}")

@@ -37,6 +37,7 @@ from penguiflow_agents.cli._common import (
     headers_of,
     load_policy_dir,
     print_json,
+    use_store_credentials,
 )
 from penguiflow_agents.cli._status import elapsed
 from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
@@ -187,6 +188,7 @@ async def _worker(args: argparse.Namespace) -> int:
         from penguiflow_agents.cli._run import load_tools
 
         registry = load_tools(args.tools)
+        use_store_credentials(registry, raw_store)  # a missing token pauses the run
         stack.push_async_callback(registry.aclose)
         await stack.enter_async_context(delivering(raw_store, secret))
         worker = Worker(

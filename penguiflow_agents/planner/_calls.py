@@ -22,6 +22,7 @@ from typing import Any
 from penguiflow_agents.llm._json_actions import INVALID_ACTION_NAME
 from penguiflow_agents.llm._types import LLMToolCall
 from penguiflow_agents.planner import _prompts
+from penguiflow_agents.planner._authorization import authorization_wait, needs_authorization
 from penguiflow_agents.planner._context import Deps, Run, Stop
 from penguiflow_agents.planner._types import (
     PendingApproval,
@@ -397,6 +398,9 @@ async def run_calls(
             raise
         _cancelled(deps, run, catalog, step, [call], out)
         raise _deadline_stop(run, [call.name]) from None
+    if needs_authorization(result):  # nothing ran: the run waits for the owner to authorize
+        out.waiting.append(await authorization_wait(deps, run, call.id, call.name, args, result))
+        return
     await _tally(out, *observe(deps, catalog, step, call.id, call.name, args, result), run)
     if not result.ok and run.past_deadline():  # the registry cut the call at the deadline
         raise _deadline_stop(run, [call.name])
@@ -429,9 +433,14 @@ async def _run_parallel(
             for task in done:
                 call = tasks[task]
                 result = task.result()
+                args = dict(call.arguments or {})
+                if needs_authorization(result):
+                    out.waiting.append(
+                        await authorization_wait(deps, run, call.id, call.name, args, result)
+                    )
+                    continue
                 if not result.ok:
                     failed.append(call.name)
-                args = dict(call.arguments or {})
                 await _tally(
                     out, *observe(deps, catalog, step, call.id, call.name, args, result), run
                 )

@@ -11,10 +11,11 @@ from typing import Any
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.llm._types import LLMToolCall
 from penguiflow_agents.planner._approved import Approved, execute_approved, resolve
+from penguiflow_agents.planner._authorization import resolve_authorization
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
 from penguiflow_agents.planner._context import Deps, Run, Stop
 from penguiflow_agents.planner._state import PausedStep, RunState
-from penguiflow_agents.planner._types import ToolCallFinished, ToolCallStarted
+from penguiflow_agents.planner._types import Step, ToolCallFinished, ToolCallStarted
 
 __all__ = [
     "StillWaiting",
@@ -97,7 +98,11 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
     assert paused is not None
     still = []
     for pending in paused.waiting:
-        resolved = await resolve(deps, run, catalog, paused.step, pending)
+        resolved: tuple[Step, str] | Approved | None
+        if pending.kind == "authorization":  # the owner authorized? then the call runs, once
+            resolved = await resolve_authorization(deps, run, catalog, paused.step, pending)
+        else:
+            resolved = await resolve(deps, run, catalog, paused.step, pending)
         if resolved is None:
             still.append(pending)
             continue

@@ -85,7 +85,12 @@ class Step:
 
 @dataclass(slots=True, kw_only=True)
 class PendingApproval:
-    """A call the run is waiting on: decide approval ``id``, then resume the run."""
+    """A call the run is waiting on, by ``kind``:
+
+    - ``approval``: decide approval ``id``, then resume the run;
+    - ``authorization``: the run's owner (``principal``) must authorize ``source``
+      (``url``, or ``auth login``), then resume the run; the call then runs once.
+    """
 
     id: str
     tool: str
@@ -94,10 +99,16 @@ class PendingApproval:
     approvers: list[str] = field(default_factory=list)
     reason: str | None = None
     expires_at: float = 0.0  # time.time()
+    kind: str = "approval"  # approval | authorization
+    source: str | None = None  # authorization: the source to authorize
+    principal: str | None = None  # authorization: who must authorize ("*": the tenant)
+    url: str | None = None  # authorization: where that person authorizes
+    attempt: int = 0  # authorization: calls tried after an authorization (exactly-once keys)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
+            "kind": self.kind,
             "tool": self.tool,
             "arguments": self.arguments,
             "call_id": self.call_id,
@@ -105,6 +116,11 @@ class PendingApproval:
             "reason": self.reason,
             "expires_at": self.expires_at,
         }
+        if self.kind == "authorization":
+            out.update(
+                source=self.source, principal=self.principal, url=self.url, attempt=self.attempt
+            )
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingApproval:
@@ -116,6 +132,11 @@ class PendingApproval:
             approvers=[str(a) for a in data.get("approvers") or []],
             reason=data.get("reason"),
             expires_at=float(data.get("expires_at", 0.0)),
+            kind=str(data.get("kind") or "approval"),
+            source=data.get("source"),
+            principal=data.get("principal"),
+            url=data.get("url"),
+            attempt=int(data.get("attempt") or 0),
         )
 
 

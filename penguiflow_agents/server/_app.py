@@ -135,6 +135,12 @@ def create_app(
 
                 the_registry = load_tools(settings.tools)
                 stack.push_async_callback(the_registry.aclose)
+            if the_registry.credentials is None:
+                # Tokens of `auth:` sources, sealed in the store (shared with `auth login`); a
+                # missing one pauses the run for the user's authorization, never prompts here.
+                from penguiflow_agents.auth import CredentialVault, SecretBox
+
+                the_registry.use_credentials(CredentialVault(inner, SecretBox.from_environment))
             ring = keys if keys is not None else KeyRing.load(settings.keys)
             oidc_config = settings.oidc or ring.oidc
             oidc = OIDCVerifier(oidc_config) if oidc_config is not None else None

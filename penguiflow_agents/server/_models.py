@@ -97,6 +97,11 @@ class PendingDocument(_Document):
     approvers: list[str] = Field(default_factory=list)
     reason: str | None = None
     expires_at: str | float | None = None
+    # approval | authorization (the run's owner must authorize `source` at `url`, then resume).
+    kind: str = "approval"
+    source: str | None = None
+    principal: str | None = None
+    url: str | None = None
 
 
 class RunDocument(_Document):

@@ -44,6 +44,7 @@ from typing import Any
 
 from penguiflow_agents._log import get_logger
 from penguiflow_agents._retry import backoff_delay as _backoff
+from penguiflow_agents.exceptions import AuthorizationRequiredError
 from penguiflow_agents.tools._manifest import CircuitBreakerConfig, SourceManifest
 from penguiflow_agents.tools._redact import ResultRedactor
 from penguiflow_agents.tools._types import (
@@ -314,6 +315,8 @@ class ProtectedSource:
                 ToolErrorKind.TIMEOUT,
                 f"{qualified!r} did not finish within {why}; the call was cancelled.",
             )
+        except AuthorizationRequiredError as exc:  # a person must authorize: a run pauses on it
+            return authorization_required(qualified, exc)
         except Exception as exc:  # a source must not raise; contain it if one does
             log.exception("tool_source.raised", source=self.name, tool=qualified)
             return ToolResult.failure(
@@ -366,6 +369,21 @@ def bound_result(result: ToolResult, limit: int, *, source: str) -> ToolResult:
         if err is not None:
             kept = err[0].encode("utf-8")[:limit].decode("utf-8", errors="ignore")
             result.error = kept + f"\n[truncated: the error was {err[1]} bytes]"
+    return result
+
+
+def authorization_required(qualified: str, exc: AuthorizationRequiredError) -> ToolResult:
+    """The result of a call that could not be made until a person authorizes its source."""
+    result = ToolResult.failure(qualified, ToolErrorKind.AUTHORIZATION_REQUIRED, str(exc))
+    result.structured = {
+        "authorization": {
+            "source": exc.source,
+            "tenant": exc.tenant,
+            "principal": exc.principal,
+            "url": exc.url,
+            "reason": exc.reason,
+        }
+    }
     return result
 
 

@@ -105,6 +105,9 @@ class ToolErrorKind(StrEnum):
     DENIED = "denied"
     NOT_FOUND = "not_found"
     CANCELLED = "cancelled"
+    # The source needs a person to authorize it (OAuth) first; nothing reached the server.
+    # ``structured["authorization"]``: source, tenant, principal, url, reason.
+    AUTHORIZATION_REQUIRED = "authorization_required"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
