@@ -137,10 +137,16 @@ class Tracing:
 
     @staticmethod
     def carrier(span: Any = None) -> dict[str, str]:
-        """The W3C trace context (``traceparent``, ``tracestate``) of ``span`` or the current one."""
-        out: dict[str, str] = {}
-        ctx = trace.set_span_in_context(span) if span is not None else None
-        _PROPAGATOR.inject(out, context=ctx)
+        """The W3C trace context (``traceparent``, ``tracestate``) of ``span`` or the current one.
+
+        Formatted here as the W3C propagator does (it is on every tool call's path, and the
+        propagator builds a context and walks its fields for the same two headers)."""
+        sc = (span if span is not None else trace.get_current_span()).get_span_context()
+        if not sc.is_valid:
+            return {}
+        out = {"traceparent": f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"}
+        if sc.trace_state:
+            out["tracestate"] = sc.trace_state.to_header()
         return out
 
     @staticmethod
@@ -236,14 +242,17 @@ class Tracing:
 
     def end_chat(self, span: Any, response: Any) -> None:
         usage = response.usage
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-        if response.model:
-            span.set_attribute("gen_ai.response.model", response.model)
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
-        span.set_attribute("gen_ai.response.finish_reasons", [reason])
+        attributes: dict[str, Any] = {
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "gen_ai.response.finish_reasons": (reason,),
+        }
+        if response.model:
+            attributes["gen_ai.response.model"] = response.model
         if response.cost_usd is not None:
-            span.set_attribute("penguiflow.cost_usd", float(response.cost_usd))
+            attributes["penguiflow.cost_usd"] = float(response.cost_usd)
+        span.set_attributes(attributes)  # one lock and one pass, not one per attribute
         if self.capture:
             out = {
                 "role": "assistant",
@@ -279,8 +288,9 @@ class Tracing:
 
     def end_tool(self, span: Any, result: Any) -> None:
         outcome = result.outcome
-        span.set_attribute("penguiflow.tool.outcome", outcome)
-        span.set_attribute("penguiflow.tool.attempts", int(result.attempts))
+        span.set_attributes(
+            {"penguiflow.tool.outcome": outcome, "penguiflow.tool.attempts": int(result.attempts)}
+        )
         if not result.ok:
             span.set_attribute("error.type", outcome)
             span.set_status(Status(StatusCode.ERROR, outcome))
