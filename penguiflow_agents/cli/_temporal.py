@@ -39,6 +39,10 @@ async def temporal_worker(args: argparse.Namespace) -> int:
             yield llm
 
     async with AsyncExitStack() as stack:
+        from penguiflow_agents.cli._observe import metrics_of, open_telemetry, serve_metrics
+
+        metrics = metrics_of(args)
+        telemetry = open_telemetry(stack, metrics=metrics)
         store = await open_store(args.store)
         stack.push_async_callback(store.aclose)
         registry = load_tools(args.tools)
@@ -52,7 +56,11 @@ async def temporal_worker(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             notify=tuple(args.notify or ()),
             webhook_secret=secret,
+            telemetry=telemetry,
         )
+        if metrics is not None:
+            port = serve_metrics(stack, metrics, args.metrics_host, args.metrics_port)
+            sys.stderr.write(f"metrics on http://{args.metrics_host}:{port}/metrics\n")
         sys.stderr.write(
             f"worker {worker.name}: runs from {target}, state in {redact_url(args.store)}, "
             f"{args.concurrency} activities at once; SIGTERM stops it\n"
@@ -63,6 +71,7 @@ async def temporal_worker(args: argparse.Namespace) -> int:
 
 
 async def temporal_submit(args: argparse.Namespace) -> int:
+    from penguiflow_agents.cli._observe import open_telemetry
     from penguiflow_agents.cli._worker import show_run, wait_and_show
     from penguiflow_agents.store import open_store
     from penguiflow_agents.temporal import TemporalEngine
@@ -70,6 +79,9 @@ async def temporal_submit(args: argparse.Namespace) -> int:
     headers = headers_of(args)
     engine = await TemporalEngine.connect(args.engine)
     async with AsyncExitStack() as stack:
+        telemetry = open_telemetry(stack)
+        # One trace from here to the activities that run the workflow (its input carries it).
+        stack.enter_context(telemetry.span("submit", **{"penguiflow.tenant": headers.tenant}))
         store = None
         after_version = None
         if args.wait or args.resume:
@@ -85,7 +97,11 @@ async def temporal_submit(args: argparse.Namespace) -> int:
             run_id = args.resume
         else:
             run_id = await engine.submit(
-                args.question, headers=headers, model=args.model, session_id=args.session
+                args.question,
+                headers=headers,
+                model=args.model,
+                session_id=args.session,
+                trace=telemetry.carrier(),
             )
         if not args.wait:
             if args.json:

@@ -74,6 +74,7 @@ class TemporalExecutor:
                 session_id=request.session_id,
                 run_id=run_id,
                 notify=self._notify,
+                trace=request.trace,
             )
         except BaseException:
             self._submitted.pop((request.headers.tenant, run_id), None)

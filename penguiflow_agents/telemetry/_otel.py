@@ -23,10 +23,11 @@ only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -228,6 +229,22 @@ class Tracing:
             span.set_attribute("error.type", status)
             span.set_status(Status(StatusCode.ERROR, error or status))
         span.end()
+
+    @contextlib.contextmanager
+    def activity(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, Any]
+    ) -> Iterator[Any]:
+        """A current span ``name`` (a Temporal activity: model turn or tool call) whose parent
+        is the run's trace context ``carrier`` (none: a root span)."""
+        token = otel_context.attach(self.extract(carrier)) if carrier else None
+        try:
+            with self.tracer.start_as_current_span(
+                name, kind=SpanKind.INTERNAL, attributes=dict(attributes)
+            ) as span:
+                yield span
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     def chat(self, model: str, messages: Any) -> Any:
         attributes: dict[str, Any] = {

@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -74,6 +74,9 @@ __all__ = [
     "error_of",
     "record_from_json",
 ]
+
+if TYPE_CHECKING:
+    from penguiflow_agents.telemetry import Telemetry
 
 ModelOpener: TypeAlias = Callable[[str | None], AbstractAsyncContextManager[LLMClient]]
 
@@ -145,6 +148,7 @@ class RunActivities:
         heartbeat_s: float = 10.0,
         notify: Sequence[str] = (),
         on_outbox: Callable[[], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         for url in notify:
             try:
@@ -152,6 +156,11 @@ class RunActivities:
             except ValueError as exc:
                 raise UserError(f"notify URL: {exc}.") from None
         self.store = store
+        self.telemetry = telemetry if telemetry is not None and telemetry.enabled else None
+        # Calls go through the traced catalog (execute_tool spans, per-source metrics).
+        self._calls: ToolCatalog = (
+            registry if self.telemetry is None else self.telemetry.tools(registry)
+        )
         self.notify = list(dict.fromkeys(notify))
         self.on_outbox = on_outbox  # called after an outbox write (a deliverer's wake)
         self.registry = registry
@@ -192,6 +201,28 @@ class RunActivities:
             self.model_turn,
         ]
         return main, [self.tool_call]
+
+    @contextlib.contextmanager
+    def _span(self, kind: str, run_id: str, tenant: str, trace: Mapping[str, str] | None) -> Any:
+        """The activity's span (a child of the run's trace context ``trace``), naming the
+        workflow and the activity: Temporal's ids next to ours in the trace."""
+        tracing = None if self.telemetry is None else self.telemetry.tracing
+        if tracing is None:
+            yield None
+            return
+        info = activity.info()
+        attributes = {
+            "temporal.workflow.id": info.workflow_id,
+            "temporal.workflow.run_id": info.workflow_run_id,
+            "temporal.activity.id": info.activity_id,
+            "temporal.activity.type": info.activity_type,
+            "temporal.activity.attempt": info.attempt,
+            "temporal.task_queue": info.task_queue,
+            "penguiflow.run.id": run_id,
+            "penguiflow.tenant": tenant,
+        }
+        with tracing.activity(f"activity {kind}", dict(trace or {}), attributes) as span:
+            yield span
 
     @contextlib.asynccontextmanager
     async def _heartbeating(self) -> AsyncIterator[None]:
@@ -290,13 +321,24 @@ class RunActivities:
     # -- activities ------------------------------------------------------------------------
 
     @activity.defn(name=MODEL_TURN)
-    async def model_turn(self, model: str | None, request: dict[str, Any]) -> dict[str, Any]:
-        """One model turn; an ``LLMError`` fails the run (as in-process), anything else retries."""
-        async with self._heartbeating(), self._model(model) as llm:
-            try:
-                response = await llm.complete(request_from_json(request))
-            except LLMError as exc:
-                raise error_of(exc) from None
+    async def model_turn(
+        self,
+        model: str | None,
+        request: dict[str, Any],
+        trace: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One model turn; an ``LLMError`` fails the run (as in-process), anything else retries.
+        ``trace``: the run's W3C trace context (the activity's span is its child)."""
+        req = request_from_json(request)
+        run_id = str(req.metadata.get("run_id") or activity.info().workflow_id)
+        tenant = str(req.metadata.get("tenant") or "")
+        async with self._heartbeating(), self._model(model) as opened:
+            llm = opened if self.telemetry is None else self.telemetry.llm(opened)
+            with self._span("model_turn", run_id, tenant, trace):
+                try:
+                    response = await llm.complete(req)
+                except LLMError as exc:
+                    raise error_of(exc) from None
         return response_to_json(response)
 
     @activity.defn(name=TOOL_CALL)
@@ -328,7 +370,8 @@ class RunActivities:
             },
         )
         async with self._heartbeating():
-            result = await self.registry.call(str(call["name"]), dict(call["arguments"]), ctx)
+            with self._span("tool_call", run_id, tenant, call.get("trace")):
+                result = await self._calls.call(str(call["name"]), dict(call["arguments"]), ctx)
         out: dict[str, Any] = jsonable(result.to_dict())
         if once:
             await self.store.finish_call(tenant, run_id, key, out)

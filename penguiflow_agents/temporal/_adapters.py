@@ -139,16 +139,19 @@ def _timeout(remaining: float | None) -> timedelta:
 class ActivityLLM:
     """``LLMClient`` whose ``complete`` is the ``model_turn`` activity (retried on a dead worker)."""
 
-    def __init__(self, model: str, *, heartbeat_s: float) -> None:
+    def __init__(
+        self, model: str, *, heartbeat_s: float, trace: Mapping[str, str] | None = None
+    ) -> None:
         self.model = model
         self.spec = model
         self._heartbeat = timedelta(seconds=heartbeat_s)
+        self._trace = dict(trace or {})
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         try:
             data = await workflow.execute_activity(
                 MODEL_TURN,
-                args=[self.model, request_to_json(request)],
+                args=[self.model, request_to_json(request), self._trace],
                 start_to_close_timeout=_timeout(request.timeout_s),
                 heartbeat_timeout=self._heartbeat,
                 retry_policy=RetryPolicy(maximum_attempts=RETRIED_ATTEMPTS),
@@ -177,8 +180,10 @@ class ActivityCatalog:
         queue_of: Callable[[str], str],
         heartbeat_s: float,
         tenant: str,
+        trace: Mapping[str, str] | None = None,
     ) -> None:
         self._queue_of = queue_of
+        self._trace = dict(trace or {})
         self._heartbeat = timedelta(seconds=heartbeat_s)
         self._tenant = tenant
         self._digest = ""
@@ -215,6 +220,7 @@ class ActivityCatalog:
             "call_id": ctx.call_id or "",
             "trace_id": ctx.trace_id,
             "key": f"temporal:{ctx.call_id}:{self._calls}",
+            "trace": self._trace,
         }
         try:
             data = await workflow.execute_activity(

@@ -78,11 +78,13 @@ class TemporalEngine:
         max_steps: int = 12,
         deadline_s: float | None = 300.0,
         notify: Sequence[str] = (),
+        trace: Mapping[str, str] | None = None,
     ) -> str:
         """Start a run of ``query`` as ``headers``; returns its run id (= workflow id).
 
         ``notify``: webhook URLs told of the run's approval requests and decisions,
-        besides each rule's own and the worker's."""
+        besides each rule's own and the worker's. ``trace``: the W3C trace context the
+        run continues (``Telemetry.carrier()``): its activities' spans are children of it."""
         if not isinstance(query, str) or not query.strip():
             raise UserError(f"the query must be a non-empty string, got {query!r}.")
         for url in notify:
@@ -103,6 +105,7 @@ class TemporalEngine:
             max_steps=max_steps,
             deadline_s=deadline_s,
             notify=list(dict.fromkeys(notify)),
+            trace=dict(trace or {}),
         )
         try:
             await self.client.start_workflow(

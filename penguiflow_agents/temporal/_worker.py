@@ -22,7 +22,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -36,6 +36,9 @@ from penguiflow_agents.temporal._target import TemporalTarget
 from penguiflow_agents.temporal._workflow import RunWorkflow
 from penguiflow_agents.tools._registry import ToolRegistry
 from penguiflow_agents.webhooks import delivering
+
+if TYPE_CHECKING:
+    from penguiflow_agents.telemetry import Telemetry
 
 __all__ = ["TemporalWorker", "workflow_runner"]
 
@@ -70,7 +73,10 @@ class TemporalWorker:
     ``notify``: webhook URLs told of every approval request and decision of the runs
     (besides each rule's own); ``webhook_secret``: with it, this process delivers the
     store's webhook outbox while it runs (signed with it); without it, another process
-    (``serve``, another worker) must.
+    (``serve``, another worker) must. ``telemetry``: each model turn and tool call gets an
+    ``activity model_turn|tool_call`` span (a child of the submitter's trace context) with
+    the workflow and activity ids, around the usual ``chat``/``execute_tool`` spans and
+    their metrics.
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class TemporalWorker:
         sticky_timeout_s: float = STICKY_TIMEOUT_S,
         notify: Sequence[str] = (),
         webhook_secret: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise UserError(
@@ -107,6 +114,7 @@ class TemporalWorker:
             policy_documents=policy_documents,
             heartbeat_s=target.heartbeat_s,
             notify=notify,
+            telemetry=telemetry,
         )
 
     def __repr__(self) -> str:

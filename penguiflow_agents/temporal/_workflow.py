@@ -72,6 +72,8 @@ class RunInput:
     # Webhook URLs told of the run's approval requests and decisions (serve --notify),
     # besides each rule's own and the worker's (worker --notify).
     notify: list[str] = field(default_factory=list)
+    # The submitter's W3C trace context: the activities' spans are its children.
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 def _unknown(kind: str, ident: str) -> ApplicationError:
@@ -139,9 +141,9 @@ class RunWorkflow:
             return f"{inp.task_queue}.tools.{source}"
 
         return ReactPlanner(
-            llm=ActivityLLM(model, heartbeat_s=inp.heartbeat_s),
+            llm=ActivityLLM(model, heartbeat_s=inp.heartbeat_s, trace=inp.trace),
             registry=ActivityCatalog(
-                queue_of=queue_of, heartbeat_s=inp.heartbeat_s, tenant=inp.tenant
+                queue_of=queue_of, heartbeat_s=inp.heartbeat_s, tenant=inp.tenant, trace=inp.trace
             ),
             store=ActivityStore(on_approval=self._remember),
             policies=self._policies,
