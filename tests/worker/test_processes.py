@@ -345,3 +345,57 @@ def test_a_cli_worker_with_notify_delivers_the_webhooks_of_its_approvals(
         assert rx.processed[requested][0]["approval"]["tool"] == pending.tool
         assert not rx.bad_signatures
         stop(worker, procs, "worker")
+
+
+async def test_a_cli_workers_metrics_count_the_forged_jobs_it_set_aside(
+    procs: Processes, bus_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """``worker --metrics-port``: a job written straight to Redis without the bus secret's
+    signature becomes a dead letter, and the worker's ``/metrics`` shows it in
+    ``penguiflow_bus_dead_letters`` (refreshed every 15 s)."""
+    import re
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    secret = "bus-secret-for-this-test-0123456789"
+    store_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    worker = procs.start(
+        "worker",
+        ["-m", "penguiflow_agents", "worker", "--bus", bus_url, "--store", store_url,
+         "--metrics-port", "0", "--drain-timeout", "5"],
+        PENGUIFLOW_BUS_SECRET=secret,
+    )  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + PROCESS_TIMEOUT_S
+    url = None
+    while url is None:
+        found = re.search(r"metrics on (http://\S+/metrics)", procs.log("worker"))
+        url = found.group(1) if found else None
+        assert worker.poll() is None, procs.log("worker")
+        assert asyncio.get_running_loop().time() < deadline, procs.log("worker")
+        await asyncio.sleep(0.1)
+    stream = bus_url.split("stream=")[1].split("&")[0]
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        forged = {"kind": "run", "tenant": "victim", "principal": "x", "roles": ["admin"]}
+        await raw.xadd(stream, {"job": json.dumps(forged)})
+    finally:
+        await raw.aclose()
+    deadline = asyncio.get_running_loop().time() + PROCESS_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            text = (await client.get(url)).text
+            values = {
+                s.name: s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+            if values.get("penguiflow_bus_dead_letters") == 1:
+                break
+            assert worker.poll() is None, procs.log("worker")
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"the dead letter never reached /metrics:\n{text[-2000:]}\n{procs.log('worker')}"
+            )
+            await asyncio.sleep(0.5)
+    assert values["penguiflow_bus_backlog"] == 0
+    stop(worker, procs, "worker")
