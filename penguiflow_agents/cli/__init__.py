@@ -345,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check", action="store_true", help="exit 1 when any tool source is down (health check)"
     )
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="list every source live (default: a listing cached in the store in the last "
+        "10 minutes is shown at once)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached listings")
     p.set_defaults(handler="penguiflow_agents.cli._tools:cmd_tools_list")
     p = tsub.add_parser("call", help="call one tool as a caller under the policies")
     p.add_argument("name", metavar="NAME", help="namespaced tool name, e.g. time.get_current_time")

@@ -26,9 +26,13 @@ signal is not caught.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import sys
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -47,10 +51,13 @@ from penguiflow_agents.cli._common import (
     use_store_credentials,
 )
 from penguiflow_agents.exceptions import AuthorizationRequiredError, ConfigError, UserError
-from penguiflow_agents.tools import CallContext, ToolRegistry, ToolSpec
+from penguiflow_agents.tools import CallContext, SourceStatus, ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
+    from penguiflow_agents.store import StateStore
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["cmd_tools_call", "cmd_tools_list", "tool_json"]
 
@@ -131,9 +138,9 @@ def _load(args: argparse.Namespace, *, fatal_if_all_failed: bool) -> ToolRegistr
 async def _list(
     args: argparse.Namespace, registry: ToolRegistry, policies: PolicySet | None
 ) -> int:
-    async with registry:
-        specs = await registry.list_tools()
-        status = registry.status()
+    listing = await _listing(args, registry)
+    specs = [spec for source in listing for spec in source.tools]
+    status = [source.status for source in listing]
     down = [s for s in status if s.up is False]
     if policies is not None:
         headers = headers_of(args)
@@ -166,11 +173,14 @@ async def _list(
     for spec in specs:
         by_source.setdefault(spec.source, []).append(spec)
     width = max((len(spec.name) for spec in specs), default=0)
-    for source in status:
+    for entry in listing:
+        source = entry.status
         shown = by_source.get(source.name, [])
         if policies is not None and not shown:
             continue
         state = "up" if source.up else ("not contacted" if source.up is None else "DOWN")
+        if entry.cached_age_s is not None:
+            state = f"as listed {_age(entry.cached_age_s)} ago (cached; --refresh lists it again)"
         where = f", {source.file}" if source.file else ""
         line = f"\nsource {source.name} ({source.transport}{where}): {state}"
         if source.up is False:
@@ -185,6 +195,144 @@ async def _list(
     if unhealthy:
         error(f"{len(down)} source(s) down: {', '.join(s.name for s in down)}.")
     return unhealthy
+
+
+# -- cached listings ---------------------------------------------------------------------------
+#
+# Starting a stdio MCP server (and importing the SDK) is most of a cold ``tools list``.
+# After every live listing each source's tools are kept in the store; the next ``tools
+# list`` shows a listing younger than LISTING_FRESH_S at once without contacting the
+# source. Older ones are probed, all sources at once, for at most LISTING_PROBE_S: a
+# source that answers in time is shown fresh, the others as cached with their age. A
+# source never listed (or whose manifest changed since) is listed live, as is every
+# source with --refresh, --check or --sources (health needs a live answer).
+
+# A cached listing younger than this is shown without contacting its source.
+LISTING_FRESH_S = 600.0
+# How long stale sources are given to answer before their cached listing is shown.
+LISTING_PROBE_S = 0.5
+# Name of the store's entry for a source's listing.
+_LISTING_FORMAT = 1
+
+
+@dataclass(slots=True)
+class _SourceListing:
+    status: SourceStatus
+    tools: list[ToolSpec]
+    cached_age_s: float | None = None  # None: listed live by this command
+
+
+async def _listing(args: argparse.Namespace, registry: ToolRegistry) -> list[_SourceListing]:
+    """Every source's tools: live, or from the store's cache (see above)."""
+    live_only = bool(args.refresh or args.check or args.sources)
+    store = None if args.no_cache else await _cache_store(args)
+    try:
+        cached = {} if store is None or live_only else await _cached(store, registry)
+        async with registry:
+            stale = [s for s in registry.sources if cached.get(s, (0, None))[1] is None]
+            aged = [s for s, (age, _) in cached.items() if age >= LISTING_FRESH_S]
+            probe = [*stale, *aged]
+            if probe:
+                listing = asyncio.ensure_future(registry.list_sources(probe))
+                if stale:  # a source with nothing cached is waited for
+                    await asyncio.wait({listing})
+                else:
+                    await asyncio.wait({listing}, timeout=LISTING_PROBE_S)
+                listing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listing
+            by_name = {s.name: s for s in registry.status()}
+            out = []
+            for name in registry.sources:
+                status = by_name[name]
+                age, tools = cached.get(name, (0.0, None))
+                if tools is not None and (name not in probe or status.up is not True):
+                    status.up, status.reason, status.tools = None, None, len(tools)
+                    out.append(_SourceListing(status, tools, age))
+                else:
+                    out.append(_SourceListing(status, registry.tools_of(name)))
+            if store is not None:
+                await _save(store, registry, [e for e in out if e.cached_age_s is None])
+        return out
+    finally:
+        if store is not None:
+            await store.aclose()
+
+
+async def _cache_store(args: argparse.Namespace) -> StateStore | None:
+    try:
+        return await open_store_from_args(args)
+    except Exception as exc:  # a cache: without it, sources are listed live
+        log.debug("tools_list.cache_unavailable", reason=str(exc))
+        return None
+
+
+async def _cached(
+    store: StateStore, registry: ToolRegistry
+) -> dict[str, tuple[float, list[ToolSpec] | None]]:
+    """Per source: (age in seconds, its cached tools); tools None when no valid entry."""
+    out: dict[str, tuple[float, list[ToolSpec] | None]] = {}
+    now = time.time()
+    for name in registry.sources:
+        try:
+            found = await store.get_listing(name)
+        except Exception as exc:
+            log.debug("tools_list.cache_unreadable", source=name, reason=str(exc))
+            found = None
+        if found is None:
+            continue
+        listing, written_at = found
+        if (
+            listing.get("format") != _LISTING_FORMAT
+            or listing.get("fingerprint") != registry.fingerprint(name)
+            or not isinstance(listing.get("tools"), list)
+        ):
+            continue
+        try:
+            tools = [_spec_of(name, item) for item in listing["tools"]]
+        except (TypeError, ValueError, KeyError):
+            continue  # a damaged entry is listed again
+        out[name] = (max(0.0, now - written_at), tools)
+    return out
+
+
+async def _save(store: StateStore, registry: ToolRegistry, fresh: list[_SourceListing]) -> None:
+    for entry in fresh:
+        if entry.status.up is not True:
+            continue  # a down source keeps its last good listing
+        listing = {
+            "format": _LISTING_FORMAT,
+            "fingerprint": registry.fingerprint(entry.status.name),
+            "tools": [tool_json(spec) for spec in entry.tools],
+        }
+        try:
+            await store.put_listing(entry.status.name, listing)
+        except Exception as exc:  # a cache: failing to keep it is not an error
+            log.debug("tools_list.cache_not_written", source=entry.status.name, reason=str(exc))
+
+
+def _spec_of(source: str, item: Any) -> ToolSpec:
+    if not isinstance(item, dict) or not str(item["name"]).startswith(source + "."):
+        raise ValueError("not a tool of this source")
+    return ToolSpec(
+        name=str(item["name"]),
+        source=source,
+        description=str(item["description"]),
+        input_schema=dict(item["input_schema"]),
+        risk=str(item["risk"]),
+        idempotent=bool(item["idempotent"]),
+        definition_hash=str(item["definition_hash"]),
+    )
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86_400:.0f} days"
 
 
 async def _call(

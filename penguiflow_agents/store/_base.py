@@ -283,6 +283,17 @@ class StateStore(Protocol):
         """The remote task bound to ``(trace_id, key)``, or None (also for another tenant's)."""
         ...
 
+    # -- cached tool listings ---------------------------------------------
+    async def put_listing(self, source: str, listing: Mapping[str, Any]) -> None:
+        """Keep a tool source's latest listing (JSON: its tools and what they were listed
+        from), replacing the previous one; ``tools list`` shows it at once next time."""
+        ...
+
+    async def get_listing(self, source: str) -> tuple[dict[str, Any], float] | None:
+        """The cached listing of ``source`` and when it was written (epoch seconds);
+        None if there is none."""
+        ...
+
     # -- exactly-once calls ----------------------------------------------
     async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
         """Mark a call as executing. False if it was already begun (by anyone)."""

@@ -323,3 +323,12 @@ def session_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, An
     out = normalize([dict(m) for m in messages], what="session messages")
     assert isinstance(out, list)
     return out
+
+
+def listing_of(text: str, updated_at: float) -> tuple[dict[str, Any], float] | None:
+    """A stored listing, or None when its row is damaged (a cache: it is listed again)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return (value, updated_at) if isinstance(value, dict) else None

@@ -102,6 +102,7 @@ class MemoryStore:
         self._sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._credentials: dict[tuple[str, str], str] = {}
         self._remote: dict[tuple[str, str, str], RemoteBinding] = {}
+        self._listings: dict[str, tuple[str, float]] = {}
         self._approvals: dict[tuple[str, str], ApprovalRecord] = {}
         self._calls: dict[tuple[str, str, str], CallRecord] = {}
         self._outbox: dict[str, OutboxEntry] = {}  # insertion order is creation order
@@ -271,6 +272,16 @@ class MemoryStore:
         with self._lock:
             found = self._remote.get((tenant, trace_id, key))
             return None if found is None else dataclasses.replace(found)
+
+    # -- cached tool listings ---------------------------------------------
+
+    async def put_listing(self, source: str, listing: Mapping[str, Any]) -> None:
+        text = _codec.dumps(dict(listing), what=f"listing of source {source!r}")
+        self._listings[source] = (text, time.time())
+
+    async def get_listing(self, source: str) -> tuple[dict[str, Any], float] | None:
+        found = self._listings.get(source)
+        return None if found is None else _codec.listing_of(*found)
 
     # -- sealed credentials -----------------------------------------------
 

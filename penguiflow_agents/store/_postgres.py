@@ -117,6 +117,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             agent_url TEXT NOT NULL, task_id TEXT NOT NULL, context_id TEXT NOT NULL,
             created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, trace_id, key))""",
     ),
+    # 6: each tool source's latest listing (``tools list`` starts from it).
+    (
+        """CREATE TABLE listings (
+            source TEXT NOT NULL PRIMARY KEY, listing TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -589,6 +595,34 @@ class PostgresStore:
             return [str(r["key"]) for r in rows]
 
         return await self._run(op)
+
+    # -- cached tool listings ---------------------------------------------
+
+    async def put_listing(self, source: str, listing: Mapping[str, Any]) -> None:
+        text = _codec.dumps(dict(listing), what=f"listing of source {source!r}")
+
+        async def op(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO listings (source, listing, updated_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (source) DO UPDATE SET listing = excluded.listing, "
+                "updated_at = excluded.updated_at",
+                source,
+                text,
+                time.time(),
+            )
+
+        await self._run(op)
+
+    async def get_listing(self, source: str) -> tuple[dict[str, Any], float] | None:
+        async def op(conn: Any) -> Any:
+            return await conn.fetchrow(
+                "SELECT listing, updated_at FROM listings WHERE source = $1", source
+            )
+
+        row = await self._run(op)
+        if row is None:
+            return None
+        return _codec.listing_of(str(row["listing"]), float(row["updated_at"]))
 
     # -- approvals ------------------------------------------------------
 

@@ -103,6 +103,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             agent_url TEXT NOT NULL, task_id TEXT NOT NULL, context_id TEXT NOT NULL,
             created_at REAL NOT NULL, PRIMARY KEY (tenant, trace_id, key)) WITHOUT ROWID""",
     ),
+    # 7: each tool source's latest listing (``tools list`` starts from it).
+    (
+        """CREATE TABLE listings (
+            source TEXT NOT NULL PRIMARY KEY, listing TEXT NOT NULL, updated_at REAL NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -587,6 +592,32 @@ class SQLiteStore:
             return [str(r[0]) for r in rows]
 
         return await self._run(op)
+
+    # -- cached tool listings ---------------------------------------------
+
+    async def put_listing(self, source: str, listing: Mapping[str, Any]) -> None:
+        text = _codec.dumps(dict(listing), what=f"listing of source {source!r}")
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO listings (source, listing, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET listing = excluded.listing, "
+                    "updated_at = excluded.updated_at",
+                    (source, text, time.time()),
+                )
+
+        await self._run(op)
+
+    async def get_listing(self, source: str) -> tuple[dict[str, Any], float] | None:
+        def op(conn: sqlite3.Connection) -> tuple[str, float] | None:
+            row = conn.execute(
+                "SELECT listing, updated_at FROM listings WHERE source = ?", (source,)
+            ).fetchone()
+            return None if row is None else (str(row[0]), float(row[1]))
+
+        found = await self._run(op)
+        return None if found is None else _codec.listing_of(*found)
 
     # -- approvals ------------------------------------------------------
 

@@ -376,6 +376,12 @@ class ActivityStore:
     async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
         raise UserError("a workflow does not start remote tasks; a flow's RemoteNode does.")
 
+    async def put_listing(self, source: str, listing: Mapping[str, Any]) -> None:
+        raise UserError("a workflow does not list tool sources; its activities do.")
+
+    async def get_listing(self, source: str) -> tuple[dict[str, Any], float] | None:
+        raise UserError("a workflow does not list tool sources; its activities do.")
+
     async def put_credential(self, tenant: str, key: str, sealed: str) -> None:
         raise UserError("a workflow does not handle credentials; its activities do.")
 

@@ -15,7 +15,9 @@ raises: unknown names, bad arguments and every failure are ``ToolResult``s.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,7 +151,8 @@ class ToolRegistry:
             raise UserError(f"no tool source named {name!r}; registered: {sorted(self._entries)}")
         configured = entry.source.inner
         assert isinstance(configured, ConfiguredSource)
-        return configured.inner
+        inner = configured.inner
+        return inner.materialize() if isinstance(inner, _LazySource) else inner
 
     def use_credentials(self, vault: Any, *, authorizer: Any = None) -> None:
         """Where ``mcp_http`` sources with ``auth:`` keep their tokens (a ``CredentialVault``),
@@ -233,6 +236,22 @@ class ToolRegistry:
         entries = list(self._entries.values())
         await asyncio.gather(*(self._list_source(entry) for entry in entries))
         return [spec for entry in entries for spec in entry.specs.values()]
+
+    async def list_sources(self, sources: list[str]) -> None:
+        """List the named sources again, concurrently; each is up or down afterwards."""
+        await asyncio.gather(*(self._list_source(self._entries[name]) for name in sources))
+
+    def tools_of(self, source: str) -> list[ToolSpec]:
+        """The tools of ``source`` as last listed (empty if not listed yet or down)."""
+        entry = self._entries.get(source)
+        return list(entry.specs.values()) if entry is not None else []
+
+    def fingerprint(self, source: str) -> str:
+        """A hash of ``source``'s manifest as loaded (``${VAR}`` references, not their
+        values): a cached listing of the source is valid only under the same one."""
+        manifest = self._entries[source].manifest.model_dump(mode="json")
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def max_concurrency(self, source: str) -> int:
         """Calls of ``source`` at once (its manifest's ``max_concurrency``); KeyError if unknown."""
@@ -483,21 +502,78 @@ def _make_source(manifest: SourceManifest, registry: ToolRegistry) -> ToolSource
                     f"A2A sources need the a2a extra (pip install 'penguiflow-agents[a2a]'): {exc}",
                 )
             return A2AToolSource.from_manifest(manifest)
-        try:
-            from penguiflow_agents.tools._mcp import MCPToolSource  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            return _BrokenSource(
-                manifest.name, f"MCP sources are not available in this installation ({exc})"
-            )
-        if manifest.auth is not None:
-            from penguiflow_agents.auth._source import AuthorizedMCPSource
-
-            return AuthorizedMCPSource(
-                manifest,
-                vault=lambda: registry.credentials,
-                authorizer=lambda: registry.authorizer,
-            )
-        source: ToolSource = MCPToolSource.from_manifest(manifest)
-        return source
+        # MCP: the SDK (~0.3-0.4 s of imports) loads when the source is first used, so a
+        # command that shows cached listings never pays for it.
+        return _LazySource(manifest, lambda: _mcp_source(manifest, registry))
     except Exception as exc:  # building an adapter must not stop the other sources
         return _BrokenSource(manifest.name, str(exc) or type(exc).__name__)
+
+
+def _mcp_source(manifest: SourceManifest, registry: ToolRegistry) -> ToolSource:
+    try:
+        from penguiflow_agents.tools._mcp import MCPToolSource  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        return _BrokenSource(
+            manifest.name, f"MCP sources are not available in this installation ({exc})"
+        )
+    if manifest.auth is not None:
+        from penguiflow_agents.auth._source import AuthorizedMCPSource
+
+        return AuthorizedMCPSource(
+            manifest,
+            vault=lambda: registry.credentials,
+            authorizer=lambda: registry.authorizer,
+        )
+    source: ToolSource = MCPToolSource.from_manifest(manifest)
+    return source
+
+
+class _LazySource:
+    """A source built on first use (listing, a call, or any attribute of the adapter).
+
+    Until then nothing of its transport is imported or started; closing a source never
+    built is a no-op. A failure to build is a broken source (the others go on).
+    """
+
+    def __init__(self, manifest: SourceManifest, build: Callable[[], ToolSource]) -> None:
+        self._manifest = manifest
+        self._build = build
+        self._built: ToolSource | None = None
+        self._on_tools_changed: Callable[[Any], None] | None = None
+
+    @property
+    def on_tools_changed(self) -> Callable[[Any], None] | None:
+        return self._on_tools_changed
+
+    @on_tools_changed.setter
+    def on_tools_changed(self, callback: Callable[[Any], None] | None) -> None:
+        self._on_tools_changed = callback
+        if self._built is not None and hasattr(self._built, "on_tools_changed"):
+            self._built.on_tools_changed = callback
+
+    def materialize(self) -> ToolSource:
+        if self._built is None:
+            try:
+                built = self._build()
+            except Exception as exc:
+                built = _BrokenSource(self._manifest.name, str(exc) or type(exc).__name__)
+            if self._on_tools_changed is not None and hasattr(built, "on_tools_changed"):
+                built.on_tools_changed = self._on_tools_changed
+            self._built = built
+        return self._built
+
+    async def list_tools(self) -> list[ToolSpec]:
+        return await self.materialize().list_tools()
+
+    async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        return await self.materialize().call(tool, arguments, ctx)
+
+    async def aclose(self) -> None:
+        if self._built is not None:
+            await self._built.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes this class lacks: those of the adapter itself.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)

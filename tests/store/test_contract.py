@@ -766,6 +766,24 @@ async def test_a_remote_binding_is_kept_first_writer_wins_and_per_tenant(
     assert await store.get_remote(other_tenant, "trace-1", "research") is None
 
 
+# -- cached tool listings ----------------------------------------------------------------------
+
+
+async def test_a_listing_is_kept_replaced_and_read_back_with_its_time(store: StateStore) -> None:
+    assert await store.get_listing("time") is None
+    before = time.time()
+    await store.put_listing("time", {"fingerprint": "f1", "tools": [{"name": "time.now"}]})
+    await store.put_listing("time", {"fingerprint": "f2", "tools": []})
+    await store.put_listing("files", {"fingerprint": "f3", "tools": []})
+    found = await store.get_listing("time")
+    assert found is not None
+    listing, written_at = found
+    assert listing == {"fingerprint": "f2", "tools": []}
+    assert before - 1 <= written_at <= time.time() + 1
+    with pytest.raises(UserError, match="listing of source 'x'"):
+        await store.put_listing("x", {"bad": object()})
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
