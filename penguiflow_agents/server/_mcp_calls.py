@@ -39,7 +39,6 @@ import structlog
 
 from penguiflow_agents._identity import principal_key
 from penguiflow_agents.approvals import iso_utc
-from penguiflow_agents.exceptions import ConflictError, NotFoundError
 from penguiflow_agents.server._auth import Caller
 from penguiflow_agents.server._hub import wait_for
 from penguiflow_agents.server._state import ServerState
@@ -58,6 +57,8 @@ CALL_EVENT = "mcp_tool_call"
 CALL_LOG_PREFIX = "mcp_"
 # Longest gap between two progress notifications while a call waits for its decision.
 PROGRESS_EVERY_S = 5.0
+# Times a gated call starts over when identical calls took its decision first.
+MAX_TAKEN = 3
 # Pending approval requests a tenant may have open before gated calls are refused.
 MAX_PENDING_PER_TENANT = 1000
 
@@ -238,6 +239,28 @@ class GatewayCalls:
         rule: Any,
         progress: Progress,
     ) -> Outcome:
+        for _ in range(MAX_TAKEN):
+            outcome = await self._gated_once(who, log_id, call_id, spec, arguments, rule, progress)
+            if outcome is not None:
+                return outcome
+        return Outcome(
+            ok=False,
+            text=f"Error (conflict): other calls of {spec.name!r} with the same arguments kept "
+            "taking the approvals this call waited for; it was not run. Call it again.",
+            outcome="conflict",
+        )
+
+    async def _gated_once(
+        self,
+        who: Caller,
+        log_id: str,
+        call_id: str,
+        spec: ToolSpec,
+        arguments: dict[str, Any],
+        rule: Any,
+        progress: Progress,
+    ) -> Outcome | None:
+        """The outcome, or None when another identical call took the decision first."""
         state = self._state
         tenant = who.tenant
         record = await self._open_approval(tenant, log_id)
@@ -315,14 +338,16 @@ class GatewayCalls:
         spec: ToolSpec,
         arguments: dict[str, Any],
         record: ApprovalRecord,
-    ) -> Outcome:
-        """Use a decided approval: exactly one call takes it (``begin_call``)."""
+    ) -> Outcome | None:
+        """Use a decided approval: exactly one call takes it (``begin_call``); None for the
+        others (they ask for an approval of their own)."""
         state = self._state
         store = state.store
         tenant = who.tenant
         decision = record.decision
         if not await store.begin_call(tenant, log_id, record.id):
-            return await self._taken(tenant, log_id, record)
+            _log.info("mcp.approval_taken", approval_id=record.id, tool=spec.name)
+            return None
         if record.status == "rejected":
             who_decided = decision.decided_by if decision else "an approver"
             reason = (decision.reason if decision else None) or "no reason given"
@@ -372,28 +397,6 @@ class GatewayCalls:
             },
         )
         return outcome
-
-    async def _taken(self, tenant: str, log_id: str, record: ApprovalRecord) -> Outcome:
-        """Another request took this approval first: its outcome, once it has one."""
-        store = self._state.store
-        deadline = asyncio.get_running_loop().time() + self._state.settings.mcp_approval_wait_s
-        while True:
-            try:
-                earlier = await store.get_call(tenant, log_id, record.id)
-            except (NotFoundError, ConflictError):  # pragma: no cover - stores return None
-                earlier = None
-            if earlier is not None and earlier.status == "done" and earlier.result is not None:
-                return Outcome(**earlier.result)
-            if asyncio.get_running_loop().time() >= deadline:
-                return Outcome(
-                    ok=False,
-                    text=f"Error (unknown): approval {record.id!r} was taken by another call "
-                    "of the same tool with the same arguments, which has not finished; its "
-                    "outcome is unknown here.",
-                    outcome="unknown",
-                    approval_id=record.id,
-                )
-            await asyncio.sleep(self._state.settings.poll_s)
 
 
 def _stored(outcome: Outcome) -> dict[str, Any]:

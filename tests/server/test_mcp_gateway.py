@@ -445,3 +445,34 @@ async def test_an_oidc_token_is_a_caller_like_a_key_and_a_bad_one_is_401(tmp_pat
             expired = token(exp=int(time.time()) - 3600)
             r = await http.post(gw.url, json={}, headers={"Authorization": f"Bearer {expired}"})
             assert r.status_code == 401 and "refused" in r.json()["error"]["message"]
+
+
+async def test_two_calls_waiting_on_one_approval_run_it_once_and_the_other_asks_anew() -> None:
+    args = {"path": "/shared/race.txt", "text": "once"}
+    async with gateway(mcp_approval_wait_s=60) as gw, gw.client("alice") as client:
+        first = asyncio.create_task(client.call_tool("files.write_text", args))
+        approval_id = await pending_approval(gw, "files.write_text")
+        second = asyncio.create_task(client.call_tool("files.write_text", args))
+        # Give the second call time to find the same pending request and wait on it too (any
+        # interleaving must end alike: one execution, the other call asks anew).
+        await asyncio.sleep(0.5)
+        r = await gw.api(
+            "POST", f"/v1/approvals/{approval_id}/decision", "boss", json={"decision": "approve"}
+        )
+        assert r.status_code == 200, r.text
+        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        winner = done.pop().result()
+        assert text_of(winner) == "wrote 4 characters to /shared/race.txt"
+        other = second if first.done() and first.result() is winner else first
+        anew = await pending_approval(gw, "files.write_text")
+        assert anew != approval_id
+        r = await gw.api(
+            "POST",
+            f"/v1/approvals/{anew}/decision",
+            "boss",
+            json={"decision": "reject", "reason": "once is enough"},
+        )
+        assert r.status_code == 200, r.text
+        loser = await asyncio.wait_for(other, 60)
+        assert loser.is_error and "once is enough" in text_of(loser)
+        assert gw.writes == [("/shared/race.txt", "once")]
