@@ -34,6 +34,7 @@ __all__ = [
     "FINAL_TOOL",
     "OutputSpec",
     "Verdict",
+    "how_to_answer",
     "invalid_output",
     "judge",
     "native_output",
@@ -229,3 +230,12 @@ def judge(
     if not native and not text.lstrip().startswith(("{", "[")):
         return Verdict(reply=text_answer(spec, content))  # prose: ask for the tool call
     return Verdict(reply=parsed)
+
+
+def how_to_answer(spec: OutputSpec | None, native: bool) -> str:
+    """How the model gives its final answer, for the empty-turn reminder."""
+    if spec is None:
+        return "answer the user in plain text"
+    if native:
+        return f"answer with one JSON object matching the {spec.model.__name__} schema"
+    return f"give your final answer by calling {FINAL_TOOL!r}"

@@ -46,6 +46,7 @@ from penguiflow_agents.planner._observe import (
 )
 from penguiflow_agents.planner._output import (
     Verdict,
+    how_to_answer,
     judge,
     native_output,
     output_spec,
@@ -758,7 +759,7 @@ class ReactPlanner:
                 st.inflight = InflightStep(step=step, calls=list(calls), done=out.done)
             elif not (content and content.strip()):
                 # Neither a call nor an answer: tell the model, never pass it off as an answer.
-                message = _prompts.empty_turn(catalog.visible_names)
+                message = _prompts.empty_turn(catalog.visible_names, how_to_answer(spec, native))
                 st.messages.append({"role": "assistant", "content": content or ""})
                 st.messages.append({"role": "user", "content": message})
             latency = deps.clock.monotonic() - started

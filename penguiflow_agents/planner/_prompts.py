@@ -86,10 +86,11 @@ def tool_failed(kind: str, message: str | None) -> str:
     return f"Error ({kind}): {message or 'the tool failed without saying why'}"
 
 
-def empty_turn(available: Sequence[str]) -> str:
+def empty_turn(available: Sequence[str], answer: str = "answer the user in plain text") -> str:
+    """``answer``: how a final answer is given (typed runs: a JSON object, or the final tool)."""
     return (
         "Error (empty_turn): your last reply had neither a tool call nor an answer. Either call "
-        f"one of the available tools ({_names(available)}) or answer the user in plain text."
+        f"one of the available tools ({_names(available)}) or {answer}."
     )
 
 

@@ -210,3 +210,21 @@ async def test_the_typed_answer_survives_a_pause_and_a_resume_in_another_planner
     again = await planner.resume(paused.run_id, headers=ALICE)
     assert isinstance(again.output, Weather) and again.output == done.output
     await second.aclose()
+
+
+async def test_an_empty_turn_of_a_typed_run_is_reminded_of_the_final_tool(
+    registry: ToolRegistry, headers: Headers
+) -> None:
+    llm = ScriptedLLM(
+        [{"content": ""}, {"tool_calls": [{"name": "final_answer", "arguments": GOOD}]}]
+    )
+    result = await ReactPlanner(llm=llm, registry=registry, output_type=Weather).run(
+        "x", headers=headers
+    )
+    assert result.status == "completed" and result.output == Weather(**GOOD)
+    (told,) = [
+        m["content"]
+        for m in llm.requests[1].messages
+        if m["role"] == "user" and str(m["content"]).startswith("Error (empty_turn)")
+    ]
+    assert "give your final answer by calling 'final_answer'" in told
