@@ -39,11 +39,11 @@ def _sdk() -> Any:
     response_class=JSONResponse,
 )
 async def agent_card(request: Request, state: ServerState = Depends(server_state)) -> Response:
+    a2a = _sdk()
     from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 
     from penguiflow_agents.server._app import version
 
-    a2a = _sdk()
     base = str(request.base_url).rstrip("/")
     card = a2a.agent_card(base, version=version())
     return JSONResponse(agent_card_to_dict(card), headers={"Cache-Control": "no-cache"})
