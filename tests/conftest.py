@@ -22,6 +22,19 @@ import pytest
 import structlog
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# In-process tests mock litellm's HTTP with respx, which sees httpx only; the library leaves
+# litellm's transport (aiohttp) alone, so the tests choose httpx the way an application would.
+os.environ.setdefault("DISABLE_AIOHTTP_TRANSPORT", "True")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pydantic warns about litellm's ReadOnly TypedDict items (singular and plural forms) the
+    # first time litellm builds them; the library no longer hides that from its application.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:Items? .* on TypedDict class .* (is|are) using the `ReadOnly` qualifier:UserWarning",
+    )
+
 
 POSTGRES_DSN = os.environ.get(
     "PENGUIFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
