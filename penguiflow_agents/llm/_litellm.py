@@ -14,9 +14,10 @@ import contextlib
 import json
 import logging
 import re
+import sys
 import warnings
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from penguiflow_agents._retry import backoff_delay, parse_retry_after
 from penguiflow_agents.exceptions import LLMError, UserError
@@ -35,6 +36,9 @@ from penguiflow_agents.llm._types import (
     Usage,
 )
 from penguiflow_agents.tools._types import ToolSpec
+
+if TYPE_CHECKING:
+    from penguiflow_agents.llm._openai import OpenAIClient
 
 __all__ = ["LiteLLMClient", "ToolCalling", "native_tool_call"]
 
@@ -75,8 +79,14 @@ class LiteLLMClient:
     (default) is native when litellm says the model supports response schemas
     and tool calling is native.
 
-    For the openai provider (OpenAI and OpenAI-compatible servers) one HTTP
-    client is reused across calls; ``aclose()`` closes it.
+    A model that speaks the OpenAI protocol (``openai/...``, a bare OpenAI
+    model name, an OpenAI-compatible ``api_base``, the replay model) is served
+    by the direct path (``OpenAIClient``: pooled httpx, litellm's price table
+    read from its JSON file) and litellm is never imported for it; every
+    other provider goes through ``litellm.acompletion``. The litellm path is
+    also taken when ``extra`` holds a litellm-only option, when the
+    application registered litellm callbacks, and for a temperature other
+    than 1 on a reasoning model. ``aclose()`` closes the pooled connections.
     """
 
     def __init__(
@@ -128,28 +138,81 @@ class LiteLLMClient:
         )
         self._clients = OpenAIClients()
         self._credentials_checked = False
+        self._route: Literal["direct", "litellm"] | None = None  # decided on first use
+        self._direct: OpenAIClient | None = None
+        self._init: dict[str, Any] = {
+            "api_base": api_base,
+            "api_key": api_key,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "initial_backoff_s": initial_backoff_s,
+            "max_backoff_s": max_backoff_s,
+            "tool_calling": tool_calling,
+            "extra": self.extra,
+            "is_replay": is_replay,
+            "spec": self.spec,
+            "structured_output": structured_output,
+        }
+
+    def direct(self) -> OpenAIClient | None:
+        """The direct OpenAI-compatible client serving this model, or None when litellm does
+        (decided once, from the model and ``extra``; reads litellm's price table, not litellm)."""
+        if self._route is None:
+            from penguiflow_agents.llm._openai import speaks_openai
+
+            self._route = "direct" if speaks_openai(self.model, self.extra) else "litellm"
+        if self._route == "litellm":
+            return None
+        if self._direct is None:
+            from penguiflow_agents.llm._openai import OpenAIClient
+
+            self._direct = OpenAIClient(self.model, **self._init)
+        return self._direct
+
+    def _direct_for(self, request: LLMRequest) -> OpenAIClient | None:
+        """The direct client for this request, unless litellm must serve it."""
+        direct = self.direct()
+        if direct is None or _litellm_callbacks() or not direct.accepts(request):
+            return None
+        return direct
 
     def __repr__(self) -> str:
         return f"LiteLLMClient(model={self.model!r}, api_base={self.api_base!r}, is_replay={self.is_replay})"
 
     async def aclose(self) -> None:
-        """Close the reused HTTP client (idempotent); the next call opens a new one."""
+        """Close the reused HTTP clients (idempotent); the next call opens new ones."""
         await self._clients.aclose()
+        if self._direct is not None:
+            await self._direct.aclose()
 
     async def warm_up(self) -> None:
-        """Import litellm now (off the event loop) instead of on the first call."""
-        await load_litellm_async()
+        """Load what the first call needs now (off the event loop): litellm's price table for
+        the direct path, else litellm itself."""
+        from penguiflow_agents.llm._prices import load_prices
+
+        await asyncio.to_thread(load_prices)
+        direct = self.direct()
+        if direct is None:
+            await load_litellm_async()
 
     @property
     def native_tool_calling(self) -> bool:
         """Whether requests use the provider's tool calling (else JSON actions)."""
         if self._native is None:
-            self._native = _supports_tools(load_litellm(), self.model)
+            direct = self.direct()
+            if direct is not None:
+                self._native = direct.native_tool_calling
+            else:
+                self._native = _supports_tools(load_litellm(), self.model)
         return self._native
 
     async def supports_output_schema(self) -> bool:
         """Whether requests carry ``LLMRequest.output_schema`` as ``response_format``
         (else the planner asks for typed answers through a final tool)."""
+        if self._native_output is None and self._route != "litellm":
+            direct = self.direct()
+            if direct is not None:
+                self._native_output = await direct.supports_output_schema()
         if self._native_output is None:
             litellm = await load_litellm_async()
             self._native_output = self.native_tool_calling and _supports_schema(litellm, self.model)
@@ -200,11 +263,17 @@ class LiteLLMClient:
             self._vision = _supports_vision(litellm, self.model)
         return self._vision
 
-    def missing_credentials(self, litellm: Any) -> list[str]:
+    def missing_credentials(self, litellm: Any = None) -> list[str]:
         """Names of the environment variables with API keys this model needs and lacks
-        (none when ``api_key`` was given, or when litellm does not know the provider)."""
+        (none when ``api_key`` was given, or when litellm does not know the provider).
+        litellm is imported only for a model the direct path does not serve."""
         if self._api_key:
             return []
+        direct = self.direct()
+        if direct is not None:
+            return direct.missing_credentials()
+        if litellm is None:
+            litellm = load_litellm()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -227,6 +296,9 @@ class LiteLLMClient:
         self._credentials_checked = True
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
+        direct = self._direct_for(request)
+        if direct is not None:
+            return await direct.complete(request)
         litellm = await load_litellm_async()
         self._check_credentials(litellm)
         native = self.native_tool_calling
@@ -287,6 +359,11 @@ class LiteLLMClient:
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResponse]:
         """Text deltas as the provider streams them, then the full ``LLMResponse``."""
+        direct = self._direct_for(request)
+        if direct is not None:
+            async for item in direct.stream(request):
+                yield item
+            return
         from penguiflow_agents.llm._stream import stream_completion
 
         async for item in stream_completion(self, request):
@@ -374,6 +451,17 @@ class LiteLLMClient:
 
 
 # -- helpers ----------------------------------------------------------------------
+
+
+def _litellm_callbacks() -> bool:
+    """Whether the application imported litellm and registered callbacks (they expect to see
+    every call, so calls then go through litellm)."""
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return False
+    from penguiflow_agents.llm._litellm_fast import _CALLBACK_LISTS
+
+    return any(getattr(litellm, name, None) for name in _CALLBACK_LISTS)
 
 
 def native_tool_call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -73,13 +74,14 @@ async def open_llm(
     """A client for ``model`` (a ``--model`` value), closed on exit.
 
     - ``"replay:PATH"``: start the replay model for the script at PATH (a
-      test double on 127.0.0.1) and talk to it through litellm like any model;
+      test double on 127.0.0.1) and talk to it over HTTP like any OpenAI-compatible model;
     - ``"replay"``: the same with ``default_script``;
     - ``None``: the replay model with ``default_script`` when no provider key
       is set in the environment (or ``replay_when_keys_set``), else a
       ``UserError`` asking for ``--model``;
     - anything else: that litellm model (``openai/gpt-4.1-mini``, ``anthropic/...``); a
-      ``UserError`` naming the variable when its provider's API key is not set.
+      ``UserError`` naming the variable when its provider's API key is not set. OpenAI-protocol
+      models are served without importing litellm (see ``LiteLLMClient``).
 
     The client's ``is_replay`` says whether it is the replay model, and its
     ``spec`` is the value to pass again to reopen the same model (resume).
@@ -109,7 +111,10 @@ async def open_llm(
         return
     check_model(model)  # an unknown provider or a missing key: at once, before litellm loads
     client = LiteLLMClient(model)
-    missing = client.missing_credentials(await load_litellm_async())
+    # The direct OpenAI-compatible path or litellm (decided from litellm's price table, read
+    # off the event loop); litellm is imported only for a model the direct path does not serve.
+    direct = await asyncio.to_thread(client.direct)
+    missing = client.missing_credentials(None if direct else await load_litellm_async())
     if missing:
         raise UserError(
             f"--model {model!r} needs {' and '.join(missing)} in the environment; set it, or "

@@ -86,3 +86,23 @@ def anthropic_reply(*blocks: dict[str, Any], stop_reason: str = "tool_use") -> d
         "stop_reason": stop_reason,
         "usage": {"input_tokens": 50, "output_tokens": 10},
     }
+
+
+# The two ways an OpenAI-protocol model is served: the direct httpx path (what
+# ``LiteLLMClient`` picks by itself for such a model) and ``litellm.acompletion``.
+LLM_PATHS = ("direct", "litellm")
+
+
+@pytest.fixture(params=LLM_PATHS)
+def llm_path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def on_path(client: Any, path: str) -> Any:
+    """``client`` (a ``LiteLLMClient``) served by ``path``: the direct path it picked by
+    itself (asserted), or litellm."""
+    if path == "litellm":
+        client._route = "litellm"
+    else:
+        assert client.direct() is not None, f"{client!r} did not pick the direct path"
+    return client

@@ -16,7 +16,7 @@ import respx
 from penguiflow_agents.exceptions import LLMError, UserError
 from penguiflow_agents.llm import LiteLLMClient, LLMRequest
 
-from .conftest import CALC_TOOL, TIME_TOOL, anthropic_reply, openai_reply
+from .conftest import CALC_TOOL, TIME_TOOL, anthropic_reply, on_path, openai_reply
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
@@ -39,11 +39,15 @@ CONVERSATION: list[dict[str, Any]] = [
 ]
 
 
-def _client(model: str = "openai/gpt-4.1-mini", **kwargs: Any) -> LiteLLMClient:
+def _client(
+    model: str = "openai/gpt-4.1-mini", *, path: str | None = None, **kwargs: Any
+) -> LiteLLMClient:
+    """A client; with ``path`` (an OpenAI model), served by that path (see ``on_path``)."""
     kwargs.setdefault("api_key", "sk-test-secret-key")
     kwargs.setdefault("initial_backoff_s", 0.001)
     kwargs.setdefault("max_backoff_s", 0.01)
-    return LiteLLMClient(model, **kwargs)
+    client = LiteLLMClient(model, **kwargs)
+    return on_path(client, path) if path is not None else client
 
 
 def _request(**kwargs: Any) -> LLMRequest:
@@ -56,9 +60,10 @@ def _sent(route: respx.Route) -> dict[str, Any]:
 
 async def test_openai_request_carries_tool_schemas_and_history_under_wire_names(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     route = mock_http.post(OPENAI_URL).respond(json=openai_reply(content="done"))
-    await _client().complete(_request(max_tokens=50, temperature=0.0))
+    await _client(path=llm_path).complete(_request(max_tokens=50, temperature=0.0))
     body = _sent(route)
     assert [t["function"]["name"] for t in body["tools"]] == ["time__get_current_time", "calc__add"]
     assert body["tools"][0]["function"]["parameters"] == dict(TIME_TOOL.input_schema)
@@ -71,6 +76,7 @@ async def test_openai_request_carries_tool_schemas_and_history_under_wire_names(
 
 async def test_openai_parallel_tool_calls_come_back_with_canonical_names_usage_and_cost(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     mock_http.post(OPENAI_URL).respond(
         json=openai_reply(
@@ -80,7 +86,7 @@ async def test_openai_parallel_tool_calls_come_back_with_canonical_names_usage_a
             ]
         )
     )
-    response = await _client().complete(_request())
+    response = await _client(path=llm_path).complete(_request())
     assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [
         ("call_a", "time.get_current_time", {"timezone": "Europe/London"}),
         ("call_b", "calc.add", {"a": 1, "b": 2}),
@@ -139,7 +145,9 @@ async def test_anthropic_429_then_success_is_retried(mock_http: respx.MockRouter
     assert route.call_count == 2
 
 
-async def test_openai_429_then_success_is_retried(mock_http: respx.MockRouter) -> None:
+async def test_openai_429_then_success_is_retried(
+    mock_http: respx.MockRouter, llm_path: str
+) -> None:
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=[
             httpx.Response(
@@ -151,24 +159,25 @@ async def test_openai_429_then_success_is_retried(mock_http: respx.MockRouter) -
             httpx.Response(200, json=openai_reply(content="finally")),
         ]
     )
-    response = await _client().complete(_request())
+    response = await _client(path=llm_path).complete(_request())
     assert response.content == "finally"
     assert route.call_count == 3
 
 
-async def test_connection_errors_are_retried(mock_http: respx.MockRouter) -> None:
+async def test_connection_errors_are_retried(mock_http: respx.MockRouter, llm_path: str) -> None:
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=[
             httpx.ConnectError("refused"),
             httpx.Response(200, json=openai_reply(content="up")),
         ]
     )
-    assert (await _client().complete(_request())).content == "up"
+    assert (await _client(path=llm_path).complete(_request())).content == "up"
     assert route.call_count == 2
 
 
 async def test_500_on_every_attempt_raises_llm_error_after_the_retries(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     route = mock_http.post(OPENAI_URL).respond(
         500, json={"error": {"message": "boom", "type": "server_error"}}
@@ -176,22 +185,24 @@ async def test_500_on_every_attempt_raises_llm_error_after_the_retries(
     with pytest.raises(
         LLMError, match=r"'openai/gpt-4.1-mini' failed after 3 attempt\(s\) \(HTTP 500\)"
     ):
-        await _client(max_retries=2).complete(_request())
+        await _client(path=llm_path, max_retries=2).complete(_request())
     assert route.call_count == 3
 
 
-async def test_a_bad_request_is_not_retried(mock_http: respx.MockRouter) -> None:
+async def test_a_bad_request_is_not_retried(mock_http: respx.MockRouter, llm_path: str) -> None:
     route = mock_http.post(OPENAI_URL).respond(
         400, json={"error": {"message": "tools[0] is invalid", "type": "invalid_request_error"}}
     )
     with pytest.raises(
         LLMError, match=r"after 1 attempt\(s\) \(HTTP 400\): tools\[0\] is invalid; check"
     ):
-        await _client().complete(_request())
+        await _client(path=llm_path).complete(_request())
     assert route.call_count == 1
 
 
-async def test_the_api_key_never_appears_in_an_error(mock_http: respx.MockRouter) -> None:
+async def test_the_api_key_never_appears_in_an_error(
+    mock_http: respx.MockRouter, llm_path: str
+) -> None:
     mock_http.post(OPENAI_URL).respond(
         401,
         json={
@@ -202,24 +213,27 @@ async def test_the_api_key_never_appears_in_an_error(mock_http: respx.MockRouter
         },
     )
     with pytest.raises(LLMError) as caught:
-        await _client().complete(_request())
+        await _client(path=llm_path).complete(_request())
     assert "sk-test-secret-key" not in str(caught.value)
 
 
-async def test_a_provider_timeout_is_an_llm_error_saying_so(mock_http: respx.MockRouter) -> None:
+async def test_a_provider_timeout_is_an_llm_error_saying_so(
+    mock_http: respx.MockRouter, llm_path: str
+) -> None:
     route = mock_http.post(OPENAI_URL).mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(LLMError, match=r"did not answer within 2 s"):
-        await _client().complete(_request(timeout_s=2))
+        await _client(path=llm_path).complete(_request(timeout_s=2))
     assert route.call_count == 1
 
 
 async def test_malformed_arguments_come_back_as_none_with_parse_error_and_raw_text(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     mock_http.post(OPENAI_URL).respond(
         json=openai_reply(tool_calls=[("call_x", "calc__add", '{"a": 1, "b": ')])
     )
-    [call] = (await _client().complete(_request())).tool_calls
+    [call] = (await _client(path=llm_path).complete(_request())).tool_calls
     assert call.name == "calc.add"
     assert call.arguments is None
     assert call.raw_arguments == '{"a": 1, "b": '
@@ -228,6 +242,7 @@ async def test_malformed_arguments_come_back_as_none_with_parse_error_and_raw_te
 
 async def test_malformed_arguments_in_the_history_are_sent_as_an_empty_object(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     """Providers that parse the history (Anthropic) must not choke on the model's own broken JSON."""
     route = mock_http.post(OPENAI_URL).respond(json=openai_reply(content="ok"))
@@ -246,15 +261,17 @@ async def test_malformed_arguments_in_the_history_are_sent_as_an_empty_object(
         },
         {"role": "tool", "tool_call_id": "c", "content": "error: malformed JSON"},
     ]
-    await _client().complete(LLMRequest(messages=history, tools=[CALC_TOOL]))
+    await _client(path=llm_path).complete(LLMRequest(messages=history, tools=[CALC_TOOL]))
     assert _sent(route)["messages"][1]["tool_calls"][0]["function"]["arguments"] == "{}"
 
 
-async def test_an_unpriced_model_reports_no_cost(mock_http: respx.MockRouter) -> None:
+async def test_an_unpriced_model_reports_no_cost(
+    mock_http: respx.MockRouter, llm_path: str
+) -> None:
     mock_http.post("http://127.0.0.1:9/v1/chat/completions").respond(
         json=openai_reply(content="hi", model="my-local-model")
     )
-    client = _client("openai/my-local-model", api_base="http://127.0.0.1:9/v1")
+    client = _client("openai/my-local-model", path=llm_path, api_base="http://127.0.0.1:9/v1")
     response = await client.complete(_request())
     assert response.content == "hi"
     assert response.cost_usd is None
@@ -263,6 +280,7 @@ async def test_an_unpriced_model_reports_no_cost(mock_http: respx.MockRouter) ->
 
 async def test_json_actions_describe_tools_in_the_prompt_and_parse_calls(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     reply = {
         "tool_calls": [
@@ -273,7 +291,7 @@ async def test_json_actions_describe_tools_in_the_prompt_and_parse_calls(
     route = mock_http.post(OPENAI_URL).respond(
         json=openai_reply(content="```json\n" + json.dumps(reply) + "\n```")
     )
-    response = await _client(tool_calling="json").complete(_request())
+    response = await _client(path=llm_path, tool_calling="json").complete(_request())
     body = _sent(route)
     assert "tools" not in body
     system = body["messages"][0]["content"]
@@ -301,10 +319,10 @@ async def test_json_actions_describe_tools_in_the_prompt_and_parse_calls(
     ],
 )
 async def test_json_action_replies_become_an_answer_or_an_error_observation(
-    mock_http: respx.MockRouter, text: str, content: str | None, error: str | None
+    mock_http: respx.MockRouter, llm_path: str, text: str, content: str | None, error: str | None
 ) -> None:
     mock_http.post(OPENAI_URL).respond(json=openai_reply(content=text))
-    response = await _client(tool_calling="json").complete(_request())
+    response = await _client(path=llm_path, tool_calling="json").complete(_request())
     assert response.content == content
     if error is None:
         assert response.tool_calls == ()
@@ -348,7 +366,7 @@ async def test_requests_with_different_time_limits_reuse_one_openai_client(
 
     monkeypatch.setattr(openai, "AsyncOpenAI", Counting)
     route = mock_http.post(OPENAI_URL).respond(json=openai_reply(content="ok"))
-    client = _client()
+    client = _client(path="litellm")
     for remaining in (50.0, 49.5, 12.25, 3.0):
         assert (await client.complete(_request(timeout_s=remaining))).content == "ok"
     assert route.call_count == 4
@@ -359,6 +377,7 @@ async def test_requests_with_different_time_limits_reuse_one_openai_client(
 
 async def test_a_request_is_cut_at_its_own_time_limit_when_below_the_clients(
     mock_http: respx.MockRouter,
+    llm_path: str,
 ) -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)
@@ -367,7 +386,7 @@ async def test_a_request_is_cut_at_its_own_time_limit_when_below_the_clients(
     mock_http.post(OPENAI_URL).mock(side_effect=slow)
     started = time.monotonic()
     with pytest.raises(LLMError, match=r"did not answer within 0.3 s"):
-        await _client(timeout_s=60).complete(_request(timeout_s=0.3))
+        await _client(path=llm_path, timeout_s=60).complete(_request(timeout_s=0.3))
     assert time.monotonic() - started < 10
 
 
@@ -383,6 +402,10 @@ async def test_a_registered_litellm_callback_still_sees_every_call(
         async def async_log_success_event(self, *args: Any, **kwargs: Any) -> None:
             seen.set()
 
+    from penguiflow_agents.llm._litellm_fast import _CALLBACK_LISTS
+
+    for name in _CALLBACK_LISTS:  # litellm copies callbacks into its other lists: restore all
+        monkeypatch.setattr(litellm, name, list(getattr(litellm, name, None) or []))
     monkeypatch.setattr(litellm, "callbacks", [Recorder()])
     mock_http.post(OPENAI_URL).respond(json=openai_reply(content="ok"))
     await _client().complete(_request())
@@ -390,11 +413,12 @@ async def test_a_registered_litellm_callback_still_sees_every_call(
 
 
 async def test_a_missing_api_key_fails_at_once_naming_the_variable(
-    mock_http: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+    mock_http: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, llm_path: str
 ) -> None:
     """Not retried as a provider outage: nothing is sent, and the error says what to set."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     route = mock_http.post(OPENAI_URL).respond(json=openai_reply(content="never"))
+    client = on_path(LiteLLMClient("openai/gpt-4.1-mini", max_retries=3), llm_path)
     with pytest.raises(LLMError, match="needs OPENAI_API_KEY in the environment"):
-        await LiteLLMClient("openai/gpt-4.1-mini", max_retries=3).complete(_request())
+        await client.complete(_request())
     assert route.call_count == 0

@@ -12,7 +12,7 @@ import respx
 
 from penguiflow_agents.llm import LiteLLMClient, LLMRequest, LLMResponse, TextDelta
 
-from .conftest import CALC_TOOL, TIME_TOOL, openai_reply
+from .conftest import CALC_TOOL, TIME_TOOL, on_path, openai_reply
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 USER = {"role": "user", "content": "time and sum?"}
@@ -34,14 +34,15 @@ def _sse(*deltas: dict[str, Any], finish: str, usage: dict[str, int] | None = No
     return "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
 
 
-def _client(**kwargs: Any) -> LiteLLMClient:
-    return LiteLLMClient(
+def _client(path: str, **kwargs: Any) -> LiteLLMClient:
+    client = LiteLLMClient(
         "openai/gpt-4.1-mini", api_key="sk-test-key-123", initial_backoff_s=0.001, **kwargs
     )
+    return on_path(client, path)
 
 
 async def test_streamed_tool_call_fragments_are_joined_and_named_canonically(
-    mock_http: respx.MockRouter,
+    mock_http: respx.MockRouter, llm_path: str
 ) -> None:
     body = _sse(
         {"role": "assistant", "content": None},
@@ -75,7 +76,10 @@ async def test_streamed_tool_call_fragments_are_joined_and_named_canonically(
         content=body, headers={"content-type": "text/event-stream"}
     )
     items = [
-        i async for i in _client().stream(LLMRequest(messages=[USER], tools=[TIME_TOOL, CALC_TOOL]))
+        i
+        async for i in _client(llm_path).stream(
+            LLMRequest(messages=[USER], tools=[TIME_TOOL, CALC_TOOL])
+        )
     ]
     [response] = items
     assert isinstance(response, LLMResponse)
@@ -92,7 +96,7 @@ async def test_streamed_tool_call_fragments_are_joined_and_named_canonically(
 
 
 async def test_streamed_text_arrives_as_deltas_before_the_response(
-    mock_http: respx.MockRouter,
+    mock_http: respx.MockRouter, llm_path: str
 ) -> None:
     body = _sse(
         {"role": "assistant", "content": "It is "},
@@ -101,12 +105,14 @@ async def test_streamed_text_arrives_as_deltas_before_the_response(
         finish="stop",
     )
     mock_http.post(OPENAI_URL).respond(content=body, headers={"content-type": "text/event-stream"})
-    items = [i async for i in _client().stream(LLMRequest(messages=[USER]))]
+    items = [i async for i in _client(llm_path).stream(LLMRequest(messages=[USER]))]
     assert [i.text for i in items if isinstance(i, TextDelta)] == ["It is ", "09:00", " in UTC."]
     assert isinstance(items[-1], LLMResponse) and items[-1].content == "It is 09:00 in UTC."
 
 
-async def test_a_429_before_the_stream_opens_is_retried(mock_http: respx.MockRouter) -> None:
+async def test_a_429_before_the_stream_opens_is_retried(
+    mock_http: respx.MockRouter, llm_path: str
+) -> None:
     body = _sse({"role": "assistant", "content": "ok"}, finish="stop")
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=[
@@ -116,13 +122,13 @@ async def test_a_429_before_the_stream_opens_is_retried(mock_http: respx.MockRou
             httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}),
         ]
     )
-    items = [i async for i in _client().stream(LLMRequest(messages=[USER]))]
+    items = [i async for i in _client(llm_path).stream(LLMRequest(messages=[USER]))]
     assert isinstance(items[-1], LLMResponse) and items[-1].content == "ok"
     assert route.call_count == 2
 
 
 async def test_retry_after_on_a_429_is_honoured_up_to_the_backoff_cap(
-    mock_http: respx.MockRouter,
+    mock_http: respx.MockRouter, llm_path: str
 ) -> None:
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=[
@@ -135,7 +141,7 @@ async def test_retry_after_on_a_429_is_honoured_up_to_the_backoff_cap(
         ]
     )
     started = time.perf_counter()
-    assert (await _client().complete(LLMRequest(messages=[USER]))).content == "ok"
+    assert (await _client(llm_path).complete(LLMRequest(messages=[USER]))).content == "ok"
     assert time.perf_counter() - started >= 0.3
     assert route.call_count == 2
 
@@ -160,12 +166,12 @@ async def test_retry_after_as_an_http_date_is_honoured(mock_http: respx.MockRout
 
 
 async def test_json_action_models_stream_the_parsed_answer_once(
-    mock_http: respx.MockRouter,
+    mock_http: respx.MockRouter, llm_path: str
 ) -> None:
     mock_http.post(OPENAI_URL).respond(json=openai_reply(content='{"answer": "It is 09:00."}'))
     items = [
         i
-        async for i in _client(tool_calling="json").stream(
+        async for i in _client(llm_path, tool_calling="json").stream(
             LLMRequest(messages=[USER], tools=[TIME_TOOL])
         )
     ]

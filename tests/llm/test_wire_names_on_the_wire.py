@@ -23,7 +23,7 @@ import respx
 from penguiflow_agents.llm import LiteLLMClient, LLMRequest, ReplayServer
 from penguiflow_agents.tools._types import ToolSpec
 
-from .conftest import anthropic_reply, openai_reply
+from .conftest import anthropic_reply, on_path, openai_reply
 
 PROVIDER_SAFE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -81,7 +81,7 @@ def request() -> LLMRequest:
 
 
 async def test_the_replay_model_gets_provider_safe_names_and_answers_under_the_right_ones(
-    litellm: Any, tmp_path: Path
+    litellm: Any, tmp_path: Path, llm_path: str
 ) -> None:
     turn = {"tool_calls": [{"name": n, "arguments": {"i": k}} for k, n in enumerate(HOSTILE)]}
     script = tmp_path / "s.yaml"
@@ -89,8 +89,11 @@ async def test_the_replay_model_gets_provider_safe_names_and_answers_under_the_r
     async with ReplayServer.from_file(script) as server:
         with respx.mock(assert_all_called=False) as router:
             route = router.route(host="127.0.0.1").pass_through()
-            llm = LiteLLMClient(
-                "openai/replay", api_base=server.url, api_key="replay", is_replay=True
+            llm = on_path(
+                LiteLLMClient(
+                    "openai/replay", api_base=server.url, api_key="replay", is_replay=True
+                ),
+                llm_path,
             )
             try:
                 response = await llm.complete(request())
@@ -108,7 +111,7 @@ async def test_the_replay_model_gets_provider_safe_names_and_answers_under_the_r
 
 
 async def test_openai_gets_provider_safe_names_and_its_calls_map_back(
-    mock_http: respx.MockRouter,
+    mock_http: respx.MockRouter, llm_path: str
 ) -> None:
     def echo(request: httpx.Request) -> httpx.Response:
         offered = [t["function"]["name"] for t in json.loads(request.content)["tools"]]
@@ -116,7 +119,7 @@ async def test_openai_gets_provider_safe_names_and_its_calls_map_back(
         return httpx.Response(200, json=openai_reply(tool_calls=calls))
 
     route = mock_http.post(OPENAI_URL).mock(side_effect=echo)
-    client = LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456")
+    client = on_path(LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456"), llm_path)
     try:
         response = await client.complete(request())
     finally:

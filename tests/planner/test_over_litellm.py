@@ -40,6 +40,20 @@ def mock_http(litellm: Any) -> Iterator[respx.MockRouter]:
         yield router
 
 
+@pytest.fixture(params=["direct", "litellm"])
+def llm_path(request: pytest.FixtureRequest) -> str:
+    """The two paths an OpenAI model can take: direct httpx (picked by itself) or litellm."""
+    return str(request.param)
+
+
+def on_path(llm: LiteLLMClient, path: str) -> LiteLLMClient:
+    if path == "litellm":
+        llm._route = "litellm"
+    else:
+        assert llm.direct() is not None
+    return llm
+
+
 def openai_turn(calls: list[tuple[str, str, str]] | None, content: str | None = None) -> Any:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
@@ -133,9 +147,11 @@ def registry() -> ToolRegistry:
     return reg
 
 
-@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+@pytest.mark.parametrize(
+    ("provider", "path"), [("anthropic", "litellm"), ("openai", "direct"), ("openai", "litellm")]
+)
 async def test_parallel_calls_run_and_a_bad_call_is_repaired_through_an_observation(
-    provider: str, mock_http: respx.MockRouter, registry: ToolRegistry
+    provider: str, path: str, mock_http: respx.MockRouter, registry: ToolRegistry
 ) -> None:
     model, url, first, answer, results_of = PROVIDERS[provider]
     replies = iter(
@@ -147,6 +163,10 @@ async def test_parallel_calls_run_and_a_bad_call_is_repaired_through_an_observat
     )
     route = mock_http.post(url).mock(side_effect=lambda request: next(replies))
     llm = LiteLLMClient(model, api_key="sk-test-key-123456", initial_backoff_s=0.001)
+    if provider == "openai":
+        on_path(llm, path)
+    else:
+        assert llm.direct() is None  # Anthropic stays on litellm
     try:
         result = await ReactPlanner(llm=llm, registry=registry).run(
             "What is 2 + 3?", headers=Headers(tenant="acme")
@@ -178,7 +198,7 @@ async def test_parallel_calls_run_and_a_bad_call_is_repaired_through_an_observat
 
 
 async def test_malformed_argument_json_from_openai_is_quoted_back_and_the_retry_runs(
-    mock_http: respx.MockRouter, registry: ToolRegistry
+    mock_http: respx.MockRouter, registry: ToolRegistry, llm_path: str
 ) -> None:
     replies = iter(
         [
@@ -190,7 +210,7 @@ async def test_malformed_argument_json_from_openai_is_quoted_back_and_the_retry_
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=lambda request: httpx.Response(200, json=next(replies))
     )
-    llm = LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456")
+    llm = on_path(LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456"), llm_path)
     try:
         result = await ReactPlanner(llm=llm, registry=registry).run(
             "2 + 3?", headers=Headers(tenant="acme")
@@ -211,7 +231,7 @@ async def test_malformed_argument_json_from_openai_is_quoted_back_and_the_retry_
 
 
 async def test_a_json_action_model_gets_its_broken_reply_explained_and_never_as_the_answer(
-    mock_http: respx.MockRouter, registry: ToolRegistry
+    mock_http: respx.MockRouter, registry: ToolRegistry, llm_path: str
 ) -> None:
     """A model without native tool calling: its unreadable reply is an observation, not an answer."""
     replies = iter(
@@ -226,7 +246,10 @@ async def test_a_json_action_model_gets_its_broken_reply_explained_and_never_as_
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=lambda request: httpx.Response(200, json=next(replies))
     )
-    llm = LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456", tool_calling="json")
+    llm = on_path(
+        LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456", tool_calling="json"),
+        llm_path,
+    )
     try:
         result = await ReactPlanner(llm=llm, registry=registry).run(
             "2 + 3?", headers=Headers(tenant="acme")
@@ -252,7 +275,7 @@ class _Sum(BaseModel):
 
 
 async def test_typed_answer_sends_the_schema_as_response_format_and_is_repaired(
-    mock_http: respx.MockRouter, registry: ToolRegistry
+    mock_http: respx.MockRouter, registry: ToolRegistry, llm_path: str
 ) -> None:
     replies = iter(
         [
@@ -263,7 +286,7 @@ async def test_typed_answer_sends_the_schema_as_response_format_and_is_repaired(
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=lambda request: httpx.Response(200, json=next(replies))
     )
-    llm = LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456")
+    llm = on_path(LiteLLMClient("openai/gpt-4.1-mini", api_key="sk-test-key-123456"), llm_path)
     try:
         assert await llm.supports_output_schema()
         result = await ReactPlanner(llm=llm, registry=registry, output_type=_Sum).run(
@@ -291,7 +314,7 @@ async def test_typed_answer_sends_the_schema_as_response_format_and_is_repaired(
 
 
 async def test_typed_answer_through_the_final_tool_when_structured_output_is_off(
-    mock_http: respx.MockRouter, registry: ToolRegistry
+    mock_http: respx.MockRouter, registry: ToolRegistry, llm_path: str
 ) -> None:
     replies = iter(
         [
@@ -302,8 +325,11 @@ async def test_typed_answer_through_the_final_tool_when_structured_output_is_off
     route = mock_http.post(OPENAI_URL).mock(
         side_effect=lambda request: httpx.Response(200, json=next(replies))
     )
-    llm = LiteLLMClient(
-        "openai/gpt-4.1-mini", api_key="sk-test-key-123456", structured_output="tool"
+    llm = on_path(
+        LiteLLMClient(
+            "openai/gpt-4.1-mini", api_key="sk-test-key-123456", structured_output="tool"
+        ),
+        llm_path,
     )
     try:
         result = await ReactPlanner(llm=llm, registry=registry, output_type=_Sum).run(
