@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
 import os
-import random
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from penguiflow_agents._retry import backoff_delay, parse_retry_after
 from penguiflow_agents.exceptions import LLMError, UserError
 from penguiflow_agents.llm._json_actions import json_action_messages, parse_json_action
 from penguiflow_agents.llm._litellm_fast import MAX_CONNECTIONS, _ssl_context
@@ -437,8 +435,7 @@ class OpenAIClient:
         await asyncio.sleep(delay)
 
     def _backoff(self, attempt: int, failure: BaseException) -> float:
-        base = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (attempt - 1))
-        delay = base * (0.5 + random.random() / 2)
+        delay = backoff_delay(attempt, initial_s=self.initial_backoff_s, max_s=self.max_backoff_s)
         hinted = failure.retry_after_s if isinstance(failure, _Failure) else None
         if hinted is not None:
             delay = max(delay, min(hinted, self.max_backoff_s))
@@ -677,18 +674,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is not None:
         with contextlib.suppress(ValueError):
             return max(0.0, float(value) / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _retryable(failure: BaseException) -> bool:

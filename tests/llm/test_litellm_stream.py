@@ -146,7 +146,9 @@ async def test_retry_after_on_a_429_is_honoured_up_to_the_backoff_cap(
     assert route.call_count == 2
 
 
-async def test_retry_after_as_an_http_date_is_honoured(mock_http: respx.MockRouter) -> None:
+async def test_retry_after_as_an_http_date_is_honoured(
+    mock_http: respx.MockRouter, llm_path: str
+) -> None:
     """Issue #12 §9: the model client reads both forms of Retry-After (one shared parser)."""
     when = email.utils.formatdate(time.time() + 2.5, usegmt=True)  # whole seconds: 1.5-2.5 s
     route = mock_http.post(OPENAI_URL).mock(
@@ -160,7 +162,7 @@ async def test_retry_after_as_an_http_date_is_honoured(mock_http: respx.MockRout
         ]
     )
     started = time.perf_counter()
-    assert (await _client().complete(LLMRequest(messages=[USER]))).content == "ok"
+    assert (await _client(llm_path).complete(LLMRequest(messages=[USER]))).content == "ok"
     assert time.perf_counter() - started >= 1.0
     assert route.call_count == 2
 
