@@ -287,6 +287,14 @@ async def bench_gateway(
     for name in sides:
         ratio = statistics.median(samples[name]) / raw_med
         print(f"gw     {name:<8} {_median_ms(samples[name])}   x{ratio:.3f} of raw")
+    med = {name: statistics.median(found) for name, found in samples.items()}
+    # The gateway's path is an SDK HTTP exchange plus a registry call over stdio: what is
+    # left once both are taken away is the gateway's own work (auth, policy, store event).
+    own = med["gateway"] - med["raw-http"] - med["registry"]
+    print(
+        f"gw     own cost {own * 1e3:+.3f} ms per call (gateway - raw-http - registry; "
+        f"x{med['gateway'] / (med['raw-http'] + med['registry']):.3f} of the two hops)"
+    )
     return (
         statistics.median(samples["gateway"]) / raw_med,
         statistics.median(samples["registry"]) / raw_med,
