@@ -22,6 +22,7 @@ __all__ = ["temporal_submit", "temporal_worker"]
 
 
 async def temporal_worker(args: argparse.Namespace) -> int:
+    from penguiflow_agents.cli._common import use_store_credentials
     from penguiflow_agents.cli._run import OFFLINE_SCRIPT, load_tools
     from penguiflow_agents.cli._worker import worker_webhook_secret
     from penguiflow_agents.llm import open_llm
@@ -47,6 +48,7 @@ async def temporal_worker(args: argparse.Namespace) -> int:
         stack.push_async_callback(store.aclose)
         registry = load_tools(args.tools)
         stack.push_async_callback(registry.aclose)
+        use_store_credentials(registry, store)  # a missing token pauses the run
         worker = TemporalWorker(
             target,
             store=store,

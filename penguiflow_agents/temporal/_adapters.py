@@ -181,15 +181,17 @@ class ActivityCatalog:
         heartbeat_s: float,
         tenant: str,
         trace: Mapping[str, str] | None = None,
+        next_call: Callable[[], int] | None = None,
     ) -> None:
         self._queue_of = queue_of
+        self._next_call = next_call
         self._trace = dict(trace or {})
         self._heartbeat = timedelta(seconds=heartbeat_s)
         self._tenant = tenant
         self._digest = ""
         self._specs: list[ToolSpec] = []
         self._by_name: dict[str, ToolSpec] = {}
-        self._calls = 0  # calls scheduled so far: part of each call's once-only key
+        self._calls = 0  # calls scheduled by this catalog (without ``next_call``)
 
     async def list_tools(self) -> list[ToolSpec]:
         listed = await local(CATALOG, self._digest)
@@ -206,7 +208,11 @@ class ActivityCatalog:
         spec = self._by_name.get(name)
         if spec is None:
             return ToolResult.failure(name, ToolErrorKind.NOT_FOUND, f"no tool named {name!r}")
+        # Part of the call's once-only key: numbered across the whole run (``next_call``, the
+        # workflow's), not per planner, so that a call after a resume never reuses the key of
+        # an earlier one (whose recorded result it would get instead of running).
         self._calls += 1
+        number = self._next_call() if self._next_call is not None else self._calls
         headers = ctx.headers
         remaining = None if ctx.deadline is None else ctx.deadline - workflow.time()
         payload = {
@@ -219,7 +225,7 @@ class ActivityCatalog:
             "run_id": ctx.run_id or workflow.info().workflow_id,
             "call_id": ctx.call_id or "",
             "trace_id": ctx.trace_id,
-            "key": f"temporal:{ctx.call_id}:{self._calls}",
+            "key": f"temporal:{ctx.call_id}:{number}",
             "trace": self._trace,
         }
         try:

@@ -14,7 +14,8 @@ another tenant):
   records it with ``ApprovalService.decide`` in a local activity (every rule
   of today: expiry, edits, racing deciders; the webhook outbox entries of the
   run's notify URLs in the same store write) and wakes the run;
-- ``resume``: wake a paused run to settle decisions recorded elsewhere;
+- ``resume``: wake a paused run to settle decisions recorded elsewhere, or a
+  call that waited for an authorization (after ``auth login``);
 - ``cancel``: end the run as cancelled (in-flight activities are cancelled).
 """
 
@@ -96,6 +97,7 @@ class RunWorkflow:
         self._policies_digest = ""
         self._policies: PolicySet | None = None
         self._notify: list[str] = []
+        self._calls = 0  # tool calls scheduled in this run (their once-only keys)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -143,7 +145,11 @@ class RunWorkflow:
         return ReactPlanner(
             llm=ActivityLLM(model, heartbeat_s=inp.heartbeat_s, trace=inp.trace),
             registry=ActivityCatalog(
-                queue_of=queue_of, heartbeat_s=inp.heartbeat_s, tenant=inp.tenant, trace=inp.trace
+                queue_of=queue_of,
+                heartbeat_s=inp.heartbeat_s,
+                tenant=inp.tenant,
+                trace=inp.trace,
+                next_call=self._next_call,
             ),
             store=ActivityStore(on_approval=self._remember),
             policies=self._policies,
@@ -153,6 +159,10 @@ class RunWorkflow:
             notify=self._notify,  # the outbox entries are written with the approval
             record_events=True,  # the event log (runs show, SSE) reads as on the other engines
         )
+
+    def _next_call(self) -> int:
+        self._calls += 1
+        return self._calls
 
     def _remember(self, record: ApprovalRecord) -> None:
         self._approvals[record.id] = record
@@ -170,15 +180,23 @@ class RunWorkflow:
             self._stretch = None
 
     async def _wait(self, run: Run) -> None:
-        """Until a decision arrives, the earliest approval expires, or the run is cancelled."""
+        """Until a decision arrives, the earliest approval expires, or the run is cancelled.
+
+        A wait for an authorization (OAuth) has no expiry: the run waits for the ``resume``
+        update (``submit --resume``, ``POST /v1/runs/{id}/resume``) after ``auth login``.
+        """
         paused = run.state.paused
         assert paused is not None
-        expiry = min(p.expires_at for p in paused.waiting)
-        timeout = max(expiry - workflow.now().timestamp(), 0.0) + EXPIRY_GRACE_S
+        expiries = [
+            p.expires_at for p in paused.waiting if p.kind == "approval" and p.expires_at > 0
+        ]
+        timeout = None
+        if expiries:
+            seconds = max(min(expiries) - workflow.now().timestamp(), 0.0) + EXPIRY_GRACE_S
+            timeout = timedelta(seconds=seconds)
         try:
             await workflow.wait_condition(
-                lambda: self._woken or self._cancel is not None,
-                timeout=timedelta(seconds=timeout),
+                lambda: self._woken or self._cancel is not None, timeout=timeout
             )
         except TimeoutError:
             pass  # an approval expired: settling the step tells the model so
