@@ -228,3 +228,17 @@ async def test_an_empty_turn_of_a_typed_run_is_reminded_of_the_final_tool(
         if m["role"] == "user" and str(m["content"]).startswith("Error (empty_turn)")
     ]
     assert "give your final answer by calling 'final_answer'" in told
+
+
+async def test_a_streamed_typed_run_ends_with_the_instance(
+    registry: ToolRegistry, headers: Headers
+) -> None:
+    from penguiflow_agents.planner import FinalAnswer, RunFinished
+
+    llm = ScriptedLLM([{"tool_calls": [{"name": "final_answer", "arguments": GOOD}]}])
+    planner = ReactPlanner(llm=llm, registry=registry, output_type=Weather)
+    events = [e async for e in planner.stream("x", headers=headers)]
+    final = [e for e in events if isinstance(e, FinalAnswer)]
+    assert [json.loads(e.answer) for e in final] == [GOOD]
+    last = events[-1]
+    assert isinstance(last, RunFinished) and last.result.output == Weather(**GOOD)
