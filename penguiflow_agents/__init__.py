@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         open_llm,
     )
     from penguiflow_agents.planner import (
+        EventLogElicitor,
         PlannerEvent,
         ReactPlanner,
         RunResult,
@@ -206,6 +207,7 @@ _EXPORTS: dict[str, str] = {
     "ApprovalService": "penguiflow_agents.approvals",
     "PlannerEvent": "penguiflow_agents.planner",
     "ReactPlanner": "penguiflow_agents.planner",
+    "EventLogElicitor": "penguiflow_agents.planner",
     "RunResult": "penguiflow_agents.planner",
     "Step": "penguiflow_agents.planner",
     "planner_node": "penguiflow_agents.planner",
@@ -227,6 +229,7 @@ __all__ = [
     "ConflictError",
     "Context",
     "CredentialError",
+    "EventLogElicitor",
     "FinalAnswer",
     "Flow",
     "FlowError",

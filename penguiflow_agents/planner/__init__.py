@@ -12,6 +12,7 @@ if result.status == "paused":
 from __future__ import annotations
 
 from penguiflow_agents.planner._clock import SYSTEM_CLOCK, Clock, SystemClock
+from penguiflow_agents.planner._elicit import Elicitor, EventLogElicitor
 from penguiflow_agents.planner._node import planner_node
 from penguiflow_agents.planner._observe import (
     ApprovalResolved,
@@ -42,6 +43,8 @@ __all__ = [
     "SYSTEM_CLOCK",
     "ApprovalResolved",
     "Clock",
+    "Elicitor",
+    "EventLogElicitor",
     "FinalAnswer",
     "LLMResponded",
     "Paused",

@@ -97,6 +97,13 @@ async def call_tool(
         on_event=_activity_sink(run, call_id, name),
         deps=deps.app_deps,
     )
+    elicitor = deps.elicitor
+    if elicitor is not None:  # a tool server's question goes to the person behind the run
+
+        async def ask(question: Any) -> Any:
+            return await elicitor(question, ctx)
+
+        ctx.extra["elicit"] = ask
     clock = run.clock
     start = clock.monotonic()
     try:

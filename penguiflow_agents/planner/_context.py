@@ -68,6 +68,8 @@ class Deps:
     observers: tuple[RunObserver, ...] = ()  # told about every run (telemetry)
     app_deps: Any = None  # ReactPlanner(deps=...): handed to tools in CallContext.deps
     output: OutputSpec | None = None  # ReactPlanner(output_type=...): the typed final answer
+    # ReactPlanner(elicitor=...): asks the person behind a call a tool server's question.
+    elicitor: Any = None
 
 
 @dataclass(slots=True, kw_only=True)

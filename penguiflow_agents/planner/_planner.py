@@ -36,6 +36,7 @@ from penguiflow_agents.planner._context import (
     new_owner,
     new_run_id,
 )
+from penguiflow_agents.planner._elicit import Elicitor
 from penguiflow_agents.planner._events import EventBuffer, recording
 from penguiflow_agents.planner._model import complete, stream_model, streamed
 from penguiflow_agents.planner._observe import (
@@ -181,6 +182,7 @@ class ReactPlanner:
         observers: Sequence[RunObserver] = (),
         deps: Any = None,
         output_type: type[BaseModel] | None = None,
+        elicitor: Elicitor | None = None,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -249,6 +251,7 @@ class ReactPlanner:
             observers=tuple(observers),
             app_deps=deps,
             output=output_spec(output_type),
+            elicitor=elicitor,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None

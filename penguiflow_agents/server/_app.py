@@ -22,7 +22,7 @@ from penguiflow_agents.approvals import ApprovalService
 from penguiflow_agents.bus import MessageBus
 from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm import LLMClient
-from penguiflow_agents.planner import ReactPlanner
+from penguiflow_agents.planner import EventLogElicitor, ReactPlanner
 from penguiflow_agents.policy import PolicySet
 from penguiflow_agents.server._errors import install_error_handlers
 from penguiflow_agents.server._executor import BusExecutor, LocalExecutor, Planners, RunExecutor
@@ -180,6 +180,10 @@ def create_app(
             @asynccontextmanager
             async def open_planner(model: str | None) -> AsyncIterator[ReactPlanner]:
                 async with open_client(model) as client:
+                    if "elicitor" not in options:
+                        # A tool server's question reaches the requester on the run's stream;
+                        # the answer comes back by POST /v1/runs/{id}/elicitations/{eid}.
+                        options["elicitor"] = EventLogElicitor(the_store)
                     planner = ReactPlanner(
                         llm=client,
                         registry=registry_,

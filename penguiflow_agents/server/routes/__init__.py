@@ -15,6 +15,7 @@ ROUTERS: tuple[str, ...] = (
     "health",
     "history",
     "runs",
+    "elicitations",
     "tools",
     "approvals",
     "openai_compat",
