@@ -186,10 +186,16 @@ async def _worker(args: argparse.Namespace) -> int:
         bus = await open_bus(url)
         stack.push_async_callback(bus.aclose)
         from penguiflow_agents.cli._run import load_tools
+        from penguiflow_agents.tools._slots import fleet_limiter
 
         registry = load_tools(args.tools)
         use_store_credentials(registry, raw_store)  # a missing token pauses the run
         stack.push_async_callback(registry.aclose)
+        # Every process on this bus shares each source's slots (max_concurrency, rate_per_s).
+        limiter = fleet_limiter(url)
+        if limiter is not None:
+            registry.use_limiter(limiter)
+            stack.push_async_callback(limiter.aclose)
         await stack.enter_async_context(delivering(raw_store, secret))
         worker = Worker(
             bus,

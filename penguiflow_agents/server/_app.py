@@ -37,6 +37,7 @@ from penguiflow_agents.server._webhooks import delivering, webhook_secret
 from penguiflow_agents.server.routes import ROUTERS
 from penguiflow_agents.store import StateStore
 from penguiflow_agents.tools import ToolRegistry
+from penguiflow_agents.tools._slots import fleet_limiter
 
 if TYPE_CHECKING:
     from penguiflow_agents.telemetry import Telemetry
@@ -155,6 +156,11 @@ def create_app(
 
                 the_bus = await open_bus(settings.bus)
                 stack.push_async_callback(the_bus.aclose)
+                # The processes sharing the bus share each source's slots (max_concurrency).
+                limiter = fleet_limiter(settings.bus)
+                if limiter is not None and registry is None:
+                    the_registry.use_limiter(limiter)
+                    stack.push_async_callback(limiter.aclose)
             registry_ = the_registry
             policies_ = the_policies
             the_telemetry = telemetry

@@ -32,6 +32,7 @@ from penguiflow_agents.tools._manifest import (
 from penguiflow_agents.tools._protect import BreakerState, ProtectedSource
 from penguiflow_agents.tools._python import PythonToolSource
 from penguiflow_agents.tools._registry import SourceStatus, ToolRegistry
+from penguiflow_agents.tools._slots import LocalSlotLimiter, Slot, SlotLimiter
 from penguiflow_agents.tools._types import (
     CallContext,
     ToolErrorKind,
@@ -47,6 +48,7 @@ from penguiflow_agents.tools._validate import argument_errors
 
 if _TYPE_CHECKING:
     from penguiflow_agents.tools._http import HttpToolSource
+    from penguiflow_agents.tools._slots_redis import RedisSlotLimiter
 
 __all__ = [
     "BreakerState",
@@ -54,10 +56,14 @@ __all__ = [
     "CircuitBreakerConfig",
     "ConfiguredSource",
     "HttpToolSource",
+    "LocalSlotLimiter",
     "MCPToolSource",
     "ProtectedSource",
     "PythonToolSource",
+    "RedisSlotLimiter",
     "RetryConfig",
+    "Slot",
+    "SlotLimiter",
     "SourceManifest",
     "SourceStatus",
     "ToolCatalog",
@@ -82,6 +88,7 @@ __all__ = [
 _LAZY = {
     "MCPToolSource": "penguiflow_agents.tools._mcp",
     "HttpToolSource": "penguiflow_agents.tools._http",
+    "RedisSlotLimiter": "penguiflow_agents.tools._slots_redis",
 }
 
 

@@ -279,6 +279,8 @@ class SourceManifest(_Strict):
     timeout_s: float = Field(default=10.0, gt=0)
     queue_timeout_s: float = Field(default=5.0, ge=0)
     max_concurrency: int = Field(default=4, ge=1)
+    # Calls started per second at most (a token bucket; fleet-wide with a bus); None: no cap.
+    rate_per_s: float | None = Field(default=None, gt=0)
     max_result_bytes: int = Field(default=1_000_000, ge=1)  # one call's answer, enforced while read
     retries: RetryConfig = Field(default_factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)

@@ -6,8 +6,11 @@
    consecutive failures (timeout, unavailable, remote overload) calls fail
    fast as ``unavailable`` for ``cooldown_s``; then exactly one probe call is
    let through and its outcome closes or re-opens the breaker;
-2. a **semaphore** of ``max_concurrency`` slots shared by every caller in the
-   process; waiting longer than ``queue_timeout_s`` is an ``overloaded`` result;
+2. a **slot** of ``max_concurrency`` (and, with ``rate_per_s``, a token of the
+   source's bucket) from its ``SlotLimiter`` (``_slots``): a semaphore shared by
+   every caller in the process, or leases in Redis shared by the fleet; waiting
+   longer than ``queue_timeout_s`` is an ``overloaded`` result, a limiter that
+   cannot decide (Redis down) an ``unavailable`` one;
 3. a **timeout** of ``timeout_s`` (or the tool's own) on the call itself; the
    call is cancelled when it expires (the MCP request or HTTP call with it);
 4. **retries** with exponential backoff and jitter (``_retry.backoff_delay``), only for idempotent
@@ -44,9 +47,10 @@ from typing import Any
 
 from penguiflow_agents._log import get_logger
 from penguiflow_agents._retry import backoff_delay as _backoff
-from penguiflow_agents.exceptions import AuthorizationRequiredError
+from penguiflow_agents.exceptions import AuthorizationRequiredError, BusError
 from penguiflow_agents.tools._manifest import CircuitBreakerConfig, SourceManifest
 from penguiflow_agents.tools._redact import ResultRedactor
+from penguiflow_agents.tools._slots import LocalSlotLimiter, SlotLimiter
 from penguiflow_agents.tools._types import (
     CallContext,
     ToolErrorKind,
@@ -153,13 +157,19 @@ class ProtectedSource:
     """``inner`` behind a breaker, a semaphore, timeouts and retries (see module doc)."""
 
     def __init__(
-        self, inner: ToolSource, manifest: SourceManifest, *, rng: random.Random | None = None
+        self,
+        inner: ToolSource,
+        manifest: SourceManifest,
+        *,
+        rng: random.Random | None = None,
+        limiter: SlotLimiter | None = None,
     ) -> None:
         self.inner = inner
         self.manifest = manifest
         self.name = manifest.name
         self.breaker = CircuitBreaker(manifest.circuit_breaker, source=manifest.name)
-        self._slots = asyncio.Semaphore(manifest.max_concurrency)
+        # Where the slots come from (the registry's ``use_limiter`` may replace it).
+        self.limiter: SlotLimiter = limiter or LocalSlotLimiter()
         self._in_flight = 0
         self._rng = rng or random.Random()
         self._tools: dict[str, ToolSpec] = {}
@@ -258,21 +268,29 @@ class ProtectedSource:
                 )
             queue_s = self.manifest.queue_timeout_s
             waited_from = time.monotonic() if self.on_queue_wait is not None else None
+            rate = self.manifest.rate_per_s
             try:
-                if self._slots.locked():
-                    async with asyncio.timeout(_bounded(queue_s, remaining)):
-                        await self._slots.acquire()
-                else:  # a free slot: taken at once, no timer needed
-                    await self._slots.acquire()
+                slot = await self.limiter.acquire(
+                    self.name,
+                    limit=self.manifest.max_concurrency,
+                    rate_per_s=rate,
+                    timeout_s=_bounded(queue_s, remaining),
+                )
             except TimeoutError:
                 self.breaker.abandon(ticket)
+                rated = f", or its rate_per_s={rate:g} was used up," if rate is not None else ""
                 return ToolResult.failure(
                     qualified,
                     ToolErrorKind.OVERLOADED,
                     f"source {self.name!r} is busy: all {self.manifest.max_concurrency} slots "
-                    f"(max_concurrency) stayed taken for {queue_s:g} s (queue_timeout_s); "
+                    f"(max_concurrency) stayed taken{rated} for {queue_s:g} s (queue_timeout_s); "
                     "try again later.",
                     attempts=attempts,
+                )
+            except BusError as exc:  # the limiter's Redis is down: never call unprotected
+                self.breaker.abandon(ticket)
+                return ToolResult.failure(
+                    qualified, ToolErrorKind.UNAVAILABLE, str(exc), attempts=attempts
                 )
             if waited_from is not None and self.on_queue_wait is not None:
                 self.on_queue_wait(time.monotonic() - waited_from)
@@ -281,7 +299,7 @@ class ProtectedSource:
                 result = await self._call_once(qualified, tool, arguments, ctx, timeout_s)
             finally:
                 self._in_flight -= 1
-                self._slots.release()
+                await slot.release()
         except BaseException:
             self.breaker.abandon(ticket)
             raise

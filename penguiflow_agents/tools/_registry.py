@@ -34,6 +34,7 @@ from penguiflow_agents.tools._configured import ConfiguredSource
 from penguiflow_agents.tools._manifest import SourceManifest, load_manifest
 from penguiflow_agents.tools._protect import ProtectedSource
 from penguiflow_agents.tools._python import PythonToolSource
+from penguiflow_agents.tools._slots import LocalSlotLimiter, SlotLimiter
 from penguiflow_agents.tools._types import (
     CallContext,
     EventSink,
@@ -109,6 +110,7 @@ class ToolRegistry:
         self.credentials: Any = None  # penguiflow_agents.auth.CredentialVault, see use_credentials
         self.authorizer: Any = None
         self._queue_observer: Callable[[str, float], None] | None = None
+        self._limiter: SlotLimiter | None = None
 
     # -- building ---------------------------------------------------------
 
@@ -194,7 +196,9 @@ class ToolRegistry:
             )
 
     def _register(self, manifest: SourceManifest, source: ToolSource, transport: str) -> None:
-        protected = ProtectedSource(ConfiguredSource(source, manifest), manifest)
+        protected = ProtectedSource(
+            ConfiguredSource(source, manifest), manifest, limiter=self._limiter
+        )
         entry = _Entry(manifest=manifest, transport=transport, source=protected)
         self._entries[manifest.name] = entry
         self._watch_queue(manifest.name, protected)
@@ -202,6 +206,14 @@ class ToolRegistry:
             # A source that announces list changes (MCP notifications/tools/list_changed):
             # refresh our entry at once, so validation and hashes never use a stale spec.
             source.on_tools_changed = lambda _specs: self._schedule_refresh(entry)
+
+    def use_limiter(self, limiter: SlotLimiter | None) -> None:
+        """Where every source (also those added later) takes its slots: a ``SlotLimiter``
+        such as ``RedisSlotLimiter`` to hold ``max_concurrency`` and ``rate_per_s`` across
+        processes; None: one semaphore and bucket per source in this process (the default)."""
+        self._limiter = limiter
+        for entry in self._entries.values():
+            entry.source.limiter = limiter or LocalSlotLimiter()
 
     def observe_queue_waits(self, observer: Callable[[str, float], None] | None) -> None:
         """``observer(source, seconds)`` hears how long each call waited for a free slot of
