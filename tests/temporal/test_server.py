@@ -159,3 +159,52 @@ async def _sse(client: httpx.AsyncClient, run_id: str, after: str | None) -> lis
     kinds = [line[7:] for line in r.text.splitlines() if line.startswith("event: ")]
     assert len(ids) == len(kinds)
     return list(zip(ids, kinds, strict=True))
+
+
+async def test_serve_notify_announces_the_approvals_of_its_temporal_runs(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --engine ... --notify URL`: the URL travels in the workflow's input; the request
+    (written by the worker's store activity) and the decision over HTTP (the workflow's
+    decide activity) are delivered, signed, by the server's own deliverer."""
+    from tests.webhooks.receiver import running_receiver
+
+    secret = "serve-temporal-webhooks-" + "s" * 32
+    monkeypatch.setenv("PENGUIFLOW_WEBHOOK_SECRET", secret)
+    lab.worker()  # no --notify and no secret of its own: the server delivers
+    with running_receiver(secret, fail_first=0) as rx:
+        settings = ServerSettings(engine=lab.url, store=lab.store_url, poll_s=0.2, notify=(rx.url,))
+        app = create_app(
+            settings,
+            registry=ToolRegistry(),
+            policies=PolicySet.from_documents(POLICIES),
+            keys=_ring(),
+        )
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", timeout=WAIT_S
+            ) as client:
+                r = await client.post(
+                    "/v1/runs?wait=true", headers=_auth("alice"), json={"query": "parallel"}
+                )
+                assert r.status_code == 200 and r.json()["status"] == "paused", r.text
+                run_id = r.json()["run_id"]
+                (pending,) = r.json()["pending_approvals"]
+                requested, decided = f"{pending['id']}.requested", f"{pending['id']}.decided"
+                await asyncio.to_thread(
+                    rx.wait_for, lambda s: requested in s.processed, WAIT_S, "the request"
+                )
+                r = await client.post(
+                    f"/v1/approvals/{pending['id']}/decision",
+                    headers=_auth("boss"),
+                    json={"decision": "approve"},
+                )
+                assert r.status_code == 200, r.text
+                await asyncio.to_thread(
+                    rx.wait_for, lambda s: decided in s.processed, WAIT_S, "the decision"
+                )
+                await _until(client, run_id, "completed")
+    assert rx.processed[requested][0]["approval"]["run_id"] == run_id
+    assert rx.processed[decided][0]["approval"]["decision"]["decided_by"] == "boss"
+    assert not rx.bad_signatures
