@@ -188,28 +188,25 @@ class ApprovalService:
             # process decides it (a worker's --notify, a decision through the CLI or serve).
             record = replace(record, rule={**record.rule, "notify": targets})
         outbox = approval_outbox(record, "approval.requested", targets, now=now)
-        if outbox:
-            stored = await self._store.create_approval(record, outbox=outbox)
-            self._outbox_written()
-        else:
-            stored = await self._store.create_approval(record)
-        await self._store.append_event(
-            headers.tenant,
-            run_id,
+        audit = (
             "approval_requested",
             {
-                "approval_id": stored.id,
+                "approval_id": record.id,
                 "call_id": call_id,
                 "tool": spec.name,
-                "arguments_sha256": stored.arguments_sha256,
-                "tool_hash": stored.tool_hash,
-                "policy_version": stored.policy_version,
+                "arguments_sha256": record.arguments_sha256,
+                "tool_hash": record.tool_hash,
+                "policy_version": record.policy_version,
                 "requested_by": headers.principal,
                 "approvers": list(rule.approvers),
                 "rule": {"match": rule.match, "reason": rule.reason},
-                "expires_at": iso_utc(stored.expires_at),
+                "expires_at": iso_utc(record.expires_at),
             },
         )
+        # The request, its webhook entries and its audit event: one store transaction.
+        stored = await self._store.create_approval(record, outbox=outbox, events=[audit])
+        if outbox:
+            self._outbox_written()
         return stored
 
     # -- deciding --------------------------------------------------------------------------
@@ -261,14 +258,7 @@ class ApprovalService:
         outbox = approval_outbox(
             after, "approval.decided", notify_targets(record, self._notify), now=now
         )
-        if outbox:
-            decided = await self._store.decide_approval(tenant, approval_id, made, outbox=outbox)
-            self._outbox_written()
-        else:
-            decided = await self._store.decide_approval(tenant, approval_id, made)
-        await self._store.append_event(
-            tenant,
-            record.run_id,
+        audit = (
             "approval_decided",
             {
                 "approval_id": approval_id,
@@ -281,6 +271,12 @@ class ApprovalService:
                 "arguments_sha256": None if edited is None else sha256_json(edited),
             },
         )
+        # The decision, its webhook entries and its audit event: one store transaction.
+        decided = await self._store.decide_approval(
+            tenant, approval_id, made, outbox=outbox, events=[audit]
+        )
+        if outbox:
+            self._outbox_written()
         return decided
 
     def _outbox_written(self) -> None:

@@ -35,9 +35,10 @@ stream does not become one store write per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from penguiflow_agents.planner._context import Emit, jsonable
@@ -51,7 +52,13 @@ from penguiflow_agents.planner._types import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from penguiflow_agents.store._base import StateStore, StoredEvent
+from penguiflow_agents.store._base import (
+    ApprovalDecision,
+    ApprovalRecord,
+    OutboxEntry,
+    StateStore,
+    StoredEvent,
+)
 
 __all__ = ["TEXT_FLUSH_CHARS", "TEXT_FLUSH_S", "EventBuffer", "event_entry", "recording"]
 
@@ -188,6 +195,55 @@ class EventBuffer:
     ) -> list[StoredEvent]:
         await self.flush(tenant, run_id)
         return await self.inner.list_events(tenant, run_id, after_seq=after_seq)
+
+    async def create_approval(
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    ) -> ApprovalRecord:
+        """The request with its audit events, after the run's kept entries (log order)."""
+        if not events:
+            return await self.inner.create_approval(approval, outbox=outbox)
+        async with self._flushed(approval.tenant, approval.run_id):
+            return await self.inner.create_approval(approval, outbox=outbox, events=events)
+
+    async def decide_approval(
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    ) -> ApprovalRecord:
+        if not events:
+            return await self.inner.decide_approval(tenant, approval_id, decision, outbox=outbox)
+        run_id = (await self.inner.get_approval(tenant, approval_id)).run_id
+        async with self._flushed(tenant, run_id):
+            return await self.inner.decide_approval(
+                tenant, approval_id, decision, outbox=outbox, events=events
+            )
+
+    @contextlib.asynccontextmanager
+    async def _flushed(self, tenant: str, run_id: str) -> AsyncIterator[None]:
+        """Write the run's kept entries, then hold its flush lock for a write of its own."""
+        key = (tenant, run_id)
+        pending = self._runs.get(key)
+        if pending is None:
+            pending = self._runs[key] = _Pending()
+        pending.users += 1
+        try:
+            async with pending.lock:
+                batch, pending.events = pending.events, []
+                if batch:
+                    await self.inner.append_events(tenant, run_id, batch)
+                yield
+        finally:
+            pending.users -= 1
+            if not pending.users and not pending.events and self._runs.get(key) is pending:
+                del self._runs[key]
 
 
 # Entries written at once (with what was kept before them): a reader sees these promptly.

@@ -20,7 +20,12 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from penguiflow_agents.store._base import StateStore
+from penguiflow_agents.store._base import (
+    ApprovalDecision,
+    ApprovalRecord,
+    OutboxEntry,
+    StateStore,
+)
 
 __all__ = ["APPROVAL_KINDS", "EventHub", "NotifyingStore"]
 
@@ -113,6 +118,41 @@ class NotifyingStore:
         if any(kind in APPROVAL_KINDS for kind, _ in events):
             self.hub.notify_approvals(tenant)
         return seqs
+
+    async def create_approval(
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    ) -> ApprovalRecord:
+        # The approvals service writes a request's audit event in the request's transaction.
+        stored = await self.inner.create_approval(approval, outbox=outbox, events=events)
+        self._notify_all(stored.tenant, stored.run_id, events)
+        return stored
+
+    async def decide_approval(
+        self,
+        tenant: str,
+        approval_id: str,
+        decision: ApprovalDecision,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    ) -> ApprovalRecord:
+        decided = await self.inner.decide_approval(
+            tenant, approval_id, decision, outbox=outbox, events=events
+        )
+        self._notify_all(tenant, decided.run_id, events)
+        return decided
+
+    def _notify_all(
+        self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        if events:
+            self.hub.notify(tenant, run_id)
+        if any(kind in APPROVAL_KINDS for kind, _ in events):
+            self.hub.notify_approvals(tenant)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

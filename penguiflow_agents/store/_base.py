@@ -223,12 +223,18 @@ class StateStore(Protocol):
 
     # -- approvals ------------------------------------------------------
     async def create_approval(
-        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         """Store a new request as given (``created_at`` filled when 0). ConflictError
         if the tenant already has one with that id. Stores do not evaluate expiry:
         ``status`` stays "pending" past ``expires_at`` (the approvals service decides).
-        ``outbox`` entries are written in the same transaction (all or nothing)."""
+        ``outbox`` entries, and ``events`` (``(kind, data)``, appended to the log of the
+        approval's run, as ``append_events``), are written in the same transaction (all
+        or nothing)."""
         ...
 
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord: ...
@@ -246,13 +252,15 @@ class StateStore(Protocol):
         decision: ApprovalDecision,
         *,
         outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         """Record a decision once, atomically.
 
         Raises AlreadyDecidedError (saying who decided what and when) if the
         request is not pending, NotFoundError if missing or foreign. Does not
         check approvers: that is the approvals service's job. ``outbox``
-        entries are written in the same transaction, only if the decision is."""
+        entries and ``events`` (appended to the log of the approval's run) are
+        written in the same transaction, only if the decision is."""
         ...
 
     # -- sealed credentials -----------------------------------------------

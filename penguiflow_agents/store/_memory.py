@@ -308,10 +308,15 @@ class MemoryStore:
     # -- approvals ------------------------------------------------------
 
     async def create_approval(
-        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_new_approval(approval)
         entries = _outbox.prepare_entries(outbox)
+        payloads = _event_payloads(events)
         with self._lock:
             self._check_open()
             key = (new.tenant, new.id)
@@ -321,6 +326,7 @@ class MemoryStore:
                 )
             self._approvals[key] = new
             self._add_outbox(entries)
+            self._add_events(new.tenant, new.run_id, payloads)
             return copy.deepcopy(new)
 
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
@@ -352,9 +358,11 @@ class MemoryStore:
         decision: ApprovalDecision,
         *,
         outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_decision(decision)
         entries = _outbox.prepare_entries(outbox)
+        payloads = _event_payloads(events)
         with self._lock:
             self._check_open()
             current = self._approval(tenant, approval_id)
@@ -365,7 +373,23 @@ class MemoryStore:
             current.status = _codec.status_after(new)
             current.decision = new
             self._add_outbox(entries)
+            self._add_events(tenant, current.run_id, payloads)
             return copy.deepcopy(current)
+
+    def _add_events(
+        self, tenant: str, run_id: str, payloads: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Append to a run's log; the caller holds the lock."""
+        if not payloads:
+            return
+        ts = time.time()
+        log = self._events.setdefault((tenant, run_id), [])
+        for kind, payload in payloads:
+            log.append(
+                StoredEvent(
+                    tenant=tenant, run_id=run_id, seq=len(log) + 1, kind=kind, data=payload, ts=ts
+                )
+            )
 
     def _approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
         try:
@@ -500,3 +524,12 @@ class MemoryStore:
     async def aclose(self) -> None:
         with self._lock:
             self._closed = True
+
+
+def _event_payloads(
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (kind, _codec.normalize(dict(data), what=f"data of event {kind!r}"))
+        for kind, data in events
+    ]

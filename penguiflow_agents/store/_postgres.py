@@ -328,33 +328,13 @@ class PostgresStore:
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[int]:
-        kinds = [kind for kind, _ in events]
-        payloads = [
-            _codec.dumps(dict(data), what=f"data of event {kind!r}") for kind, data in events
-        ]
-        if not kinds:
+        payloads = _event_payloads(events)
+        if not payloads:
             return []
         ts = time.time()
-        count = len(kinds)
 
         async def op(conn: Any) -> list[int]:
-            # one statement: reserve `count` sequence numbers, then insert the events after them
-            rows = await conn.fetch(
-                "WITH s AS (INSERT INTO event_seqs (tenant, run_id, last_seq) VALUES ($1, $2, $3) "
-                "ON CONFLICT (tenant, run_id) DO UPDATE SET last_seq = event_seqs.last_seq + $3 "
-                "RETURNING last_seq) "
-                "INSERT INTO events (tenant, run_id, seq, kind, data, ts) "
-                "SELECT $1, $2, s.last_seq - $3 + e.n, e.kind, e.data::json, $6 "
-                "FROM s, unnest($4::text[], $5::text[]) WITH ORDINALITY AS e(kind, data, n) "
-                "RETURNING seq",
-                tenant,
-                run_id,
-                count,
-                kinds,
-                payloads,
-                ts,
-            )
-            return sorted(int(row["seq"]) for row in rows)
+            return await _insert_events(conn, tenant, run_id, payloads, ts)
 
         return await self._run(op)
 
@@ -627,10 +607,16 @@ class PostgresStore:
     # -- approvals ------------------------------------------------------
 
     async def create_approval(
-        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_new_approval(approval)
         rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
+        payloads = _event_payloads(events)
+        ts = time.time()
 
         async def op(conn: Any) -> ApprovalRecord:
             async with conn.transaction():
@@ -644,6 +630,7 @@ class PostgresStore:
                         f"an approval with id {new.id!r} already exists; use a fresh id."
                     )
                 await _insert_outbox(conn, rows)
+                await _insert_events(conn, new.tenant, new.run_id, payloads, ts)
             return new
 
         return await self._run(op)
@@ -680,10 +667,13 @@ class PostgresStore:
         decision: ApprovalDecision,
         *,
         outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_decision(decision)
         status = _codec.status_after(new)
         rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
+        payloads = _event_payloads(events)
+        ts = time.time()
 
         async def op(conn: Any) -> ApprovalRecord:
             async with conn.transaction():
@@ -698,6 +688,7 @@ class PostgresStore:
                 )
                 if row is not None:
                     await _insert_outbox(conn, rows)
+                    await _insert_events(conn, tenant, str(row["run_id"]), payloads, ts)
             if row is not None:
                 return _codec.approval_from_row(row)
             current = await _get_approval(conn, tenant, approval_id)
@@ -830,6 +821,40 @@ class PostgresStore:
             return [_outbox.entry_from_row(r) for r in rows]
 
         return await self._run(op)
+
+
+def _event_payloads(events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    return [
+        (kind, _codec.dumps(dict(data), what=f"data of event {kind!r}")) for kind, data in events
+    ]
+
+
+async def _insert_events(
+    conn: Any, tenant: str, run_id: str, payloads: Sequence[tuple[str, str]], ts: float
+) -> list[int]:
+    """Append events to a run's log (in the caller's transaction, if any); their seqs."""
+    if not payloads:
+        return []
+    kinds = [kind for kind, _ in payloads]
+    datas = [data for _, data in payloads]
+    count = len(kinds)
+    # one statement: reserve `count` sequence numbers, then insert the events after them
+    rows = await conn.fetch(
+        "WITH s AS (INSERT INTO event_seqs (tenant, run_id, last_seq) VALUES ($1, $2, $3) "
+        "ON CONFLICT (tenant, run_id) DO UPDATE SET last_seq = event_seqs.last_seq + $3 "
+        "RETURNING last_seq) "
+        "INSERT INTO events (tenant, run_id, seq, kind, data, ts) "
+        "SELECT $1, $2, s.last_seq - $3 + e.n, e.kind, e.data::json, $6 "
+        "FROM s, unnest($4::text[], $5::text[]) WITH ORDINALITY AS e(kind, data, n) "
+        "RETURNING seq",
+        tenant,
+        run_id,
+        count,
+        kinds,
+        datas,
+        ts,
+    )
+    return sorted(int(row["seq"]) for row in rows)
 
 
 async def _insert_outbox(conn: Any, rows: list[tuple[Any, ...]]) -> None:

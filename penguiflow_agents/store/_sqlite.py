@@ -326,29 +326,14 @@ class SQLiteStore:
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[int]:
-        payloads = [
-            (kind, _codec.dumps(dict(data), what=f"data of event {kind!r}"))
-            for kind, data in events
-        ]
+        payloads = _event_payloads(events)
         if not payloads:
             return []
         ts = time.time()
 
         def op(conn: sqlite3.Connection) -> list[int]:
             with _write(conn):
-                (last,) = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ? AND run_id = ?",
-                    (tenant, run_id),
-                ).fetchone()
-                first = int(last) + 1
-                conn.executemany(
-                    "INSERT INTO events (tenant, run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (tenant, run_id, first + offset, kind, payload, ts)
-                        for offset, (kind, payload) in enumerate(payloads)
-                    ],
-                )
-            return list(range(first, first + len(payloads)))
+                return _insert_events(conn, tenant, run_id, payloads, ts)
 
         return await self._run(op)
 
@@ -622,11 +607,17 @@ class SQLiteStore:
     # -- approvals ------------------------------------------------------
 
     async def create_approval(
-        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_new_approval(approval)
         row = _codec.approval_row(new)
         rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
+        payloads = _event_payloads(events)
+        ts = time.time()
 
         def op(conn: sqlite3.Connection) -> ApprovalRecord:
             try:
@@ -635,6 +626,7 @@ class SQLiteStore:
                         f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES ({_marks(17)})", row
                     )
                     _insert_outbox(conn, rows)
+                    _insert_events(conn, new.tenant, new.run_id, payloads, ts)
             except sqlite3.IntegrityError:
                 raise ConflictError(
                     f"an approval with id {new.id!r} already exists; use a fresh id."
@@ -673,9 +665,12 @@ class SQLiteStore:
         decision: ApprovalDecision,
         *,
         outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         new = _codec.prepare_decision(decision)
         rows = [_outbox.entry_row(e) for e in _outbox.prepare_entries(outbox)]
+        payloads = _event_payloads(events)
+        ts = time.time()
 
         def op(conn: sqlite3.Connection) -> ApprovalRecord:
             with _write(conn):
@@ -691,6 +686,7 @@ class SQLiteStore:
                     (current.status, _codec.decision_to_json(new), tenant, approval_id),
                 )
                 _insert_outbox(conn, rows)
+                _insert_events(conn, tenant, current.run_id, payloads, ts)
             return current
 
         return await self._run(op)
@@ -812,6 +808,37 @@ class SQLiteStore:
             return [_outbox.entry_from_row(r) for r in rows]
 
         return await self._run(op)
+
+
+def _event_payloads(events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    return [
+        (kind, _codec.dumps(dict(data), what=f"data of event {kind!r}")) for kind, data in events
+    ]
+
+
+def _insert_events(
+    conn: sqlite3.Connection,
+    tenant: str,
+    run_id: str,
+    payloads: Sequence[tuple[str, str]],
+    ts: float,
+) -> list[int]:
+    """Append events to a run's log inside the caller's write transaction; their seqs."""
+    if not payloads:
+        return []
+    (last,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ? AND run_id = ?",
+        (tenant, run_id),
+    ).fetchone()
+    first = int(last) + 1
+    conn.executemany(
+        "INSERT INTO events (tenant, run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (tenant, run_id, first + offset, kind, payload, ts)
+            for offset, (kind, payload) in enumerate(payloads)
+        ],
+    )
+    return list(range(first, first + len(payloads)))
 
 
 def _insert_outbox(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:

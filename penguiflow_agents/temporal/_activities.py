@@ -272,14 +272,17 @@ class RunActivities:
         elif op == "update_run":
             args = [record_from_json("run", args[0]), args[1]]
         outbox: list[OutboxEntry] = []
+        events: list[tuple[str, dict[str, Any]]] = []
         if op == "create_approval":
             outbox = [OutboxEntry(**e) for e in (args[1] if len(args) > 1 else [])]
+            events = [(str(k), dict(d)) for k, d in (args[2] if len(args) > 2 else [])]
             args = [record_from_json("approval", args[0])]
         result: Any
         try:
-            if outbox:
-                result = await self.store.create_approval(args[0], outbox=outbox)
-                self._outbox_written()
+            if op == "create_approval":
+                result = await self.store.create_approval(args[0], outbox=outbox, events=events)
+                if outbox:
+                    self._outbox_written()
             elif op == "update_run":
                 result = await self.store.update_run(args[0], expected_version=args[1])
             elif op == "list_approvals":

@@ -317,14 +317,22 @@ class ActivityStore:
         await local(STORE, "save_session", [tenant, session_id, [dict(m) for m in messages]])
 
     async def create_approval(
-        self, approval: ApprovalRecord, *, outbox: Sequence[OutboxEntry] = ()
+        self,
+        approval: ApprovalRecord,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
-        # The outbox entries go with the approval in one store write (the activity's); the
-        # worker's deliverer (or serve's) sends them.
+        # The outbox entries and the audit events go with the approval in one store write
+        # (the activity's); the worker's deliverer (or serve's) sends the entries.
         data = await local(
             STORE,
             "create_approval",
-            [_fields(approval), [_fields(e) for e in outbox]],
+            [
+                _fields(approval),
+                [_fields(e) for e in outbox],
+                [[kind, dict(event)] for kind, event in events],
+            ],
             attempts=1,
         )
         record = _approval(data)
@@ -347,6 +355,7 @@ class ActivityStore:
         decision: ApprovalDecision,
         *,
         outbox: Sequence[OutboxEntry] = (),
+        events: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> ApprovalRecord:
         raise UserError("a workflow does not decide approvals; the decide update does.")
 
