@@ -3,6 +3,8 @@ Last-Event-ID resumes after it, the stream ends after paused or run_finished."""
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.server.conftest import Service, error_of, parse_sse
 
 
@@ -72,3 +74,43 @@ async def test_a_bad_last_event_id_is_422(service: Service) -> None:
             headers={**service.auth("alice"), "Last-Event-ID": bad},
         )
         assert r.status_code == 422 and error_of(r)["code"] == "invalid_request"
+
+
+async def test_accept_json_gets_the_whole_stored_history_across_a_pause(service: Service) -> None:
+    """``Accept: application/json``: the run's stored events as one JSON document (what
+    ``runs events --json`` prints), past the pause, paged with ``after`` and ``limit``."""
+    doc = await service.run("write hi")
+    await service.post(
+        f"/v1/approvals/{doc['pending_approvals'][0]['id']}/decision",
+        "boss",
+        {"decision": "approve"},
+    )
+    run_id = doc["run_id"]
+    for _ in range(200):  # the resume runs in the background
+        if (await service.store.get_run("acme", run_id)).status == "completed":
+            break
+        await asyncio.sleep(0.05)
+    as_json = {**service.auth("alice"), "Accept": "application/json"}
+    r = await service.client.get(f"/v1/runs/{run_id}/events", headers=as_json)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    stored = await service.store.list_events("acme", run_id)
+    assert [(e["seq"], e["kind"], e["data"]) for e in body["events"]] == [
+        (s.seq, s.kind, s.data) for s in stored
+    ]
+    kinds = [e["kind"] for e in body["events"]]
+    assert "paused" in kinds and kinds[-1] == "run_finished"  # not cut at the pause
+    assert body["more"] is False and body["next_after"] == stored[-1].seq
+
+    r = await service.client.get(f"/v1/runs/{run_id}/events?after=2&limit=3", headers=as_json)
+    page = r.json()
+    assert [e["seq"] for e in page["events"]] == [3, 4, 5]
+    assert page["more"] is True and page["next_after"] == 5
+
+    foreign = {**service.auth("globex"), "Accept": "application/json"}
+    r = await service.client.get(f"/v1/runs/{run_id}/events", headers=foreign)
+    assert r.status_code == 404  # like an unknown id
+    r = await service.client.get("/v1/runs/run-nosuch/events", headers=as_json)
+    assert r.status_code == 404
+    r = await service.client.get(f"/v1/runs/{run_id}/events?limit=0", headers=as_json)
+    assert r.status_code == 422

@@ -30,6 +30,11 @@ BUSY_RETRY_AFTER_S = 5
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422, 429)
 }
+# Events one JSON history answer holds (ask again with ``after`` for the rest).
+DEFAULT_HISTORY_EVENTS = 1000
+MAX_HISTORY_EVENTS = 10_000
+
+
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=_ERRORS)
 
 RunId = Annotated[str, Path(min_length=1, max_length=256, description="the run's id")]
@@ -158,20 +163,31 @@ async def resume_run(
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {}},
-            "description": "one SSE event per run event; ends after paused or run_finished",
+            "content": {"text/event-stream": {}, "application/json": {}},
+            "description": "one SSE event per run event; ends after paused or run_finished. "
+            "With Accept: application/json, the stored history: {run_id, events: [{seq, kind, "
+            "ts, run_id, data}], next_after, more}, paged with after and limit",
         }
     },
-    summary="the run's events as Server-Sent Events",
+    summary="the run's events as Server-Sent Events (or its stored history as JSON)",
 )
 async def run_events(
     run_id: RunId,
+    request: Request,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=32, description="resume after it")
     ] = None,
+    after: Annotated[
+        int, Query(ge=0, description="JSON history: only events after this sequence number")
+    ] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_HISTORY_EVENTS, description="JSON history: at most this many")
+    ] = DEFAULT_HISTORY_EVENTS,
     who: Caller = Depends(caller),
     state: ServerState = Depends(server_state),
-) -> StreamingResponse:
+) -> Any:
+    if _wants_json(request):  # the history, whatever the run's state (``runs events --json``)
+        return JSONResponse(await _history(state, who.tenant, run_id, after, limit))
     after = 0
     if last_event_id is not None and last_event_id.strip():
         try:
@@ -198,3 +214,28 @@ async def run_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _wants_json(request: Request) -> bool:
+    """``Accept: application/json`` (and not ``text/event-stream``) asks for the history."""
+    accept = request.headers.get("accept", "").lower()
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+async def _history(
+    state: ServerState, tenant: str, run_id: str, after: int, limit: int
+) -> dict[str, Any]:
+    from penguiflow_agents.history import event_doc, run_events
+
+    await _document(state, tenant, run_id)  # 404 for unknown and foreign ids alike
+    try:
+        events = await run_events(state.store, tenant, run_id, after_seq=after)
+    except NotFoundError:  # accepted, still queued for a worker: nothing stored yet
+        events = []
+    page = events[:limit]
+    return {
+        "run_id": run_id,
+        "events": [event_doc(e) for e in page],
+        "next_after": page[-1].seq if page else after,
+        "more": len(events) > limit,
+    }
