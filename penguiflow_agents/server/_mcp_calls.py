@@ -143,15 +143,19 @@ class GatewayCalls:
         call_id = "mcpc_" + secrets.token_hex(8)
         started = time.monotonic()
         spec = await self.spec_of(name)
-        visible = spec is not None and state.policies.is_visible(name, headers)
+        visible = state.policies.is_visible(name, headers)
         log_id = call_log_id(headers.tenant, headers.principal, name, arguments)
         if spec is None or not visible:
             outcome = unknown_tool(name)
-            if spec is not None:
+            if not visible and spec is not None:
                 outcome.outcome = "denied"  # recorded; the caller sees "unknown"
                 _log.warning(
                     "policy.call_refused", tool=name, tenant=headers.tenant, key_id=who.key_id
                 )
+            elif visible:  # a name the caller may use whose source is down: say why
+                refusal = await state.registry.check(name, arguments)
+                if refusal is not None and refusal.outcome == "unavailable":
+                    outcome = _from_result(refusal)
             await self._record(who, log_id, call_id, name, arguments, outcome, started)
             return outcome
         prepared = prepare_arguments(spec, arguments)

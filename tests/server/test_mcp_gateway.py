@@ -60,7 +60,11 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    *, policies: list[dict[str, Any]] | None = None, mcp_source: bool = False, **settings: Any
+    *,
+    policies: list[dict[str, Any]] | None = None,
+    mcp_source: bool = False,
+    manifests: tuple[dict[str, Any], ...] = (),
+    **settings: Any,
 ) -> AsyncIterator[Gateway]:
     """The service on uvicorn; ``mcp_source``: also the SDK-built test server over stdio as
     source ``t``."""
@@ -86,6 +90,8 @@ async def gateway(
                 {"name": "t", "transport": "mcp_stdio", "command": stdio_command()}
             )
         )
+    for manifest in manifests:
+        registry.add_manifest(SourceManifest.model_validate(manifest))
     store = MemoryStore()
     app = create_app(
         ServerSettings(poll_s=0.2, **settings),
@@ -112,7 +118,7 @@ async def gateway(
     finally:
         server.should_exit = True
         await asyncio.wait({task}, timeout=30)
-        if mcp_source:
+        if mcp_source or manifests:
             await registry.aclose()
 
 
@@ -476,3 +482,34 @@ async def test_two_calls_waiting_on_one_approval_run_it_once_and_the_other_asks_
         loser = await asyncio.wait_for(other, 60)
         assert loser.is_error and "once is enough" in text_of(loser)
         assert gw.writes == [("/shared/race.txt", "once")]
+
+
+async def test_a_usable_name_whose_source_is_down_says_why_and_a_hidden_one_stays_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An OAuth ``mcp_http`` source nobody has authorized lists no tools (it is down): a caller
+    whose policy allows its names is told why and what to run; one whose policy does not gets
+    ``Unknown tool``."""
+    import base64
+    import os
+
+    from penguiflow_agents.testing.mcp_server import running_http_server
+
+    monkeypatch.setenv("PENGUIFLOW_SECRET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    policies = [{"tenant": "acme", "allow": ["remote.*"]}, {"tenant": "globex", "allow": []}]
+    with running_http_server(oauth=True) as remote:
+        manifest = {
+            "name": "remote",
+            "transport": "mcp_http",
+            "url": remote.url,
+            "auth": {"type": "oauth"},
+        }
+        async with gateway(policies=policies, manifests=(manifest,)) as gw:
+            async with gw.client("alice") as client:
+                assert (await client.list_tools()).tools == []
+                result = await client.call_tool("remote.echo", {"text": "x"})
+            async with gw.client("globex") as client:
+                hidden = await client.call_tool("remote.echo", {"text": "x"})
+    assert result.is_error and text_of(result).startswith("Error (unavailable): source 'remote'")
+    assert "auth login remote" in text_of(result)
+    assert text_of(hidden) == "Unknown tool: remote.echo"
