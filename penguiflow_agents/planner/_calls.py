@@ -96,6 +96,7 @@ async def call_tool(
         deadline=run.deadline,
         on_event=_activity_sink(run, call_id, name),
         deps=deps.app_deps,
+        store=deps.store,
     )
     elicitor = deps.elicitor
     if elicitor is not None:  # a tool server's question goes to the person behind the run
@@ -343,7 +344,8 @@ async def run_calls(
     Calls with a result in ``out.done`` are settled; a call that already has an
     approval request waits for it (no second request); every other call that may
     run could have been running when the owner died, so it runs again only if its
-    tool is idempotent, else the model is told its outcome is unknown.
+    tool is idempotent (or resumable: it reattaches to the first call's work), else
+    the model is told its outcome is unknown.
     """
     runnable: list[LLMToolCall] = []
     prior = await _prior_approvals(deps, run) if recovering else {}
@@ -366,7 +368,7 @@ async def run_calls(
             continue
         checked = await _check(deps, run, catalog, step, call, budget)
         if isinstance(checked, _Ready):
-            if recovering and not checked.spec.idempotent:
+            if recovering and not (checked.spec.idempotent or checked.spec.resumable):
                 content = _prompts.unknown_outcome(call.name)
                 await _tally(
                     out,

@@ -35,7 +35,7 @@ import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +52,7 @@ from a2a.types.a2a_pb2 import (
     Role,
     SendMessageRequest,
     StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -132,12 +133,18 @@ class RemoteTask:
     message: str = ""
     artifacts: dict[str, list[str]] = field(default_factory=dict)
     chunks: int = 0  # text chunks streamed so far
+    pending: asyncio.Future[None] | None = None  # the on_known call in progress
     known: asyncio.Event = field(default_factory=asyncio.Event)  # set once ``id`` is
+
+    # Told once the id is known (a2a sources bind it to the call); must not raise.
+    on_known: Callable[[RemoteTask], Awaitable[None]] | None = None
 
     def _named(self, task_id: str) -> None:
         if task_id and not self.id:
             self.id = task_id
             self.known.set()
+            if self.on_known is not None:
+                self.pending = asyncio.ensure_future(self.on_known(self))
 
     def take(self, event: StreamResponse) -> str | None:
         """Fold one stream event in; the text chunk it carried, if any."""
@@ -286,6 +293,7 @@ class A2AToolSource:
                     description=text,
                     input_schema=_INPUT_SCHEMA,
                     binding={"transport": "a2a", "skill": skill.id, "agent": card.name},
+                    resumable=True,  # a call made again reattaches to its bound task
                 )
             )
         return specs
@@ -304,12 +312,24 @@ class A2AToolSource:
                 f"the agent of source {self.name!r} has no skill {tool!r} (any more).",
             )
         task = RemoteTask()
+        binding = _Binding.of(ctx, qualified, self.url)
+        reattach = False
+        if binding is not None:
+            found = await binding.find()
+            if found:  # the same call, made again after a takeover: reattach to its task
+                task.take_task(Task(id=found[0], context_id=found[1]))
+                task.state = TaskState.TASK_STATE_WORKING
+                reattach = True
+                log.info("a2a.reattach", source=self.name, task_id=found[0])
         try:
             for _ in range(MAX_QUESTIONS + 1):
                 request = _request(text, tool, ctx, task)
                 exchange = asyncio.ensure_future(
-                    self._exchange(client, card, request, task, ctx, qualified)
+                    self._exchange(
+                        client, card, request, task, ctx, qualified, binding, reattach=reattach
+                    )
                 )
+                reattach = False
                 try:
                     # Shielded: a cancelled call first learns the task id (the stream may not
                     # have named it yet), then cancels the remote task, then the exchange.
@@ -361,10 +381,18 @@ class A2AToolSource:
         task: RemoteTask,
         ctx: CallContext,
         qualified: str,
+        binding: _Binding | None = None,
+        *,
+        reattach: bool = False,
     ) -> None:
-        """One message to the task and what it led to, folded into ``task``."""
+        """One message to the task (or, ``reattach``, its stream again) and what it led to,
+        folded into ``task``; the task is bound (``binding``) as soon as it is known."""
+        if binding is not None:
+            task.on_known = binding.bind
         try:
-            if card.capabilities.streaming:
+            if reattach:
+                await self._resubscribe(client, task, ctx, qualified)
+            elif card.capabilities.streaming:
                 async for chunk in self._stream(client, request, task):
                     task.chunks += 1
                     await _emit_chunk(ctx, qualified, chunk, task.chunks)
@@ -375,6 +403,24 @@ class A2AToolSource:
             # elsewhere resumed it): its end is the outcome.
             if isinstance(exc, A2AClientError) or not await self._ended(client, task):
                 raise
+
+    async def _resubscribe(
+        self, client: Client, task: RemoteTask, ctx: CallContext, qualified: str
+    ) -> None:
+        try:
+            async for event in client.subscribe(SubscribeToTaskRequest(id=task.id)):
+                chunk = task.take(event)
+                if chunk:
+                    task.chunks += 1
+                    await _emit_chunk(ctx, qualified, chunk, task.chunks)
+                if task.settled and event.HasField("status_update"):
+                    break
+        except A2AClientError:
+            raise
+        except A2AError:  # the agent will not resubscribe (e.g. to an ended task): ask
+            pass
+        task.take_task(await client.get_task(GetTaskRequest(id=task.id)))
+        await self._wait(client, task)
 
     async def _stream(
         self, client: Client, request: SendMessageRequest, task: RemoteTask
@@ -436,6 +482,50 @@ class A2AToolSource:
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None
+
+
+@dataclass(slots=True)
+class _Binding:
+    """Where a call's remote task is bound: the run's store, keyed by run and call id."""
+
+    store: Any
+    tenant: str
+    run_id: str
+    key: str
+    agent_url: str
+
+    @classmethod
+    def of(cls, ctx: CallContext, qualified: str, agent_url: str) -> _Binding | None:
+        if ctx.store is None or not ctx.run_id or not ctx.call_id or ctx.tenant is None:
+            return None
+        key = f"tool:{qualified}:{ctx.call_id}"
+        return cls(ctx.store, ctx.tenant, ctx.run_id, key, agent_url)
+
+    async def find(self) -> tuple[str, str] | None:
+        try:
+            found = await self.store.get_remote(self.tenant, self.run_id, self.key)
+        except Exception as exc:  # a store without bindings (a workflow's): no reattach
+            log.debug("a2a.binding_unavailable", error=type(exc).__name__)
+            return None
+        return None if found is None else (found.task_id, found.context_id)
+
+    async def bind(self, task: RemoteTask) -> None:
+        from penguiflow_agents.store import RemoteBinding
+
+        try:
+            await self.store.bind_remote(
+                RemoteBinding(
+                    tenant=self.tenant,
+                    trace_id=self.run_id,
+                    key=self.key,
+                    agent_url=self.agent_url,
+                    task_id=task.id,
+                    context_id=task.context_id,
+                    created_at=time.time(),
+                )
+            )
+        except Exception as exc:
+            log.warning("a2a.bind_failed", key=self.key, error=type(exc).__name__)
 
 
 class ToolSourceError(Exception):

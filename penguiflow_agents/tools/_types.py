@@ -122,6 +122,10 @@ class ToolSpec:
     risk: str = "low"  # low | medium | high
     idempotent: bool = False
     timeout_s: float | None = None  # per-tool override of the source's timeout
+    # A call made again with the same run_id and call_id (a run taken over after a crash)
+    # reattaches to the first call's work instead of repeating it (a2a: the remote task
+    # bound in ``CallContext.store``), so the planner may make it again like an idempotent one.
+    resumable: bool = False
     # What the call does on the wire, set by the source (see ``definition_hash``).
     binding: Mapping[str, Any] = field(default_factory=dict)
     definition_hash: str = ""
@@ -314,6 +318,7 @@ class CallContext:
     on_event: EventSink | None = None  # e.g. progress notifications
     extra: dict[str, Any] = field(default_factory=dict)
     deps: Any = None  # the application's dependencies (``ReactPlanner(deps=...)``)
+    store: Any = None  # the run's StateStore, for sources that keep call state (a2a)
 
     @property
     def tenant(self) -> str | None:

@@ -5,6 +5,8 @@ gives `unavailable` and opens the first's breaker."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.timeout(400)
 SCRIPT_A = """
 turns:
   - branches:
+      - match: "takeover"
+        tool_calls: [{name: remote.run, arguments: {message: "take your time"}, id: ask}]
       - match: "slow"
         tool_calls: [{name: remote.run, arguments: {message: "slow question"}, id: ask}]
       - tool_calls: [{name: remote.run, arguments: {message: "what is the answer?"}, id: ask}]
@@ -32,6 +36,9 @@ turns:
 SCRIPT_B = """
 turns:
   - branches:
+      - match: "take your time"
+        delay_s: 30
+        content: "The late answer from B."
       - match: "slow"
         delay_s: 300
         content: "late"
@@ -62,6 +69,12 @@ class Pair:
     b: Serving
     a_key: str
     b_key: str
+    a_root: Path
+    a_env: dict[str, str]
+
+    def restart_a(self) -> None:
+        """A new first server over the same store, tools and keys (after a crash)."""
+        self.a = start_serve(self.a_root, "--model", "replay:model.yaml", env=self.a_env)
 
     def a_client(self) -> httpx.Client:
         return self.a.client(self.a_key)
@@ -86,10 +99,12 @@ def pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Pair]:
         (roots["a"] / "tools" / "remote.yaml").write_text(MANIFEST.format(url=b.url))
         env = {**env_for(roots["a"]), "B_KEY": b_key}
         a = start_serve(roots["a"], "--model", "replay:model.yaml", env=env)
-        yield Pair(a=a, b=b, a_key=a_key, b_key=b_key)
+        the_pair = Pair(a=a, b=b, a_key=a_key, b_key=b_key, a_root=roots["a"], a_env=env)
+        yield the_pair
+        a = the_pair.a
     finally:
         # Shown when a test fails: what each server logged.
-        if a is not None:
+        if a is not None and a.proc.stderr is not None and not a.proc.stderr.closed:
             print("A:", a.stop().decode(errors="replace")[-6000:])
         if b.proc.stderr is not None and not b.proc.stderr.closed:
             print("B:", b.stop().decode(errors="replace")[-6000:])
@@ -163,3 +178,33 @@ def test_killing_the_second_mid_task_is_unavailable_and_opens_the_breaker(pair: 
         step = again["steps"][0]
         assert step["outcome"] == "unavailable", step
         assert "circuit breaker is open" in str(step["result"]), step
+
+
+def test_a_run_taken_over_after_a_sigkill_reattaches_to_its_remote_task(pair: Pair) -> None:
+    with pair.a_client() as a:
+        run_id = a.post("/v1/runs", json={"query": "takeover"}).json()["run_id"]
+    _until("the remote task", lambda: [r for r in _b_runs(pair) if r["status"] == "running"])
+
+    def bound() -> int:
+        with contextlib.closing(sqlite3.connect(pair.a_root / "state.db")) as db:
+            return int(db.execute("SELECT count(*) FROM remote_tasks").fetchone()[0])
+
+    _until("the call's remote task to be bound in the first server's store", bound)
+    pair.a.stop(kill=True)
+    pair.restart_a()
+    with pair.a_client() as a:
+        r = a.post(f"/v1/runs/{run_id}/resume")
+        assert r.status_code == 200, r.text
+
+        def completed() -> dict[str, Any] | None:
+            doc: dict[str, Any] = a.get(f"/v1/runs/{run_id}").json()
+            return doc if doc["status"] != "running" else None
+
+        doc = _until("the run to end", completed, timeout_s=180)
+    assert doc["status"] == "completed", doc
+    step = doc["steps"][0]
+    assert step["tool"] == "remote.run" and step["outcome"] == "ok", step
+    assert "The late answer from B." in str(step["result"])
+    runs = _b_runs(pair)
+    assert len(runs) == 1, runs  # the remote task ran once: the new process reattached to it
+    assert runs[0]["status"] == "completed"

@@ -174,3 +174,33 @@ async def test_a_cancelled_call_cancels_the_remote_task(
                 await call
             run = (await svc.get(f"/v1/runs/{runs[0]['run_id']}")).json()
         assert run["status"] == "cancelled"
+
+
+async def test_the_same_call_made_again_reattaches_to_its_task_instead_of_sending_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from penguiflow_agents._identity import Headers
+    from penguiflow_agents.store import MemoryStore
+
+    store = MemoryStore()
+    async with live_service() as svc:
+        async with await registry_for(tmp_path, svc, monkeypatch) as registry:
+            specs = await registry.list_tools()
+            assert specs[0].resumable
+
+            def ctx() -> CallContext:
+                return CallContext(
+                    headers=Headers(tenant="acme", principal="p"),
+                    run_id="run-1",
+                    call_id="call-1",
+                    store=store,
+                )
+
+            first = await registry.call("remote.run", {"message": "add 2 3"}, ctx())
+            again = await registry.call("remote.run", {"message": "add 2 3"}, ctx())
+        runs = (await svc.get("/v1/runs")).json()["runs"]
+    assert first.ok and again.ok, (first, again)
+    assert first.output == again.output == "done: 5"
+    assert len(runs) == 1  # the task ran once
+    bound = await store.get_remote("acme", "run-1", "tool:remote.run:call-1")
+    assert bound is not None and bound.task_id == runs[0]["run_id"]
