@@ -82,6 +82,14 @@ async def chat(args: argparse.Namespace) -> int:
     printer = RunPrinter(quiet=bool(args.json), json_lines=bool(args.json))
     async with AsyncExitStack() as stack:
         store = await open_store(stack, args)
+
+        async def elicitor(question: Any, _ctx: Any) -> Any:
+            """A tool server's question mid-run: asked inline, like an approval."""
+            from penguiflow_agents.cli._elicit_prompt import terminal_answer
+
+            printer.status.done()
+            return await terminal_answer(question, ask=_ask, say=lambda t: printer.line(escape(t)))
+
         planner = await open_planner(
             stack,
             args,
@@ -90,6 +98,7 @@ async def chat(args: argparse.Namespace) -> int:
             default_script=OFFLINE_SCRIPT,
             tools=args.tools,
             policies=args.policies,
+            elicitor=elicitor,
         )
         from penguiflow_agents.approvals import ApprovalService
 

@@ -183,6 +183,7 @@ async def open_planner(
     tools: str,
     policies: str,
     replay_when_keys_set: bool = False,
+    elicitor: Any = None,
 ) -> ReactPlanner:
     """A planner over ``tools``/``policies``/``store`` and the model; closed with ``stack``."""
     from penguiflow_agents.llm import open_llm
@@ -208,6 +209,7 @@ async def open_planner(
         registry=registry,
         store=store,
         policies=policy_set,
+        elicitor=elicitor,
         **({"max_steps": max_steps} if max_steps else {}),
     )
     from penguiflow_agents.cli._observe import open_telemetry

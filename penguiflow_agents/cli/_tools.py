@@ -432,9 +432,30 @@ async def _call_showing_status(
             shown = f"{done}/{total}" if total else f"{done}"
             status.update(f"calling {name} ({shown}{': ' + str(message) if message else ''})")
 
+    ctx = CallContext(headers=headers, on_event=on_event)
+    if sys.stdin.isatty():  # a tool server's question goes to the person at the terminal
+        from penguiflow_agents.cli._elicit_prompt import terminal_answer
+
+        async def ask(prompt: str) -> str | None:
+            sys.stderr.write(prompt)
+            sys.stderr.flush()
+            line = await asyncio.to_thread(sys.stdin.readline)
+            return line.rstrip("\n") if line else None
+
+        def say(text: str) -> None:
+            sys.stderr.write(text + "\n")
+
+        async def elicit(question: Any) -> Any:
+            status.done()  # no spinner over the question
+            try:
+                return await terminal_answer(question, ask=ask, say=say)
+            finally:
+                status.waiting(f"calling {name}")
+
+        ctx.extra["elicit"] = elicit
     status.waiting(f"calling {name}")
     try:
-        return await registry.call(name, arguments, CallContext(headers=headers, on_event=on_event))
+        return await registry.call(name, arguments, ctx)
     finally:
         await status.aclose()
 
