@@ -513,3 +513,19 @@ async def test_a_usable_name_whose_source_is_down_says_why_and_a_hidden_one_stay
     assert result.is_error and text_of(result).startswith("Error (unavailable): source 'remote'")
     assert "auth login remote" in text_of(result)
     assert text_of(hidden) == "Unknown tool: remote.echo"
+
+
+async def test_a_tools_own_progress_reaches_the_mcp_client() -> None:
+    """The stdio server's progress notifications of an ungated call are forwarded."""
+    heard: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        heard.append((done, total, message))
+
+    policies = [{"tenant": "acme", "allow": ["t.*"]}]
+    async with gateway(policies=policies, mcp_source=True) as gw, gw.client("alice") as client:
+        result = await client.call_tool(
+            "t.slow", {"seconds": 0.2, "steps": 3}, progress_callback=on_progress
+        )
+        assert not result.is_error, text_of(result)
+    assert [done for done, _, _ in heard] == [1.0, 2.0, 3.0]
