@@ -115,8 +115,28 @@ async def call_tool(
         )
     result.latency_s = clock.monotonic() - start
     if result.ok and result.media:  # shown to the model when the step closes
-        run.state.media[call_id] = media_parts(call_id, name, result.media)
+        _keep_media(deps, run, call_id, name, result)
     return result
+
+
+def _keep_media(deps: Deps, run: Run, call_id: str, name: str, result: ToolResult) -> None:
+    """Keep the call's images for the model, within the run's ``max_image_bytes``; past it
+    they are left out and the result's text says so (the conversation, stored at every
+    checkpoint and sent with every model turn, does not grow without bound)."""
+    st = run.state
+    size = sum(m.size for m in result.media)
+    if st.media_bytes + size > deps.max_image_bytes:
+        note = (
+            f"[the {len(result.media)} image(s) of this result were not attached: the run "
+            f"already shows the model {st.media_bytes} bytes of images and allows "
+            f"{deps.max_image_bytes} (max_image_bytes)]"
+        )
+        if isinstance(result.output, str):
+            result.output = f"{result.output}\n{note}"
+        result.media = ()
+        return
+    st.media_bytes += size
+    st.media[call_id] = media_parts(call_id, name, result.media)
 
 
 def media_parts(call_id: str, name: str, media: Sequence[ToolMedia]) -> list[dict[str, Any]]:

@@ -68,6 +68,7 @@ class Deps:
     observers: tuple[RunObserver, ...] = ()  # told about every run (telemetry)
     app_deps: Any = None  # ReactPlanner(deps=...): handed to tools in CallContext.deps
     output: OutputSpec | None = None  # ReactPlanner(output_type=...): the typed final answer
+    max_image_bytes: int = 8_000_000  # images (from tools) one run may show the model, in all
     # ReactPlanner(elicitor=...): asks the person behind a call a tool server's question.
     elicitor: Any = None
 

@@ -112,7 +112,9 @@ class ReactPlanner:
     prompt + completion tokens; ``max_consecutive_errors`` turns in a row in
     which every call failed; ``max_parallel`` calls of one turn at once;
     ``max_result_chars`` of a tool result shown to the model (the trajectory
-    keeps it whole); ``max_calls_per_turn`` calls of one model turn (the rest
+    keeps it whole); ``max_image_bytes`` of images (MCP image results) one run
+    shows the model in all (later ones are described, not attached);
+    ``max_calls_per_turn`` calls of one model turn (the rest
     are refused with an error the model sees); ``max_pending_approvals_per_run``
     approval requests one turn may open and ``max_pending_approvals_per_tenant``
     undecided requests a tenant may have (further gated calls are refused).
@@ -183,6 +185,7 @@ class ReactPlanner:
         deps: Any = None,
         output_type: type[BaseModel] | None = None,
         elicitor: Elicitor | None = None,
+        max_image_bytes: int = 8_000_000,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -192,6 +195,7 @@ class ReactPlanner:
             ("max_pending_approvals_per_tenant", max_pending_approvals_per_tenant),
             ("max_consecutive_errors", max_consecutive_errors),
             ("max_result_chars", max_result_chars),
+            ("max_image_bytes", max_image_bytes),
         ):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"ReactPlanner {name} must be a positive integer, got {value!r}.")
@@ -252,6 +256,7 @@ class ReactPlanner:
             app_deps=deps,
             output=output_spec(output_type),
             elicitor=elicitor,
+            max_image_bytes=max_image_bytes,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None

@@ -125,6 +125,7 @@ class RunState:
     # call id -> content parts (a label, then image_url parts) of the images a call of the
     # open step returned; ``close_step`` shows them to the model after the step's tool results.
     media: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    media_bytes: int = 0  # bytes of the images this run has shown the model (max_image_bytes)
 
     def add_cost(self, cost: float | None) -> None:
         if cost is not None:
@@ -172,6 +173,7 @@ class RunState:
             "paused": self.paused.to_dict() if self.paused else None,
             "inflight": self.inflight.to_dict() if self.inflight else None,
             **({"media": {k: list(v) for k, v in self.media.items()}} if self.media else {}),
+            **({"media_bytes": self.media_bytes} if self.media_bytes else {}),
         }
 
     @classmethod
@@ -207,6 +209,7 @@ class RunState:
                 media={
                     str(k): [dict(p) for p in v] for k, v in dict(data.get("media") or {}).items()
                 },
+                media_bytes=int(data.get("media_bytes") or 0),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(

@@ -276,3 +276,29 @@ async def test_an_image_of_a_step_that_paused_reaches_the_model_after_the_resume
         "type": "image_url",
         "image_url": {"url": f"data:image/png;base64,{PIXEL_B64}"},
     }
+
+
+async def test_a_runs_images_are_capped_by_max_image_bytes(registry: ToolRegistry) -> None:
+    """Past ``max_image_bytes`` (whole run), a result's images are described, not attached:
+    the conversation (stored at every checkpoint, sent every turn) stays bounded."""
+    turns: list[Any] = [
+        {"tool_calls": [{"name": "fx.image", "arguments": {"caption": "one"}, "id": "c1"}]},
+        {"tool_calls": [{"name": "fx.image", "arguments": {"caption": "two"}, "id": "c2"}]},
+        {"content": "Seen."},
+    ]
+    llm = ScriptedLLM(turns)
+    size = len(PIXEL_PNG)  # one image fits, a second does not
+    planner = ReactPlanner(llm=llm, registry=registry, max_image_bytes=size + size // 2)
+    result = await planner.run("Show me two.", headers=Headers(tenant="acme"))
+    assert result.status == "completed", result.error
+    messages = llm.requests[-1].messages
+    images = [
+        part
+        for m in messages
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for part in m["content"]
+        if part["type"] == "image_url"
+    ]
+    assert len(images) == 1  # the first call's
+    second = next(m for m in messages if m.get("tool_call_id") == "c2")
+    assert "were not attached" in second["content"] and "max_image_bytes" in second["content"]
