@@ -55,6 +55,9 @@ async def advance(planner: ReactPlanner, run: Run) -> RunResult:
 async def proceed(planner: ReactPlanner, run: Run, *, by: Headers | None = None) -> RunResult:
     """Go on with a paused run: it is running again (``resumed``, with a fresh deadline),
     its decided calls are settled, and the loop continues (or pauses again)."""
+    # The run's events go through this stretch's planner (its store, and the EventBuffer
+    # that its direct writes flush), not the one the run started with.
+    run.emit = planner._recording(run.headers, None)
     record = run.record
     record.status = "running"
     await write(planner._deps, run, record)

@@ -94,6 +94,7 @@ _STORE_OPS = (
     "get_run",
     "update_run",
     "append_event",
+    "append_events",
     "load_session",
     "save_session",
     "create_approval",
@@ -271,6 +272,8 @@ class RunActivities:
             args = [record_from_json("run", args[0])]
         elif op == "update_run":
             args = [record_from_json("run", args[0]), args[1]]
+        elif op == "append_events":
+            args = [args[0], args[1], [(str(kind), dict(data)) for kind, data in args[2]]]
         outbox: list[OutboxEntry] = []
         events: list[tuple[str, dict[str, Any]]] = []
         if op == "create_approval":

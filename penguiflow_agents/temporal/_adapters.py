@@ -261,22 +261,27 @@ class ActivityStore:
     validates decisions against them).
     """
 
-    def __init__(self, *, on_approval: Callable[[ApprovalRecord], None]) -> None:
+    def __init__(
+        self, *, on_approval: Callable[[ApprovalRecord], None], batch_events: bool = False
+    ) -> None:
         self._on_approval = on_approval
+        # With ``batch_events`` the planner gathers a step's events (its EventBuffer) and
+        # writes them with one ``append_events`` local activity; without, one activity per
+        # event (the histories of runs started before batching replay that way).
+        self.buffers_events = batch_events
 
     async def append_event(
         self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
     ) -> int:
         return int(await local(STORE, "append_event", [tenant, run_id, kind, dict(data)]))
 
-    # the planner writes this store's events one by one (no EventBuffer inside a workflow)
-    buffers_events = False
-
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[int]:
-        # one activity per event, in order (the activity side knows append_event only)
-        return [await self.append_event(tenant, run_id, kind, data) for kind, data in events]
+        if not self.buffers_events:  # one activity per event, in order
+            return [await self.append_event(tenant, run_id, kind, data) for kind, data in events]
+        batch = [[kind, dict(data)] for kind, data in events]
+        return [int(s) for s in await local(STORE, "append_events", [tenant, run_id, batch])]
 
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0

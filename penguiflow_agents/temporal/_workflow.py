@@ -51,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["WORKFLOW", "RunInput", "RunWorkflow"]
 
 WORKFLOW = "penguiflow.run"
+# The patch id under which a workflow writes a step's events with one local activity.
+BATCHED_EVENTS = "penguiflow-batched-events"
 # Past an approval's expiry, how long the run waits before settling it as expired.
 EXPIRY_GRACE_S = 1.0
 
@@ -151,7 +153,10 @@ class RunWorkflow:
                 trace=inp.trace,
                 next_call=self._next_call,
             ),
-            store=ActivityStore(on_approval=self._remember),
+            # A step's events in one local activity; runs started before that replay as they ran.
+            store=ActivityStore(
+                on_approval=self._remember, batch_events=workflow.patched(BATCHED_EVENTS)
+            ),
             policies=self._policies,
             clock=WorkflowClock(),
             max_steps=inp.max_steps,

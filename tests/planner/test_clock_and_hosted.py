@@ -168,3 +168,40 @@ async def test_a_hosted_paused_run_can_be_recorded_cancelled() -> None:
     result = await hosted.cancel(planner, run, "cancelled by bob")
     assert result.status == "cancelled" and result.error == "cancelled by bob"
     assert (await store.get_run("acme", "run_c")).status == "cancelled"
+
+
+async def test_a_hosted_run_recording_events_logs_every_event_of_each_stretch() -> None:
+    """With record_events (a step's events buffered), a stretch on a new planner writes its
+    events through that planner: nothing is left in the first planner's buffer."""
+    store = MemoryStore()
+    policies = PolicySet.from_documents([POLICY])
+    llm = ScriptedLLM(
+        [
+            {"tool_calls": [{"name": "ops.restart", "arguments": {"service": "web"}}]},
+            {"match": "restarted web", "content": "Web was restarted."},
+        ],
+        record=False,
+    )
+
+    def planner() -> ReactPlanner:
+        return ReactPlanner(
+            llm=llm,
+            registry=_registry([]),
+            store=store,
+            policies=policies,
+            record_events=True,
+        )
+
+    run = await hosted.start(planner(), "restart web", headers=ALICE, run_id="run_ev")
+    result = await hosted.advance(planner(), run)
+    (pending,) = result.pending_approvals
+    await ApprovalService(store, policies).decide(
+        tenant="acme", approval_id=pending.id, principal="bob", roles=["admin"],
+        decision="approve",
+    )  # fmt: skip
+    result = await hosted.proceed(planner(), run, by=Headers(tenant="acme", principal="bob"))
+    assert result.status == "completed", result.error
+    kinds = [e.kind for e in await store.list_events("acme", "run_ev")]
+    after = kinds[kinds.index("resumed") :]
+    assert {"tool_call_finished", "llm_response", "final_answer"} <= set(after), kinds
+    assert after[-1] == "run_finished"
