@@ -46,6 +46,9 @@ _PIPE_WIDTH = 160
 # The arguments column of the one-line listing is never narrower than this.
 _MIN_ARGS_CHARS = 24
 
+# Run ids of the MCP gateway's call logs (server._mcp_calls.CALL_LOG_PREFIX): no run to resume.
+MCP_CALL_LOG_PREFIX = "mcp_"
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List the tenant's approval requests (``--status`` filters; ``--json`` for scripts)."""
@@ -212,16 +215,19 @@ async def _decide(
             )
     finally:
         await store.aclose()
-    next_step = (
-        "the run goes on by itself on Temporal" if engine_url else _resume_command(args, record)
-    )
+    if record.run_id.startswith(MCP_CALL_LOG_PREFIX):  # asked by a client of serve's /mcp
+        next_step = "the MCP client's same call (same tool, same arguments) now runs it, once"
+    elif engine_url:
+        next_step = "the run goes on by itself on Temporal"
+    else:
+        next_step = _resume_command(args, record)
     if args.json:
         print_json({**approval_to_json(record), "next": next_step})
         return EXIT_OK
     done = {"approve": "approved", "edit": "approved with edited arguments", "reject": "rejected"}
     print(f"{done[decision]}: {record.id} ({record.tool}) as {args.as_principal!r}.")
     print(f"next: {next_step}")
-    if os.environ.get(BUS_ENV):
+    if os.environ.get(BUS_ENV) and not record.run_id.startswith(MCP_CALL_LOG_PREFIX):
         # Workers are in use here: the run can go back to them instead of this process.
         print(f"  or, on the workers: {_submit_resume_command(args, record)}")
     return EXIT_OK

@@ -172,6 +172,22 @@ def test_an_admin_approves_and_is_told_the_resume_command(cli: Cli) -> None:
     assert stored.decision.decided_by == "bob"
 
 
+def test_approving_an_mcp_gateway_request_says_the_client_call_runs_it_not_resume(
+    cli: Cli,
+) -> None:
+    from penguiflow_agents.cli._approvals import MCP_CALL_LOG_PREFIX
+    from penguiflow_agents.server._mcp_calls import CALL_LOG_PREFIX, call_log_id
+
+    assert MCP_CALL_LOG_PREFIX == CALL_LOG_PREFIX
+    record = cli.request(run_id=call_log_id("acme", "alice", WRITE.name, ARGS))
+    proc = cli.subprocess(
+        "approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "resume" not in proc.stdout and "same call" in proc.stdout
+    assert cli.get(record.id).status == "approved"
+
+
 def test_approve_with_args_is_an_edit_and_bad_args_are_refused(cli: Cli) -> None:
     record = cli.request()
     base = ["approve", record.id, "--as", "bob", "--role", "admin", "--tenant", "acme"]
