@@ -1,5 +1,9 @@
 """What keeps a litellm call cheap: one reused OpenAI client, and no logging nobody reads.
 
+(OpenAI-protocol models normally skip litellm altogether: see ``_openai.py``. What
+follows applies when such a model is held on litellm: a litellm-only ``extra``
+option, registered litellm callbacks.)
+
 Two costs of ``litellm.acompletion`` are ours to avoid (profiled at ~6 ms of
 CPU per call on the replay model, see benchmarks/README.md):
 
