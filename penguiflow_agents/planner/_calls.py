@@ -24,6 +24,7 @@ from penguiflow_agents.llm._types import LLMToolCall
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._authorization import authorization_wait, needs_authorization
 from penguiflow_agents.planner._context import Deps, Run, Stop
+from penguiflow_agents.planner._sampling import run_sampler
 from penguiflow_agents.planner._types import (
     PendingApproval,
     Step,
@@ -105,6 +106,8 @@ async def call_tool(
             return await elicitor(question, ctx)
 
         ctx.extra["elicit"] = ask
+    # A tool server's sampling request is answered with this run's model (if its manifest allows).
+    ctx.extra["sample"] = run_sampler(deps, run, call_id)
     clock = run.clock
     start = clock.monotonic()
     try:

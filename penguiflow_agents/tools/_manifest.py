@@ -162,6 +162,13 @@ class SkillsFilter(_Strict):
     exclude: list[Regex] = Field(default_factory=list)
 
 
+class SamplingConfig(_Strict):
+    """``sampling:`` of an MCP source: may its server ask the run's model for a completion?"""
+
+    allow: bool = False
+    max_tokens: int = Field(default=1000, ge=1)  # cap on one completion the server asks for
+
+
 class AuthConfig(_Strict):
     """``auth:`` of an ``mcp_http`` source (DESIGN.md "MCP authorization and the MCP gateway").
 
@@ -291,6 +298,8 @@ class SourceManifest(_Strict):
     skills: SkillsFilter | None = None
     # MCP sources: what to do with a server's question for the user (see tools/_mcp_elicit.py).
     elicitation: Literal["ask", "defaults", "decline"] = "ask"
+    # MCP sources: may the server ask the run's model for completions (see tools/_mcp_sample.py)?
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     path: str = ""  # the file this manifest was loaded from (set by the loader)
 
     _include_re: tuple[re.Pattern[str], ...] = PrivateAttr(default=())

@@ -50,6 +50,7 @@ from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._mcp_elicit import ElicitFn, answer_elicitation
 from penguiflow_agents.tools._mcp_hints import tool_defaults
 from penguiflow_agents.tools._mcp_result import error_result, to_tool_result
+from penguiflow_agents.tools._mcp_sample import SampleFn, answer_sampling
 from penguiflow_agents.tools._mcp_transport import STDERR_TAIL_LINES, open_transport
 from penguiflow_agents.tools._redact import Redactor, secret_values
 from penguiflow_agents.tools._types import (
@@ -162,6 +163,7 @@ class MCPToolSource:
         self._retry_at = 0.0
         self._closed = False
         self._askers: dict[int, ElicitFn] = {}  # in-flight calls whose caller can answer questions
+        self._samplers: dict[int, SampleFn] = {}  # in-flight calls of runs whose model can answer
 
     @classmethod
     def from_manifest(cls, manifest: SourceManifest, **kwargs: Any) -> MCPToolSource:
@@ -213,10 +215,24 @@ class MCPToolSource:
         asker = ctx.extra.get("elicit")
         if asker is not None:
             self._askers[id(ctx)] = asker
+        sampler = ctx.extra.get("sample")
+        if sampler is not None:
+            self._samplers[id(ctx)] = sampler
         try:
             return await self._call(name, tool, arguments, ctx, started)
         finally:
             self._askers.pop(id(ctx), None)
+            self._samplers.pop(id(ctx), None)
+
+    async def _sample(
+        self, context: Any, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        # Like a question: the request belongs to a call in flight; with exactly one, it is its run's.
+        samplers = list(self._samplers.values())
+        sampler = samplers[0] if len(samplers) == 1 else None
+        return await answer_sampling(
+            self.name, params, sampler, max_tokens=self.manifest.sampling.max_tokens
+        )
 
     async def _elicit(
         self, context: Any, params: types.ElicitRequestParams
@@ -407,6 +423,8 @@ class MCPToolSource:
                 cache=None,
                 message_handler=on_message,
                 elicitation_callback=self._elicit,
+                # Declared only when the manifest allows it: otherwise a server cannot ask.
+                sampling_callback=self._sample if self.manifest.sampling.allow else None,
                 client_info=_CLIENT_INFO,
             )
             try:

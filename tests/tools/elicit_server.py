@@ -1,4 +1,4 @@
-"""A stdio MCP server whose tools ask the user something mid-call (elicitation tests).
+"""A stdio MCP server whose tools ask the client mid-call: the user (elicitation), the model (sampling).
 
 On a 2026-07-28 connection a question is an ``InputRequiredResult`` (the
 client answers and calls again); on an older one, an ``elicitation/create``
@@ -64,6 +64,36 @@ def build() -> MCPServer:
         if isinstance(answer, types.InputRequiredResult):
             return answer
         return f"visit: {answer.action}"
+
+    @server.tool()
+    async def summarize(text: str, ctx: Context) -> Any:
+        """Summarize the text with the client's model (sampling)."""
+        caps = ctx.client_capabilities
+        if caps is None or caps.sampling is None:
+            return "refused: the client does not offer sampling"
+        params = types.CreateMessageRequestParams(
+            messages=[
+                types.SamplingMessage(
+                    role="user", content=types.TextContent(type="text", text=f"Summarize: {text}")
+                )
+            ],
+            max_tokens=5000,
+        )
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            result = await ctx.session.send_request(
+                types.CreateMessageRequest(params=params), types.CreateMessageResult
+            )
+            data = result.model_dump(by_alias=True)
+        else:
+            answered = (ctx.input_responses or {}).get("s")
+            if answered is None:
+                return types.InputRequiredResult(
+                    input_requests={"s": types.CreateMessageRequest(params=params)},
+                    request_state="sampling",
+                )
+            data = answered.model_dump(by_alias=True)
+        content = data.get("content") or {}
+        return f"summary: {content.get('text')} (by {data.get('model')})"
 
     return server
 
