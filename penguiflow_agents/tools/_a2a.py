@@ -12,7 +12,9 @@ is the tool's outcome:
   like an MCP elicitation (``CallContext.extra["elicit"]``); their answer is
   sent to the same task, which goes on. No one to ask, or no answer: a
   ``tool_error`` quoting the question;
-- ``auth-required``: a ``tool_error`` (the platform cannot authorize for it);
+- ``auth-required``: ``authorization_required`` (the run pauses like on an OAuth
+  source; the status message's first URL is where to authorize). Resuming the
+  run calls again, which reattaches to the same task (see below);
 - ``failed`` / ``rejected``: a ``tool_error`` with the agent's message;
   ``canceled`` by the agent: ``cancelled``;
 - the agent cannot be reached, or the connection drops: ``unavailable``
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -349,7 +352,7 @@ class A2AToolSource:
                         "the answer in the message.",
                     )
                 text = answer
-            return _outcome(qualified, task)
+            return _outcome(qualified, task, self.name, ctx)
         except A2AClientTimeoutError:
             return ToolResult.failure(
                 qualified, ToolErrorKind.TIMEOUT, f"the agent of source {self.name!r} timed out."
@@ -560,7 +563,7 @@ def _request(text: str, skill: str, ctx: CallContext, task: RemoteTask) -> SendM
     return request
 
 
-def _outcome(qualified: str, task: RemoteTask) -> ToolResult:
+def _outcome(qualified: str, task: RemoteTask, source: str, ctx: CallContext) -> ToolResult:
     state = task.state
     if state == TaskState.TASK_STATE_COMPLETED:
         answer = answer_text(task)
@@ -573,11 +576,7 @@ def _outcome(qualified: str, task: RemoteTask) -> ToolResult:
             qualified, ToolErrorKind.CANCELLED, f"the agent cancelled the task{said}"
         )
     if state == TaskState.TASK_STATE_AUTH_REQUIRED:
-        return ToolResult.failure(
-            qualified,
-            ToolErrorKind.TOOL_ERROR,
-            f"the agent needs an authorization this platform cannot give{said}",
-        )
+        return _authorization_required(qualified, task, source, ctx)
     if state == TaskState.TASK_STATE_INPUT_REQUIRED:
         return ToolResult.failure(
             qualified,
@@ -586,6 +585,38 @@ def _outcome(qualified: str, task: RemoteTask) -> ToolResult:
         )
     verb = "rejected" if state == TaskState.TASK_STATE_REJECTED else "failed"
     return ToolResult.failure(qualified, ToolErrorKind.TOOL_ERROR, f"the agent's task {verb}{said}")
+
+
+_URL_RE = re.compile(r"https?://[^\s<>\"')\]]+")
+
+
+def _authorization_required(
+    qualified: str, task: RemoteTask, source: str, ctx: CallContext
+) -> ToolResult:
+    """The remote task waits for an authorization (``auth-required``): the run pauses on it
+    like on an OAuth source's (the planner's authorization wait). Resuming the run makes the
+    call again, which reattaches to the same task (its binding): once the person authorized
+    with the agent, the task goes on there and its end is the call's."""
+    found = _URL_RE.search(task.message or "")
+    url = found.group(0).rstrip(".,;:") if found else None
+    reason = _cut(task.message) if task.message else "the remote agent asks for an authorization"
+    result = ToolResult.failure(
+        qualified,
+        ToolErrorKind.AUTHORIZATION_REQUIRED,
+        f"the agent of source {source!r} needs an authorization first ({reason}); authorize "
+        "with it" + (f" at {url}" if url else "") + ", then resume the run.",
+    )
+    result.structured = {
+        "authorization": {
+            "source": source,
+            "tenant": ctx.tenant,
+            "principal": ctx.principal,
+            "url": url,
+            "reason": reason,
+        },
+        "task_id": task.id,
+    }
+    return result
 
 
 async def _abandon(
