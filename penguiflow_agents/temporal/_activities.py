@@ -381,4 +381,6 @@ class RunActivities:
         out: dict[str, Any] = jsonable(result.to_dict())
         if once:
             await self.store.finish_call(tenant, run_id, key, out)
+        if result.media:  # to the workflow, for the model; not into the calls table
+            out["media"] = [m.to_dict() for m in result.media]
         return out

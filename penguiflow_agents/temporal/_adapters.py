@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from penguiflow_agents.tools._types import (
         CallContext,
         ToolErrorKind,
+        ToolMedia,
         ToolResult,
         ToolSpec,
     )
@@ -61,6 +62,7 @@ __all__ = [
     "WorkflowClock",
     "local",
     "raise_ours",
+    "tool_result_of",
 ]
 
 # Longest one local activity (a store operation, the tool list) may take per attempt.
@@ -251,7 +253,7 @@ class ActivityCatalog:
                     "it was not run again."
                 ),
             )
-        return ToolResult.from_dict(data)
+        return tool_result_of(data)
 
 
 class ActivityStore:
@@ -436,3 +438,10 @@ def _run(data: Any) -> RunRecord:
 def _approval(data: Any) -> ApprovalRecord:
     record: ApprovalRecord = record_from_json("approval", data)
     return record
+
+
+def tool_result_of(data: Mapping[str, Any]) -> ToolResult:
+    """A ``tool_call`` activity's answer as a ``ToolResult``, with the images it carries."""
+    result = ToolResult.from_dict(data)
+    result.media = tuple(ToolMedia.from_dict(m) for m in data.get("media") or ())
+    return result

@@ -178,6 +178,13 @@ class ToolMedia:
         """Bytes of the decoded image (about)."""
         return len(self.data) * 3 // 4
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"mime_type": self.mime_type, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolMedia:
+        return cls(mime_type=str(data["mime_type"]), data=str(data["data"]))
+
     def part(self) -> dict[str, Any]:
         """The OpenAI chat content part (litellm maps it for other providers)."""
         return {
