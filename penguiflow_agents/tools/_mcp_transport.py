@@ -290,13 +290,65 @@ async def open_transport(
     url = manifest.resolved_url()
     assert url is not None  # the manifest model requires it
     headers = manifest.resolved_headers()
+    limit = stdout_line_limit(manifest.max_result_bytes)
     http_client = httpx2.AsyncClient(
         headers=headers or None,
         auth=auth,
         timeout=httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=HTTP_READ_TIMEOUT_S),
+        transport=BoundedTransport(limit, source=manifest.name),
     )
     await stack.enter_async_context(http_client)
-    return _watched(streamable_http_client(url, http_client=http_client), on_eof), _nothing
+    # A JSON answer is cut off by the transport while read; an SSE event by the SDK.
+    streams = streamable_http_client(url, http_client=http_client, max_sse_event_size=limit)
+    return _watched(streams, on_eof), _nothing
+
+
+class _BoundedBody(httpx2.AsyncByteStream):
+    """A response body that stops being read past ``limit`` bytes (``httpx2.StreamError``)."""
+
+    def __init__(self, inner: Any, limit: int, source: str) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._source = source
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise httpx2.StreamError(
+                    f"the server's answer is larger than {self._limit} bytes; reading stopped "
+                    f"there (max_result_bytes of source {self._source!r})"
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class BoundedTransport(httpx2.AsyncBaseTransport):
+    """The HTTP transport of an ``mcp_http`` source: a body that is not an event stream is read
+    up to ``limit`` bytes (the same line limit as a stdio server's), then refused; the SDK
+    answers the request with a parse error instead of holding a 50 MB answer in memory."""
+
+    def __init__(self, limit: int, *, source: str) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self._limit = limit
+        self._source = source
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if "text/event-stream" in response.headers.get("content-type", ""):
+            return response  # bounded per event by the SDK (max_sse_event_size)
+        return httpx2.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_BoundedBody(response.stream, self._limit, self._source),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def stdout_line_limit(max_result_bytes: int) -> int:

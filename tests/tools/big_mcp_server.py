@@ -1,5 +1,8 @@
-"""A stdio MCP server whose tools answer big: ``big(n)`` returns ``n`` bytes of text and
-``big_json(n)`` a structured object about ``n`` bytes large (for the max_result_bytes tests)."""
+"""An MCP server whose tools answer big: ``big(n)`` returns ``n`` bytes of text and
+``big_json(n)`` a structured object about ``n`` bytes large (for the max_result_bytes tests).
+
+stdio by default; ``--http [--json]`` serves streamable HTTP on a free port of 127.0.0.1 (SSE
+answers, or JSON ones) and prints ``READY <url>`` when it listens."""
 
 from __future__ import annotations
 
@@ -28,5 +31,33 @@ async def _main() -> None:
         await low.run(read_stream, write_stream, low.create_initialization_options())
 
 
+async def _http(json_response: bool) -> None:
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = server.streamable_http_app(host="127.0.0.1", json_response=json_response)
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(uv.serve(sockets=[sock]))
+    while not uv.started:
+        if serving.done():
+            await serving
+            return
+        await asyncio.sleep(0.01)
+    print(f"READY http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
+    await serving
+
+
 if __name__ == "__main__":
-    anyio.run(_main)
+    import sys
+
+    if "--http" in sys.argv:
+        import asyncio
+
+        asyncio.run(_http("--json" in sys.argv))
+    else:
+        anyio.run(_main)

@@ -9,7 +9,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from penguiflow_agents.tools import ToolRegistry
 from penguiflow_agents.tools._manifest import SourceManifest
@@ -95,5 +98,39 @@ async def test_structured_content_over_the_limit_is_dropped_with_the_marker() ->
         assert len(result.output.encode()) < LIMIT + 300
         small = await registry.call("big.big_json", {"n": 1000})
         assert small.ok and small.structured == small.output and len(small.output["rows"]) == 10
+    finally:
+        await registry.aclose()
+
+
+@pytest.fixture(params=["sse", "json"])
+def http_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The big server over streamable HTTP, answering with SSE events or JSON bodies."""
+    cmd = [sys.executable, str(SERVER), "--http"] + (["--json"] if request.param == "json" else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until READY (or EOF if it failed)
+        assert line.startswith("READY "), line
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def test_over_http_an_answer_is_bounded_while_read_and_cut_after(http_url: str) -> None:
+    manifest = {"name": "big", "transport": "mcp_http", "url": http_url, "path": "big.yaml"}
+    manifest.update(max_result_bytes=LIMIT, timeout_s=60)
+    registry = ToolRegistry()
+    registry.add_manifest(SourceManifest.model_validate(manifest))
+    try:
+        cut = await registry.call("big.big", {"n": BIG})
+        assert cut.ok and "[truncated: the result was" in cut.output
+        assert len(cut.output.encode()) < LIMIT + 300
+        huge = await registry.call("big.big", {"n": HUGE})
+        assert not huge.ok
+        assert huge.error is not None and "465536" in huge.error, huge.error
+        assert huge.latency_s < 50  # refused while read, not at the 60 s timeout
+        after = await registry.call("big.big", {"n": 1000})  # the source still works
+        assert after.ok and after.output.endswith("END")
     finally:
         await registry.aclose()
