@@ -529,3 +529,26 @@ async def test_a_tools_own_progress_reaches_the_mcp_client() -> None:
         )
         assert not result.is_error, text_of(result)
     assert [done for done, _, _ in heard] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("http://localhost:5173", True),
+        ("http://localhost", True),
+        ("http://[::1]:8080", True),
+        ("http://127.0.0.1:1", True),
+        ("https://localhost:5173", False),  # another scheme
+        ("http://localhost.evil.example:80", False),
+        ("http://localhost:80.evil.example", False),
+        ("http://localhost:", False),
+        ("null", False),  # a sandboxed frame or a file: page
+    ],
+)
+def test_origin_patterns_match_a_host_on_any_port_and_nothing_else(
+    origin: str, allowed: bool
+) -> None:
+    from penguiflow_agents.server._mcp_gateway import origin_allowed
+    from penguiflow_agents.server._settings import DEFAULT_MCP_ORIGINS
+
+    assert origin_allowed(origin, DEFAULT_MCP_ORIGINS) is allowed
