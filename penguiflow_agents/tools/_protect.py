@@ -36,6 +36,7 @@ included) and ``attempts``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import random
@@ -49,10 +50,11 @@ from penguiflow_agents._log import get_logger
 from penguiflow_agents._retry import backoff_delay as _backoff
 from penguiflow_agents.exceptions import AuthorizationRequiredError, BusError
 from penguiflow_agents.tools._manifest import CircuitBreakerConfig, SourceManifest
-from penguiflow_agents.tools._redact import ResultRedactor
+from penguiflow_agents.tools._redact import ResultRedactor, redact_value
 from penguiflow_agents.tools._slots import LocalSlotLimiter, SlotLimiter
 from penguiflow_agents.tools._types import (
     CallContext,
+    EventSink,
     ToolErrorKind,
     ToolResult,
     ToolSource,
@@ -192,6 +194,10 @@ class ProtectedSource:
 
     async def call(self, tool: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
         qualified = f"{self.name}.{tool}"
+        redactor = self._redact_result.current()
+        if redactor is not None and ctx.on_event is not None:
+            # What a call reports while it runs (MCP progress messages, ...) is masked too.
+            ctx = dataclasses.replace(ctx, on_event=_masked_sink(ctx.on_event, redactor))
         spec = self._tools.get(tool)
         timeout_s = (spec.timeout_s if spec else None) or self.manifest.timeout_s
         idempotent = spec.idempotent if spec else self.manifest.idempotent
@@ -344,6 +350,13 @@ class ProtectedSource:
                 "see the log for details.",
             )
         return result
+
+
+def _masked_sink(sink: EventSink, redact: Callable[[str], str]) -> EventSink:
+    def masked(name: str, payload: Mapping[str, Any]) -> Any:
+        return sink(name, redact_value(dict(payload), redact))
+
+    return masked
 
 
 def _text_of(value: Any) -> str:

@@ -145,6 +145,10 @@ class ResultRedactor:
         self._values: tuple[str, ...] = ()
         self._redactor = Redactor()
 
+    def current(self) -> Redactor | None:
+        """The redactor of the values set now; None when there is nothing to mask."""
+        return self._current()
+
     def _current(self) -> Redactor | None:
         values = tuple(
             v for v in secret_values(self._manifest) if len(v) >= MIN_RESULT_SECRET_CHARS

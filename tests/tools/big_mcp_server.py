@@ -1,13 +1,16 @@
 """An MCP server whose tools answer big: ``big(n)`` returns ``n`` bytes of text and
-``big_json(n)`` a structured object about ``n`` bytes large (for the max_result_bytes tests).
+``big_json(n)`` a structured object about ``n`` bytes large (for the max_result_bytes tests);
+``env_progress(name)`` echoes an environment variable in a progress message and its result.
 
 stdio by default; ``--http [--json]`` serves streamable HTTP on a free port of 127.0.0.1 (SSE
 answers, or JSON ones) and prints ``READY <url>`` when it listens."""
 
 from __future__ import annotations
 
+import os
+
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.stdio import stdio_server
 
 server = MCPServer("big")
@@ -23,6 +26,14 @@ async def big(n: int) -> str:
 async def big_json(n: int) -> dict[str, list[str]]:
     """An object with a list of n / 100 strings."""
     return {"rows": [f"row-{i:06d}-" + "y" * 88 for i in range(n // 100)]}
+
+
+@server.tool(structured_output=False)
+async def env_progress(name: str, ctx: Context) -> str:
+    """Report the variable ``name`` in a progress message, then return it."""
+    value = os.environ.get(name, "")
+    await ctx.report_progress(1, 2, f"working with {value}")
+    return f"done with {value}"
 
 
 async def _main() -> None:

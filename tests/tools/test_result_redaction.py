@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from penguiflow_agents.tools import ToolRegistry
+from penguiflow_agents.tools import CallContext, ToolRegistry
 from penguiflow_agents.tools._manifest import SourceManifest
 from penguiflow_agents.tools._redact import encoded_forms
 
@@ -114,3 +114,30 @@ async def test_the_registry_masks_output_structured_and_error(
         assert echoed.ok and "nothing secret here" in json.dumps(echoed.output)
     finally:
         await registry.aclose()
+
+
+async def test_progress_messages_are_masked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PF_ECHO_SECRET", SECRET)
+    server = Path(__file__).with_name("big_mcp_server.py")
+    manifest = SourceManifest(
+        name="srv",
+        transport="mcp_stdio",
+        command=[sys.executable, str(server)],
+        env={"GIVEN": "${PF_ECHO_SECRET}"},
+        path="srv.yaml",
+    )
+    registry = ToolRegistry()
+    registry.add_manifest(manifest)
+    seen: list[tuple[str, dict[str, object]]] = []
+    try:
+        result = await registry.call(
+            "srv.env_progress",
+            {"name": "GIVEN"},
+            CallContext(on_event=lambda name, payload: seen.append((name, dict(payload)))),
+        )
+    finally:
+        await registry.aclose()
+    assert result.ok and result.output == "done with ***"
+    progress = [p for name, p in seen if name == "tool.progress"]
+    assert progress and progress[0]["message"] == "working with ***"
+    assert SECRET not in json.dumps(seen)
