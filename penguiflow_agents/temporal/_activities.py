@@ -258,10 +258,23 @@ class RunActivities:
 
     @activity.defn(name=CATALOG)
     async def catalog(self, known: str) -> dict[str, Any]:
-        """Every registered tool; ``tools`` is None when the digest is still ``known``."""
+        """Every registered tool, and the attempts of each source's idempotent calls (the
+        manifest's ``retries.max_attempts``); ``tools`` is None when the digest is still
+        ``known``."""
         specs = [spec_to_json(s) for s in await self.registry.list_tools()]
-        digest = sha256_json(specs)
-        return {"digest": digest, "tools": None if digest == known else specs}
+        attempts_of = getattr(self.registry, "max_attempts", None)
+        attempts: dict[str, int] = {}
+        if attempts_of is not None:
+            for source in sorted({str(s["source"]) for s in specs}):
+                with contextlib.suppress(KeyError):
+                    attempts[source] = int(attempts_of(source))
+        digest = sha256_json({"tools": specs, "attempts": attempts})
+        fresh = digest != known
+        return {
+            "digest": digest,
+            "tools": specs if fresh else None,
+            "attempts": attempts if fresh else None,
+        }
 
     @activity.defn(name=STORE)
     async def store_op(self, op: str, args: list[Any]) -> Any:

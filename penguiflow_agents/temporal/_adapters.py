@@ -173,7 +173,8 @@ class ActivityCatalog:
 
     A call goes to its source's task queue; a tool that is not idempotent is
     attempted once (the activity also opens it with the store's ``begin_call``),
-    an idempotent one up to ``RETRIED_ATTEMPTS`` times.
+    an idempotent one as many times as its source's manifest says
+    (``retries.max_attempts``; ``RETRIED_ATTEMPTS`` when the worker's catalog has none).
     """
 
     def __init__(
@@ -193,6 +194,7 @@ class ActivityCatalog:
         self._digest = ""
         self._specs: list[ToolSpec] = []
         self._by_name: dict[str, ToolSpec] = {}
+        self._attempts: dict[str, int] = {}  # per source, from its manifest
         self._calls = 0  # calls scheduled by this catalog (without ``next_call``)
 
     async def list_tools(self) -> list[ToolSpec]:
@@ -200,6 +202,7 @@ class ActivityCatalog:
         if listed["tools"] is not None:
             self._specs = [spec_from_json(s) for s in listed["tools"]]
             self._by_name = {s.name: s for s in self._specs}
+            self._attempts = {str(k): int(v) for k, v in (listed.get("attempts") or {}).items()}
             self._digest = str(listed["digest"])
         return self._specs
 
@@ -237,9 +240,7 @@ class ActivityCatalog:
                 task_queue=self._queue_of(spec.source),
                 start_to_close_timeout=_timeout(remaining),
                 heartbeat_timeout=self._heartbeat,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=RETRIED_ATTEMPTS if spec.idempotent else 1
-                ),
+                retry_policy=RetryPolicy(maximum_attempts=self._max_attempts(spec)),
             )
         except ActivityError as exc:
             return ToolResult.failure(
@@ -254,6 +255,13 @@ class ActivityCatalog:
                 ),
             )
         return tool_result_of(data)
+
+    def _max_attempts(self, spec: ToolSpec) -> int:
+        """Attempts of the call's activity: 1 for a tool that is not idempotent, else its
+        source's ``retries.max_attempts`` (``RETRIED_ATTEMPTS`` when the worker did not say)."""
+        if not spec.idempotent:
+            return 1
+        return max(1, self._attempts.get(spec.source, RETRIED_ATTEMPTS))
 
 
 class ActivityStore:

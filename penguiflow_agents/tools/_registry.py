@@ -269,6 +269,11 @@ class ToolRegistry:
         """Calls of ``source`` at once (its manifest's ``max_concurrency``); KeyError if unknown."""
         return self._entries[source].manifest.max_concurrency
 
+    def max_attempts(self, source: str) -> int:
+        """Attempts of an idempotent call of ``source`` (its manifest's ``retries.max_attempts``);
+        KeyError if unknown."""
+        return self._entries[source].manifest.retries.max_attempts
+
     def get(self, name: str) -> ToolSpec | None:
         """The spec of ``name`` as last listed (None if not seen yet)."""
         entry = self._entries.get(name.partition(".")[0])
