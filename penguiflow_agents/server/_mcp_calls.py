@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import structlog
 
 from penguiflow_agents._identity import principal_key
@@ -57,6 +58,8 @@ CALL_EVENT = "mcp_tool_call"
 CALL_LOG_PREFIX = "mcp_"
 # Longest gap between two progress notifications while a call waits for its decision.
 PROGRESS_EVERY_S = 5.0
+# Longest wait for the event of a call its client cancelled (written under a shield).
+RECORD_ON_CANCEL_S = 5.0
 # Times a gated call starts over when identical calls took its decision first.
 MAX_TAKEN = 3
 # Pending approval requests a tenant may have open before gated calls are refused.
@@ -170,13 +173,22 @@ class GatewayCalls:
             return outcome
         rule = state.policies.approval_rule(name, prepared, headers, risk=spec.risk)
         log_id = call_log_id(headers.tenant, headers.principal, name, prepared)
-        if rule is None:
-            result = await state.registry.call(
-                name, prepared, self._context(who, call_id, progress)
-            )
-            outcome = _from_result(result)
-        else:
-            outcome = await self._gated(who, log_id, call_id, spec, prepared, rule, progress)
+        try:
+            if rule is None:
+                result = await state.registry.call(
+                    name, prepared, self._context(who, call_id, progress)
+                )
+                outcome = _from_result(result)
+            else:
+                outcome = await self._gated(who, log_id, call_id, spec, prepared, rule, progress)
+        except asyncio.CancelledError:  # the client went away or cancelled: still recorded
+            gone = Outcome(ok=False, text="cancelled", outcome="cancelled")
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_CANCEL_S):
+                try:
+                    await self._record(who, log_id, call_id, name, prepared, gone, started)
+                except Exception:
+                    _log.exception("mcp.call_event_failed", tool=name)
+            raise
         await self._record(who, log_id, call_id, name, prepared, outcome, started)
         return outcome
 

@@ -552,3 +552,32 @@ def test_origin_patterns_match_a_host_on_any_port_and_nothing_else(
     from penguiflow_agents.server._settings import DEFAULT_MCP_ORIGINS
 
     assert origin_allowed(origin, DEFAULT_MCP_ORIGINS) is allowed
+
+
+async def test_a_call_its_client_abandons_while_it_waits_is_still_a_store_event() -> None:
+    """The client closes the stream of a gated call (with progress: SSE) while it waits."""
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        pass
+
+    async with gateway(mcp_approval_wait_s=120) as gw:
+        async with gw.client("alice") as client:
+            call = asyncio.create_task(
+                client.call_tool(
+                    "files.write_text",
+                    {"path": "/shared/gone.txt", "text": "x"},
+                    progress_callback=on_progress,
+                )
+            )
+            await pending_approval(gw, "files.write_text")
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        async with asyncio.timeout(60):
+            while True:
+                events = await gw.events("acme", "mcp_tool_call")
+                if events:
+                    break
+                await asyncio.sleep(0.05)
+        assert [(e["outcome"], e["key_id"]) for e in events] == [("cancelled", "acme-alice")]
+        assert gw.writes == []
