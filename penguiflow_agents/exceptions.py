@@ -19,6 +19,7 @@
     │   └── AuthorizationRequiredError  a person must authorize a source first (carries the URL)
     ├── StoreError                  the state store failed
     ├── BusError                    the message bus failed, or refused a job (backlog full)
+    ├── QuotaExceededError          a tenant is over a quota of its policy (carries retry_after_s)
     └── WebhookSignatureError       a webhook delivery's signature is missing, stale or wrong
 
 A run waiting for a human decision is not an exception: ``run``/``resume``
@@ -45,6 +46,7 @@ __all__ = [
     "NotFoundError",
     "PenguiflowError",
     "PolicyError",
+    "QuotaExceededError",
     "RemoteAgentError",
     "ReplayScriptError",
     "StoreError",
@@ -209,6 +211,19 @@ class StoreError(PenguiflowError):
 
 class BusError(PenguiflowError):
     """The message bus could not complete an operation, or refused a job because it is full."""
+
+
+class QuotaExceededError(PenguiflowError):
+    """A tenant is over one of the ``quotas`` of its policy: a run is refused, or stopped.
+
+    ``retry_after_s``: when trying again may succeed (the service's ``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, tenant: str, quota: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.quota = quota
+        self.retry_after_s = retry_after_s
 
 
 class WebhookSignatureError(PenguiflowError):

@@ -18,8 +18,9 @@ as DESIGN.md says). The demo uses ``./tools`` and ``./policies`` when they
 provide what it needs, else the defaults shipped in the package.
 
 Exit status: 0 completed, 3 paused for an approval, 2 usage or configuration
-error, 1 failed, cancelled or any other error. With ``--json`` stdout holds
-exactly one JSON document (also on errors).
+error or a run refused by a quota of the tenant's policy, 1 failed, cancelled or
+any other error. With ``--json`` stdout holds exactly one JSON document (also on
+errors).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ from penguiflow_agents.cli._common import (
     use_store_credentials,
 )
 from penguiflow_agents.cli._run_output import Locations, RunPrinter, result_document
-from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
+from penguiflow_agents.exceptions import (
+    ConfigError,
+    PenguiflowError,
+    QuotaExceededError,
+    UserError,
+)
 from penguiflow_agents.planner import ReactPlanner, RunResult
 from penguiflow_agents.store import StateStore
 
@@ -123,7 +129,7 @@ def _guard(
     configure_cli_logging(args)
     try:
         return run_closing_on_signals(body(args))
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, QuotaExceededError) as exc:
         _fail(args, str(exc))
         return EXIT_USAGE
     except PenguiflowError as exc:
@@ -184,6 +190,7 @@ async def open_planner(
     policies: str,
     replay_when_keys_set: bool = False,
     elicitor: Any = None,
+    quotas: Any = None,
 ) -> ReactPlanner:
     """A planner over ``tools``/``policies``/``store`` and the model; closed with ``stack``."""
     from penguiflow_agents.llm import open_llm
@@ -212,6 +219,8 @@ async def open_planner(
         elicitor=elicitor,
         **({"max_steps": max_steps} if max_steps else {}),
     )
+    if quotas is not None:  # a TenantQuotas: the day's tokens checked at each model turn
+        planner = quotas.instrument(planner)
     from penguiflow_agents.cli._observe import open_telemetry
 
     return open_telemetry(stack).instrument(planner)  # traces when OTEL_* variables say so
@@ -275,6 +284,7 @@ async def _run(args: argparse.Namespace) -> int:
     headers = headers_of(args)
     printer = RunPrinter(quiet=args.json)
     async with AsyncExitStack() as stack:
+        quotas = await admit_run(stack, args.policies, headers.tenant)
         store = await open_store(stack, args)
         planner = await open_planner(
             stack,
@@ -284,14 +294,33 @@ async def _run(args: argparse.Namespace) -> int:
             default_script=OFFLINE_SCRIPT,
             tools=args.tools,
             policies=args.policies,
+            quotas=quotas,
         )
         show_banner(printer, planner, headers)
         if args.session:
             printer.line(f"[dim]session {args.session}[/dim]")
         result = await printer.consume(
-            planner.stream(args.question, headers=headers, session_id=args.session)
+            planner.stream(
+                args.question, headers=headers, session_id=args.session, run_id=quotas.run_id
+            )
         )
         return report(args, printer, result, planner, headers.principal)
+
+
+async def admit_run(stack: AsyncExitStack, policies: str, tenant: str) -> Any:
+    """The tenant's quotas (``quotas`` of its policy; in the Redis of ``$PENGUIFLOW_BUS``
+    when set, so ``run`` counts with the fleet) with a new run admitted as ``.run_id``;
+    ``QuotaExceededError`` (exit 2) when the tenant is over one."""
+    import os
+
+    from penguiflow_agents.policy import TenantQuotas
+    from penguiflow_agents.worker import new_run_id
+
+    quotas = TenantQuotas.for_bus(load_policy_dir(policies), os.environ.get("PENGUIFLOW_BUS"))
+    stack.push_async_callback(quotas.aclose)
+    quotas.run_id = new_run_id()
+    await quotas.admit(tenant, quotas.run_id)
+    return quotas
 
 
 async def _resume(args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@
 
 The bus URL is ``--bus``, else ``$PENGUIFLOW_BUS``, else
 ``redis://127.0.0.1:6379/0``. Exit status as for ``run``: 0 completed (or
-enqueued), 3 paused, 2 usage or configuration error, 1 anything else
+enqueued), 3 paused, 2 usage or configuration error or a run refused by a quota of
+the tenant's policy (``quotas``, held in the bus's Redis), 1 anything else
 (failed, cancelled, a wait that timed out, the bus or store unreachable).
 """
 
@@ -40,7 +41,12 @@ from penguiflow_agents.cli._common import (
     use_store_credentials,
 )
 from penguiflow_agents.cli._status import elapsed
-from penguiflow_agents.exceptions import ConfigError, PenguiflowError, UserError
+from penguiflow_agents.exceptions import (
+    ConfigError,
+    PenguiflowError,
+    QuotaExceededError,
+    UserError,
+)
 
 __all__ = [
     "bus_url_of",
@@ -144,7 +150,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _guard(body: Coroutine[Any, Any, int], *, json_doc: bool = False) -> int:
     try:
         return asyncio.run(body)
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, QuotaExceededError) as exc:
         _fail(str(exc), json_doc)
         return EXIT_USAGE
     except PenguiflowError as exc:
@@ -170,6 +176,7 @@ async def _worker(args: argparse.Namespace) -> int:
         start_pruner,
         start_refresher,
     )
+    from penguiflow_agents.policy import TenantQuotas
     from penguiflow_agents.store import open_store, redact_url
     from penguiflow_agents.webhooks import delivering
     from penguiflow_agents.worker import Worker
@@ -197,9 +204,12 @@ async def _worker(args: argparse.Namespace) -> int:
             registry.use_limiter(limiter)
             stack.push_async_callback(limiter.aclose)
         await stack.enter_async_context(delivering(raw_store, secret))
+        # Tenant quotas (policies' `quotas`) counted in the bus's Redis, with every process's.
+        quotas = TenantQuotas.for_bus(policies, url)
+        stack.push_async_callback(quotas.aclose)
         worker = Worker(
             bus,
-            _planner_factory(args, store, registry, policies, telemetry),
+            _planner_factory(args, store, registry, policies, telemetry, quotas),
             store,
             concurrency=args.concurrency,
             drain_timeout_s=args.drain_timeout,
@@ -238,7 +248,12 @@ def job_model(model: str, replay_dir: str) -> str:
 
 
 def _planner_factory(
-    args: argparse.Namespace, store: Any, registry: Any, policies: Any, telemetry: Any
+    args: argparse.Namespace,
+    store: Any,
+    registry: Any,
+    policies: Any,
+    telemetry: Any,
+    quotas: Any = None,
 ) -> Callable[[str | None], Any]:
     from penguiflow_agents.cli._run import OFFLINE_SCRIPT
     from penguiflow_agents.llm import open_llm
@@ -260,6 +275,8 @@ def _planner_factory(
                 record_events=True,
                 notify=tuple(getattr(args, "notify", None) or ()),
             )  # the planner's claim lease: a dead worker's run is taken over once it ran out
+            if quotas is not None:
+                planner = quotas.instrument(planner)
             yield telemetry.instrument(planner, store=store)
 
     return open_planner
@@ -271,7 +288,8 @@ def _planner_factory(
 async def _submit(args: argparse.Namespace) -> int:
     from penguiflow_agents.bus import open_bus
     from penguiflow_agents.cli._observe import open_telemetry
-    from penguiflow_agents.worker import submit_resume, submit_run
+    from penguiflow_agents.policy import TenantQuotas
+    from penguiflow_agents.worker import new_run_id, submit_resume, submit_run
 
     headers = headers_of(args)
     async with AsyncExitStack() as stack:
@@ -296,12 +314,18 @@ async def _submit(args: argparse.Namespace) -> int:
             after_version = record.version
             job = await submit_resume(bus, args.resume, headers=headers, trace=telemetry.carrier())
         else:
+            run_id = new_run_id()
+            # Over a quota of the tenant's policy: refused here, nothing enqueued (exit 2).
+            quotas = TenantQuotas.for_bus(load_policy_dir(args.policies), bus_url_of(args))
+            stack.push_async_callback(quotas.aclose)
+            await quotas.admit(headers.tenant, run_id)
             job = await submit_run(
                 bus,
                 args.question,
                 headers=headers,
                 model=args.model,
                 session_id=args.session,
+                run_id=run_id,
                 trace=telemetry.carrier(),
             )
         if not args.wait:

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from penguiflow_agents._log import get_logger
-from penguiflow_agents.exceptions import LLMError
+from penguiflow_agents.exceptions import LLMError, QuotaExceededError
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
 from penguiflow_agents.planner._context import Deps, Emit, Run, Stop
 from penguiflow_agents.planner._records import FINISH_TIMEOUT_S
@@ -31,6 +31,8 @@ async def complete(deps: Deps, run: Run, request: LLMRequest) -> LLMResponse:
             return await deps.llm.complete(request)
     except TimeoutError:
         raise model_timeout(run) from None
+    except QuotaExceededError as exc:  # the tenant's day is used up: the sentence says so
+        raise Stop("failed", str(exc)) from None
     except LLMError as exc:
         raise Stop("failed", f"the model failed: {exc}") from None
     except Exception as exc:
@@ -51,6 +53,8 @@ async def stream_model(deps: Deps, run: Run, request: LLMRequest, emit: Emit) ->
                     item = await anext(stream, None)
             except TimeoutError:
                 raise model_timeout(run) from None
+            except QuotaExceededError as exc:
+                raise Stop("failed", str(exc)) from None
             except LLMError as exc:
                 raise Stop("failed", f"the model failed: {exc}") from None
             except (Stop, asyncio.CancelledError):

@@ -31,7 +31,14 @@ from penguiflow_agents._yaml import read_yaml_file
 from penguiflow_agents.exceptions import PolicyError, UserError
 from penguiflow_agents.webhooks._urls import check_notify_url
 
-__all__ = ["ApprovalRuleDoc", "PolicyDocument", "RoleDoc", "load_policy_file", "parse_policy"]
+__all__ = [
+    "ApprovalRuleDoc",
+    "PolicyDocument",
+    "QuotasDoc",
+    "RoleDoc",
+    "load_policy_file",
+    "parse_policy",
+]
 
 DEFAULT_EXPIRES_IN_S = 3600.0
 DEFAULT_TENANT_KEY = "*"
@@ -147,6 +154,20 @@ class ApprovalRuleDoc(_Strict):
         return self
 
 
+class QuotasDoc(_Strict):
+    """``quotas``: what one tenant may use, held across the fleet (see DESIGN.md, "quotas").
+
+    Each key is optional (absent: no limit). A run over one is refused before it
+    starts; a running run stops at its next model turn once the day's tokens
+    (or cost) are used up.
+    """
+
+    concurrent_runs: int | None = Field(default=None, ge=1)
+    runs_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    cost_usd_per_day: float | None = Field(default=None, gt=0)
+
+
 class PolicyDocument(_Strict):
     """A whole policy file (see DESIGN.md, "policies/*.yaml")."""
 
@@ -155,6 +176,7 @@ class PolicyDocument(_Strict):
     deny: list[Glob] = Field(default_factory=list)
     roles: dict[str, RoleDoc] = Field(default_factory=dict)
     approvals: list[ApprovalRuleDoc] = Field(default_factory=list)
+    quotas: QuotasDoc | None = None
 
 
 def load_policy_file(path: str | os.PathLike[str]) -> PolicyDocument:
@@ -176,7 +198,7 @@ def parse_policy(data: Any, *, file: str) -> PolicyDocument:
         raise PolicyError(
             file,
             None,
-            f"must be a YAML mapping with keys tenant, allow, deny, roles, approvals; "
+            f"must be a YAML mapping with keys tenant, allow, deny, roles, approvals, quotas; "
             f"got {type(data).__name__}",
         )
     try:
@@ -201,6 +223,8 @@ def _allowed_keys(loc: list[str]) -> str:
         model: type[BaseModel] = PolicyDocument
     elif loc[0] == "roles":
         model = RoleDoc
+    elif loc[0] == "quotas":
+        model = QuotasDoc
     else:
         model = ApprovalRuleDoc
     return ", ".join(model.model_fields)

@@ -52,6 +52,7 @@ from penguiflow_agents.policy._document import (
     DEFAULT_TENANT_KEY,
     ApprovalRuleDoc,
     PolicyDocument,
+    QuotasDoc,
     load_policy_file,
     parse_policy,
 )
@@ -173,11 +174,13 @@ class _Compiled:
     deny: _Globs
     roles: dict[str, tuple[_Globs, _Globs]]
     rules: tuple[ApprovalRule, ...]
+    quotas: QuotasDoc | None = None
 
     @classmethod
     def build(cls, doc: PolicyDocument, file: str) -> _Compiled:
         return cls(
             file=file,
+            quotas=doc.quotas,
             version=_version(doc),
             allow=_Globs(doc.allow),
             deny=_Globs(doc.deny),
@@ -294,6 +297,11 @@ class PolicySet:
         found = self._by_tenant.get(tenant)
         return found if found is not None else self._by_tenant.get(DEFAULT_TENANT_KEY)
 
+    def quotas_for(self, tenant: str) -> QuotasDoc | None:
+        """The ``quotas`` of ``tenant``'s effective policy (its own file, else ``*``); None: none."""
+        policy = self._effective(tenant)
+        return policy.quotas if policy is not None else None
+
     def version_for(self, tenant: str) -> str:
         """SHA-256 of the tenant's effective policy; approvals bind to it."""
         policy = self._effective(tenant)
@@ -361,7 +369,10 @@ def _version(doc: PolicyDocument) -> str:
     # Where approvals are announced is not what they approve: notify is left out,
     # so changing a webhook URL does not void pending approvals. A rule without
     # ``risk`` hashes as it did before rules could have one.
-    data = doc.model_dump(mode="json", exclude={"approvals": {"__all__": {"notify"}}})
+    # Quotas say how much, not what may be done: changing them voids no approval either.
+    data = doc.model_dump(
+        mode="json", exclude={"approvals": {"__all__": {"notify"}}, "quotas": True}
+    )
     for rule in data["approvals"]:
         if rule.get("risk") is None:
             rule.pop("risk", None)

@@ -24,6 +24,7 @@ from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.llm import LLMClient
 from penguiflow_agents.planner import EventLogElicitor, ReactPlanner
 from penguiflow_agents.policy import PolicySet
+from penguiflow_agents.policy._quotas import TenantQuotas
 from penguiflow_agents.server._errors import install_error_handlers
 from penguiflow_agents.server._executor import BusExecutor, LocalExecutor, Planners, RunExecutor
 from penguiflow_agents.server._hub import EventHub, NotifyingStore
@@ -163,6 +164,9 @@ def create_app(
                     stack.push_async_callback(limiter.aclose)
             registry_ = the_registry
             policies_ = the_policies
+            # Tenant quotas: in the bus's Redis (shared with the workers), else in this process.
+            quotas = TenantQuotas.for_bus(the_policies, settings.bus)
+            stack.push_async_callback(quotas.aclose)
             the_telemetry = telemetry
             if the_telemetry is None:
                 from penguiflow_agents.telemetry import Metrics, Telemetry
@@ -199,7 +203,7 @@ def create_app(
                         notify=settings.notify,
                         **options,
                     )
-                    yield telemetry_.instrument(planner, store=traced_store)
+                    yield telemetry_.instrument(quotas.instrument(planner), store=traced_store)
 
             # Planners close after the runs that use them stopped (the stack closes in reverse).
             planner_stack = await stack.enter_async_context(AsyncExitStack())
@@ -231,6 +235,7 @@ def create_app(
                 metrics=metrics.registry if metrics is not None else CollectorRegistry(),
                 oidc=oidc,
                 bus=the_bus,
+                quotas=quotas,
             )
             stack.callback(_forget, app)
             stack.push_async_callback(_stop_background, state)

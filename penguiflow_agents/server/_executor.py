@@ -99,6 +99,7 @@ class RunRequest:
     model: str | None = None
     session_id: str | None = None
     trace: Mapping[str, str] | None = None  # the W3C trace context the run continues
+    run_id: str | None = None  # the id already admitted by the tenant's quotas, else a new one
 
 
 class RunExecutor(Protocol):
@@ -206,7 +207,7 @@ class LocalExecutor:
 
     async def start(self, request: RunRequest) -> str:
         planner = await self._planners.get(request.model)
-        run_id = new_run_id()
+        run_id = request.run_id or new_run_id()
         tenant = request.headers.tenant
         with self._hub.watch(tenant, run_id) as recorded:
             task = self._spawn(
@@ -291,7 +292,7 @@ class BusExecutor:
         return False
 
     async def start(self, request: RunRequest) -> str:
-        run_id = new_run_id()
+        run_id = request.run_id or new_run_id()
         self._submitted[(request.headers.tenant, run_id)] = request.key_id
         try:
             await submit_run(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from penguiflow_agents.approvals import ApprovalService
     from penguiflow_agents.bus import MessageBus
     from penguiflow_agents.policy import PolicySet
+    from penguiflow_agents.policy._quotas import TenantQuotas
     from penguiflow_agents.server._executor import Planners, RunExecutor
     from penguiflow_agents.server._hub import EventHub
     from penguiflow_agents.server._keys import KeyRing
@@ -47,7 +48,8 @@ class ServerState:
     - ``registry`` and ``policies``: the tools and the tenant policies;
     - ``planners``: a ``ReactPlanner`` per model (``await planners.get(model)``);
     - ``executor``: where runs execute (in process, or on workers via ``bus``);
-    - ``keys``, ``oidc``, ``limiter``: identity and per-key limits;
+    - ``keys``, ``oidc``, ``limiter``: identity and per-key limits; ``quotas``
+      the tenants' quotas (in the bus's Redis with a Redis bus);
     - ``metrics``: the Prometheus registry served at ``/metrics``: register
       collectors in it (``Counter(..., registry=state.metrics)``);
     - ``extras``: a place for other modules' own objects, by name.
@@ -66,6 +68,7 @@ class ServerState:
     metrics: CollectorRegistry
     oidc: OIDCVerifier | None = None
     bus: MessageBus | None = None
+    quotas: TenantQuotas | None = None  # the tenants' quotas (policies' `quotas`)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -64,7 +64,7 @@ class TemporalExecutor:
         return False  # it executes on a worker: follow its events in the store
 
     async def start(self, request: RunRequest) -> str:
-        run_id = new_run_id()
+        run_id = request.run_id or new_run_id()
         self._submitted[(request.headers.tenant, run_id)] = request.key_id
         try:
             await self.engine.submit(

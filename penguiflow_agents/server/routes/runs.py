@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from penguiflow_agents.exceptions import NotFoundError
+from penguiflow_agents.exceptions import NotFoundError, QuotaExceededError
 from penguiflow_agents.server._auth import Caller, caller
 from penguiflow_agents.server._documents import queued_document, run_document
 from penguiflow_agents.server._errors import ApiError
@@ -16,8 +16,9 @@ from penguiflow_agents.server._executor import RunRequest
 from penguiflow_agents.server._feed import END_KINDS, follow_run, sse
 from penguiflow_agents.server._models import ErrorBody, RunAccepted, RunCreate, RunDocument
 from penguiflow_agents.server._state import ServerState, server_state
+from penguiflow_agents.worker import new_run_id
 
-__all__ = ["check_run_limit", "model_for", "router", "trace_context"]
+__all__ = ["admit_run", "check_run_limit", "model_for", "router", "trace_context"]
 
 # W3C trace context headers an incoming request may carry into its run.
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -89,6 +90,20 @@ async def check_run_limit(state: ServerState, who: Caller) -> None:
         )
 
 
+async def admit_run(state: ServerState, tenant: str) -> str | None:
+    """A run id admitted by the tenant's quotas; 429 with Retry-After when over one."""
+    if state.quotas is None:
+        return None
+    run_id = new_run_id()
+    try:
+        await state.quotas.admit(tenant, run_id)
+    except QuotaExceededError as exc:
+        raise ApiError(
+            429, str(exc), code="quota_exceeded", headers={"Retry-After": str(exc.retry_after_s)}
+        ) from None
+    return run_id
+
+
 @router.post(
     "",
     status_code=202,
@@ -112,6 +127,7 @@ async def start_run(
     )
     model = model_for(state, body.model)
     await check_run_limit(state, who)
+    admitted = await admit_run(state, who.tenant)
     run_id = await state.executor.start(
         RunRequest(
             query=body.query,
@@ -120,6 +136,7 @@ async def start_run(
             model=model,
             session_id=body.session_id,
             trace=trace_context(request),
+            run_id=admitted,
         )
     )
     if not wait:
