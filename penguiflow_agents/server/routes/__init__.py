@@ -16,6 +16,7 @@ ROUTERS: tuple[str, ...] = (
     "history",
     "runs",
     "elicitations",
+    "auth",
     "tools",
     "approvals",
     "openai_compat",
