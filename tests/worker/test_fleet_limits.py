@@ -4,7 +4,9 @@ calling the fault-injecting MCP test server over streamable HTTP.
 - the server never sees more than the source's ``max_concurrency`` calls in flight in
   total, although the workers could run 12 at once between them;
 - a SIGKILLed worker's slot comes back when its lease ends: another worker's call to
-  the same source (``max_concurrency: 1``) goes through instead of being ``overloaded``.
+  the same source (``max_concurrency: 1``) goes through instead of being ``overloaded``;
+- a tenant at its ``concurrent_runs`` quota is refused by ``submit`` (exit 2, one
+  sentence) while another tenant's runs go on, and may start again once its run ended.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from penguiflow_agents.tools._slots_redis import DEFAULT_LEASE_S
 from penguiflow_agents.worker import submit_run, wait_for_run
 
 from .conftest import pg_url
-from .test_processes import PROCESS_TIMEOUT_S, Processes, stop
+from .test_processes import PROCESS_TIMEOUT_S, Processes, cli, one_json, stop
 
 TENANT = Headers(tenant="acme", principal="alice", roles=[])
 POLICY = 'tenant: "*"\nallow: ["mcp.*"]\n'
@@ -212,3 +214,50 @@ def test_a_sigkilled_workers_slot_is_reused_when_its_lease_ends(
     for proc in alive:
         stop(proc, fleet, "second")
     assert not [p for p in psutil.process_iter() if p.pid == first.pid and p.is_running()]
+
+
+def test_a_tenant_over_its_quota_is_refused_while_another_tenants_runs_go_on(
+    fleet: Processes, server: HttpServerProcess, bus_url: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    store_url = pg_url(postgres_dsn)
+    manifest(tmp_path, server, max_concurrency=4)
+    (tmp_path / "policies" / "acme.yaml").write_text(
+        'tenant: acme\nallow: ["mcp.*"]\nquotas: {concurrent_runs: 1}\n'
+    )
+    (tmp_path / "hold.yaml").write_text(call_script("mcp.slow", {"seconds": 10}))
+    (tmp_path / "echo.yaml").write_text(call_script("mcp.echo", {"text": "hi"}))
+    workers = [start_worker(fleet, f"w{i}", bus_url, store_url) for i in range(3)]
+    where = ["--bus", bus_url, "--store", store_url]
+
+    def submit_cli(tenant: str, model: str, *more: str) -> Any:
+        return cli(tmp_path, "submit", "q", *where, "--tenant", tenant, "--model", model, *more)
+
+    held = submit_cli("acme", "replay:hold.yaml")
+    assert held.returncode == 0, held.stderr
+    run_id = held.stdout.strip()
+
+    refused = submit_cli("acme", "replay:echo.yaml")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stdout == ""
+    [sentence] = refused.stderr.strip().splitlines()  # one sentence, nothing enqueued
+    assert "tenant 'acme' already has 1 runs in progress" in sentence
+    assert "concurrent_runs: 1" in sentence
+
+    for _ in range(2):  # globex has no quota: its runs go on meanwhile
+        done = submit_cli("globex", "replay:echo.yaml", "--wait", "--json")
+        assert done.returncode == 0, done.stderr + fleet.log("w0")
+        assert one_json(done.stdout)["status"] == "completed"
+
+    [first] = asyncio.run(ended(store_url, [run_id]))
+    assert first.status == "completed", first.error
+    # Once the held run ended (its worker released its place), acme may start again.
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while True:
+        again = submit_cli("acme", "replay:echo.yaml", "--wait", "--json")
+        if again.returncode != 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the worker releases the run's place just after it ended
+    assert again.returncode == 0, again.stderr
+    assert one_json(again.stdout)["status"] == "completed"
+    for i, worker in enumerate(workers):
+        stop(worker, fleet, f"w{i}")
