@@ -3,7 +3,8 @@
 Each tool declares ``method`` and a ``path`` template under the source's
 ``url``. ``{name}`` placeholders are filled from the arguments (URL-quoted);
 arguments listed in ``query`` (and, for GET/DELETE, all the others) go in the
-query string; the rest form the JSON body. A 2xx JSON body is the result.
+query string; the rest form the JSON body. A 2xx JSON body is the result; a 2xx
+PNG, JPEG, GIF or WebP body is an image the model is shown (``ToolResult.media``).
 
 Failures become results, translated here: HTTP 429 is ``overloaded`` and
 5xx ``unavailable`` (both carry the Retry-After hint), other 4xx
@@ -16,6 +17,7 @@ template, never the resolved URL or header values (they may hold secrets).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,8 +30,10 @@ from penguiflow_agents.exceptions import MissingEnvVarError, ToolSourceUnavailab
 from penguiflow_agents.tools._manifest import SourceManifest, ToolOverride, path_parameters
 from penguiflow_agents.tools._redact import Redactor, redact_library_logs, secret_values
 from penguiflow_agents.tools._types import (
+    IMAGE_TYPES,
     CallContext,
     ToolErrorKind,
+    ToolMedia,
     ToolResult,
     ToolSpec,
     trace_headers,
@@ -204,6 +208,13 @@ class HttpToolSource:
             )
         if status == 204 or not content:
             return ToolResult.success(qualified, None)
+        mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if mime in IMAGE_TYPES:  # an image: shown to the model as image content
+            data = base64.b64encode(content).decode("ascii")
+            line = f"[image 1: {mime}, {len(content)} bytes, attached as an image]"
+            result = ToolResult.success(qualified, line)
+            result.media = (ToolMedia(mime_type=mime, data=data),)
+            return result
         try:
             value = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -212,7 +223,7 @@ class HttpToolSource:
                 qualified,
                 ToolErrorKind.TOOL_ERROR,
                 f"{where} answered HTTP {status} with a body that is not JSON ({ctype}); "
-                "the endpoint must return JSON.",
+                "the endpoint must return JSON (or a PNG, JPEG, GIF or WebP image).",
             )
         return ToolResult.success(qualified, value, structured=value)
 

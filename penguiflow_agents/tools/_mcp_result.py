@@ -27,10 +27,13 @@ from typing import Any
 
 import mcp_types as types
 
-from penguiflow_agents.tools._types import ToolErrorKind, ToolMedia, ToolResult, canonical_json
-
-# Image types every multimodal provider reads (OpenAI, Anthropic, Gemini).
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+from penguiflow_agents.tools._types import (
+    IMAGE_TYPES,
+    ToolErrorKind,
+    ToolMedia,
+    ToolResult,
+    canonical_json,
+)
 
 __all__ = ["IMAGE_TYPES", "content_media", "content_text", "error_result", "to_tool_result"]
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from penguiflow_agents._identity import Headers
 
 __all__ = [
+    "IMAGE_TYPES",
     "TRACE_HEADERS",
     "ArgumentNormalizer",
     "CallContext",
@@ -159,6 +160,11 @@ class ToolSpec:
             "idempotent": self.idempotent,
             "definition_hash": self.definition_hash,
         }
+
+
+# Image types every multimodal provider reads (OpenAI, Anthropic, Gemini): what a tool's
+# image result may be shown to the model as (MCP image content, an http tool's image body).
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

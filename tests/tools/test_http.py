@@ -350,3 +350,52 @@ async def test_a_url_made_invalid_by_its_variable_is_down_without_echoing_the_va
     assert "bad.yaml" in reason and "not valid" in reason
     assert result.error_kind is ToolErrorKind.UNAVAILABLE
     assert "99999-secret-port" not in reason + (result.error or "") + repr(logs)
+
+
+async def test_an_image_body_is_a_result_the_model_is_shown_as_an_image(
+    registry: ToolRegistry, api: respx.MockRouter
+) -> None:
+    """A 2xx PNG/JPEG/GIF/WebP body (issue #13, item 19's sibling): described in the text,
+    carried as ``media``, shown to the model as image content by the planner."""
+    import base64
+
+    from penguiflow_agents._identity import Headers
+    from penguiflow_agents.planner import ReactPlanner
+    from penguiflow_agents.testing.mcp_server import PIXEL_PNG
+    from penguiflow_agents.testing.scripted_llm import ScriptedLLM
+
+    api.get("/ping").mock(
+        return_value=httpx.Response(
+            200, content=PIXEL_PNG, headers={"content-type": "image/png; charset=binary"}
+        )
+    )
+    result = await registry.call("tickets.ping", {})
+    assert result.ok, result.error
+    assert result.output == f"[image 1: image/png, {len(PIXEL_PNG)} bytes, attached as an image]"
+    encoded = base64.b64encode(PIXEL_PNG).decode()
+    assert [(m.mime_type, m.data) for m in result.media] == [("image/png", encoded)]
+
+    llm = ScriptedLLM(
+        [{"tool_calls": [{"name": "tickets.ping", "arguments": {}, "id": "p1"}]}, {"content": "ok"}]
+    )
+    done = await ReactPlanner(llm=llm, registry=registry).run("ping", headers=Headers(tenant="t"))
+    assert done.status == "completed", done.error
+    shown = [
+        part
+        for m in llm.requests[-1].messages
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for part in m["content"]
+    ]
+    assert shown[-1] == {
+        "type": "image_url",
+        "image_url": {"url": f"data:image/png;base64,{encoded}"},
+    }
+    # Any other non-JSON body is still refused, naming what is accepted.
+    api.get("/ping").mock(
+        return_value=httpx.Response(
+            200, content=b"<svg/>", headers={"content-type": "image/svg+xml"}
+        )
+    )
+    refused = await registry.call("tickets.ping", {})
+    assert refused.error_kind == ToolErrorKind.TOOL_ERROR
+    assert "must return JSON (or a PNG, JPEG, GIF or WebP image)" in (refused.error or "")
