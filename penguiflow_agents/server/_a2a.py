@@ -183,6 +183,12 @@ def _text(value: str, *, task_id: str, context_id: str, message_id: str) -> Mess
 def _pause_message(result: RunResult) -> str:
     parts = []
     for pending in result.pending_approvals:
+        if pending.kind == "authorization":  # the user logs in to a tool source; no approver
+            parts.append(
+                f"the authorization of source {pending.source} by {pending.principal} "
+                f"(POST /v1/auth/login/{pending.source}) for a call to {pending.tool}"
+            )
+            continue
         who = ", ".join(pending.approvers) or "an approver"
         why = f" ({pending.reason})" if pending.reason else ""
         parts.append(f"approval {pending.id} of a call to {pending.tool}{why}, by {who}")

@@ -335,6 +335,13 @@ def reply_text(result: RunResult) -> str:
 def pause_text(run_id: str, pending: Sequence[PendingApproval]) -> str:
     lines = ["This needs a human decision before it can go on:"]
     for p in pending:
+        if p.kind == "authorization":  # the user logs in to a tool source; no approver
+            lines.append(
+                f"- authorization {p.id}: {p.tool} needs {p.principal!r} to log in to source "
+                f"{p.source!r} (POST /v1/auth/login/{p.source} gives the URL); then "
+                f"POST /v1/runs/{run_id}/resume, unless the login callback resumed it."
+            )
+            continue
         arguments = json.dumps(p.arguments, ensure_ascii=False, sort_keys=True)
         if len(arguments) > _ARGUMENTS_QUOTE_CHARS:
             arguments = arguments[: _ARGUMENTS_QUOTE_CHARS - 3] + "..."
