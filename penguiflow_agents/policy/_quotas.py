@@ -267,7 +267,10 @@ class TenantQuotas:
             log.warning("quota.charge_failed", tenant=tenant, error=str(exc))
 
     def instrument(self, planner: Any) -> Any:
-        """``planner`` with its model behind the day quotas and this gate among its observers."""
+        """``planner`` with its model behind the day quotas and this gate among its observers
+        (unchanged when no policy has quotas: nothing to hold)."""
+        if not any(self.quotas_for(t) is not None for t in self.policies.tenants):
+            return planner
         llm = planner.llm
         wrapped = QuotaStreamingLLM(llm, self) if hasattr(llm, "stream") else QuotaLLM(llm, self)
         return planner.replace(llm=wrapped, observers=(*planner.observers, self))

@@ -307,7 +307,7 @@ class RunsRequestHandler(RequestHandler):
         self, state: ServerState, who: Caller, params: SendMessageRequest
     ) -> tuple[str, str]:
         """Start (or continue) the run the message asks for: ``(run id, context id)``."""
-        from penguiflow_agents.server.routes.runs import check_run_limit
+        from penguiflow_agents.server.routes.runs import admit_run, check_run_limit
 
         message = params.message
         if message.task_id:
@@ -342,6 +342,7 @@ class RunsRequestHandler(RequestHandler):
                     key_id=who.key_id,
                     session_id=session,
                     trace=_trace(context_headers(params)),
+                    run_id=await admit_run(state, who.tenant),  # over a tenant quota: refused
                 )
             )
         except (ApiError, PenguiflowError) as exc:

@@ -223,8 +223,65 @@ async def test_the_service_refuses_a_run_over_quota_with_429_and_retry_after() -
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         body = refused.json()["error"]
         assert body["code"] == "quota_exceeded" and "runs_per_minute" in body["message"]
+        chat = await client.post(  # the OpenAI-compatible route is refused alike
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {KEYS['alice']}"},
+        )
+        assert chat.status_code == 429 and chat.headers["Retry-After"], chat.text
         for _ in range(2):  # another tenant's runs go on
             assert (await start("globex")).status_code == 200
     finally:
         await client.aclose()
         await lifespan.__aexit__(None, None, None)
+
+
+def test_cli_run_counts_with_the_fleet_and_exits_2_over_a_quota(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """`run` with $PENGUIFLOW_BUS admits in the bus's Redis: the second run of the minute is
+    refused with exit 2 and one sentence; another tenant's run goes on."""
+    import subprocess
+    import sys
+
+    from tests.cli.test_run_cli import env_for
+
+    (tmp_path / "tools").mkdir()  # no tools: the answer needs none
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "acme.yaml").write_text(
+        "tenant: acme\nallow: []\nquotas: {runs_per_minute: 1}\n"
+    )
+    (tmp_path / "policies" / "default.yaml").write_text('tenant: "*"\nallow: []\n')
+    (tmp_path / "answer.yaml").write_text("turns:\n  - content: fine\n")
+    stream = f"pf-quota-cli:{uuid.uuid4().hex[:10]}"
+    env = env_for(tmp_path) | {"PENGUIFLOW_BUS": f"{redis_url}?stream={stream}"}
+
+    def run(tenant: str) -> subprocess.CompletedProcess[str]:
+        args = ["run", "hello", "--tenant", tenant, "--model", "replay:answer.yaml"]
+        return subprocess.run(
+            [sys.executable, "-m", "penguiflow_agents", *args, "--store", "sqlite:///s.db"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        first = run("acme")
+        assert first.returncode == 0, first.stderr
+        refused = run("acme")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        [sentence] = refused.stderr.strip().splitlines()
+        assert "runs_per_minute" in sentence and "tenant 'acme'" in sentence
+        assert run("globex").returncode == 0
+    finally:
+
+        async def clean() -> None:
+            client = aioredis.Redis.from_url(redis_url)
+            keys = [k async for k in client.scan_iter(f"{stream}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+        asyncio.run(clean())

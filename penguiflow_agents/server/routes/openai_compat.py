@@ -57,7 +57,7 @@ from penguiflow_agents.server._openai_wire import (
     to_conversation,
 )
 from penguiflow_agents.server._state import ServerState, server_state
-from penguiflow_agents.server.routes.runs import check_run_limit, model_for
+from penguiflow_agents.server.routes.runs import admit_run, check_run_limit, model_for
 from penguiflow_agents.worker._submit import result_of
 
 __all__ = ["openai_error", "router"]
@@ -221,6 +221,7 @@ async def chat_completions(
                 key_id=who.key_id,
                 model=model,
                 session_id=session_id,
+                run_id=await admit_run(state, headers.tenant),  # 429 over a tenant quota
             )
         )
     except (ApiError, WireError, PenguiflowError) as exc:
