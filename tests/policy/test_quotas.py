@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from penguiflow_agents._identity import Headers
-from penguiflow_agents.exceptions import PolicyError, QuotaExceededError
+from penguiflow_agents.exceptions import BusError, PolicyError, QuotaExceededError
 from penguiflow_agents.llm import LLMRequest, LLMResponse, LLMToolCall, Usage
 from penguiflow_agents.planner import ReactPlanner
 from penguiflow_agents.policy import (
@@ -175,6 +175,34 @@ async def test_a_running_run_that_crosses_tokens_per_day_stops_at_its_next_model
     assert "tokens_per_day: 120" in result.error and "150 tokens" in result.error
     other = await planner(gate).run("look", headers=GLOBEX)  # no quota: goes on
     assert other.status == "completed" and other.answer == "the answer"
+
+
+async def test_usage_counted_by_one_process_stops_a_run_in_another(
+    ledgers: list[QuotaLedger],
+) -> None:
+    """The day's tokens are the fleet's: a turn charged through one ledger stops the next
+    model turn of a run whose planner uses the other."""
+    here, there = (TenantQuotas(policies(tokens_per_day=1000), ledger) for ledger in ledgers)
+    await here.charge("acme", LLMResponse(content="x", usage=Usage(prompt_tokens=990)))
+    result = await planner(there).run("look", headers=ACME)  # its first turn: 150 more
+    assert result.status == "failed" and "tokens_per_day: 1000" in (result.error or "")
+    assert "1140 tokens" in (result.error or "")
+
+
+async def test_an_unreachable_quota_ledger_refuses_rather_than_runs_unchecked() -> None:
+    down = TenantQuotas(
+        policies(tokens_per_day=10, concurrent_runs=1),
+        RedisQuotaLedger("redis://127.0.0.1:1/0", prefix="nowhere"),
+    )
+    try:
+        with pytest.raises(BusError, match="tenant quotas are kept in Redis"):
+            await down.admit("acme", "r1")
+        result = await planner(down).run("look", headers=ACME)
+        assert result.status == "failed"
+        assert "quotas of tenant 'acme' could not be checked" in (result.error or "")
+        assert result.steps == []  # no model turn was made
+    finally:
+        await down.aclose()
 
 
 async def test_a_run_counts_among_concurrent_runs_only_while_it_runs() -> None:
