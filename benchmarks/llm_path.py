@@ -1,6 +1,6 @@
 """The cost of a model turn per client, side by side in one run (issue #14).
 
-    python benchmarks/llm_path.py [--conversations 500] [--sequential 100] [--delay 0.05]
+    python benchmarks/llm_path.py [--conversations 500] [--sequential 250] [--delay 0.05]
                                   [--rounds 1] [--only NAME ...]
 
 The replay model (an OpenAI-compatible HTTP server) runs in processes of its
@@ -324,7 +324,7 @@ def start_server(script: Path) -> tuple[subprocess.Popen[str], str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=500)
-    parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--sequential", type=int, default=250)
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--only", nargs="*", choices=CLIENTS, default=list(CLIENTS))

@@ -98,13 +98,24 @@ def _anthropic(calls: list[tuple[str, str, Any]] | None, content: str | None = N
 
 
 async def _run(
-    registry: ToolRegistry, mock_http: respx.MockRouter, model: str, url: str, turns: list[Any]
+    registry: ToolRegistry,
+    mock_http: respx.MockRouter,
+    model: str,
+    url: str,
+    turns: list[Any],
+    path: str | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
+    """One planner run; ``path`` holds an OpenAI model on the direct path (which it picks by
+    itself, asserted) or on litellm."""
     replies = iter(turns)
     route = mock_http.post(url).mock(
         side_effect=lambda request: httpx.Response(200, json=next(replies))
     )
     llm = LiteLLMClient(model, api_key="sk-test-key-123456")
+    if path == "litellm":
+        llm._route = "litellm"
+    elif path == "direct":
+        assert llm.direct() is not None
     store = MemoryStore()
     try:
         planner = ReactPlanner(llm=llm, registry=registry, store=store)
@@ -121,14 +132,15 @@ async def _no_image_bytes_stored(store: MemoryStore, run_id: str) -> None:
     assert PIXEL_B64 not in json.dumps([e.data for e in events], default=str)
 
 
+@pytest.mark.parametrize("path", ["direct", "litellm"])
 async def test_an_mcp_image_reaches_an_openai_model_as_an_image_url_part(
-    registry: ToolRegistry, mock_http: respx.MockRouter
+    registry: ToolRegistry, mock_http: respx.MockRouter, path: str
 ) -> None:
     turns = [
         _openai([("call_i", "fx__image", '{"caption": "a red pixel"}')]),
         _openai(None, "It is a single red pixel."),
     ]
-    result, bodies = await _run(registry, mock_http, "openai/gpt-4.1-mini", OPENAI_URL, turns)
+    result, bodies = await _run(registry, mock_http, "openai/gpt-4.1-mini", OPENAI_URL, turns, path)
     assert result.status == "completed", result.error
     messages = bodies[1]["messages"]
     tool = next(m for m in messages if m["role"] == "tool")
@@ -193,14 +205,17 @@ async def test_litellm_maps_the_image_to_an_anthropic_image_block(
     ]
 
 
+@pytest.mark.parametrize("path", ["direct", "litellm"])
 async def test_a_model_without_vision_is_told_of_the_image_in_words(
-    registry: ToolRegistry, mock_http: respx.MockRouter
+    registry: ToolRegistry, mock_http: respx.MockRouter, path: str
 ) -> None:
     turns = [
         _openai([("call_i", "fx__image", '{"caption": "a red pixel"}')]),
         _openai(None, "I cannot see it."),
     ]
-    result, bodies = await _run(registry, mock_http, "openai/gpt-3.5-turbo", OPENAI_URL, turns)
+    result, bodies = await _run(
+        registry, mock_http, "openai/gpt-3.5-turbo", OPENAI_URL, turns, path
+    )
     assert result.status == "completed", result.error
     text = json.dumps(bodies[1]["messages"])
     assert "image_url" not in text and PIXEL_B64 not in text
