@@ -46,7 +46,7 @@ from penguiflow_agents.server._state import ServerState
 from penguiflow_agents.store._base import ApprovalRecord
 from penguiflow_agents.tools import CallContext, ToolResult, ToolSpec
 from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
-from penguiflow_agents.tools._types import sha256_json
+from penguiflow_agents.tools._types import ToolMedia, sha256_json
 
 __all__ = ["GatewayCalls", "Outcome", "Progress", "call_log_id"]
 
@@ -77,6 +77,9 @@ class Outcome:
     structured: Any = None
     outcome: str = "ok"
     approval_id: str | None = None
+    # Images the tool returned (MCP image content, an http tool's image body), passed on to the
+    # client as image content; never stored with the call's outcome.
+    media: tuple[ToolMedia, ...] = ()
 
 
 def call_log_id(tenant: str, principal: str, tool: str, arguments: Mapping[str, Any]) -> str:
@@ -98,7 +101,9 @@ def _from_result(result: ToolResult, approval_id: str | None = None) -> Outcome:
         out = result.output
         text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False)
         structured = result.structured if isinstance(result.structured, dict) else None
-        return Outcome(ok=True, text=text, structured=structured, approval_id=approval_id)
+        return Outcome(
+            ok=True, text=text, structured=structured, approval_id=approval_id, media=result.media
+        )
     return Outcome(
         ok=False,
         text=f"Error ({result.outcome}): {result.error}",

@@ -234,8 +234,13 @@ class McpGateway:
 
         outcome = await self.calls.call(who, params.name, params.arguments or {}, progress)
         meta = {APPROVAL_META_KEY: outcome.approval_id} if outcome.approval_id else None
+        content: list[types.ContentBlock] = [types.TextContent(type="text", text=outcome.text)]
+        content += [
+            types.ImageContent(type="image", data=m.data, mime_type=m.mime_type)
+            for m in outcome.media
+        ]
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=outcome.text)],
+            content=content,
             structured_content=outcome.structured,
             is_error=not outcome.ok,
             _meta=meta,

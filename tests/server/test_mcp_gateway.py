@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -581,3 +582,24 @@ async def test_a_call_its_client_abandons_while_it_waits_is_still_a_store_event(
                 await asyncio.sleep(0.05)
         assert [(e["outcome"], e["key_id"]) for e in events] == [("cancelled", "acme-alice")]
         assert gw.writes == []
+
+
+async def test_a_tools_images_reach_the_mcp_client_as_image_content() -> None:
+    """An image a source returns (MCP image content) is passed on as image content, next to
+    the text; the call's store event holds the text, not the image bytes."""
+    import base64
+
+    from mcp_types import ImageContent, TextContent
+
+    from penguiflow_agents.testing.mcp_server import PIXEL_PNG
+
+    policies = [{"tenant": "acme", "allow": ["t.*"]}]
+    async with gateway(policies=policies, mcp_source=True) as gw, gw.client("alice") as client:
+        result = await client.call_tool("t.image", {"caption": "red"})
+        events = await gw.events("acme", "mcp_tool_call")
+    assert not result.is_error, text_of(result)
+    text, image = result.content
+    assert isinstance(text, TextContent) and text.text.startswith("red\n[image 1: image/png")
+    assert isinstance(image, ImageContent) and image.mime_type == "image/png"
+    assert base64.b64decode(image.data) == PIXEL_PNG
+    assert events and image.data not in json.dumps(events)
