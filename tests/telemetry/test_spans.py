@@ -288,3 +288,18 @@ async def test_a_resume_triggered_under_another_trace_stays_in_the_runs_trace_an
     assert links["paused_by"].span_id == first.context.span_id
     assert format(links["resumed_by"].trace_id, "032x") == other_trace
     assert format(links["resumed_by"].span_id, "016x") == other_span
+
+
+def test_the_standard_sampler_variables_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: fewer spans with OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (nothing in code)."""
+    from penguiflow_agents.telemetry._otel import tracer_provider_from_env
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    provider = tracer_provider_from_env()
+    assert provider is not None
+    try:
+        assert "TraceIdRatioBased{0.1}" in provider.sampler.get_description()
+    finally:
+        provider.shutdown()
