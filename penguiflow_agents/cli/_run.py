@@ -311,15 +311,22 @@ async def admit_run(stack: AsyncExitStack, policies: str, tenant: str) -> Any:
     """The tenant's quotas (``quotas`` of its policy; in the Redis of ``$PENGUIFLOW_BUS``
     when set, so ``run`` counts with the fleet) with a new run admitted as ``.run_id``;
     ``QuotaExceededError`` (exit 2) when the tenant is over one."""
+    from penguiflow_agents.worker import new_run_id
+
+    quotas = open_quotas(stack, policies)
+    quotas.run_id = new_run_id()
+    await quotas.admit(tenant, quotas.run_id)
+    return quotas
+
+
+def open_quotas(stack: AsyncExitStack, policies: str) -> Any:
+    """The tenants' quotas of ``policies``, in the Redis of ``$PENGUIFLOW_BUS`` when set."""
     import os
 
     from penguiflow_agents.policy import TenantQuotas
-    from penguiflow_agents.worker import new_run_id
 
     quotas = TenantQuotas.for_bus(load_policy_dir(policies), os.environ.get("PENGUIFLOW_BUS"))
     stack.push_async_callback(quotas.aclose)
-    quotas.run_id = new_run_id()
-    await quotas.admit(tenant, quotas.run_id)
     return quotas
 
 
@@ -340,6 +347,7 @@ async def _resume(args: argparse.Namespace) -> int:
             default_script=None,
             tools=args.tools,
             policies=args.policies,
+            quotas=open_quotas(stack, args.policies),  # a resume is not refused; usage counts
         )
         show_banner(printer, planner, headers)
         state = (

@@ -196,3 +196,30 @@ async def test_an_unreachable_limiter_fails_the_call_as_unavailable_without_call
     with pytest.raises(BusError):
         await down.acquire("svc", limit=1, rate_per_s=None, timeout_s=0)
     await down.aclose()
+
+
+async def test_a_service_on_a_redis_bus_takes_its_slots_from_that_redis(
+    tmp_path: Any, redis_url: str
+) -> None:
+    """`serve --bus redis://...`: the registry it loads shares slots with the workers."""
+    from penguiflow_agents.policy import PolicySet
+    from penguiflow_agents.server import KeyRing, ServerSettings, create_app
+    from penguiflow_agents.store import MemoryStore
+    from penguiflow_agents.testing import ScriptedLLM
+
+    (tmp_path / "tools").mkdir()
+    stream = f"pf-slots-serve:{uuid.uuid4().hex[:10]}"
+    settings = ServerSettings(tools=str(tmp_path / "tools"), bus=f"{redis_url}?stream={stream}")
+    app = create_app(
+        settings,
+        store=MemoryStore(),
+        policies=PolicySet.from_documents([]),
+        keys=KeyRing([]),
+        llm=ScriptedLLM([]),
+    )
+    async with app.router.lifespan_context(app):
+        limiter = app.state.penguiflow.registry._limiter
+        assert isinstance(limiter, RedisSlotLimiter) and limiter.prefix == stream
+    client = aioredis.Redis.from_url(redis_url)
+    await client.delete(stream, f"{stream}:dead")
+    await client.aclose()
