@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         LLMRequest,
         LLMResponse,
         LLMToolCall,
+        OutputSchema,
         Usage,
         open_llm,
     )
@@ -192,6 +193,7 @@ _EXPORTS: dict[str, str] = {
     "LLMResponse": "penguiflow_agents.llm",
     "LLMToolCall": "penguiflow_agents.llm",
     "LiteLLMClient": "penguiflow_agents.llm",
+    "OutputSchema": "penguiflow_agents.llm",
     "Usage": "penguiflow_agents.llm",
     "open_llm": "penguiflow_agents.llm",
     "ApprovalDecision": "penguiflow_agents.store",
@@ -255,6 +257,7 @@ __all__ = [
     "Node",
     "NodePolicy",
     "NotFoundError",
+    "OutputSchema",
     "PenguiflowError",
     "PlannerEvent",
     "PolicyError",
