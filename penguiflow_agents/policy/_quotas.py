@@ -49,6 +49,8 @@ ADMIT_LEASE_S = 300.0
 RUN_LEASE_S = 60.0
 # Retry-After for a tenant at its concurrent_runs quota (a run may end any moment).
 BUSY_RETRY_AFTER_S = 5
+# Longest the gate waits on close for the releases of runs that just ended.
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +212,8 @@ class TenantQuotas:
         return cls(policies, fleet_quota_ledger(bus_url))
 
     async def aclose(self) -> None:
+        if self._tasks:  # releases of runs that just ended: let them reach the ledger
+            await asyncio.wait(set(self._tasks), timeout=CLOSE_TIMEOUT_S)
         close = getattr(self.ledger, "aclose", None)
         if close is not None:
             await close()
