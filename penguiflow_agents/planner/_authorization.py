@@ -8,7 +8,8 @@ authorize, and the authorization URL), durably, with an
 ``authorization_requested`` event. Once that person has authorized (``auth
 login`` in any process, or the service's callback), resuming the run makes the
 call: *exactly once*, as an approved call, with ``store.begin_call`` keyed by
-the wait's id and its attempt. An attempt that meets ``authorization_required``
+the wait's id and its attempt; unless the tool is no longer visible, or the
+policy now asks for an approval of the call (the model is told to call again). An attempt that meets ``authorization_required``
 again (the person has not authorized yet) ran nothing: it is recorded, and the
 run keeps waiting with the new URL for the next attempt.
 """
@@ -71,6 +72,19 @@ async def resolve_authorization(
         )
         await _event(deps, run, "authorization_applied", pending, outcome="denied")
         return _not_run(step, pending, "denied", content, deps.max_result_chars)
+    if (
+        policies is not None
+        and deps.approvals is not None
+        and policies.approval_rule(spec.name, pending.arguments, run.headers, risk=spec.risk)
+        is not None
+    ):
+        # No rule gated it when it paused: the policy changed meanwhile. Never run it ungated.
+        content = (
+            f"Error (approval_required): the call of {pending.tool!r} was not run: the policy "
+            "now asks for an approval of it; call the tool again to ask for one."
+        )
+        await _event(deps, run, "authorization_applied", pending, outcome="approval_required")
+        return _not_run(step, pending, "approval_required", content, deps.max_result_chars)
     store = deps.store
     for _ in range(_MAX_ATTEMPTS_PER_RESUME):
         key = f"{pending.id}#{pending.attempt}"

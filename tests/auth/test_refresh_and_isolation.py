@@ -178,3 +178,43 @@ def test_each_owner_reads_back_only_its_own_token(owners: list[Owner]) -> None:
             await vault.get("remote", second, "tokens")
 
     asyncio.run(check())
+
+
+@ON_MODULE_LOOP
+async def test_a_call_the_policy_gates_by_the_time_of_the_login_is_not_run_ungated(
+    registry: ToolRegistry,
+) -> None:
+    from penguiflow_agents.policy import PolicySet
+
+    class CallEcho:
+        model = "scripted"
+
+        async def complete(self, request: LLMRequest) -> LLMResponse:
+            call = LLMToolCall(
+                id=f"c{len(request.messages)}", name="remote.echo", arguments={"text": "hi"}
+            )
+            return LLMResponse(content=None, tool_calls=[call])
+
+    store = MemoryStore()
+    who = Headers(tenant="acme", principal="late")
+    free = PolicySet.from_documents([{"tenant": "acme", "allow": ["remote.*"]}])
+    gated = PolicySet.from_documents(
+        [
+            {
+                "tenant": "acme",
+                "allow": ["remote.*"],
+                "approvals": [{"risk": "medium", "approvers": ["role:admin"]}],
+            }
+        ]
+    )
+    llm: Any = CallEcho()
+    await login(registry, "remote", Owner("acme", "setup"), AutoApproveAuthorizer())  # tools known
+    first = ReactPlanner(llm=llm, registry=registry, store=store, policies=free)
+    paused = await first.run("echo", headers=who)
+    assert [w.kind for w in paused.pending_approvals] == ["authorization"]
+    await login(registry, "remote", Owner("acme", "late"), AutoApproveAuthorizer())
+    later = ReactPlanner(llm=llm, registry=registry, store=store, policies=gated)
+    result = await later.resume(paused.run_id, headers=who)
+    assert result.steps[0].outcome == "approval_required", result.steps
+    assert result.status == "paused"  # the model called again: now gated by an approval
+    assert [w.kind for w in result.pending_approvals] == ["approval"]
