@@ -611,7 +611,7 @@ _KEYS_HELP = "the key file (default keys.yaml)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from penguiflow_agents.llm._litellm_import import own_process
+    from penguiflow_agents._process import own_process
 
     own_process()  # the command owns its process: litellm's import may tune it (GC, loggers)
     parser = build_parser()

@@ -30,6 +30,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from penguiflow_agents._process import is_owned, own_process
+
 __all__ = ["REPLAY_LITELLM_MODEL", "load_litellm", "load_litellm_async", "own_process"]
 
 # litellm's own loggers; they print request/response details at INFO/DEBUG.
@@ -52,13 +54,6 @@ _REPLAY_MODEL_INFO = {
 
 _lock = threading.Lock()
 _module: Any = None
-_owner = False
-
-
-def own_process() -> None:
-    """Say that this process belongs to the caller (the CLI): the litellm import may tune it."""
-    global _owner
-    _owner = True
 
 
 @contextlib.contextmanager
@@ -79,7 +74,7 @@ def _import() -> Any:
     with _env_during("LITELLM_LOCAL_MODEL_COST_MAP", "True"), warnings.catch_warnings():
         # pydantic >= 2.11 warns once per litellm TypedDict with ReadOnly items: noise.
         warnings.filterwarnings("ignore", message=_READONLY_WARNING, category=UserWarning)
-        if not _owner:
+        if not is_owned():
             import litellm
 
             return litellm
@@ -103,7 +98,7 @@ def load_litellm() -> Any:
     with _lock:
         if _module is None:
             litellm = _import()
-            if _owner:
+            if is_owned():
                 # litellm builds more of those TypedDicts on its first calls: quiet for good.
                 warnings.filterwarnings("ignore", message=_READONLY_WARNING, category=UserWarning)
                 # httpx instead of aiohttp: one HTTP stack (respx mocks it in tests).
