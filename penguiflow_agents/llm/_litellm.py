@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from penguiflow_agents._retry import backoff_delay, parse_retry_after
-from penguiflow_agents.exceptions import LLMError, UserError
+from penguiflow_agents.exceptions import LLMError
 from penguiflow_agents.llm._args import parse_tool_arguments
 from penguiflow_agents.llm._json_actions import json_action_messages, parse_json_action
 from penguiflow_agents.llm._litellm_fast import OpenAIClients, quiet_logging
@@ -34,6 +34,7 @@ from penguiflow_agents.llm._types import (
     LLMToolCall,
     TextDelta,
     Usage,
+    check_client_options,
 )
 from penguiflow_agents.tools._types import ToolSpec
 
@@ -105,18 +106,14 @@ class LiteLLMClient:
         spec: str | None = None,
         structured_output: StructuredOutput = "auto",
     ) -> None:
-        if not model:
-            raise UserError("LiteLLMClient needs a model name such as 'openai/gpt-4.1-mini'.")
-        if tool_calling not in ("auto", "native", "json"):
-            raise UserError(f"tool_calling is {tool_calling!r}; use 'auto', 'native' or 'json'.")
-        if structured_output not in ("auto", "native", "tool"):
-            raise UserError(
-                f"structured_output is {structured_output!r}; use 'auto', 'native' or 'tool'."
-            )
-        if timeout_s <= 0 or max_retries < 0:
-            raise UserError(
-                f"timeout_s must be > 0 and max_retries >= 0 (got {timeout_s!r}, {max_retries!r})."
-            )
+        check_client_options(
+            "LiteLLMClient",
+            model,
+            tool_calling=tool_calling,
+            structured_output=structured_output,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
         self.model = model
         self.spec = (
             spec or model

@@ -40,6 +40,7 @@ from penguiflow_agents.llm._types import (
     LLMToolCall,
     TextDelta,
     Usage,
+    check_client_options,
 )
 
 if TYPE_CHECKING:
@@ -200,18 +201,14 @@ class OpenAIClient:
         spec: str | None = None,
         structured_output: str = "auto",
     ) -> None:
-        if not model:
-            raise UserError("OpenAIClient needs a model name such as 'openai/gpt-4.1-mini'.")
-        if tool_calling not in ("auto", "native", "json"):
-            raise UserError(f"tool_calling is {tool_calling!r}; use 'auto', 'native' or 'json'.")
-        if structured_output not in ("auto", "native", "tool"):
-            raise UserError(
-                f"structured_output is {structured_output!r}; use 'auto', 'native' or 'tool'."
-            )
-        if timeout_s <= 0 or max_retries < 0:
-            raise UserError(
-                f"timeout_s must be > 0 and max_retries >= 0 (got {timeout_s!r}, {max_retries!r})."
-            )
+        check_client_options(
+            "OpenAIClient",
+            model,
+            tool_calling=tool_calling,
+            structured_output=structured_output,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
         extra = dict(extra or {})
         unknown = sorted(k for k in extra if k not in DIRECT_EXTRA_KEYS)
         if unknown:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from penguiflow_agents.exceptions import UserError
 from penguiflow_agents.tools._types import ToolSpec
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "OutputSchema",
     "TextDelta",
     "Usage",
+    "check_client_options",
 ]
 
 ChatMessage = dict[str, Any]
@@ -112,3 +114,27 @@ class StreamingLLMClient(LLMClient, Protocol):
     """An LLM client that can also stream: text deltas, then the full response last."""
 
     def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResponse]: ...
+
+
+def check_client_options(
+    client: str,
+    model: str,
+    *,
+    tool_calling: str,
+    structured_output: str,
+    timeout_s: float,
+    max_retries: int,
+) -> None:
+    """The constructor checks both model clients share (UserError naming the value)."""
+    if not model:
+        raise UserError(f"{client} needs a model name such as 'openai/gpt-4.1-mini'.")
+    if tool_calling not in ("auto", "native", "json"):
+        raise UserError(f"tool_calling is {tool_calling!r}; use 'auto', 'native' or 'json'.")
+    if structured_output not in ("auto", "native", "tool"):
+        raise UserError(
+            f"structured_output is {structured_output!r}; use 'auto', 'native' or 'tool'."
+        )
+    if timeout_s <= 0 or max_retries < 0:
+        raise UserError(
+            f"timeout_s must be > 0 and max_retries >= 0 (got {timeout_s!r}, {max_retries!r})."
+        )
