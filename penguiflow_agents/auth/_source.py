@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -38,6 +38,9 @@ __all__ = ["MAX_OWNER_SESSIONS", "PLATFORM", "AuthorizedMCPSource"]
 
 log = structlog.get_logger("penguiflow_agents.auth")
 
+# ``(source, owner) -> URL`` of a login the process will complete (None: none to offer).
+LoginStarter = Callable[["AuthorizedMCPSource", Owner], Awaitable[str | None]]
+
 # Open sessions kept per source (one per owner); the least recently used closes beyond this.
 MAX_OWNER_SESSIONS = 64
 PLATFORM = Owner("*", "*")  # the owner of machine credentials and of the shared tool list
@@ -53,6 +56,7 @@ class AuthorizedMCPSource:
         vault: CredentialVault | Callable[[], CredentialVault | None] | None,
         authorizer: Authorizer | Callable[[], Authorizer | None] | None = None,
         protocol: Any = "auto",
+        login_starter: Callable[[], LoginStarter | None] | None = None,
     ) -> None:
         assert manifest.auth is not None
         self.name = manifest.name
@@ -61,6 +65,7 @@ class AuthorizedMCPSource:
         self._authorizer = authorizer
         self._vault = vault
         self._protocol = protocol
+        self._login_starter = login_starter
         self._sessions: OrderedDict[Owner, MCPToolSource] = OrderedDict()
         self._specs: list[ToolSpec] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -95,6 +100,18 @@ class AuthorizedMCPSource:
         if existing is not None and authorizer is None:
             self._sessions.move_to_end(owner)
             return existing
+        source = self._connection(owner, authorizer or self.authorizer)
+        if existing is not None:
+            self._close_later(existing)
+        self._sessions[owner] = source
+        self._sessions.move_to_end(owner)
+        while len(self._sessions) > MAX_OWNER_SESSIONS:
+            _, oldest = self._sessions.popitem(last=False)
+            self._close_later(oldest)
+        return source
+
+    def _connection(self, owner: Owner, authorizer: Authorizer | None) -> MCPToolSource:
+        """A new, unconnected session of ``owner`` (not kept in ``_sessions``)."""
         assert self.manifest.auth is not None
         url = self.manifest.resolved_url()
         assert url is not None  # the manifest model requires it for mcp_http
@@ -104,17 +121,10 @@ class AuthorizedMCPSource:
             self.manifest.auth.resolved(file=self.manifest.path),
             owner=owner,
             vault=self.vault,
-            authorizer=authorizer or self.authorizer,
+            authorizer=authorizer,
         )
         source = MCPToolSource(self.manifest, protocol=self._protocol, auth=auth)
         source.on_tools_changed = self._changed
-        if existing is not None:
-            self._close_later(existing)
-        self._sessions[owner] = source
-        self._sessions.move_to_end(owner)
-        while len(self._sessions) > MAX_OWNER_SESSIONS:
-            _, oldest = self._sessions.popitem(last=False)
-            self._close_later(oldest)
         return source
 
     async def list_tools(self) -> list[ToolSpec]:
@@ -139,9 +149,9 @@ class AuthorizedMCPSource:
         if not source.connected:
             try:
                 await self._listed(source)
-            except AuthorizationRequiredError:
+            except AuthorizationRequiredError as exc:
                 self._forget(owner, source)
-                raise
+                raise await self._with_live_login(owner, exc) from None
             except PenguiflowError:
                 pass  # the call reports the failure as a result
         result = await source.call(tool, arguments, ctx)
@@ -149,8 +159,32 @@ class AuthorizedMCPSource:
             needed = _authorization_cause(source)
             if needed is not None:
                 self._forget(owner, source)
-                raise needed
+                raise await self._with_live_login(owner, needed) from None
         return result
+
+    async def _with_live_login(
+        self, owner: Owner, needed: AuthorizationRequiredError
+    ) -> AuthorizationRequiredError:
+        """The pause's URL: the run's own grant ends with its call, so its URL leads nowhere.
+        Where a process can finish a login later (``serve``'s callback route), it starts one
+        for the owner and the pause names that login's URL instead."""
+        starter = self._login_starter() if self._login_starter is not None else None
+        if starter is None:
+            return needed
+        try:
+            url = await starter(self, owner)
+        except Exception as exc:  # the pause still stands, with the run's own URL
+            log.warning("auth.live_login_failed", source=self.name, error=str(exc))
+            return needed
+        if url is None:
+            return needed
+        return AuthorizationRequiredError(
+            needed.source,
+            tenant=needed.tenant,
+            principal=needed.principal,
+            url=url,
+            reason=needed.reason,
+        )
 
     def _forget(self, owner: Owner, source: MCPToolSource) -> None:
         """Drop a session that needs authorization: once the owner authorizes (in any
@@ -161,12 +195,12 @@ class AuthorizedMCPSource:
 
     async def authorize(self, owner: Owner, authorizer: Authorizer) -> list[ToolSpec]:
         """Connect as ``owner`` with a person at hand (``auth login``); returns the tools."""
-        source = self.session(owner, authorizer)
+        # A session of its own, never one the owner's calls use: while a person takes their
+        # time (a login started for a paused run waits minutes), calls pause, never wait.
+        source = self._connection(owner, authorizer)
         try:
             return await self._listed(source)
         finally:
-            # Later sessions of this owner must not prompt: they pause instead.
-            self._sessions.pop(owner, None)
             await source.aclose()
 
     async def aclose(self) -> None:

@@ -237,6 +237,13 @@ def create_app(
                 bus=the_bus,
                 quotas=quotas,
             )
+            if isinstance(executor, LocalExecutor):
+                # Runs execute here: a pause for an authorization names a login this server
+                # completes at /v1/auth/callback (then resumes them).
+                from penguiflow_agents.server.routes.auth import live_login_starter
+
+                the_registry.login_starter = live_login_starter(state)
+                stack.callback(setattr, the_registry, "login_starter", None)
             stack.callback(_forget, app)
             stack.push_async_callback(_stop_background, state)
             app.state.penguiflow = state

@@ -109,6 +109,9 @@ class ToolRegistry:
         self.manifest_files: list[str] = []
         self.credentials: Any = None  # penguiflow_agents.auth.CredentialVault, see use_credentials
         self.authorizer: Any = None
+        # Where a paused call's owner can log in later (serve's callback route); see
+        # penguiflow_agents.auth._source.LoginStarter.
+        self.login_starter: Any = None
         self._queue_observer: Callable[[str, float], None] | None = None
         self._limiter: SlotLimiter | None = None
 
@@ -540,6 +543,7 @@ def _mcp_source(manifest: SourceManifest, registry: ToolRegistry) -> ToolSource:
             manifest,
             vault=lambda: registry.credentials,
             authorizer=lambda: registry.authorizer,
+            login_starter=lambda: registry.login_starter,
         )
     source: ToolSource = MCPToolSource.from_manifest(manifest)
     return source

@@ -39,8 +39,10 @@ class EchoThenAnswer:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         messages = list(request.messages)
         if not any(m.get("role") == "tool" for m in messages):
+            # The test server counts calls per key: one key per query keeps tests apart.
+            query = next(m["content"] for m in messages if m.get("role") == "user")
             call = LLMToolCall(
-                id="c1", name="remote.flaky", arguments={"key": "cb", "fail_times": 0}
+                id="c1", name="remote.flaky", arguments={"key": query, "fail_times": 0}
             )
             return LLMResponse(content=None, tool_calls=[call])
         return LLMResponse(content=f"answer: {messages[-1]['content']}")
@@ -119,3 +121,41 @@ async def test_an_unknown_state_is_a_404_page_and_a_login_needs_a_key(service: S
     assert page.status_code == 404 and "Unknown or expired login" in page.json()["error"]["message"]
     assert (await service.post("/v1/auth/login/remote", None)).status_code == 401
     assert (await service.post("/v1/auth/login/nope", "alice")).status_code == 404
+
+
+async def test_the_url_a_paused_run_names_is_a_live_login_that_resumes_it(
+    service: Service, oauth_server: HttpServerProcess
+) -> None:
+    """The pause's URL is a login this server completes (not the run's own grant, which
+    ended with the call): opening it and coming back resumes the run, which calls once."""
+    first = await _login(service, "boss")  # someone authorized once: the tools are known
+    assert first.status_code == 200, first.text
+    doc = await service.run("go live")
+    assert doc["status"] == "paused", doc
+    [wait] = doc["pending_approvals"]
+    assert (wait["kind"], wait["principal"]) == ("authorization", "alice")
+    url = wait["url"]
+    assert url and "code_challenge_method=S256" in url
+    async with httpx.AsyncClient() as browser:  # the person opens the link they were shown
+        answer = await browser.get(url, follow_redirects=False)
+    back = urlparse(answer.headers["location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == CALLBACK
+    page = await service.client.get(f"{back.path}?{back.query}")
+    assert page.status_code == 200 and "Authorized" in page.text, page.text
+    assert doc["run_id"] in page.text, "the page names the run it resumed"
+    deadline = time.monotonic() + WAIT_S
+    while (run := (await service.get(f"/v1/runs/{doc['run_id']}")).json())["status"] != "completed":
+        assert run["status"] in ("paused", "running"), run
+        assert time.monotonic() < deadline, run
+        await asyncio.sleep(0.05)
+    assert "ok after 1 calls" in run["answer"], "the call ran, once"
+
+
+async def test_two_pauses_of_one_owner_share_one_live_login(
+    service: Service, oauth_server: HttpServerProcess
+) -> None:
+    assert (await _login(service, "boss")).status_code == 200
+    one = await service.run("go")
+    two = await service.run("go")
+    urls = {d["pending_approvals"][0]["url"] for d in (one, two)}
+    assert len(urls) == 1, urls

@@ -37,7 +37,7 @@ from penguiflow_agents.server._models import ErrorBody
 from penguiflow_agents.server._state import ServerState, server_state
 from penguiflow_agents.tools._types import CallContext
 
-__all__ = ["LOGIN_WAIT_S", "router"]
+__all__ = ["LOGIN_WAIT_S", "live_login_starter", "router"]
 
 _log = structlog.get_logger("penguiflow_agents.server")
 
@@ -89,12 +89,33 @@ async def start_login(
             422, f"source {source!r} has no `auth: {{type: oauth}}`: nobody logs in to it."
         )
     owner = adapter.owner_of(CallContext(headers=who.headers))
+    login, task = _begin(state, adapter, source, owner, who.key_id)
+    done, _ = await asyncio.wait(
+        {task, login.url}, timeout=URL_WAIT_S, return_when="FIRST_COMPLETED"
+    )
+    if login.url in done:
+        return {"source": source, "url": login.url.result()}
+    if task in done:
+        error = task.exception()
+        if error is None:  # a usable token was already stored: nothing to open
+            resumed = await _resume_waiting(state, login)
+            return {"source": source, "authorized": True, "resumed_runs": resumed}
+        raise ApiError(502, f"the login to source {source!r} failed: {error}")
+    task.cancel()
+    raise ApiError(502, f"source {source!r}'s authorization server did not answer in time.")
+
+
+def _begin(
+    state: ServerState, adapter: Any, source: str, owner: Any, key_id: str
+) -> tuple[_Login, asyncio.Task[Any]]:
+    """Start ``owner``'s authorization-code grant for ``source`` in this process: its URL
+    arrives in ``login.url``; the callback route completes it (the PKCE verifier stays here)."""
     loop = asyncio.get_running_loop()
     login = _Login(
         source=source,
         tenant=owner.tenant,
         principal=owner.principal,
-        key_id=who.key_id,
+        key_id=key_id,
         redirect=loop.create_future(),
     )
     logins = _logins(state)
@@ -117,19 +138,43 @@ async def start_login(
     tasks: set[asyncio.Task[Any]] = state.extras.setdefault("auth_login_tasks", set())
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-    done, _ = await asyncio.wait(
-        {task, login.url}, timeout=URL_WAIT_S, return_when="FIRST_COMPLETED"
+    return login, task
+
+
+def live_login_starter(state: ServerState) -> Any:
+    """The registry's ``login_starter`` for runs executing in this process: a call that
+    pauses for an authorization names the URL of a login this server completes at its
+    callback route (then resumes the owner's waiting runs), not the run's own grant, which
+    ends with the call. One pending login per (source, owner) is shared by its pauses."""
+    pending: dict[tuple[str, str, str], _Login] = state.extras.setdefault("auth_live_logins", {})
+
+    async def start(adapter: Any, owner: Any) -> str | None:
+        auth = getattr(adapter.manifest, "auth", None)
+        if auth is None or auth.type != "oauth" or not _is_callback(auth.redirect_uri):
+            return None  # the authorization server would not send the browser back here
+        key = (adapter.name, owner.tenant, owner.principal)
+        login = pending.get(key)
+        if login is None or login.task is None or login.task.done():
+            login, _task = _begin(state, adapter, adapter.name, owner, _LIVE_LOGIN_KEY)
+            pending[key] = login
+        assert login.task is not None
+        # The URL, unless the grant ended first (a token arrived meanwhile, or it failed).
+        await asyncio.wait(
+            {login.task, login.url}, timeout=URL_WAIT_S, return_when="FIRST_COMPLETED"
+        )
+        return login.url.result() if login.url.done() else None
+
+    return start
+
+
+def _is_callback(redirect_uri: str | None) -> bool:
+    return bool(redirect_uri) and str(urlparse(str(redirect_uri)).path).endswith(
+        "/v1/auth/callback"
     )
-    if login.url in done:
-        return {"source": source, "url": login.url.result()}
-    if task in done:
-        error = task.exception()
-        if error is None:  # a usable token was already stored: nothing to open
-            resumed = await _resume_waiting(state, login)
-            return {"source": source, "authorized": True, "resumed_runs": resumed}
-        raise ApiError(502, f"the login to source {source!r} failed: {error}")
-    task.cancel()
-    raise ApiError(502, f"source {source!r}'s authorization server did not answer in time.")
+
+
+# The key id a run resumed by a live login is accounted to (no caller's key is at hand).
+_LIVE_LOGIN_KEY = "auth-callback"
 
 
 @router.get(
