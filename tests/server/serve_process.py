@@ -49,9 +49,9 @@ def serve_command(root: Path, port: int, *extra: str) -> list[str]:
     return [*command, "--keys", str(root / "keys.yaml"), *extra]
 
 
-def start_serve(root: Path, *extra: str, env: dict[str, str]) -> Serving:
-    """Start serve and wait until /healthz answers."""
-    port = free_port()
+def start_serve(root: Path, *extra: str, env: dict[str, str], port: int | None = None) -> Serving:
+    """Start serve (on ``port``, default a free one) and wait until /healthz answers."""
+    port = port or free_port()
     env = {**env, "PYTHONUNBUFFERED": "1"}
     env.pop("PENGUIFLOW_STORE", None)
     proc = subprocess.Popen(

@@ -9,6 +9,7 @@
   const FOLD_LINES = 4;          // so are values with more lines than this
   const RECONNECT_MAX_MS = 15000;
   const TICK_MS = 30000;         // ages and expiries are refreshed this often
+  const SIGN_INS_MS = 5000;      // runs waiting for my sign-in are polled this often
 
   const $ = (id) => document.getElementById(id);
   const cards = new Map();       // approval id -> {doc, li}
@@ -75,6 +76,8 @@
     cards.clear();
     $("pending").replaceChildren();
     $("decided").replaceChildren();
+    $("sign-in-list").replaceChildren();
+    $("sign-ins").hidden = true;
     $("who").textContent = "";
     $("sign-out").hidden = true;
     $("inbox").hidden = true;
@@ -104,7 +107,44 @@
 
   // -- the live list ------------------------------------------------------------------------
 
+  // Runs of mine paused until I sign in to a source (an authorization wait): a link each.
+  async function refreshSignIns() {
+    const data = await api("/v1/auth/waiting");
+    const items = (data && Array.isArray(data.waiting)) ? data.waiting : [];
+    const list = $("sign-in-list");
+    const rows = [];
+    for (const w of items) {
+      const li = document.createElement("li");
+      li.className = "card";
+      const source = String(w.source || "?");
+      let href = null;
+      try {
+        const url = new URL(String(w.url || ""));
+        if (url.protocol === "https:" || url.protocol === "http:") href = url.href;
+      } catch (_) { href = null; }
+      if (href) {
+        const a = document.createElement("a");
+        a.href = href;
+        a.rel = "noopener noreferrer";
+        a.textContent = "Sign in to " + source;
+        li.append(a);
+      } else {
+        const strong = document.createElement("strong");
+        strong.textContent = "Sign in to " + source + " with: penguiflow-agents auth login " + source;
+        li.append(strong);
+      }
+      const meta = document.createElement("p");
+      meta.className = "meta";
+      meta.textContent = "Run " + String(w.run_id) + (w.reason ? " · " + String(w.reason) : "");
+      li.append(meta);
+      rows.push(li);
+    }
+    list.replaceChildren(...rows);
+    $("sign-ins").hidden = rows.length === 0;
+  }
+
   async function refresh() {
+    refreshSignIns().catch(() => { /* the approvals still show */ });
     const docs = await api("/v1/approvals?status=pending");
     const now = new Set(docs.map((d) => d.id));
     for (const doc of docs) upsert(doc);
@@ -480,6 +520,9 @@
     setInterval(() => {
       for (const card of cards.values()) if (card.li && card.doc.status === "pending") tickCard(card);
     }, TICK_MS);
+    setInterval(() => {
+      if (key() && me) refreshSignIns().catch(() => { /* next time */ });
+    }, SIGN_INS_MS);
     if (key()) start(); else $("key").focus();
   });
 })();

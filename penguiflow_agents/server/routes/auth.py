@@ -29,7 +29,7 @@ import structlog
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, same_principal
 from penguiflow_agents.exceptions import ConflictError, PenguiflowError, UserError
 from penguiflow_agents.server._auth import Caller, caller
 from penguiflow_agents.server._errors import ApiError
@@ -175,6 +175,36 @@ def _is_callback(redirect_uri: str | None) -> bool:
 
 # The key id a run resumed by a live login is accounted to (no caller's key is at hand).
 _LIVE_LOGIN_KEY = "auth-callback"
+
+
+@router.get("/waiting", summary="the caller's runs paused for a sign-in (authorization waits)")
+async def waiting(
+    who: Caller = Depends(caller), state: ServerState = Depends(server_state)
+) -> dict[str, Any]:
+    """What the approval inbox lists under "Sign-ins waiting for you": the caller's own runs
+    paused for an authorization (token owner the caller, or the tenant for the caller's runs),
+    newest first, each with the URL to open."""
+    found = []
+    for run in await state.store.list_runs(who.tenant, status="paused"):
+        mine = same_principal(run.principal, who.headers.principal)
+        for w in ((run.state or {}).get("paused") or {}).get("waiting") or []:
+            if not isinstance(w, dict) or w.get("kind") != "authorization":
+                continue
+            owner = str(w.get("principal") or "")
+            if not (same_principal(owner, who.headers.principal) or (owner == "*" and mine)):
+                continue
+            found.append(
+                {
+                    "run_id": run.run_id,
+                    "source": w.get("source"),
+                    "principal": owner,
+                    "url": w.get("url"),
+                    "reason": w.get("reason"),
+                    "paused_at": run.updated_at,
+                }
+            )
+    found.sort(key=lambda item: -float(item["paused_at"] or 0))
+    return {"waiting": found}
 
 
 @router.get(
