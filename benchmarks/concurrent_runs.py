@@ -3,7 +3,8 @@
     python benchmarks/concurrent_runs.py [--runs 500] [--delay 0.05] [--inprocess-server]
 
 Each run asks the replay model (an OpenAI-compatible HTTP server on 127.0.0.1,
-reached through litellm exactly like a real provider) for 3 tool calls, one
+reached through ``LiteLLMClient`` exactly like a real provider: since issue #14
+that is the direct OpenAI-compatible httpx path, litellm is not imported) for 3 tool calls, one
 per turn, then for the answer: 4 model turns, each with ``--delay`` seconds
 added by the server. All runs start at once on one ReactPlanner (one process,
 one event loop, a MemoryStore). The replay server runs in its own process by
@@ -108,7 +109,7 @@ async def bench(url: str, runs: int, delay: float) -> None:
         result = await planner.run(f"question {i}", headers=Headers(tenant=f"t{i % 10}"))
         return result.status
 
-    # Warm up: litellm import, HTTP client, caches.
+    # Warm up: the model client's HTTP connections and caches.
     assert set(await asyncio.gather(*(one(i) for i in range(20)))) == {"completed"}
     base = psutil.Process().memory_info().rss
     sampler = Sampler()
@@ -130,7 +131,7 @@ async def bench(url: str, runs: int, delay: float) -> None:
     print(f"  model turns/s       {runs * TURNS / wall:,.0f}")
     print(
         f"  CPU per model turn  {cpu / (runs * TURNS) * 1000:.2f} ms (this process: planner, "
-        "litellm, HTTP client; one event loop, so wall >= CPU)"
+        "model client, HTTP client; one event loop, so wall >= CPU)"
     )
     print(
         f"  RSS per run         {(peak - base) / runs / 1024:.1f} KiB (base {base / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB)"
