@@ -10,6 +10,10 @@ added by the server. All runs start at once on one ReactPlanner (one process,
 one event loop, a MemoryStore). The replay server runs in its own process by
 default, so that its own request handling does not eat this process's CPU.
 
+Then, next to it, the same planner in process with a scripted model on the
+peers' shape (5 tool calls + the answer, ``--delay`` per step, claims and
+checkpoints on) over a MemoryStore and over SQLite: wall and CPU per step.
+
 Reported: wall time against the ideal (turns x delay: what perfect overlap
 would give), model turns per second, this process's CPU per model turn (the
 runs share one event loop, so the wall time cannot go below the CPU time),
@@ -138,6 +142,55 @@ async def bench(url: str, runs: int, delay: float) -> None:
     )
 
 
+# The peers' shape (issue #14, "The planner itself"): 5 tool calls + the answer.
+PEER_TOOL_CALLS = 5
+
+
+async def bench_scripted(runs: int, delay: float, store_url: str) -> None:
+    """In process, no HTTP: a scripted model (``ScriptedLLM``, ``delay`` per step), claims and
+    checkpoints on (the planner's defaults) over ``store_url``."""
+    from penguiflow_agents.store import open_store
+    from penguiflow_agents.testing import ScriptedLLM
+
+    turns: list[dict[str, object]] = [
+        {"tool_calls": [{"name": "kv.lookup", "arguments": {"key": f"k{i}"}}], "delay_s": delay}
+        for i in range(PEER_TOOL_CALLS)
+    ]
+    turns.append({"content": "Five values looked up.", "delay_s": delay})
+    registry = ToolRegistry()
+    registry.add_functions(lookup, source="kv", max_concurrency=1024)
+    store = await open_store(store_url)
+    planner = ReactPlanner(
+        llm=ScriptedLLM(turns, record=False), registry=registry, store=store, max_steps=10
+    )
+
+    async def one(i: int) -> str:
+        return (await planner.run(f"question {i}", headers=Headers(tenant=f"t{i % 10}"))).status
+
+    assert set(await asyncio.gather(*(one(i) for i in range(20)))) == {"completed"}
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    statuses = await asyncio.gather(*(one(i) for i in range(runs)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await registry.aclose()
+    await store.aclose()
+    steps = PEER_TOOL_CALLS + 1
+    kind = store_url.split(":", 1)[0]
+    print(
+        f"  {kind:7s} {statuses.count('completed')}/{runs} completed, wall {wall:.2f} s "
+        f"(ideal {steps * delay:.2f} s), CPU per step {cpu / (runs * steps) * 1000:.3f} ms"
+    )
+
+
+def scripted(runs: int, delay: float) -> None:
+    print(
+        f"in process, scripted model: {runs} concurrent runs, {PEER_TOOL_CALLS} tool calls + "
+        f"the answer, {delay * 1000:.0f} ms per step, claims and checkpoints on"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for url in ("memory://", f"sqlite:///{Path(tmp) / 'runs.db'}"):
+            asyncio.run(bench_scripted(runs, delay, url))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
@@ -145,7 +198,17 @@ def main() -> int:
     parser.add_argument(
         "--inprocess-server", action="store_true", help="serve the replay model in this process"
     )
+    parser.add_argument(
+        "--mode",
+        choices=["both", "replay", "scripted"],
+        default="both",
+        help="the replay model over HTTP, the scripted model in process, or both (each in "
+        "its own process, so one's heap does not weigh on the other)",
+    )
     args = parser.parse_args()
+    if args.mode == "scripted":
+        scripted(args.runs, args.delay)
+        return 0
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import structlog
 
@@ -160,7 +223,7 @@ def main() -> int:
                     await bench(server.url, args.runs, args.delay)
 
             asyncio.run(inprocess())
-            return 0
+            return scripted_apart(args)
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER_CODE, str(script)],
             stdin=subprocess.PIPE,
@@ -179,7 +242,15 @@ def main() -> int:
             assert server.stdin is not None
             server.stdin.close()
             server.wait(timeout=SERVER_START_TIMEOUT_S)
-    return 0
+    return scripted_apart(args)
+
+
+def scripted_apart(args: argparse.Namespace) -> int:
+    """The scripted mode in a fresh process (after the replay mode, with --mode both)."""
+    if args.mode != "both":
+        return 0
+    argv = [__file__, "--mode", "scripted", "--runs", str(args.runs), "--delay", str(args.delay)]
+    return subprocess.run([sys.executable, *argv], check=False).returncode
 
 
 if __name__ == "__main__":
