@@ -45,6 +45,8 @@ __all__ = ["PostgresStore"]
 T = TypeVar("T")
 
 DEFAULT_SCHEMA = "penguiflow"
+# What the connections show as application_name in pg_stat_activity, unless the DSN names one.
+DEFAULT_APPLICATION_NAME = "penguiflow-agents"
 # Longest wait to open one connection to the server.
 CONNECT_TIMEOUT_S = 10.0
 # Longest wait for a free pooled connection when every one is busy.
@@ -143,7 +145,10 @@ class PostgresStore:
     ``PostgresStore(dsn, schema=...)`` connects lazily on first use; ``await
     PostgresStore.open(dsn)`` connects and migrates at once. A ``schema``
     query parameter in the DSN (``postgresql://.../db?schema=mine``) picks the
-    schema too.
+    schema too. The connections show as ``application_name`` ``penguiflow-agents``
+    in ``pg_stat_activity`` unless the DSN names another
+    (``?application_name=billing-workers``, libpq's parameter): an operator can
+    then tell (and, say, terminate) one deployment's connections from another's.
     """
 
     schema_version = SCHEMA_VERSION
@@ -158,6 +163,7 @@ class PostgresStore:
                 f"PostgreSQL schema name {schema!r} is not a plain identifier; use letters, digits and _."
             )
         self.schema = schema
+        self.application_name = _application_name(dsn)
         self._dsn = dsn
         self._shown = redact_url(dsn)
         self._min_size = min_size
@@ -202,7 +208,7 @@ class PostgresStore:
                         command_timeout=COMMAND_TIMEOUT_S,
                         server_settings={
                             "search_path": f'"{self.schema}"',
-                            "application_name": "penguiflow-agents",
+                            "application_name": self.application_name,
                         },
                     )
                 except (
@@ -903,6 +909,12 @@ def _split_schema(dsn: str) -> tuple[str, str | None]:
     schema = next((v for k, v in query if k == "schema"), None)
     rest = urlencode([(k, v) for k, v in query if k != "schema"])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def _application_name(dsn: str) -> str:
+    """The DSN's ``application_name`` (libpq's parameter), else ``penguiflow-agents``."""
+    query = parse_qsl(urlsplit(dsn).query, keep_blank_values=True)
+    return next((v for k, v in query if k == "application_name" and v), DEFAULT_APPLICATION_NAME)
 
 
 def _marks(n: int) -> str:

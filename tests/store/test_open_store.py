@@ -138,3 +138,34 @@ async def test_without_asyncpg_postgres_urls_say_which_extra_to_install(
     monkeypatch.delitem(sys.modules, "penguiflow_agents.store._postgres", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'penguiflow-agents\[postgres\]'"):
         await open_store("postgresql://127.0.0.1/x")
+
+
+async def test_a_postgres_store_names_its_connections_after_the_dsns_application_name(
+    postgres_dsn: str, pg_store_url: str
+) -> None:
+    """``?application_name=`` (libpq's parameter) names the connections in pg_stat_activity,
+    so an operator can tell one deployment's from another's; else ``penguiflow-agents``."""
+    import uuid
+
+    import asyncpg
+
+    name = f"pf-appname-{uuid.uuid4().hex[:8]}"
+    url = pg_store_url
+    named = await open_store(f"{url}&application_name={name}")
+    plain = await open_store(url)
+    assert isinstance(named, PostgresStore) and isinstance(plain, PostgresStore)
+    try:
+        await named.list_runs("t")
+        await plain.list_runs("t")
+        assert (named.application_name, plain.application_name) == (name, "penguiflow-agents")
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
+            )
+        finally:
+            await conn.close()
+        assert count >= 1
+    finally:
+        await named.aclose()
+        await plain.aclose()
