@@ -16,6 +16,11 @@ dies stops renewing, and the bus delivers its job to another worker, which
 takes the run over from its last checkpoint (at once when the dead holder
 was on this host, else once its lease ran out).
 
+A run that pauses on an approval already decided (the decision landed while
+the run was still finishing its step, or before a takeover re-paused it on its
+dead owner's request) is resumed by the worker that paused it: the decider's
+resume job found the run running and was dropped, so nobody else would.
+
 A job whose run is held by another live claim is not run twice: a first
 delivery (a duplicate job) is acknowledged at once; a redelivery (its worker
 went silent, perhaps on another host) watches the run until it ends or its
@@ -86,6 +91,8 @@ CANCEL_TIMEOUT_S = 10.0
 HANDBACK_TIMEOUT_S = 10.0
 # How often the logs of the runs in progress are read for a cancel request.
 CANCEL_POLL_S = 1.0
+# Resumes in a row of a run that paused on approvals decided before its pause was written.
+MAX_DECIDED_RESUMES = 3
 # Planners kept open, one per model; jobs of further models open one for the job only.
 MAX_PLANNERS = 16
 # Statistics a worker keeps (see Worker.stats).
@@ -395,6 +402,7 @@ class Worker:
                         trace_carrier=job.trace,
                     ),
                 )
+                result = await self._resume_decided(entry, job, planner, result)
         except ConflictError:
             return False
         except _OpenFailed as exc:
@@ -415,6 +423,7 @@ class Worker:
                         entry,
                         planner.resume(job.run_id, headers=job.headers, trace_carrier=job.trace),
                     )
+                    result = await self._resume_decided(entry, job, planner, result)
             except _OpenFailed as exc:
                 _log.error("worker_no_planner", worker=self.name, run_id=job.run_id, error=str(exc))
                 return True  # the run stays as it is; a new resume job can retry
@@ -447,6 +456,49 @@ class Worker:
                 continue
             self._finished(job, result, taken_over=taken_over)
             return True
+
+    async def _resume_decided(
+        self, entry: _InFlight, job: Job, planner: ReactPlanner, result: RunResult
+    ) -> RunResult:
+        """A run that paused on an approval already decided goes on at once.
+
+        The decision can land before the pause is written: a fast approver decides a
+        request as soon as it exists, while the run is still finishing its step, and its
+        resume job finds the run running (held) and is dropped; or the request was made by
+        a worker that died, and the worker taking the run over pauses on it again. Either
+        way nobody would resume the run: so after a pause, a decided request resumes it
+        here (a decision made later comes with a resume job that finds the run paused).
+        """
+        for _ in range(MAX_DECIDED_RESUMES):
+            if result.status != "paused" or not await self._any_decided(job, result):
+                return result
+            _log.info(
+                "worker_resume_decided",
+                worker=self.name,
+                tenant=job.tenant,
+                run_id=job.run_id,
+            )
+            try:
+                result = await self._execute(
+                    entry,
+                    planner.resume(job.run_id, headers=job.headers, trace_carrier=job.trace),
+                )
+            except ConflictError:  # someone else resumed it meanwhile: theirs to finish
+                return result
+        return result
+
+    async def _any_decided(self, job: Job, result: RunResult) -> bool:
+        """Whether an approval the paused run waits on is no longer pending."""
+        for pending in result.pending_approvals:
+            if pending.kind != "approval":
+                continue
+            try:
+                record = await self.store.get_approval(job.tenant, pending.id)
+            except NotFoundError:
+                continue
+            if record.status != "pending":
+                return True
+        return False
 
     async def _after_error(self, entry: _InFlight) -> bool:
         """After an unexpected error: is the job's outcome in the store anyway?

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,107 @@ async def test_a_paused_run_is_acked_and_a_resume_job_finishes_it(lab: Lab) -> N
     assert done.status == "completed"
     assert lab.counts[job.run_id] == 1
     assert worker.stats["paused"] == 1 and worker.stats["completed"] == 1
+
+
+class _FasterThanThePause(MemoryStore):
+    """An approver faster than the pause (found by the chaos soak): each request is approved,
+    and its run's resume job published, as soon as the request exists; the run's paused state
+    is written only once that resume job was handled, which found the run still running."""
+
+    def __init__(self, bus: MemoryBus, lab: Lab) -> None:
+        super().__init__()
+        self.bus, self.lab = bus, lab
+
+    async def create_approval(self, approval: Any, **options: Any) -> Any:
+        created = await super().create_approval(approval, **options)
+        await ApprovalService(self, self.lab.policies).decide(
+            tenant=created.tenant,
+            approval_id=created.id,
+            principal=ADMIN.principal,
+            roles=ADMIN.roles,
+            decision="approve",
+        )
+        await submit_resume(self.bus, created.run_id, headers=ADMIN)
+        return created
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        if run.status == "paused":  # the run's own job is the one left in flight
+            await self.lab.until(
+                lambda: _backlog_at_most(self.bus, 1),
+                "the early resume job to be handled",
+            )
+        return await super().update_run(run, expected_version=expected_version)
+
+
+async def _backlog_at_most(bus: MemoryBus, n: int) -> bool:
+    return bool(await bus.backlog() <= n)
+
+
+async def test_an_approval_decided_before_its_run_paused_is_not_lost(lab: Lab) -> None:
+    store = _FasterThanThePause(lab.bus, lab)
+    lab.store = store
+    worker = lab.worker(lab.planner(policies=True, tool_name="count.gated"))
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "needs approval", headers=ALICE)
+        await lab.until(lambda: worker.stats["skipped"] == 1, "the early resume to be skipped")
+        await lab.acked()
+        record = await store.get_run("acme", job.run_id)
+    # The worker that paused the run saw the decision and went on: the call ran once.
+    assert record.status == "completed", record.state
+    assert lab.counts[job.run_id] == 1
+    assert worker.stats["completed"] == 1 and worker.stats["skipped"] == 1
+
+
+class _FrozenBeforeThePause(MemoryStore):
+    """Each request is approved as soon as it exists, and the first run to pause freezes just
+    before its paused state is written (its worker went silent, or died): the run is taken
+    over from the checkpoint before its gated call, whose approval is already decided."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.lab = lab
+        self.frozen = asyncio.Event()
+
+    async def create_approval(self, approval: Any, **options: Any) -> Any:
+        created = await super().create_approval(approval, **options)
+        await ApprovalService(self, self.lab.policies).decide(
+            tenant=created.tenant,
+            approval_id=created.id,
+            principal=ADMIN.principal,
+            roles=ADMIN.roles,
+            decision="approve",
+        )
+        return created
+
+    async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
+        if run.status == "paused" and not self.frozen.is_set():
+            self.frozen.set()
+            await asyncio.Event().wait()  # never written: cancelled at the end of the test
+        return await super().update_run(run, expected_version=expected_version)
+
+
+async def test_a_takeover_that_finds_its_approval_decided_runs_the_call_once(lab: Lab) -> None:
+    store = _FrozenBeforeThePause(lab)
+    lab.store = store
+    frozen = lab.planner(policies=True, tool_name="count.gated", lease_s=1.0)
+    run_id = "run_" + "f" * 32
+    holder = asyncio.create_task(frozen.run("q", headers=ALICE, run_id=run_id, claim=True))
+    try:
+        await asyncio.wait_for(store.frozen.wait(), WAIT_S)
+        await submit(lab.bus, Job.run("q", headers=ALICE, run_id=run_id))
+        [_lost] = await lab.bus.consume("silent-worker", block_s=1.0)  # never acked or renewed
+        worker = lab.worker(lab.planner(policies=True, tool_name="count.gated"))
+        async with lab.running(worker):
+            await lab.acked()
+            record = await store.get_run("acme", run_id)
+    finally:
+        holder.cancel()
+        with contextlib.suppress(BaseException):
+            await holder
+    assert record.status == "completed", record.state
+    assert lab.counts[run_id] == 1
+    kinds = [e.kind for e in await store.list_events("acme", run_id)]
+    assert "step_recovered" in kinds and kinds.count("run_finished") == 1
 
 
 async def test_a_worker_runs_at_most_concurrency_jobs_at_once(lab: Lab) -> None:
