@@ -45,6 +45,15 @@ __all__ = ["PostgresStore"]
 T = TypeVar("T")
 
 DEFAULT_SCHEMA = "penguiflow"
+# What a failing server or connection raises (a connection terminated mid-operation can also
+# leave asyncpg's protocol in a state it reports as an InternalClientError when the pool resets it).
+_CONNECTION_FAILURES = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 # What the connections show as application_name in pg_stat_activity, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "penguiflow-agents"
 # Longest wait to open one connection to the server.
@@ -238,7 +247,7 @@ class PostgresStore:
                 return await fn(conn)
         except PenguiflowError:
             raise
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _CONNECTION_FAILURES as exc:
             raise self._translate(exc) from None
 
     def _translate(self, exc: BaseException) -> StoreError:
