@@ -374,6 +374,8 @@ class Worker:
                 record = await get_run(self.store, job.tenant, job.run_id)
                 if record is None:
                     return False
+            if record.status == "paused" and await self._decided_while_paused(job, record):
+                return await self._take_over(entry, job, record)
             if record.status != "running":  # ended, or paused for a decision: done
                 return self._skip(job, record.status)
             return await self._take_over(entry, job, record)
@@ -487,6 +489,12 @@ class Worker:
                 return result
         return result
 
+    async def _decided_while_paused(self, job: Job, record: RunRecord) -> bool:
+        """Whether a paused run waits on an approval that was decided already (its resume
+        job may have been dropped: see ``_resume_decided``)."""
+        result = result_of(record)
+        return result is not None and await self._any_decided(job, result)
+
     async def _any_decided(self, job: Job, result: RunResult) -> bool:
         """Whether an approval the paused run waits on is no longer pending."""
         for pending in result.pending_approvals:
@@ -527,7 +535,10 @@ class Worker:
             return False  # the bus delivers the job again after the visibility timeout
         if record is None:
             return job.kind == "resume"
-        return record.status != "running"
+        # A paused run: a resume job may not have resumed it yet, and a run job may not have
+        # seen its decided approvals. Not done: the job comes back after the visibility
+        # timeout (its attempts counted) and is handled again.
+        return record.status not in ("running", "paused")
 
     # -- planners ---------------------------------------------------------------------------------
 

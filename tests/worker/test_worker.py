@@ -172,6 +172,50 @@ async def test_a_takeover_that_finds_its_approval_decided_runs_the_call_once(lab
     assert "step_recovered" in kinds and kinds.count("run_finished") == 1
 
 
+class _ReadFailsOnce(MemoryStore):
+    """A worker's next read of a run fails once when armed (its connection was terminated)."""
+
+    armed = False
+
+    async def get_run(self, tenant: str, run_id: str) -> RunRecord:
+        task = asyncio.current_task()
+        if self.armed and task is not None and task.get_name().startswith("job-"):
+            self.armed = False
+            raise StoreError("the connection to the store was terminated")
+        return await super().get_run(tenant, run_id)
+
+
+async def test_a_resume_job_that_meets_a_store_error_is_not_acked_until_it_resumed(
+    lab: Lab,
+) -> None:
+    """Found by the chaos soak: the job was acknowledged because the run was (still) paused,
+    and the decided run stayed paused for good."""
+    store = _ReadFailsOnce()
+    lab.store = store
+    worker = lab.worker(lab.planner(policies=True, tool_name="count.gated"))
+    async with lab.running(worker):
+        job = await submit_run(lab.bus, "needs approval", headers=ALICE)
+        paused = await wait_for_run(store, "acme", job.run_id, timeout_s=WAIT_S)
+        [pending] = paused.pending_approvals
+        await ApprovalService(store, lab.policies).decide(
+            tenant="acme",
+            approval_id=pending.id,
+            principal=ADMIN.principal,
+            roles=ADMIN.roles,
+            decision="approve",
+        )
+        version = (await store.get_run("acme", job.run_id)).version
+        store.armed = True
+        await submit_resume(lab.bus, job.run_id, headers=ADMIN)
+        done = await wait_for_run(
+            store, "acme", job.run_id, timeout_s=WAIT_S, after_version=version
+        )
+        await lab.acked()
+    assert not store.armed  # the failure happened
+    assert done.status == "completed"
+    assert lab.counts[job.run_id] == 1
+
+
 async def test_a_worker_runs_at_most_concurrency_jobs_at_once(lab: Lab) -> None:
     lab.gate = asyncio.Event()
     worker = lab.worker(concurrency=2)
