@@ -72,7 +72,7 @@ class StepOutcome:
 
 def _activity_sink(run: Run, call_id: str, name: str) -> EventSink | None:
     """Forward a running call's progress and retries to the run's stream and observers."""
-    if not run.listening:
+    if not run.hears(ToolActivity.kind):
         return None
 
     async def sink(event: str, data: Mapping[str, Any]) -> None:
@@ -328,7 +328,7 @@ async def _tally(out: StepOutcome, record: Step, content: str, run: Run) -> None
     if not record.ok:
         out.failures += 1
         out.last_error = content
-    if run.listening:
+    if run.hears(ToolCallFinished.kind):
         await run.publish(ToolCallFinished(run_id=run.run_id, record=record))
 
 
@@ -406,7 +406,7 @@ async def run_calls(
             await _tally(out, checked[0], checked[1], run)
     if not runnable:
         return
-    if run.listening:
+    if run.hears(ToolCallStarted.kind):
         for call in runnable:
             await run.publish(
                 ToolCallStarted(

@@ -95,6 +95,10 @@ class Run:
         """Whether anyone hears this run's events (a stream consumer or an observer)."""
         return self.emit is not None or (self.observed is not None and self.observed.active)
 
+    def hears(self, kind: str) -> bool:
+        """Whether anyone hears this run's events of ``kind`` (the stream hears them all)."""
+        return self.emit is not None or (self.observed is not None and self.observed.hears(kind))
+
     async def publish(self, event: PlannerEvent) -> None:
         """Tell the run's observers, then its stream consumer (which may make us wait)."""
         observed = self.observed

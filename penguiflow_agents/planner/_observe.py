@@ -5,6 +5,10 @@ resumes (``open_run``), hears every planner event of that run, and is told
 how it ended. Telemetry (spans, metrics) is such an observer; the planner
 knows nothing about OpenTelemetry or Prometheus.
 
+An observation may say which event kinds it wants (``kinds``, a frozenset of
+``PlannerEvent.kind`` values; absent or None: all of them): the planner then
+does not even build an event no one hears (a run that is not streamed).
+
 ``open_run`` and ``close`` are called in the task that drives the run, so an
 observer may set context variables (the current span) for the whole run:
 tool calls started by the run inherit them. Observers must be quick and must
@@ -93,6 +97,9 @@ class RunObservation(Protocol):
 
     def close(self, result: RunResult | None, error: BaseException | None) -> None: ...
 
+    # Optional (not part of the runtime check): ``kinds: frozenset[str] | None``, the event
+    # kinds this observation wants; absent or None: every event.
+
 
 @runtime_checkable
 class RunObserver(Protocol):
@@ -102,11 +109,20 @@ class RunObserver(Protocol):
 class Observations:
     """The observations of one run plus its log context; closed exactly once."""
 
-    __slots__ = ("_items", "_tokens", "carrier", "trace_id")
+    __slots__ = ("_items", "_kinds", "_tokens", "carrier", "trace_id")
 
     def __init__(self, items: Sequence[RunObservation], tokens: Mapping[str, Any]) -> None:
         self._items = tuple(items)
         self._tokens = tokens
+        # The event kinds some observation wants (None: every kind).
+        kinds: frozenset[str] | None = frozenset()
+        for o in items:
+            wanted = getattr(o, "kinds", None)
+            if wanted is None:
+                kinds = None
+                break
+            kinds = kinds | wanted  # type: ignore[operator]
+        self._kinds = kinds
         self.trace_id: str | None = next((o.trace_id for o in items if o.trace_id), None)
         carrier: dict[str, str] = {}
         for o in items:
@@ -117,6 +133,11 @@ class Observations:
     def active(self) -> bool:
         """Whether anyone listens to events."""
         return bool(self._items)
+
+    def hears(self, kind: str) -> bool:
+        """Whether some observation wants events of ``kind``."""
+        kinds = self._kinds
+        return bool(self._items) and (kinds is None or kind in kinds)
 
     def event(self, event: ObservedEvent) -> None:
         for o in self._items:

@@ -729,7 +729,7 @@ class ReactPlanner:
                 await checkpoint(deps, run)  # the last step's results: a takeover won't redo it
                 must_save = False
             step = st.model_calls + 1
-            if run.listening:
+            if run.hears(StepStarted.kind):
                 await run.publish(StepStarted(run_id=run_id, step=step))
             catalog = await self._catalog(run.headers)
             tools = catalog.visible
@@ -771,7 +771,7 @@ class ReactPlanner:
                 st.messages.append({"role": "assistant", "content": content or ""})
                 st.messages.append({"role": "user", "content": message})
             latency = deps.clock.monotonic() - started
-            if run.listening:
+            if run.hears(LLMResponded.kind):
                 await run.publish(
                     LLMResponded(
                         run_id=run_id,
@@ -787,14 +787,14 @@ class ReactPlanner:
                 typed = verdict.output
                 if typed is not None:
                     answer = typed.model_dump_json()
-                    if run.listening:
+                    if run.hears(FinalAnswer.kind):
                         await run.publish(FinalAnswer(run_id=run_id, answer=answer))
                     return await finish(deps, run, "completed", answer=answer, output=typed)
                 count_errors(deps, st, failed=True, last_error=verdict.reply)
                 continue
             if not calls:
                 if content and content.strip():
-                    if run.listening:
+                    if run.hears(FinalAnswer.kind):
                         await run.publish(FinalAnswer(run_id=run_id, answer=content))
                     return await finish(deps, run, "completed", answer=content)
                 count_errors(deps, st, failed=True, last_error=st.messages[-1]["content"])

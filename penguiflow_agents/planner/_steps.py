@@ -107,7 +107,7 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
             still.append(pending)
             continue
         if isinstance(resolved, Approved):
-            if run.listening:
+            if run.hears(ToolCallStarted.kind):
                 await run.publish(
                     ToolCallStarted(
                         run_id=run.run_id,
@@ -121,7 +121,7 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
         record, content = resolved
         paused.done[pending.call_id] = content
         st.steps.append(record)
-        if run.listening:
+        if run.hears(ToolCallFinished.kind):
             await run.publish(ToolCallFinished(run_id=run.run_id, record=record))
     if still:
         paused.waiting = still

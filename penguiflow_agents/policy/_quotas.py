@@ -297,6 +297,7 @@ class _HeldRun:
     """A run's place among its tenant's concurrent runs, renewed while it runs."""
 
     __slots__ = ("_gate", "_renewer", "carrier", "run_id", "tenant", "trace_id")
+    kinds: frozenset[str] = frozenset()  # no event: the planner builds none for it
 
     def __init__(self, gate: TenantQuotas, tenant: str, run_id: str) -> None:
         self._gate = gate

@@ -121,6 +121,8 @@ class Metrics:
         self._sources = _SourceCollector()
         r.register(self._sources)
         self._children: dict[tuple[Any, ...], Any] = {}
+        # (model, outcome[, tenant]) -> (calls child, seconds child, tenant labels)
+        self._model_children: dict[tuple[str, ...], tuple[Any, Any, tuple[str, ...]]] = {}
 
     # -- recording (hot paths: cached label children) ------------------------------------------
 
@@ -150,9 +152,18 @@ class Metrics:
         output_tokens: int = 0,
         cost_usd: float | None = None,
     ) -> None:
-        t = self._t(tenant)
-        self._child(self.model_calls, model, outcome, *t).inc()
-        self._child(self.model_seconds, model).observe(seconds)
+        key = (model, outcome, tenant) if self.tenant_label else (model, outcome)
+        children = self._model_children.get(key)
+        if children is None:
+            t = self._t(tenant)
+            children = self._model_children[key] = (
+                self._child(self.model_calls, model, outcome, *t),
+                self._child(self.model_seconds, model),
+                t,
+            )
+        calls, duration, t = children
+        calls.inc()
+        duration.observe(seconds)
         if input_tokens:
             self._child(self.model_tokens, model, "input", *t).inc(input_tokens)
         if output_tokens:

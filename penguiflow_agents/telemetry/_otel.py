@@ -133,6 +133,11 @@ class Tracing:
             else trace.get_tracer(TRACER_NAME)
         )
         self.capture = _env_true(CAPTURE_ENV) if capture_content is None else capture_content
+        # Span names and attributes that do not change from call to call, per model and per
+        # registered tool (bounded by the process's configuration).
+        self._chat_static: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._tool_static: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self._store_static: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     # -- context -----------------------------------------------------------------------------
 
@@ -222,12 +227,16 @@ class Tracing:
 
     @staticmethod
     def end_run(span: Any, status: str, error: str | None, usage: tuple[int, int]) -> None:
-        span.set_attribute("penguiflow.run.status", status)
-        span.set_attribute("gen_ai.usage.input_tokens", usage[0])
-        span.set_attribute("gen_ai.usage.output_tokens", usage[1])
-        if status in ("failed", "cancelled"):
-            span.set_attribute("error.type", status)
-            span.set_status(Status(StatusCode.ERROR, error or status))
+        if span.is_recording():  # else (sampled out) nothing to build
+            attributes: dict[str, Any] = {
+                "penguiflow.run.status": status,
+                "gen_ai.usage.input_tokens": usage[0],
+                "gen_ai.usage.output_tokens": usage[1],
+            }
+            if status in ("failed", "cancelled"):
+                attributes["error.type"] = status
+                span.set_status(Status(StatusCode.ERROR, error or status))
+            span.set_attributes(attributes)
         span.end()
 
     @contextlib.contextmanager
@@ -247,17 +256,37 @@ class Tracing:
                 otel_context.detach(token)
 
     def chat(self, model: str, messages: Any) -> Any:
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": model,
-            "gen_ai.provider.name": provider_name(model),
-            "gen_ai.system": provider_name(model),
-        }
+        static = self._chat_static.get(model)
+        if static is None:
+            provider = provider_name(model)
+            static = self._chat_static[model] = (
+                f"chat {model}",
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": model,
+                    "gen_ai.provider.name": provider,
+                    "gen_ai.system": provider,
+                },
+            )
+        name, attributes = static
         if self.capture:
-            attributes["gen_ai.input.messages"] = _json([_no_image_data(m) for m in messages])
-        return self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+            attributes = {
+                **attributes,
+                "gen_ai.input.messages": _json([_no_image_data(m) for m in messages]),
+            }
+        # The SDK copies the attributes into the span: one dict per model serves every call.
+        return self.tracer.start_span(
+            name,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
 
     def end_chat(self, span: Any, response: Any) -> None:
+        if not span.is_recording():  # sampled out: nothing to build
+            span.end()
+            return
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
         attributes: dict[str, Any] = {
@@ -288,22 +317,43 @@ class Tracing:
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         span.end()
 
-    def execute_tool(self, name: str, source: str, call_id: str | None, arguments: Any) -> Any:
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": name,
-            "gen_ai.tool.type": "function",
-            "penguiflow.tool.source": source,
-        }
-        if call_id:
-            attributes["gen_ai.tool.call.id"] = call_id
-        if self.capture:
-            attributes["gen_ai.tool.call.arguments"] = _json(arguments)
+    def execute_tool(
+        self, name: str, source: str, call_id: str | None, arguments: Any, *, known: bool = True
+    ) -> Any:
+        """An ``execute_tool {name}`` span; ``known``: a registered tool (its span name and
+        static attributes are kept for the next call; a name the model made up is not)."""
+        static = self._tool_static.get((name, source)) if known else None
+        if static is None:
+            static = (
+                f"execute_tool {name}",
+                {
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": name,
+                    "gen_ai.tool.type": "function",
+                    "penguiflow.tool.source": source,
+                },
+            )
+            if known:
+                self._tool_static[(name, source)] = static
+        span_name, attributes = static
+        if call_id or self.capture:
+            attributes = dict(attributes)
+            if call_id:
+                attributes["gen_ai.tool.call.id"] = call_id
+            if self.capture:
+                attributes["gen_ai.tool.call.arguments"] = _json(arguments)
         return self.tracer.start_span(
-            f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes
+            span_name,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
         )
 
     def end_tool(self, span: Any, result: Any) -> None:
+        if not span.is_recording():  # sampled out: nothing to build
+            span.end()
+            return
         outcome = result.outcome
         span.set_attributes(
             {"penguiflow.tool.outcome": outcome, "penguiflow.tool.attempts": int(result.attempts)}
@@ -339,10 +389,18 @@ class Tracing:
         span.end(end_time=int(max(decided_at, requested_at) * 1e9))
 
     def store(self, operation: str, system: str) -> Any:
+        static = self._store_static.get((operation, system))
+        if static is None:
+            static = self._store_static[(operation, system)] = (
+                f"store {operation}",
+                {"db.system.name": system, "db.operation.name": operation},
+            )
         return self.tracer.start_span(
-            f"store {operation}",
+            static[0],
             kind=SpanKind.CLIENT,
-            attributes={"db.system.name": system, "db.operation.name": operation},
+            attributes=static[1],
+            record_exception=False,
+            set_status_on_exception=False,
         )
 
     @staticmethod

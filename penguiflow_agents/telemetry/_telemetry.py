@@ -32,6 +32,10 @@ __all__ = ["Telemetry"]
 
 # Outcomes of a tool call that never reached a registered tool: the name is the model's.
 _NAME_UNTRUSTED = frozenset({"not_found"})
+# The events a run's observation uses (the planner builds no other event for it): tool
+# outcomes (metrics), retries and pauses (span events), settled approvals (both).
+_METRICS_KINDS = frozenset({"tool_call_finished", "approval_resolved"})
+_TRACING_KINDS = frozenset({"tool_activity", "approval_resolved", "paused"})
 
 
 class Telemetry:
@@ -171,6 +175,7 @@ class _RunObservation:
         "_token",
         "_tracing",
         "carrier",
+        "kinds",
         "trace_id",
     )
 
@@ -178,6 +183,9 @@ class _RunObservation:
         self._info = info
         self._metrics = telemetry.metrics
         self._tracing = tracing = telemetry.tracing
+        self.kinds = (_METRICS_KINDS if self._metrics is not None else frozenset()) | (
+            _TRACING_KINDS if tracing is not None else frozenset()
+        )
         self._started = time.monotonic()
         self._span: Any = None
         self._token: object = None

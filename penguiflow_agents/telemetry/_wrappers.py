@@ -36,6 +36,10 @@ def wrap_llm(llm: Any, telemetry: Telemetry) -> Any:
     return TracedLLM(llm, telemetry)
 
 
+def _tenant(request: LLMRequest) -> str:
+    return str(request.metadata.get("tenant", ""))
+
+
 def _outcome(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, TimeoutError) else "error"
 
@@ -74,21 +78,22 @@ class TracedLLM:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         tracing = self._tracing
-        tenant = str(request.metadata.get("tenant", ""))
         span = token = None
         if tracing is not None:
             span = tracing.chat(self.model, request.messages)
-            token = tracing.attach(span)
+            token = tracing.attach(span)  # the client's own spans (e.g. HTTP) nest in it
         started = time.perf_counter()
         try:
             response: LLMResponse = await self.inner.complete(request)
         except BaseException as exc:
-            self._failed(exc, time.perf_counter() - started, tenant)
+            if self._metrics is not None:
+                self._failed(exc, time.perf_counter() - started, _tenant(request))
             if tracing is not None:
                 tracing.detach(token)
                 tracing.fail(span, exc)
             raise
-        self._done(response, time.perf_counter() - started, tenant)
+        if self._metrics is not None:
+            self._done(response, time.perf_counter() - started, _tenant(request))
         if tracing is not None:
             tracing.detach(token)
             tracing.end_chat(span, response)
@@ -130,7 +135,8 @@ class TracedCatalog:
         self._tracing = telemetry.tracing
         self._metrics = telemetry.metrics
         self._sources: dict[str, str] = {}  # tool name -> source, for registered tools only
-        self._listed: object = None
+        self._listed: list[ToolSpec] | None = None  # the last listing
+        self._indexed: object = None  # the listing ``_sources`` was built from
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -140,22 +146,33 @@ class TracedCatalog:
 
     async def list_tools(self) -> list[ToolSpec]:
         specs: list[ToolSpec] = await self.inner.list_tools()
-        if specs is not self._listed:
-            self._listed = specs
-            self._sources = {s.name: s.source for s in specs}
+        self._listed = specs  # indexed when a call names a tool not seen yet
         return specs
+
+    def _source(self, name: str) -> str | None:
+        """The source of registered tool ``name`` (None: not registered; a tool once listed
+        stays known, which keeps the label set bounded by what was registered)."""
+        source = self._sources.get(name)
+        if source is None and self._listed is not None and self._listed is not self._indexed:
+            self._indexed = listed = self._listed
+            self._sources.update((s.name, s.source) for s in listed)
+            source = self._sources.get(name)
+        return source
 
     async def call(
         self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
     ) -> ToolResult:
         tracing = self._tracing
-        source = self._sources.get(name)
+        source = self._source(name)
+        known = source is not None
         if source is None:
             source = name.partition(".")[0] if "." in name else UNKNOWN_LABEL
         span = token = None
         if tracing is not None:
-            span = tracing.execute_tool(name, source, ctx.call_id if ctx else None, arguments)
-            token = tracing.attach(span)
+            span = tracing.execute_tool(
+                name, source, ctx.call_id if ctx else None, arguments, known=known
+            )
+            token = tracing.attach(span)  # the tool's own spans and retry events go in it
             ctx = ctx if ctx is not None else CallContext()
             ctx.extra[TRACE_HEADERS_KEY] = tracing.carrier(span)
         try:
@@ -165,7 +182,7 @@ class TracedCatalog:
                 tracing.detach(token)
                 tracing.fail(span, exc)
             raise
-        if self._metrics is not None and name in self._sources:
+        if known and self._metrics is not None:
             self._metrics.tool_seconds_observe(source, result.latency_s)
         if tracing is not None:
             tracing.detach(token)
