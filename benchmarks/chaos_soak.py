@@ -265,12 +265,15 @@ class Fleet:
         env["CHAOS_TOOL_DELAY_S"] = str(args.tool_delay)
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}  # slot -> the log of its current process
         self.starts = 0
         self.kills = 0
 
     def start(self, slot: int) -> subprocess.Popen[bytes]:
         self.starts += 1
-        log = (self.work / "logs" / f"w{slot}-{self.starts}.log").open("wb")
+        path = self.work / "logs" / f"w{slot}-{self.starts}.log"
+        self.logs[slot] = path
+        log = path.open("wb")
         proc = subprocess.Popen(
             self.argv,
             cwd=self.work,
@@ -296,6 +299,13 @@ class Fleet:
     def stop(self) -> list[str]:
         """SIGTERM every worker; the problems (a worker that did not exit 0)."""
         problems = []
+        # A worker restarted a moment ago may not handle SIGTERM yet: wait until it took jobs.
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for slot, proc in enumerate(self.procs):
+            while proc.poll() is None and time.monotonic() < deadline:
+                if '"worker_started"' in self.logs[slot].read_text(errors="replace"):
+                    break
+                time.sleep(0.1)  # another process is starting: nothing to await
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -388,10 +398,10 @@ async def run_soak(args: argparse.Namespace, work: Path) -> int:
             fleet.start(slot)
         soak = Soak(args=args, work=work, rng=rng)
         problems = await drive(soak, store, admin, redis, fleet, bus_url, app_name)
-        stop_problems = fleet.stop()
+        problems += fleet.stop()  # a worker must drain and exit 0 on SIGTERM
         events = fleet.log_events()
         problems += await verify(soak, store, work, redis)
-        report(soak, fleet, redis, events, problems + stop_problems)
+        report(soak, fleet, redis, events, problems)
         return 1 if problems else 0
     finally:
         for proc in fleet.procs:
