@@ -286,6 +286,110 @@ async def measure_telemetry(runs: int, repeat: int, processor: str) -> dict[str,
     return out
 
 
+# -- instruction counts (callgrind): figures a loaded machine does not move --------------------
+
+IR_CONFIGS = ("off", "metrics", "noop_tracer", "on", "sampled_out", "sampled")
+
+
+def ir_planner(config: str, plain: ReactPlanner) -> tuple[ReactPlanner, Any]:
+    """``plain`` as configured for an instruction count (and the provider to flush, if any)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from penguiflow_agents.telemetry import Metrics, Telemetry
+
+    if config == "off":
+        return plain, None
+    if config == "metrics":
+        return Telemetry(metrics=Metrics()).instrument(plain), None
+    if config == "noop_tracer":  # our tracing code alone: the API's no-op spans
+        return Telemetry(tracer_provider=NoOpTracerProvider()).instrument(plain), None
+    sampler = {
+        "on": None,
+        "sampled_out": ALWAYS_OFF,
+        "sampled": ParentBased(TraceIdRatioBased(0.1)),
+    }[config]
+    provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return Telemetry(tracer_provider=provider, metrics=Metrics()).instrument(plain), provider
+
+
+async def ir_child(config: str, runs: int) -> None:
+    """Runs under callgrind with instrumentation off until the measured runs."""
+    registry = ToolRegistry()
+    registry.add_functions(lookup, bump, source="kv", max_concurrency=64)
+    plain = ReactPlanner(llm=ScriptedLLM(script("kv.lookup"), record=False), registry=registry)
+    planner, _ = ir_planner(config, plain)
+    headers = Headers(tenant="acme", principal="bench")
+    for _ in range(30):
+        await planner.run("look up five keys", headers=headers)
+    gc.collect()
+    _instrument("on")  # blocks the loop on purpose: nothing else runs
+    for _ in range(runs):
+        await planner.run("look up five keys", headers=headers)
+    _instrument("off")
+    await registry.aclose()
+
+
+def _instrument(switch: str) -> None:
+    import os
+    import subprocess
+
+    pid = str(os.getpid())
+    subprocess.run(["callgrind_control", "-i", switch, pid], capture_output=True, check=True)
+
+
+def instructions(runs: int) -> int:
+    """Instructions per step of each configuration (``valgrind --tool=callgrind``)."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("--instructions needs valgrind (callgrind) on the PATH")
+        return 1
+    print(f"instructions per step (callgrind, {runs} runs x {STEPS} steps, after 30 warm-up runs)")
+    counts: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in IR_CONFIGS:
+            out = Path(tmp) / f"{config}.out"
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    f"--callgrind-out-file={out}",
+                    sys.executable,
+                    __file__,
+                    "--ir-child",
+                    config,
+                    "--runs",
+                    str(runs),
+                ],
+                capture_output=True,
+                check=True,
+            )
+            totals = next(
+                line for line in out.read_text().splitlines() if line.startswith("totals:")
+            )
+            counts[config] = int(totals.split()[1]) / (runs * STEPS) / 1000
+            extra = counts[config] - counts["off"]
+            print(f"  {config:12s} {counts[config]:8.1f} kIr/step  (+{extra:.1f})")
+    tracing_ours = counts["noop_tracer"] - counts["off"]
+    metrics = counts["metrics"] - counts["off"]
+    sdk = counts["on"] - counts["off"] - metrics - tracing_ours
+    print(
+        f"  split of 'on': metrics {metrics:.1f}, our tracing code {tracing_ours:.1f} "
+        f"(with no-op spans), OpenTelemetry SDK {sdk:.1f} kIr/step "
+        f"({sdk / (counts['on'] - counts['off']):.0%})"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -299,10 +403,21 @@ def main() -> int:
     parser.add_argument(
         "--telemetry-only", action="store_true", help="only the telemetry on/off figures"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: instructions per step of each telemetry configuration under callgrind",
+    )
+    parser.add_argument("--ir-child", choices=IR_CONFIGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if args.ir_child:
+        asyncio.run(ir_child(args.ir_child, args.runs))
+        return 0
+    if args.instructions:
+        return instructions(args.runs)
     policy = PolicySet.from_documents([{"tenant": "*", "allow": ["kv.*"]}])
     print(
         f"planner overhead, {args.runs} runs x {STEPS} steps ({TOOL_CALLS} tool calls + answer), median of {args.repeat}"
