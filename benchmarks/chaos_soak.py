@@ -26,7 +26,8 @@ of the workers is terminated (``pg_terminate_backend`` on their ``application_na
 the store URL sets: nobody else's); once ``--redis-restart-at`` of the runs were submitted, the
 bus's Redis is SIGKILLed and started again on the same port. That Redis is the soak's own
 ``redis-server`` (a free port, a temporary directory, append-only file with ``everysec``: a
-killed server loses no write it acknowledged); the shared servers are never touched.
+killed server loses no write it acknowledged; ``--redis-persistence none``: it comes back
+empty); the shared servers are never touched.
 
 At the end (with the workers still running, chaos stopped) the soak checks, and exits 1 when
 one fails:
@@ -164,6 +165,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.4,
         help="restart Redis once this share of the runs was submitted (negative: never)",
     )
+    p.add_argument(
+        "--redis-persistence",
+        choices=("aof", "none"),
+        default="aof",
+        help="aof: the restarted Redis keeps every acknowledged write; none: it comes back "
+        "empty (queued and in-flight jobs are lost: see the README)",
+    )
     p.add_argument("--tool-delay", type=float, default=0.05, help="s per tool call")
     p.add_argument("--model-delay", type=float, default=0.02, help="s per model turn")
     p.add_argument("--timeout", type=float, default=1800.0, help="s for every run to end")
@@ -184,7 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class OwnRedis:
     """A ``redis-server`` of the soak on a free port, with an append-only file in ``work``."""
 
-    def __init__(self, binary: str, work: Path) -> None:
+    def __init__(self, binary: str, work: Path, *, persist: bool = True) -> None:
         from penguiflow_agents.testing.temporal_dev import free_port
 
         found = shutil.which(binary)
@@ -197,6 +205,7 @@ class OwnRedis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.persist = persist
 
     def start(self) -> None:
         log = (self.dir / "redis.log").open("ab")
@@ -206,7 +215,7 @@ class OwnRedis:
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--save", "",
-            "--appendonly", "yes",
+            "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "everysec",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -387,7 +396,7 @@ async def run_soak(args: argparse.Namespace, work: Path) -> int:
     sep = "&" if "?" in args.postgres else "?"
     workers_store = f"{args.postgres}{sep}schema={schema}&application_name={app_name}"
     own_store = f"{args.postgres}{sep}schema={schema}&application_name={app_name}-soak"
-    redis = OwnRedis(args.redis_server, work)
+    redis = OwnRedis(args.redis_server, work, persist=args.redis_persistence == "aof")
     redis.start()
     bus_url = f"{redis.url}?stream=chaos&group=workers"
     store = await open_store(own_store)  # creates the schema before the workers start
