@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -146,19 +147,25 @@ async def bench(url: str, runs: int, delay: float) -> None:
 PEER_TOOL_CALLS = 5
 
 
-async def bench_scripted(runs: int, delay: float, store_url: str) -> None:
+@tool(idempotent=True)
+async def read(key: str) -> str:
+    """Return a value for a key (a read: idempotent, so its steps need no checkpoint)."""
+    return "value-" + key
+
+
+async def bench_scripted(runs: int, delay: float, store_url: str, tool_name: str) -> str:
     """In process, no HTTP: a scripted model (``ScriptedLLM``, ``delay`` per step), claims and
-    checkpoints on (the planner's defaults) over ``store_url``."""
+    checkpoints on (the planner's defaults) over ``store_url``; one line of figures."""
     from penguiflow_agents.store import open_store
     from penguiflow_agents.testing import ScriptedLLM
 
     turns: list[dict[str, object]] = [
-        {"tool_calls": [{"name": "kv.lookup", "arguments": {"key": f"k{i}"}}], "delay_s": delay}
+        {"tool_calls": [{"name": tool_name, "arguments": {"key": f"k{i}"}}], "delay_s": delay}
         for i in range(PEER_TOOL_CALLS)
     ]
     turns.append({"content": "Five values looked up.", "delay_s": delay})
     registry = ToolRegistry()
-    registry.add_functions(lookup, source="kv", max_concurrency=1024)
+    registry.add_functions(lookup, read, source="kv", max_concurrency=1024)
     store = await open_store(store_url)
     planner = ReactPlanner(
         llm=ScriptedLLM(turns, record=False), registry=registry, store=store, max_steps=10
@@ -168,6 +175,7 @@ async def bench_scripted(runs: int, delay: float, store_url: str) -> None:
         return (await planner.run(f"question {i}", headers=Headers(tenant=f"t{i % 10}"))).status
 
     assert set(await asyncio.gather(*(one(i) for i in range(20)))) == {"completed"}
+    gc.collect()
     t0, cpu0 = time.perf_counter(), time.process_time()
     statuses = await asyncio.gather(*(one(i) for i in range(runs)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -175,20 +183,35 @@ async def bench_scripted(runs: int, delay: float, store_url: str) -> None:
     await store.aclose()
     steps = PEER_TOOL_CALLS + 1
     kind = store_url.split(":", 1)[0]
-    print(
-        f"  {kind:7s} {statuses.count('completed')}/{runs} completed, wall {wall:.2f} s "
-        f"(ideal {steps * delay:.2f} s), CPU per step {cpu / (runs * steps) * 1000:.3f} ms"
+    shape = "idempotent" if tool_name == "kv.read" else "not idempotent"
+    return (
+        f"  {kind:7s} {shape:15s} {statuses.count('completed')}/{runs} completed, wall "
+        f"{wall:.2f} s (ideal {steps * delay:.2f} s), CPU per step {cpu / (runs * steps) * 1000:.3f} ms"
     )
 
 
 def scripted(runs: int, delay: float) -> None:
+    """Each store and tool in a fresh process of its own (one's heap does not weigh on the
+    next), one after the other; the load average is printed before and after."""
     print(
         f"in process, scripted model: {runs} concurrent runs, {PEER_TOOL_CALLS} tool calls + "
-        f"the answer, {delay * 1000:.0f} ms per step, claims and checkpoints on"
+        f"the answer, {delay * 1000:.0f} ms per step, claims and checkpoints on; tool kv.read "
+        "(idempotent: no checkpoint for its steps) or kv.lookup (not idempotent: the model's "
+        "turn is checkpointed before its call and the result after)"
     )
+    print(f"  load average before: {_load()}")
     with tempfile.TemporaryDirectory() as tmp:
-        for url in ("memory://", f"sqlite:///{Path(tmp) / 'runs.db'}"):
-            asyncio.run(bench_scripted(runs, delay, url))
+        for kind in ("memory", "sqlite"):
+            for tool_name in ("kv.read", "kv.lookup"):
+                db = Path(tmp) / f"runs-{tool_name}.db"
+                url = "memory://" if kind == "memory" else f"sqlite:///{db}"
+                argv = [__file__, "--one", url, tool_name, str(runs), str(delay)]
+                subprocess.run([sys.executable, *argv], check=True)
+    print(f"  load average after:  {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
@@ -205,6 +228,10 @@ def main() -> int:
         help="the replay model over HTTP, the scripted model in process, or both (each in "
         "its own process, so one's heap does not weigh on the other)",
     )
+    if len(sys.argv) == 6 and sys.argv[1] == "--one":  # one scripted measurement (see scripted)
+        _, _, url, tool_name, runs, delay = sys.argv
+        print(asyncio.run(bench_scripted(int(runs), float(delay), url, tool_name)), flush=True)
+        return 0
     args = parser.parse_args()
     if args.mode == "scripted":
         scripted(args.runs, args.delay)

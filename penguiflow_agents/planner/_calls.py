@@ -34,6 +34,7 @@ from penguiflow_agents.planner._types import (
 )
 from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._types import (
+    PREPARED_FOR_KEY,
     CallContext,
     EventSink,
     ToolErrorKind,
@@ -86,9 +87,17 @@ def _activity_sink(run: Run, call_id: str, name: str) -> EventSink | None:
 
 
 async def call_tool(
-    deps: Deps, run: Run, call_id: str, name: str, args: Mapping[str, Any]
+    deps: Deps,
+    run: Run,
+    call_id: str,
+    name: str,
+    args: Mapping[str, Any],
+    prepared_for: ToolSpec | None = None,
 ) -> ToolResult:
-    """One call through the registry; a registry that raises is turned into a failure."""
+    """One call through the registry; a registry that raises is turned into a failure.
+
+    ``prepared_for``: the spec ``args`` were validated and normalised against (``_check``);
+    the registry does not do it again while that spec is current."""
     ctx = CallContext(
         headers=run.headers,
         run_id=run.run_id,
@@ -108,6 +117,8 @@ async def call_tool(
         ctx.extra["elicit"] = ask
     # A tool server's sampling request is answered with this run's model (if its manifest allows).
     ctx.extra["sample"] = run_sampler(deps, run, call_id)
+    if prepared_for is not None:
+        ctx.extra[PREPARED_FOR_KEY] = prepared_for
     clock = run.clock
     start = clock.monotonic()
     try:
@@ -371,6 +382,7 @@ async def run_calls(
     the model is told its outcome is unknown.
     """
     runnable: list[LLMToolCall] = []
+    specs: dict[str, ToolSpec] = {}  # call id -> the spec its arguments were prepared for
     prior = await _prior_approvals(deps, run) if recovering else {}
     cap = deps.max_calls_per_turn
     budget = _ApprovalBudget(
@@ -400,6 +412,7 @@ async def run_calls(
                 )
                 continue
             runnable.append(checked.call)
+            specs[checked.call.id] = checked.spec
         elif isinstance(checked, PendingApproval):
             out.waiting.append(checked)
         else:
@@ -418,13 +431,13 @@ async def run_calls(
                 )
             )
     if len(runnable) > 1:
-        await _run_parallel(deps, run, catalog, step, runnable, out)
+        await _run_parallel(deps, run, catalog, step, runnable, out, specs)
         return
     call = runnable[0]
     args = dict(call.arguments or {})
     try:
         async with asyncio.timeout(run.remaining()):
-            result = await call_tool(deps, run, call.id, call.name, args)
+            result = await call_tool(deps, run, call.id, call.name, args, specs.get(call.id))
     except TimeoutError:
         if not run.past_deadline():
             raise
@@ -439,13 +452,21 @@ async def run_calls(
 
 
 async def _run_parallel(
-    deps: Deps, run: Run, catalog: Catalog, step: int, calls: list[LLMToolCall], out: StepOutcome
+    deps: Deps,
+    run: Run,
+    catalog: Catalog,
+    step: int,
+    calls: list[LLMToolCall],
+    out: StepOutcome,
+    specs: Mapping[str, ToolSpec],
 ) -> None:
     slots = asyncio.Semaphore(deps.max_parallel)
 
     async def bounded(call: LLMToolCall) -> ToolResult:
         async with slots:
-            return await call_tool(deps, run, call.id, call.name, dict(call.arguments or {}))
+            return await call_tool(
+                deps, run, call.id, call.name, dict(call.arguments or {}), specs.get(call.id)
+            )
 
     tasks = {asyncio.create_task(bounded(c)): c for c in calls}
     pending = set(tasks)

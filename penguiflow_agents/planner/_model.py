@@ -15,7 +15,13 @@ from penguiflow_agents.exceptions import LLMError, QuotaExceededError
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
 from penguiflow_agents.planner._context import Deps, Emit, Run, Stop
 from penguiflow_agents.planner._records import FINISH_TIMEOUT_S
-from penguiflow_agents.planner._types import PlannerEvent, RunFinished, RunResult, TextChunk
+from penguiflow_agents.planner._types import (
+    PlannerEvent,
+    RunFinished,
+    RunResult,
+    StepStarted,
+    TextChunk,
+)
 
 __all__ = ["complete", "model_timeout", "stream_model", "streamed"]
 
@@ -97,16 +103,32 @@ async def streamed(
     slows the run down rather than letting events pile up.
     """
     queue: asyncio.Queue[PlannerEvent] = asyncio.Queue(maxsize=STREAM_BUFFER)
+    # Set while the consumer has taken every event. A step starts only then, so the consumer
+    # has its turn at every step (to read, or to leave: the run is cancelled there) even when
+    # nothing of a step waits (an in-process model and tools).
+    drained = asyncio.Event()
+    drained.set()
+
+    async def emit(event: PlannerEvent) -> None:
+        if isinstance(event, StepStarted) and not queue.empty():
+            drained.clear()
+            await drained.wait()
+        await queue.put(event)
 
     async def produce() -> None:
-        result = await body(queue.put)
+        result = await body(emit)
         await queue.put(RunFinished(result=result))
+
+    def taken(event: PlannerEvent) -> PlannerEvent:
+        if queue.empty():
+            drained.set()
+        return event
 
     task = asyncio.create_task(produce())
     try:
         while True:
             if not queue.empty():
-                event = queue.get_nowait()
+                event = taken(queue.get_nowait())
                 yield event
                 if isinstance(event, RunFinished):
                     return
@@ -121,7 +143,7 @@ async def streamed(
                 if not getter.done():
                     getter.cancel()
             if getter.done() and not getter.cancelled():
-                event = getter.result()
+                event = taken(getter.result())
                 yield event
                 if isinstance(event, RunFinished):
                     return

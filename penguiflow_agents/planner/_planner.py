@@ -53,13 +53,14 @@ from penguiflow_agents.planner._output import (
     output_spec,
 )
 from penguiflow_agents.planner._records import (
+    Heartbeat,
     cancel_paused,
     checkpoint,
     claim,
     finish,
     finish_quietly,
-    heartbeat,
     pause,
+    stage,
 )
 from penguiflow_agents.planner._state import InflightStep, PausedStep, RunState
 from penguiflow_agents.planner._steps import (
@@ -528,22 +529,20 @@ class ReactPlanner:
             messages=messages,
             history_len=1 + len(history),
         )
-        record = await store.create_run(
-            RunRecord(
-                run_id=run_id,
-                tenant=tenant,
-                principal=headers.principal,
-                roles=list(headers.roles),
-                session_id=session_id,
-                status="running",
-                model=model,
-                query=query,
-                claimed_by=owner,
-                claim_expires_at=deps.clock.time() + deps.claim_lease_s if owner else None,
-                # The first checkpoint: a takeover before the first step starts from here.
-                state=state.to_dict() if owner else {},
-            )
+        new = RunRecord(
+            run_id=run_id,
+            tenant=tenant,
+            principal=headers.principal,
+            roles=list(headers.roles),
+            session_id=session_id,
+            status="running",
+            model=model,
+            query=query,
+            claimed_by=owner,
+            claim_expires_at=deps.clock.time() + deps.claim_lease_s if owner else None,
         )
+        # The first checkpoint: a takeover before the first step starts from here.
+        record = await store.create_run(stage(new, state.to_dict()) if owner else new)
         await store.append_event(
             tenant,
             run_id,
@@ -651,14 +650,12 @@ class ReactPlanner:
     async def _drive(self, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
         """Run ``body`` and make sure the run ends recorded, whatever happens.
 
-        While this process owns the run, a heartbeat task renews its lease.
+        While this process owns the run, a heartbeat renews its lease.
         """
         beat = None
         interval = self._deps.heartbeat_s
         if run.owner is not None and interval is not None:
-            beat = asyncio.create_task(
-                heartbeat(self._deps, run, interval), name=f"heartbeat:{run.run_id}"
-            )
+            beat = Heartbeat(self._deps, run, interval)
         result: RunResult | None = None
         error: BaseException | None = None
         try:
@@ -669,10 +666,7 @@ class ReactPlanner:
             raise
         finally:
             if beat is not None:
-                beat.cancel()
-                await asyncio.wait({beat}, timeout=_HEARTBEAT_STOP_S)
-                if beat.done() and not beat.cancelled():
-                    beat.exception()  # retrieved; a failing heartbeat already logged why
+                await beat.stop(_HEARTBEAT_STOP_S)
             observed, run.observed = run.observed, None
             if observed is not None:
                 observed.close(result, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -84,26 +85,100 @@ def claimable(
     return status in statuses
 
 
-def prepare_new_run(run: RunRecord) -> RunRecord:
-    """A normalized copy of a run about to be created (timestamps filled in when 0)."""
-    check_run_status(run.status)
-    now = time.time()
-    return RunRecord(
+# The slot that holds a RunRecord's state (RunRecord is a slots dataclass).
+_STATE_SLOT: Any = RunRecord.__dict__["state"]
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
+
+
+class EncodedRunRecord(RunRecord):
+    """A ``RunRecord`` whose ``state`` is decoded from the JSON text the store wrote, on first
+    read.
+
+    What a store hands back from a write is a normalized copy of the state (the
+    contract); the planner's checkpoints never read it (they keep their own state
+    and replace the record's at the next write), so decoding it at once would be
+    the largest part of a checkpoint's cost for nothing. Behaves as a RunRecord in
+    every other way (equality with one included).
+    """
+
+    __slots__ = ("state_text",)
+
+    state_text: str | None  # the JSON text of the state while not decoded yet
+
+    @property  # type: ignore[override]
+    def state(self) -> dict[str, Any]:
+        text = self.state_text
+        if text is not None:
+            _STATE_SLOT.__set__(self, json.loads(text))
+            self.state_text = None
+        value: dict[str, Any] = _STATE_SLOT.__get__(self, RunRecord)
+        return value
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self.state_text = None
+        _STATE_SLOT.__set__(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunRecord):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _RUN_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def encoded_run(run: Any, *, roles: list[str], state_text: str) -> EncodedRunRecord:
+    """A record with ``run``'s fields (a RunRecord, or a store's own row of the same names),
+    ``roles`` and the state of ``state_text`` (decoded when read)."""
+    out = EncodedRunRecord(
         run_id=run.run_id,
         tenant=run.tenant,
         principal=run.principal,
-        roles=normalize(list(run.roles), what="run roles"),
+        roles=roles,
         session_id=run.session_id,
         status=run.status,
         model=run.model,
         query=run.query,
-        state=normalize(dict(run.state), what="run state"),
         version=run.version,
         claimed_by=run.claimed_by,
         claim_expires_at=run.claim_expires_at,
-        created_at=run.created_at or now,
-        updated_at=run.updated_at or now,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
     )
+    out.state_text = state_text
+    return out
+
+
+def state_text(run: RunRecord) -> str:
+    """The JSON text of ``run``'s state: the text an ``EncodedRunRecord`` carries (its writer
+    encoded it, e.g. the planner's checkpoints), else encoded here (a UserError for values
+    that are not JSON)."""
+    if isinstance(run, EncodedRunRecord):
+        text = run.state_text
+        if text is not None:
+            return text
+    return dumps(dict(run.state), what="run state")
+
+
+def run_roles(run: RunRecord) -> tuple[str, list[str]]:
+    """The roles of ``run`` as JSON text and as a fresh list."""
+    roles = list(run.roles)
+    text = dumps(roles, what="run roles")
+    if not all(type(r) is str for r in roles):
+        roles = json.loads(text)
+    return text, roles
+
+
+def prepare_new_run(run: RunRecord) -> EncodedRunRecord:
+    """A normalized copy of a run about to be created (timestamps filled in when 0); its state
+    is encoded once (``state_text``), the copy decodes it when read."""
+    check_run_status(run.status)
+    now = time.time()
+    _, roles = run_roles(run)
+    new = encoded_run(run, roles=roles, state_text=state_text(run))
+    new.created_at = run.created_at or now
+    new.updated_at = run.updated_at or now
+    return new
 
 
 def prepare_new_approval(approval: ApprovalRecord) -> ApprovalRecord:
@@ -176,6 +251,7 @@ APPROVAL_COLUMNS = (
 
 
 def run_row(run: RunRecord) -> tuple[Any, ...]:
+    text = run.state_text if isinstance(run, EncodedRunRecord) else None
     return (
         run.tenant,
         run.run_id,
@@ -185,7 +261,7 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         run.status,
         run.model,
         run.query,
-        dumps(run.state, what="run state"),
+        text if text is not None else dumps(run.state, what="run state"),
         run.version,
         run.claimed_by,
         run.claim_expires_at,

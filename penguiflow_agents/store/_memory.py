@@ -55,16 +55,17 @@ class _StoredRun:
 
     @classmethod
     def of(cls, run: RunRecord, *, version: int, created_at: float) -> _StoredRun:
+        roles, _ = _codec.run_roles(run)
         return cls(
             run_id=run.run_id,
             tenant=run.tenant,
             principal=run.principal,
-            roles=_codec.dumps(list(run.roles), what="run roles"),
+            roles=roles,
             session_id=run.session_id,
             status=run.status,
             model=run.model,
             query=run.query,
-            state=_codec.dumps(dict(run.state), what="run state"),
+            state=_codec.state_text(run),
             version=version,
             claimed_by=run.claimed_by,
             claim_expires_at=run.claim_expires_at,
@@ -73,22 +74,8 @@ class _StoredRun:
         )
 
     def record(self) -> RunRecord:
-        return RunRecord(
-            run_id=self.run_id,
-            tenant=self.tenant,
-            principal=self.principal,
-            roles=_codec.loads(self.roles),
-            session_id=self.session_id,
-            status=self.status,
-            model=self.model,
-            query=self.query,
-            state=_codec.loads(self.state),
-            version=self.version,
-            claimed_by=self.claimed_by,
-            claim_expires_at=self.claim_expires_at,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-        )
+        """A fresh copy; its state is decoded from the stored text when first read."""
+        return _codec.encoded_run(self, roles=_codec.loads(self.roles), state_text=self.state)
 
 
 class MemoryStore:

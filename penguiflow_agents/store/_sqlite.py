@@ -116,6 +116,9 @@ _APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
 _OUTBOX_COLUMNS = _outbox.OUTBOX_COLUMNS
 
 
+_Outcome = tuple[Any, BaseException | None]  # (result, None) or (None, the exception raised)
+
+
 class _StoreThread:
     """The one thread that runs a store's operations, in submission order.
 
@@ -123,25 +126,37 @@ class _StoreThread:
     and a self-pipe write per operation with ``run_in_executor``). Under
     concurrency, operations submitted while the thread is busy are taken as
     one batch, and the batch's results go back to each event loop with one
-    ``call_soon_threadsafe``: one wake-up per batch, not per operation. Each
-    operation is still its own transaction; only the hand-offs are shared.
+    ``call_soon_threadsafe``: one wake-up per batch, not per operation.
+
+    Consecutive *grouped* operations of a batch (the frequent writes: run records,
+    events, claims) are handed to ``run_group`` together, which commits them in one
+    transaction (see ``SQLiteStore._run_group``); every other operation is its own
+    transaction. Results are handed back only after the batch ran, so after its
+    commit: a write acknowledged to its caller is committed.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        run_group: Callable[[list[Callable[[], Any]]], list[_Outcome]] | None = None,
+    ) -> None:
         self._name = name
+        self._run_group = run_group
         self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]]
+        self._queue: deque[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any], bool]
+        ]
         self._queue = deque()
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[[], T], *, grouped: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._stopping:
                 raise StoreError("the SQLite store was closed; open a new store.")
-            self._queue.append((loop, future, fn))
+            self._queue.append((loop, future, fn, grouped))
             if self._thread is None:
                 # A daemon thread: a store left open does not hold the interpreter at exit
                 # (each operation is a transaction, so a cut-off one leaves nothing half done).
@@ -165,17 +180,37 @@ class _StoreThread:
                     return
                 batch = list(self._queue)
                 self._queue.clear()
+            outcomes = self._outcomes([(fn, grouped) for _, _, fn, grouped in batch])
             settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
-            for loop, future, fn in batch:
-                try:
-                    outcome: tuple[Any, Any, Any] = (future, fn(), None)
-                except BaseException as exc:  # handed to the awaiting task, raised there
-                    outcome = (future, None, exc)
-                settled.setdefault(loop, []).append(outcome)
-            for loop, outcomes in settled.items():
+            for (loop, future, _, _), (result, exc) in zip(batch, outcomes, strict=True):
+                settled.setdefault(loop, []).append((future, result, exc))
+            for loop, results in settled.items():
                 # A loop closed meanwhile has no one left waiting.
                 with suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, outcomes)
+                    loop.call_soon_threadsafe(_settle, results)
+
+    def _outcomes(self, ops: list[tuple[Callable[[], Any], bool]]) -> list[_Outcome]:
+        out: list[_Outcome] = []
+        group: list[Callable[[], Any]] = []
+        for fn, grouped in [*ops, (None, False)]:
+            if grouped and fn is not None:
+                group.append(fn)
+                continue
+            if len(group) > 1 and self._run_group is not None:
+                out.extend(self._run_group(group))
+            else:
+                out.extend(_one(f) for f in group)
+            group = []
+            if fn is not None:
+                out.append(_one(fn))
+        return out
+
+
+def _one(fn: Callable[[], Any]) -> _Outcome:
+    try:
+        return (fn(), None)
+    except BaseException as exc:  # handed to the awaiting task, raised there
+        return (None, exc)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -202,7 +237,9 @@ class SQLiteStore:
         path = os.fspath(path)
         # Resolved once, so a later chdir does not move the store.
         self.path = path if path == ":memory:" else os.path.abspath(path)
-        self._thread = _StoreThread(f"penguiflow-sqlite {os.path.basename(self.path)}")
+        self._thread = _StoreThread(
+            f"penguiflow-sqlite {os.path.basename(self.path)}", self._run_group
+        )
         self._conn: sqlite3.Connection | None = None
         self._closed = False
 
@@ -222,10 +259,37 @@ class SQLiteStore:
 
     # -- plumbing ---------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, grouped: bool = False) -> T:
+        """Run ``fn`` on the store thread; ``grouped``: a write that may share its transaction
+        (and its commit) with the other grouped writes of the thread's batch."""
         if self._closed:
             raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
-        return await self._thread.submit(functools.partial(self._in_thread, fn))
+        return await self._thread.submit(functools.partial(self._in_thread, fn), grouped=grouped)
+
+    def _run_group(self, ops: list[Callable[[], Any]]) -> list[_Outcome]:
+        """Run grouped writes in one transaction, each in a savepoint of its own (``_write``):
+        one that fails is rolled back alone and the others commit together. If the
+        transaction itself fails (its BEGIN or COMMIT, or SQLite rolled it back after an
+        I/O error), nothing of it was written: each operation runs again in a transaction
+        of its own, as it would have without the group."""
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, OSError, PenguiflowError):
+            return [_one(fn) for fn in ops]
+        outcomes: list[_Outcome] = []
+        try:
+            for fn in ops:
+                outcomes.append(_one(fn))
+                if not conn.in_transaction:  # rolled back by SQLite: the group is void
+                    raise sqlite3.OperationalError("the group's transaction was rolled back")
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            with suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            return [_one(fn) for fn in ops]
+        return outcomes
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -321,7 +385,7 @@ class SQLiteStore:
                 )
             return seq
 
-        return await self._run(op)
+        return await self._run(op, grouped=True)
 
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
@@ -335,7 +399,7 @@ class SQLiteStore:
             with _write(conn):
                 return _insert_events(conn, tenant, run_id, payloads, ts)
 
-        return await self._run(op)
+        return await self._run(op, grouped=True)
 
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
@@ -368,7 +432,7 @@ class SQLiteStore:
                 ) from None
             return new
 
-        return await self._run(op)
+        return await self._run(op, grouped=True)
 
     async def get_run(self, tenant: str, run_id: str) -> RunRecord:
         return await self._run(lambda conn: _get_run(conn, tenant, run_id))
@@ -389,10 +453,11 @@ class SQLiteStore:
         return await self._run(op)
 
     async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
-        # Encoded once, outside the write lock; the record returned decodes the same text.
+        # Encoded once, outside the write lock; the record returned decodes the same text
+        # when its state is first read (a checkpointing planner never reads it).
         _codec.check_run_status(run.status)
-        roles = _codec.dumps(list(run.roles), what="run roles")
-        state = _codec.dumps(dict(run.state), what="run state")
+        roles, role_list = _codec.run_roles(run)
+        state = _codec.state_text(run)
 
         def op(conn: sqlite3.Connection) -> RunRecord:
             with _write(conn):
@@ -429,24 +494,11 @@ class SQLiteStore:
                         run.run_id,
                     ),
                 )
-            return RunRecord(
-                run_id=run.run_id,
-                tenant=run.tenant,
-                principal=run.principal,
-                roles=_codec.loads(roles),
-                session_id=run.session_id,
-                status=run.status,
-                model=run.model,
-                query=run.query,
-                state=_codec.loads(state),
-                version=version + 1,
-                claimed_by=run.claimed_by,
-                claim_expires_at=run.claim_expires_at,
-                created_at=created_at,
-                updated_at=now,
-            )
+            new = _codec.encoded_run(run, roles=role_list, state_text=state)
+            new.version, new.created_at, new.updated_at = version + 1, created_at, now
+            return new
 
-        return await self._run(op)
+        return await self._run(op, grouped=True)
 
     async def claim_run(
         self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
@@ -474,7 +526,7 @@ class SQLiteStore:
                 )
             return current
 
-        return await self._run(op)
+        return await self._run(op, grouped=True)
 
     # -- sessions -------------------------------------------------------
 
@@ -502,7 +554,7 @@ class SQLiteStore:
                     (tenant, session_id, text, time.time()),
                 )
 
-        await self._run(op)
+        await self._run(op, grouped=True)
 
     # -- remote tasks -----------------------------------------------------
 
@@ -703,7 +755,7 @@ class SQLiteStore:
                 )
             return cur.rowcount == 1
 
-        return await self._run(op)
+        return await self._run(op, grouped=True)
 
     async def finish_call(
         self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
@@ -727,7 +779,7 @@ class SQLiteStore:
                     (payload, tenant, run_id, call_id),
                 )
 
-        await self._run(op)
+        await self._run(op, grouped=True)
 
     async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
         def op(conn: sqlite3.Connection) -> CallRecord | None:
@@ -893,7 +945,18 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
 
 @contextmanager
 def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction holding SQLite's write lock from its first statement."""
+    """One write transaction holding SQLite's write lock from its first statement; inside a
+    group's transaction (``SQLiteStore._run_group``), a savepoint of its own."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT op")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            raise
+        conn.execute("RELEASE op")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield

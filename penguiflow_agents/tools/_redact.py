@@ -57,16 +57,20 @@ _MAX_DEPTH = 200
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def secret_values(manifest: SourceManifest, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the ``${VAR}`` variables the manifest's env/headers/url/auth refer to."""
-    env = os.environ if environ is None else environ
+def secret_names(manifest: SourceManifest) -> set[str]:
+    """The ``${VAR}`` variables the manifest's env/headers/url/auth refer to."""
     texts: list[str] = [*manifest.env.values(), *manifest.headers.values()]
     if manifest.url:
         texts.append(manifest.url)
     if manifest.auth is not None:
         texts.extend(manifest.auth.templates())
-    names = {m.group(1) for text in texts for m in _VAR_RE.finditer(text)}
-    return [v for name in sorted(names) if (v := env.get(name))]
+    return {m.group(1) for text in texts for m in _VAR_RE.finditer(text)}
+
+
+def secret_values(manifest: SourceManifest, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the ``${VAR}`` variables the manifest's env/headers/url/auth refer to."""
+    env = os.environ if environ is None else environ
+    return [v for name in sorted(secret_names(manifest)) if (v := env.get(name))]
 
 
 def encoded_forms(value: str) -> set[str]:
@@ -138,18 +142,22 @@ class ResultRedactor:
     them on each connect); the pattern is rebuilt only when they change.
     """
 
-    __slots__ = ("_manifest", "_redactor", "_values")
+    __slots__ = ("_manifest", "_none", "_redactor", "_values")
 
     def __init__(self, manifest: SourceManifest) -> None:
         self._manifest = manifest
         self._values: tuple[str, ...] = ()
         self._redactor = Redactor()
+        # A manifest that refers to no variable has nothing to mask, whatever the environment.
+        self._none = not secret_names(manifest)
 
     def current(self) -> Redactor | None:
         """The redactor of the values set now; None when there is nothing to mask."""
         return self._current()
 
     def _current(self) -> Redactor | None:
+        if self._none:
+            return None
         values = tuple(
             v for v in secret_values(self._manifest) if len(v) >= MIN_RESULT_SECRET_CHARS
         )

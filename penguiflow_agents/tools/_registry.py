@@ -36,6 +36,7 @@ from penguiflow_agents.tools._protect import ProtectedSource
 from penguiflow_agents.tools._python import PythonToolSource
 from penguiflow_agents.tools._slots import LocalSlotLimiter, SlotLimiter
 from penguiflow_agents.tools._types import (
+    PREPARED_FOR_KEY,
     CallContext,
     EventSink,
     ToolErrorKind,
@@ -90,6 +91,8 @@ class _Entry:
     up: bool | None = None
     reason: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Listed, and its listing cannot change (``@tool`` functions): not listed again.
+    static: bool = False
 
 
 class ToolRegistry:
@@ -247,9 +250,15 @@ class ToolRegistry:
         return list(self._entries)
 
     async def list_tools(self) -> list[ToolSpec]:
-        """Every tool of every source that is up (sources are listed concurrently)."""
+        """Every tool of every source that is up (sources are listed concurrently).
+
+        A source of ``@tool`` functions is listed once: its tools cannot change (the
+        planner lists the catalog at every step, so this is on every run's path).
+        """
         entries = list(self._entries.values())
-        await asyncio.gather(*(self._list_source(entry) for entry in entries))
+        stale = [entry for entry in entries if not entry.static]
+        if stale:
+            await asyncio.gather(*(self._list_source(entry) for entry in stale))
         return [spec for entry in entries for spec in entry.specs.values()]
 
     async def list_sources(self, sources: list[str]) -> None:
@@ -303,6 +312,10 @@ class ToolRegistry:
         entry.specs = {spec.name: spec for spec in specs}
         for spec in specs:
             await self._track_hash(spec)
+        configured = entry.source.inner
+        entry.static = isinstance(configured, ConfiguredSource) and isinstance(
+            configured.inner, PythonToolSource
+        )
 
     def _mark_down(self, entry: _Entry, reason: str) -> None:
         if entry.up is not False or entry.reason != reason:
@@ -418,10 +431,15 @@ class ToolRegistry:
         return spec
 
     async def _call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        source_name, _, bare = name.partition(".")
+        prepared_for = ctx.extra.pop(PREPARED_FOR_KEY, None) if ctx.extra else None
+        entry = self._entries.get(source_name)
+        if prepared_for is not None and entry is not None and entry.specs.get(name) is prepared_for:
+            # Checked by the caller against the tool's current spec: not again.
+            return await entry.source.call(bare, dict(arguments), ctx)
         prepared = await self._prepare(name, arguments)
         if isinstance(prepared, ToolResult):
             return prepared
-        source_name, _, bare = name.partition(".")
         return await self._entries[source_name].source.call(bare, prepared, ctx)
 
     # -- health and lifecycle ---------------------------------------------

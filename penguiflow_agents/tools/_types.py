@@ -311,6 +311,13 @@ def trace_headers(ctx: CallContext | None) -> dict[str, str]:
     return {k: str(carrier[k]) for k in _W3C_KEYS if isinstance(carrier.get(k), str)}
 
 
+# ``CallContext.extra`` key: the ``ToolSpec`` the call's arguments were already validated and
+# normalised against (``prepare_arguments``), set by a caller that did so (the planner checks
+# every call before it runs). The registry then skips doing it again when that spec is still
+# the tool's current one, and removes the key before the call reaches the source.
+PREPARED_FOR_KEY = "penguiflow.prepared_for"
+
+
 @dataclass(slots=True, kw_only=True)
 class CallContext:
     """Who is calling and within what limits; flows from run to tool call.
