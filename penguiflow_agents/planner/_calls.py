@@ -436,7 +436,7 @@ async def run_calls(
     call = runnable[0]
     args = dict(call.arguments or {})
     try:
-        async with asyncio.timeout(run.remaining()):
+        async with run.deadline_scope():
             result = await call_tool(deps, run, call.id, call.name, args, specs.get(call.id))
     except TimeoutError:
         if not run.past_deadline():

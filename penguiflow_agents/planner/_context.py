@@ -13,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -73,6 +74,90 @@ class Deps:
     elicitor: Any = None
 
 
+class _Scope:
+    """One ``async with`` of a ``DeadlineGuard``: ``asyncio.timeout`` at the run's deadline."""
+
+    __slots__ = ("expiring", "guard", "handle", "task")
+
+    def __init__(self, guard: DeadlineGuard) -> None:
+        self.guard = guard
+        self.task: asyncio.Task[Any] | None = None
+        self.expiring = False
+        self.handle: asyncio.Handle | None = None
+
+    async def __aenter__(self) -> _Scope:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline scope must be used inside a task")
+        self.task = task
+        self.guard.enter(self)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.guard.leave(self)
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.expiring:
+            self.expiring = False
+            assert self.task is not None
+            if self.task.uncancel() == 0 and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc  # the deadline passed (as asyncio.timeout says it)
+
+    def expire(self) -> None:
+        self.handle = None
+        if self.task is not None and not self.expiring:
+            self.expiring = True
+            self.task.cancel()
+
+
+class DeadlineGuard:
+    """The run's deadline as one timer for the whole run, shared by every wait bounded by it.
+
+    ``asyncio.timeout(run.remaining())`` around each model call and tool call
+    schedules (and cancels) a timer each time, in a heap that holds every
+    concurrent run's timers: a cost per step that grows with the runs at once.
+    A scope of this guard behaves the same (``TimeoutError`` when the deadline
+    passes inside it, the task's other cancellations untouched), with one timer
+    per run, set at the first scope and cancelled when the run's driver ends
+    (``close``).
+    """
+
+    __slots__ = ("_active", "_handle", "_loop", "_when")
+
+    def __init__(self, remaining_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._when = self._loop.time() + remaining_s
+        self._active: list[_Scope] = []
+        self._handle: asyncio.TimerHandle | None = None
+
+    def scope(self) -> _Scope:
+        return _Scope(self)
+
+    def enter(self, scope: _Scope) -> None:
+        if self._loop.time() >= self._when:  # already past: expires at the first wait
+            scope.handle = self._loop.call_soon(scope.expire)
+            return
+        self._active.append(scope)
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._when, self._fire)
+
+    def leave(self, scope: _Scope) -> None:
+        if scope in self._active:
+            self._active.remove(scope)
+
+    def _fire(self) -> None:
+        self._handle = None
+        active, self._active = self._active, []
+        for scope in active:
+            scope.expire()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 @dataclass(slots=True, kw_only=True)
 class Run:
     run_id: str
@@ -89,6 +174,7 @@ class Run:
     # Serialises this process's writes of the record (checkpoints and heartbeats).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     clock: Clock = SYSTEM_CLOCK  # the planner's (Deps.clock)
+    guard: DeadlineGuard | None = None  # the deadline's timer (see deadline_scope)
 
     @property
     def listening(self) -> bool:
@@ -106,6 +192,24 @@ class Run:
             observed.event(event)
         if self.emit is not None:
             await self.emit(event)
+
+    def deadline_scope(self) -> AbstractAsyncContextManager[Any]:
+        """``asyncio.timeout(self.remaining())``: ``TimeoutError`` if the run's deadline passes
+        inside. With the system clock, one timer serves the whole run (``DeadlineGuard``); an
+        engine with a clock of its own (a workflow replaying the loop) gets a timer per wait,
+        as its history recorded them. ``close_deadline`` when the run stops here."""
+        remaining = self.remaining()
+        if remaining is None or self.clock is not SYSTEM_CLOCK:
+            return asyncio.timeout(remaining)
+        guard = self.guard
+        if guard is None:
+            guard = self.guard = DeadlineGuard(remaining)
+        return guard.scope()
+
+    def close_deadline(self) -> None:
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.close()
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None = unbounded)."""

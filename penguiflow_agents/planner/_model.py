@@ -33,7 +33,7 @@ _log = get_logger("penguiflow_agents.planner")
 
 async def complete(deps: Deps, run: Run, request: LLMRequest) -> LLMResponse:
     try:
-        async with asyncio.timeout(run.remaining()):
+        async with run.deadline_scope():
             return await deps.llm.complete(request)
     except TimeoutError:
         raise model_timeout(run) from None
@@ -55,7 +55,7 @@ async def stream_model(deps: Deps, run: Run, request: LLMRequest, emit: Emit) ->
     try:
         while True:
             try:
-                async with asyncio.timeout(run.remaining()):
+                async with run.deadline_scope():
                     item = await anext(stream, None)
             except TimeoutError:
                 raise model_timeout(run) from None

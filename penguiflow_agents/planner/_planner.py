@@ -667,6 +667,7 @@ class ReactPlanner:
         finally:
             if beat is not None:
                 await beat.stop(_HEARTBEAT_STOP_S)
+            run.close_deadline()
             observed, run.observed = run.observed, None
             if observed is not None:
                 observed.close(result, error)

@@ -120,8 +120,13 @@ async def test_stream_sends_the_task_first_then_tool_progress_then_the_answer_an
 
 async def test_a_run_paused_for_approval_is_input_required_naming_the_approval() -> None:
     async with live_service() as svc:
+        # Each model turn takes a while: the decision resumes the run at once (in the
+        # background), and the caller's follow-up below must find it still going to follow it
+        # (an in-process model answering at once could end the run first: a task that ended
+        # takes no more messages).
+        svc.llm.delay_s = 0.3
         async with a2a_client(svc, "alice", streaming=False) as client:
-            task, _ = await final_task(client, ask("write hello"))
+            task, _ = await final_task(client, ask("slow write hello"))
             assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
             pending = task.metadata["pending_approvals"]
             approval_id = pending[0]["id"]
