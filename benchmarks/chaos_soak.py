@@ -150,6 +150,10 @@ def rejected(run_id: str) -> bool:
     return int(run_id[-2:], 16) % 4 == 0
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=2000)
@@ -164,6 +168,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.4,
         help="restart Redis once this share of the runs was submitted (negative: never)",
+    )
+    p.add_argument(
+        "--kill-at",
+        type=_fractions,
+        default=(),
+        help="also kill a worker when these shares of the runs were submitted (e.g. 0.2,0.6)",
+    )
+    p.add_argument(
+        "--pg-at",
+        type=_fractions,
+        default=(),
+        help="also terminate the PG connections at these shares of the runs submitted",
     )
     p.add_argument(
         "--redis-persistence",
@@ -367,6 +383,9 @@ class Soak:
     all_submitted: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Event = field(default_factory=asyncio.Event)  # a run left the window
+    admin: Any = None  # the soak's own connection to PostgreSQL (not a worker's)
+    admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    app_name: str = ""  # the workers' application_name
     first_submit: float = 0.0
     last_end: float = 0.0
 
@@ -405,8 +424,8 @@ async def run_soak(args: argparse.Namespace, work: Path) -> int:
     try:
         for slot in range(args.workers):
             fleet.start(slot)
-        soak = Soak(args=args, work=work, rng=rng)
-        problems = await drive(soak, store, admin, redis, fleet, bus_url, app_name)
+        soak = Soak(args=args, work=work, rng=rng, admin=admin, app_name=app_name)
+        problems = await drive(soak, store, redis, fleet, bus_url)
         problems += fleet.stop()  # a worker must drain and exit 0 on SIGTERM
         events = fleet.log_events()
         problems += await verify(soak, store, work, redis)
@@ -425,15 +444,7 @@ async def run_soak(args: argparse.Namespace, work: Path) -> int:
         redis.stop()
 
 
-async def drive(
-    soak: Soak,
-    store: Any,
-    admin: Any,
-    redis: OwnRedis,
-    fleet: Fleet,
-    bus_url: str,
-    app_name: str,
-) -> list[str]:
+async def drive(soak: Soak, store: Any, redis: OwnRedis, fleet: Fleet, bus_url: str) -> list[str]:
     """Submit the runs, approve, inject the faults; the problems of the run phase."""
     from penguiflow_agents.bus import RedisBus
 
@@ -447,7 +458,7 @@ async def drive(
     if soak.args.kill_every > 0:
         chaos.append(asyncio.create_task(killer(soak, fleet)))
     if soak.args.pg_every > 0:
-        chaos.append(asyncio.create_task(pg_terminator(soak, admin, app_name)))
+        chaos.append(asyncio.create_task(pg_terminator(soak)))
     problems: list[str] = []
     finished = asyncio.create_task(soak.done.wait())
     try:
@@ -487,10 +498,16 @@ async def submitter(soak: Soak, bus: Any, redis: OwnRedis, fleet: Fleet) -> None
     names = list(WEIGHTS)
     weights = [WEIGHTS[n] for n in names]
     restart_after = int(args.runs * args.redis_restart_at) if args.redis_restart_at >= 0 else -1
+    kill_after = [int(args.runs * f) for f in args.kill_at]
+    pg_after = [int(args.runs * f) for f in args.pg_at]
     for i in range(args.runs):
         if i == restart_after and redis.restarts == 0:
             print(f"[{i} runs submitted] Redis: SIGKILL and restart", file=sys.stderr)
             await asyncio.to_thread(redis.crash_and_restart)
+        for _ in range(kill_after.count(i)):
+            await asyncio.to_thread(fleet.kill_and_restart, soak.rng.randrange(len(fleet.procs)))
+        for _ in range(pg_after.count(i)):
+            await terminate_connections(soak)
         while len(soak.outstanding) >= window:
             soak.room.clear()
             await soak.room.wait()  # the watcher removes ended runs
@@ -578,18 +595,24 @@ async def killer(soak: Soak, fleet: Fleet) -> None:
         await asyncio.to_thread(fleet.kill_and_restart, slot)
 
 
-async def pg_terminator(soak: Soak, admin: Any, app_name: str) -> None:
+async def pg_terminator(soak: Soak) -> None:
     every = soak.args.pg_every
     while True:
         await asyncio.sleep(soak.rng.uniform(every * 0.6, every * 1.4))
-        # Only the workers' connections: their application_name is this soak's own.
-        count = await admin.fetchval(
+        await terminate_connections(soak)
+
+
+async def terminate_connections(soak: Soak) -> None:
+    """Terminate every PostgreSQL connection of the workers (their application_name is this
+    soak's own: nobody else's connection is touched)."""
+    async with soak.admin_lock:
+        count = await soak.admin.fetchval(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = $1) AS t",
-            app_name,
+            soak.app_name,
         )
-        soak.pg_rounds += 1
-        soak.pg_terminated += int(count or 0)
+    soak.pg_rounds += 1
+    soak.pg_terminated += int(count or 0)
 
 
 async def quiesce(bus: Any) -> list[str]:

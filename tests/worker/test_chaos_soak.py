@@ -31,6 +31,7 @@ def test_a_short_chaos_soak_keeps_every_invariant(postgres_dsn: str, tmp_path: P
         sys.executable, str(SCRIPT),
         "--runs", "150", "--workers", "3", "--concurrency", "4",
         "--kill-every", "4", "--pg-every", "5", "--redis-restart-at", "0.5",
+        "--kill-at", "0.2,0.65", "--pg-at", "0.35",
         "--timeout", "240", "--postgres", postgres_dsn,
         "--keep", str(tmp_path / "soak"),
     ]  # fmt: skip
@@ -51,7 +52,8 @@ def test_a_short_chaos_soak_keeps_every_invariant(postgres_dsn: str, tmp_path: P
     )
     assert chaos is not None, out
     kills, pg_rounds, pg_connections, redis_restarts = map(int, chaos.groups())
-    # The faults really happened (else the soak proves nothing).
+    # The faults really happened while runs were in flight (--kill-at, --pg-at), else the soak
+    # proves nothing.
     assert kills >= 2 and pg_rounds >= 1 and pg_connections >= 1 and redis_restarts == 1, out
     ended = re.search(r"\((\d+) ended in", out)
     assert ended is not None and int(ended.group(1)) == 150, out
