@@ -160,6 +160,16 @@ def state_text(run: RunRecord) -> str:
     return dumps(dict(run.state), what="run state")
 
 
+def normalized_roles(run: RunRecord) -> list[str]:
+    """A fresh list of ``run``'s roles as a JSON store returns them (a UserError for values
+    that are not JSON); strings, nearly always, are taken as they are."""
+    roles = list(run.roles)
+    if all(type(r) is str for r in roles):
+        return roles
+    normalized: list[str] = normalize(roles, what="run roles")
+    return normalized
+
+
 def run_roles(run: RunRecord) -> tuple[str, list[str]]:
     """The roles of ``run`` as JSON text and as a fresh list."""
     roles = list(run.roles)

@@ -35,13 +35,14 @@ __all__ = ["MemoryStore"]
 
 @dataclass(slots=True, kw_only=True)
 class _StoredRun:
-    """A run as the store keeps it: roles and state as JSON text (encoding validates them, and
-    decoding is the copy each reader gets, cheaper than a deep copy)."""
+    """A run as the store keeps it: the state as JSON text (encoding validates it, and decoding is
+    the copy each reader gets, cheaper than a deep copy), the roles as a tuple of their JSON
+    values (strings, nearly always: a copy is ``list``)."""
 
     run_id: str
     tenant: str
     principal: str
-    roles: str
+    roles: tuple[Any, ...]
     session_id: str | None
     status: str
     model: str
@@ -55,7 +56,7 @@ class _StoredRun:
 
     @classmethod
     def of(cls, run: RunRecord, *, version: int, created_at: float) -> _StoredRun:
-        roles, _ = _codec.run_roles(run)
+        roles = tuple(_codec.normalized_roles(run))
         return cls(
             run_id=run.run_id,
             tenant=run.tenant,
@@ -75,7 +76,10 @@ class _StoredRun:
 
     def record(self) -> RunRecord:
         """A fresh copy; its state is decoded from the stored text when first read."""
-        return _codec.encoded_run(self, roles=_codec.loads(self.roles), state_text=self.state)
+        roles = list(self.roles)
+        if not all(type(r) is str for r in roles):  # other JSON values: a deep copy
+            roles = _codec.normalize(roles, what="run roles")
+        return _codec.encoded_run(self, roles=roles, state_text=self.state)
 
 
 class MemoryStore:
