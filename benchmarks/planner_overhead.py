@@ -241,8 +241,12 @@ async def measure_telemetry(runs: int, repeat: int, processor: str) -> dict[str,
     def traced(sampler: Any = None) -> tuple[ReactPlanner, InMemorySpanExporter, Any, Telemetry]:
         exporter = InMemorySpanExporter()
         provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+        # A batch processor's default queue (2,048 spans) overflows within a batch here and
+        # drops spans: a queue big enough for every span of a batch keeps them all.
         span_processor = (
-            BatchSpanProcessor(exporter) if processor == "batch" else SimpleSpanProcessor(exporter)
+            BatchSpanProcessor(exporter, max_queue_size=1 << 16)
+            if processor == "batch"
+            else SimpleSpanProcessor(exporter)
         )
         provider.add_span_processor(span_processor)
         # The wrappers sit outside the timed model and registry: their cost counts as overhead.
