@@ -542,7 +542,7 @@ class ReactPlanner:
             claim_expires_at=deps.clock.time() + deps.claim_lease_s if owner else None,
         )
         # The first checkpoint: a takeover before the first step starts from here.
-        record = await store.create_run(stage(new, state.to_dict()) if owner else new)
+        record = await store.create_run(stage(new, state) if owner else new)
         await store.append_event(
             tenant,
             run_id,

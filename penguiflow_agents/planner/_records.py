@@ -124,10 +124,17 @@ def encode_state(state: dict[str, Any]) -> str:
         return pydantic_core.to_json(jsonable(state)).decode()
 
 
-def stage(record: RunRecord, state: dict[str, Any]) -> RunRecord:
+def stage(record: RunRecord, state: dict[str, Any] | RunState) -> RunRecord:
     """``record`` with ``state`` encoded (a store writes the text as is; nothing decodes it back
-    unless someone reads the record's state): ``record`` itself when it can carry the text."""
-    text = encode_state(state)
+    unless someone reads the record's state): ``record`` itself when it can carry the text.
+    A ``RunState`` encodes only what it did not encode before (``RunState.encode``)."""
+    if isinstance(state, RunState):
+        try:
+            text = state.encode().decode()
+        except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
+            text = encode_state(state.to_dict())
+    else:
+        text = encode_state(state)
     if isinstance(record, EncodedRunRecord):
         record.state_text = text
         return record
@@ -174,7 +181,7 @@ async def checkpoint(deps: Deps, run: Run) -> None:
     if run.owner is None:
         return
     async with run.lock:
-        record = run.record = stage(run.record, run.state.to_dict())
+        record = run.record = stage(run.record, run.state)
         record.claim_expires_at = time.time() + deps.claim_lease_s
         try:
             await write(deps, run, record)
@@ -240,7 +247,7 @@ async def beat(deps: Deps, run: Run, interval_s: float) -> bool:
             return False
         if record.status != "running":
             return False
-        record = run.record = stage(record, run.state.to_dict())
+        record = run.record = stage(record, run.state)
         record.claim_expires_at = time.time() + deps.claim_lease_s
         try:
             async with asyncio.timeout(HEARTBEAT_WRITE_TIMEOUT_S):
@@ -266,7 +273,7 @@ async def pause(deps: Deps, run: Run) -> RunResult:
     assert st.paused is not None
     st.inflight = None
     async with run.lock:
-        record = run.record = stage(run.record, st.to_dict())
+        record = run.record = stage(run.record, st)
         record.status = "paused"
         record.claimed_by = None
         record.claim_expires_at = None

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
+
 from penguiflow_agents.exceptions import StoreError
 from penguiflow_agents.llm._types import LLMToolCall, Usage
 from penguiflow_agents.planner._types import PendingApproval, RunResult, Step
@@ -126,6 +128,12 @@ class RunState:
     # open step returned; ``close_step`` shows them to the model after the step's tool results.
     media: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     media_bytes: int = 0  # bytes of the images this run has shown the model (max_image_bytes)
+    # ``encode``'s cache: each message already encoded, with the message object it came from.
+    # The conversation only grows and a message is never changed once appended, so a checkpoint
+    # encodes the new messages only (tests/planner check every encoding against a full one).
+    _encoded: list[tuple[dict[str, Any], bytes]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def add_cost(self, cost: float | None) -> None:
         if cost is not None:
@@ -155,6 +163,26 @@ class RunState:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        return {"messages": list(self.messages), **self._fields()}
+
+    def encode(self) -> bytes:
+        """The JSON text of ``to_dict()``, as a store keeps it, re-encoding only the messages
+        appended since the last call. Raises pydantic-core's error for a value JSON cannot hold
+        (the caller falls back to a full encoding of its text forms)."""
+        cache, messages = self._encoded, self.messages
+        kept = 0
+        for (seen, _), message in zip(cache, messages, strict=False):
+            if seen is not message:
+                break
+            kept += 1
+        del cache[kept:]
+        for message in messages[kept:]:
+            cache.append((message, pydantic_core.to_json(message)))
+        head = pydantic_core.to_json(self._fields())  # b'{"v":...}': never empty
+        return b"".join((head[:-1], b',"messages":[', b",".join(e for _, e in cache), b"]}"))
+
+    def _fields(self) -> dict[str, Any]:
+        """``to_dict()`` but the messages."""
         return {
             "v": STATE_VERSION,
             "query": self.query,
@@ -162,7 +190,6 @@ class RunState:
             "session_id": self.session_id,
             "trace_id": self.trace_id,
             "trace_context": dict(self.trace_context),
-            "messages": list(self.messages),
             "history_len": self.history_len,
             "steps": [s.to_dict() for s in self.steps],
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],

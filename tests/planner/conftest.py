@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
+import pydantic_core
 import pytest
 
 from penguiflow_agents._identity import Headers
+from penguiflow_agents.planner._state import RunState
 from penguiflow_agents.tools import ToolRegistry, tool
 
 
@@ -71,3 +74,19 @@ def gate() -> Callable[[int], tuple[Any, Callable[[], Any]]]:
         return state, enter
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def every_incremental_state_encoding_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RunState.encode`` re-encodes only the messages appended since its last call: in every
+    planner test, each encoding it gives is compared with a full encoding of ``to_dict()`` (a
+    message changed in place after a checkpoint would make a stale checkpoint: this fails)."""
+    incremental = RunState.encode
+
+    def checked(self: RunState) -> bytes:
+        text = incremental(self)
+        full = pydantic_core.to_json(self.to_dict())
+        assert json.loads(text) == json.loads(full), "an incremental state encoding is stale"
+        return text
+
+    monkeypatch.setattr(RunState, "encode", checked)
