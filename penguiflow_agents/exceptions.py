@@ -18,6 +18,7 @@
     ├── CredentialError             a credential is missing, sealed with another key, or refused
     │   └── AuthorizationRequiredError  a person must authorize a source first (carries the URL)
     ├── StoreError                  the state store failed
+    │   └── StoreUnavailableError   its server could not be reached, or dropped the connection
     ├── BusError                    the message bus failed, or refused a job (backlog full)
     ├── QuotaExceededError          a tenant is over a quota of its policy (carries retry_after_s)
     └── WebhookSignatureError       a webhook delivery's signature is missing, stale or wrong
@@ -50,6 +51,7 @@ __all__ = [
     "RemoteAgentError",
     "ReplayScriptError",
     "StoreError",
+    "StoreUnavailableError",
     "ToolSourceUnavailableError",
     "UserError",
     "WebhookSignatureError",
@@ -207,6 +209,17 @@ class AuthorizationRequiredError(CredentialError):
 
 class StoreError(PenguiflowError):
     """The state store could not complete an operation."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server could not be reached, or its connection was lost mid-operation
+    (terminated by an operator, a restart, a network fault, pool exhausted or timed out).
+
+    Transient: the same operation may succeed later. A write that failed this way may or
+    may not have been applied. ``PostgresStore`` retries what is safe to repeat before
+    raising it; a worker's planner hands such a run back (unacknowledged job, takeover from
+    the last checkpoint) instead of recording it as failed.
+    """
 
 
 class BusError(PenguiflowError):

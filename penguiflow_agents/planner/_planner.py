@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from penguiflow_agents._identity import Headers, session_key
-from penguiflow_agents.exceptions import UserError
+from penguiflow_agents.exceptions import StoreUnavailableError, UserError
 from penguiflow_agents.llm._types import LLMClient, LLMRequest, LLMToolCall
 from penguiflow_agents.planner import _prompts
 from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
@@ -38,6 +38,7 @@ from penguiflow_agents.planner._context import (
 )
 from penguiflow_agents.planner._elicit import Elicitor
 from penguiflow_agents.planner._events import EventBuffer, recording
+from penguiflow_agents.planner._handback import HAND_BACK_ON_STORE_OUTAGE
 from penguiflow_agents.planner._model import complete, stream_model, streamed
 from penguiflow_agents.planner._observe import (
     Observations,
@@ -683,6 +684,12 @@ class ReactPlanner:
             )
             raise
         except Exception as exc:
+            if (
+                isinstance(exc, StoreUnavailableError)
+                and run.owner is not None
+                and HAND_BACK_ON_STORE_OUTAGE.get()
+            ):
+                raise  # a worker's run: left at its last checkpoint for a takeover (_handback)
             await finish_quietly(
                 self._deps,
                 run,

@@ -25,7 +25,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "PostgresStore needs asyncpg, which is not installed: pip install 'penguiflow-agents[postgres]'"
     ) from exc
 
-from ..exceptions import ConflictError, NotFoundError, PenguiflowError, StoreError, UserError
+from ..exceptions import (
+    ConflictError,
+    NotFoundError,
+    PenguiflowError,
+    StoreError,
+    StoreUnavailableError,
+    UserError,
+)
 from . import _codec, _outbox
 from ._base import (
     DEFAULT_PRUNE_BATCH,
@@ -54,6 +61,20 @@ _CONNECTION_FAILURES = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
+# The connection itself failed (lost, refused, server shutting down): transient, and retried
+# where repeating the operation is safe. Other PostgreSQL errors (a constraint, a bad
+# statement, a query cancelled on timeout) are not.
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # class 08, incl. ConnectionDoesNotExistError
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: pg_terminate_backend, fast shutdown
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up / in recovery
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300
+    asyncpg.InternalClientError,
+)
+# Pauses before the retries of an operation whose connection was lost (each on a fresh one).
+RETRY_BACKOFF_S = (0.05, 0.25)
 # What the connections show as application_name in pg_stat_activity, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "penguiflow-agents"
 # Longest wait to open one connection to the server.
@@ -240,21 +261,41 @@ class PostgresStore:
                 self._pool = pool
         return self._pool
 
-    async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def _run(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        again: Callable[[Any], Awaitable[T]] | None = None,
+    ) -> T:
+        """``fn`` on a pooled connection. When the connection is lost mid-operation and
+        ``again`` is given, ``again`` runs on a fresh connection (up to
+        ``len(RETRY_BACKOFF_S)`` times): ``fn`` itself for reads and idempotent writes; for a
+        write whose commit is ambiguous, a variant that first checks whether the lost attempt
+        committed (so a repeat never doubles anything)."""
         pool = await self._get_pool()
-        try:
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                return await fn(conn)
-        except PenguiflowError:
-            raise
-        except _CONNECTION_FAILURES as exc:
-            raise self._translate(exc) from None
+        attempt = 0
+        while True:
+            try:
+                async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                    return await (fn if attempt == 0 or again is None else again)(conn)
+            except PenguiflowError:
+                raise
+            except _CONNECTION_FAILURES as exc:
+                if (
+                    again is None
+                    or attempt >= len(RETRY_BACKOFF_S)
+                    or not _connection_lost(exc)
+                    or self._closed
+                ):
+                    raise self._translate(exc) from None
+                await asyncio.sleep(RETRY_BACKOFF_S[attempt])
+                attempt += 1
 
     def _translate(self, exc: BaseException) -> StoreError:
         detail = (
             "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
         )
-        return StoreError(
+        unavailable = isinstance(exc, TimeoutError) or _connection_lost(exc)
+        return (StoreUnavailableError if unavailable else StoreError)(
             f"the PostgreSQL store {self._shown!r} (schema {self.schema!r}) failed: {detail}; "
             "check that the server is reachable and retry."
         )
@@ -291,7 +332,7 @@ class PostgresStore:
 
         deleted = 0
         while True:  # one short transaction per batch
-            n = await self._run(op)
+            n = await self._run(op, op)
             deleted += n
             if n < batch_size:
                 return deleted
@@ -307,7 +348,7 @@ class PostgresStore:
                 )
             )
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -338,7 +379,11 @@ class PostgresStore:
             )
             return int(seq)
 
-        return await self._run(op)
+        async def again(conn: Any) -> int:  # the lost attempt may have appended it
+            done = await _appended(conn, tenant, run_id, [kind], ts)
+            return done[0] if done is not None else await op(conn)
+
+        return await self._run(op, again)
 
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
@@ -351,7 +396,11 @@ class PostgresStore:
         async def op(conn: Any) -> list[int]:
             return await _insert_events(conn, tenant, run_id, payloads, ts)
 
-        return await self._run(op)
+        async def again(conn: Any) -> list[int]:  # the lost attempt may have appended them
+            done = await _appended(conn, tenant, run_id, [k for k, _ in payloads], ts)
+            return done if done is not None else await op(conn)
+
+        return await self._run(op, again)
 
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0
@@ -376,7 +425,7 @@ class PostgresStore:
                 for r in rows
             ]
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     # -- runs -----------------------------------------------------------
 
@@ -394,7 +443,17 @@ class PostgresStore:
                 )
             return new
 
-        return await self._run(op)
+        async def again(conn: Any) -> RunRecord:  # the lost attempt may have created it
+            row = await conn.fetchrow(
+                "SELECT created_at, updated_at, claimed_by FROM runs WHERE tenant = $1 AND run_id = $2",
+                new.tenant,
+                new.run_id,
+            )
+            if row is not None and tuple(row) == (new.created_at, new.updated_at, new.claimed_by):
+                return new
+            return await op(conn)
+
+        return await self._run(op, again)
 
     async def get_run(self, tenant: str, run_id: str) -> RunRecord:
         async def op(conn: Any) -> RunRecord:
@@ -405,7 +464,7 @@ class PostgresStore:
                 raise NotFoundError("run", run_id)
             return _codec.run_from_row(row)
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def list_runs(self, tenant: str, *, status: str | None = None) -> list[RunRecord]:
         if status is not None:
@@ -420,7 +479,7 @@ class PostgresStore:
             )
             return [_codec.run_from_row(r) for r in rows]
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def update_run(self, run: RunRecord, *, expected_version: int) -> RunRecord:
         new = _codec.prepare_new_run(run)
@@ -453,7 +512,22 @@ class PostgresStore:
             new.version, new.created_at, new.updated_at = row[0], row[1], now
             return new
 
-        return await self._run(op)
+        async def again(conn: Any) -> RunRecord:  # the lost attempt may have committed
+            row = await conn.fetchrow(
+                "SELECT version, created_at FROM runs WHERE tenant = $1 AND run_id = $2 "
+                "AND version = $3 AND updated_at = $4 AND claimed_by IS NOT DISTINCT FROM $5",
+                run.tenant,
+                run.run_id,
+                expected_version + 1,
+                now,
+                new.claimed_by,
+            )
+            if row is None:
+                return await op(conn)
+            new.version, new.created_at, new.updated_at = row[0], row[1], now
+            return new
+
+        return await self._run(op, again)
 
     async def claim_run(
         self, tenant: str, run_id: str, *, owner: str, from_statuses: Sequence[str], lease_s: float
@@ -484,7 +558,18 @@ class PostgresStore:
                 raise NotFoundError("run", run_id)
             return None
 
-        return await self._run(op)
+        async def again(conn: Any) -> RunRecord | None:  # the lost attempt may have claimed it
+            row = await conn.fetchrow(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND run_id = $2 "
+                "AND status = 'running' AND claimed_by = $3 AND updated_at = $4",
+                tenant,
+                run_id,
+                owner,
+                now,
+            )
+            return _codec.run_from_row(row) if row is not None else await op(conn)
+
+        return await self._run(op, again)
 
     # -- sessions -------------------------------------------------------
 
@@ -497,7 +582,7 @@ class PostgresStore:
             )
             return [] if text is None else list(_codec.loads(text))
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def save_session(
         self, tenant: str, session_id: str, messages: Sequence[Mapping[str, Any]]
@@ -515,7 +600,7 @@ class PostgresStore:
                 time.time(),
             )
 
-        await self._run(op)
+        await self._run(op, op)
 
     # -- remote tasks -----------------------------------------------------
 
@@ -537,13 +622,13 @@ class PostgresStore:
             assert found is not None
             return found
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def get_remote(self, tenant: str, trace_id: str, key: str) -> RemoteBinding | None:
         async def op(conn: Any) -> RemoteBinding | None:
             return await _remote_row(conn, tenant, trace_id, key)
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     # -- sealed credentials -----------------------------------------------
 
@@ -559,7 +644,7 @@ class PostgresStore:
                 time.time(),
             )
 
-        await self._run(op)
+        await self._run(op, op)
 
     async def get_credential(self, tenant: str, key: str) -> str | None:
         async def op(conn: Any) -> str | None:
@@ -568,7 +653,7 @@ class PostgresStore:
             )
             return None if value is None else str(value)
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def delete_credential(self, tenant: str, key: str) -> bool:
         async def op(conn: Any) -> bool:
@@ -589,7 +674,7 @@ class PostgresStore:
             )
             return [str(r["key"]) for r in rows]
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     # -- cached tool listings ---------------------------------------------
 
@@ -606,7 +691,7 @@ class PostgresStore:
                 time.time(),
             )
 
-        await self._run(op)
+        await self._run(op, op)
 
     async def get_listing(self, source: str) -> tuple[dict[str, Any], float] | None:
         async def op(conn: Any) -> Any:
@@ -614,7 +699,7 @@ class PostgresStore:
                 "SELECT listing, updated_at FROM listings WHERE source = $1", source
             )
 
-        row = await self._run(op)
+        row = await self._run(op, op)
         if row is None:
             return None
         return _codec.listing_of(str(row["listing"]), float(row["updated_at"]))
@@ -648,13 +733,28 @@ class PostgresStore:
                 await _insert_events(conn, new.tenant, new.run_id, payloads, ts)
             return new
 
-        return await self._run(op)
+        async def again(conn: Any) -> ApprovalRecord:  # the lost attempt may have committed
+            row = await conn.fetchrow(
+                "SELECT created_at, arguments_sha256, call_id FROM approvals "
+                "WHERE tenant = $1 AND id = $2",
+                new.tenant,
+                new.id,
+            )
+            if row is not None and tuple(row) == (
+                new.created_at,
+                new.arguments_sha256,
+                new.call_id,
+            ):
+                return new  # its outbox rows and events were in the same transaction
+            return await op(conn)
+
+        return await self._run(op, again)
 
     async def get_approval(self, tenant: str, approval_id: str) -> ApprovalRecord:
         async def op(conn: Any) -> ApprovalRecord:
             return await _get_approval(conn, tenant, approval_id)
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def list_approvals(
         self, tenant: str, *, status: str | None = None, run_id: str | None = None
@@ -673,7 +773,7 @@ class PostgresStore:
             )
             return [_codec.approval_from_row(r) for r in rows]
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     async def decide_approval(
         self,
@@ -711,11 +811,24 @@ class PostgresStore:
                 approval_id, current.status, current.decision, current.expires_at
             )
 
-        return await self._run(op)
+        async def again(conn: Any) -> ApprovalRecord:  # the lost attempt may have committed
+            row = await conn.fetchrow(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant = $1 AND id = $2 "
+                "AND status = $3 AND decision::text = $4",
+                tenant,
+                approval_id,
+                status,
+                _codec.decision_to_json(new),
+            )
+            return _codec.approval_from_row(row) if row is not None else await op(conn)
+
+        return await self._run(op, again)
 
     # -- exactly-once calls ----------------------------------------------
 
     async def begin_call(self, tenant: str, run_id: str, call_id: str) -> bool:
+        started_at = time.time()
+
         async def op(conn: Any) -> bool:
             inserted = await conn.fetchval(
                 "INSERT INTO calls (tenant, run_id, call_id, status, result, started_at) "
@@ -723,11 +836,20 @@ class PostgresStore:
                 tenant,
                 run_id,
                 call_id,
-                time.time(),
+                started_at,
             )
             return inserted is not None
 
-        return await self._run(op)
+        async def again(conn: Any) -> bool:  # the lost attempt may have begun it: then it is ours
+            found = await conn.fetchval(
+                "SELECT started_at FROM calls WHERE tenant = $1 AND run_id = $2 AND call_id = $3",
+                tenant,
+                run_id,
+                call_id,
+            )
+            return found == started_at if found is not None else await op(conn)
+
+        return await self._run(op, again)
 
     async def finish_call(
         self, tenant: str, run_id: str, call_id: str, result: Mapping[str, Any]
@@ -757,7 +879,19 @@ class PostgresStore:
                 f"call {call_id!r} of run {run_id!r} was already finished; a call finishes once."
             )
 
-        await self._run(op)
+        async def again(conn: Any) -> None:  # the lost attempt may have finished it
+            done = await conn.fetchval(
+                "SELECT 1 FROM calls WHERE tenant = $1 AND run_id = $2 AND call_id = $3 "
+                "AND status = 'done' AND result::text = $4",
+                tenant,
+                run_id,
+                call_id,
+                payload,
+            )
+            if done is None:
+                await op(conn)
+
+        await self._run(op, again)
 
     async def get_call(self, tenant: str, run_id: str, call_id: str) -> CallRecord | None:
         async def op(conn: Any) -> CallRecord | None:
@@ -779,7 +913,7 @@ class PostgresStore:
                 started_at=row[2],
             )
 
-        return await self._run(op)
+        return await self._run(op, op)
 
     # -- webhook outbox ---------------------------------------------------
 
@@ -818,7 +952,7 @@ class PostgresStore:
             if updated is None:
                 raise NotFoundError("outbox entry", entry.id)
 
-        await self._run(op)
+        await self._run(op, op)
 
     async def list_outbox(
         self, *, tenant: str | None = None, status: str | None = None
@@ -835,7 +969,20 @@ class PostgresStore:
             )
             return [_outbox.entry_from_row(r) for r in rows]
 
-        return await self._run(op)
+        return await self._run(op, op)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the connection failing (not the statement)."""
+    if isinstance(exc, _CONNECTION_LOST):
+        return True
+    # asyncpg's "connection is closed" / "connection was closed in the middle of operation";
+    # a pooled connection the server closed between two statements of one operation is
+    # detached from the pool at once: the next statement finds it "released back to the pool".
+    text = str(exc)
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        "closed" in text or "released back to the pool" in text
+    )
 
 
 def _event_payloads(events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
@@ -870,6 +1017,22 @@ async def _insert_events(
         ts,
     )
     return sorted(int(row["seq"]) for row in rows)
+
+
+async def _appended(
+    conn: Any, tenant: str, run_id: str, kinds: Sequence[str], ts: float
+) -> list[int] | None:
+    """The seqs of the events an attempt whose connection was lost appended (the run's events
+    of that exact timestamp, of the same kinds in order), or None when it appended none."""
+    rows = await conn.fetch(
+        "SELECT seq, kind FROM events WHERE tenant = $1 AND run_id = $2 AND ts = $3 ORDER BY seq",
+        tenant,
+        run_id,
+        ts,
+    )
+    if rows and [str(r["kind"]) for r in rows] == list(kinds):
+        return [int(r["seq"]) for r in rows]
+    return None
 
 
 async def _insert_outbox(conn: Any, rows: list[tuple[Any, ...]]) -> None:

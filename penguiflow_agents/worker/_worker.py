@@ -58,9 +58,11 @@ from penguiflow_agents.exceptions import (
     ConflictError,
     NotFoundError,
     PenguiflowError,
+    StoreUnavailableError,
     UserError,
 )
 from penguiflow_agents.planner import ReactPlanner, RunResult
+from penguiflow_agents.planner._handback import HAND_BACK_ON_STORE_OUTAGE
 from penguiflow_agents.store import RunRecord, StateStore
 from penguiflow_agents.worker._cancel import cancel_requested_by
 from penguiflow_agents.worker._claims import TERMINAL, get_run, release_claim
@@ -91,6 +93,11 @@ CANCEL_TIMEOUT_S = 10.0
 HANDBACK_TIMEOUT_S = 10.0
 # How often the logs of the runs in progress are read for a cancel request.
 CANCEL_POLL_S = 1.0
+# Takeovers in a row, by the same worker, of a run it handed back when the store's connection
+# failed (beyond these the job waits for its redelivery after the visibility timeout).
+MAX_STORE_RETAKES = 2
+# Pause before such a takeover (the store just answered the hand-back).
+STORE_RETAKE_S = 0.2
 # Resumes in a row of a run that paused on approvals decided before its pause was written.
 MAX_DECIDED_RESUMES = 3
 # Planners kept open, one per model; jobs of further models open one for the job only.
@@ -121,6 +128,7 @@ class _InFlight:
     runner: asyncio.Task[RunResult] | None = None  # the planner's run/resume while executing
     log_seq: int = 0  # the run's events read so far for a cancel request
     cancel_by: str | None = None  # who asked (another process) to cancel the run
+    retake: bool = False  # after an error: the store answered, and the run is not held elsewhere
 
 
 class Worker:
@@ -307,7 +315,11 @@ class Worker:
         When it was cancelled on request (and this job was not), the planner has
         recorded the run as cancelled: that is the result.
         """
-        runner: asyncio.Task[RunResult] = asyncio.ensure_future(body)
+        token = HAND_BACK_ON_STORE_OUTAGE.set(True)  # the run's task copies this context
+        try:
+            runner: asyncio.Task[RunResult] = asyncio.ensure_future(body)
+        finally:
+            HAND_BACK_ON_STORE_OUTAGE.reset(token)
         entry.runner = runner
         entry.executing = True
         try:
@@ -334,20 +346,41 @@ class Worker:
 
     async def _handle(self, entry: _InFlight) -> None:
         delivery = entry.delivery
-        try:
-            done = await self._process(entry)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            _log.exception(  # unexpected: the traceback goes with it
-                "worker_job_error",
-                worker=self.name,
-                job=delivery.id,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            done = await self._after_error(entry)
-        else:
-            self._store_backoff_s = 0.0
+        retakes = 0
+        while True:
+            try:
+                done = await self._process(entry)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except StoreUnavailableError as exc:
+                # The store's connection failed past its own retries: the planner left the run
+                # at its last checkpoint (not failed). Hand the claim back and take it over
+                # again here once the store answers; else the job's redelivery does.
+                _log.warning(
+                    "worker_store_unavailable", worker=self.name, job=delivery.id, error=str(exc)
+                )
+                done = await self._after_error(entry)
+                if (
+                    not done
+                    and entry.retake
+                    and retakes < MAX_STORE_RETAKES
+                    and not self._stop.is_set()
+                ):
+                    retakes += 1
+                    _log.info("worker_store_retake", worker=self.name, job=delivery.id)
+                    await asyncio.sleep(STORE_RETAKE_S)
+                    continue
+            except Exception as exc:
+                _log.exception(  # unexpected: the traceback goes with it
+                    "worker_job_error",
+                    worker=self.name,
+                    job=delivery.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                done = await self._after_error(entry)
+            else:
+                self._store_backoff_s = 0.0
+            break
         if done:
             try:
                 await self.bus.ack(delivery)
@@ -517,10 +550,11 @@ class Worker:
         ``STORE_RETRY_S[1]``), so that an outage burns few delivery attempts.
         """
         job = entry.job
+        entry.retake = False
         if job is None:
             return True
         try:
-            await release_claim(self.store, job.tenant, job.run_id)
+            handed_back = await release_claim(self.store, job.tenant, job.run_id)
             record = await get_run(self.store, job.tenant, job.run_id)
         except PenguiflowError as exc:
             self._store_backoff_s = min(
@@ -533,6 +567,7 @@ class Worker:
                 pause_s=self._store_backoff_s,
             )
             return False  # the bus delivers the job again after the visibility timeout
+        entry.retake = handed_back or record is None or record.status != "running"
         if record is None:
             return job.kind == "resume"
         # A paused run: a resume job may not have resumed it yet, and a run job may not have
