@@ -24,10 +24,10 @@ import asyncpg
 import pytest
 
 from penguiflow_agents.exceptions import ConflictError, StoreError, StoreUnavailableError
-from penguiflow_agents.store import PostgresStore, RunRecord, open_store
-from penguiflow_agents.store import _postgres
+from penguiflow_agents.store import PostgresStore, RunRecord, _postgres, open_store
 
 from .conftest import PG_SCHEMA
+
 
 @pytest.fixture
 def app_name() -> str:
