@@ -777,7 +777,8 @@ def report(
           f"({soak.pg_terminated} connections), {redis.restarts} Redis restart(s), "
           f"{soak.publish_retries} publish retries")  # fmt: skip
     keys = ("worker_job_done(taken_over)", "worker_job_skipped", "worker_job_error",
-            "worker_store_failed", "worker_bus_failed", "worker_ack_failed", "bus_dead_letters")  # fmt: skip
+            "worker_store_unavailable", "worker_store_retake", "worker_store_failed",
+            "worker_bus_failed", "worker_ack_failed", "bus_dead_letters")  # fmt: skip
     print(f"  worker logs       { ({k: events[k] for k in keys}) }")
     print(f"  dead letters      {f.dead_letters}; XPENDING/XLEN drained: "
           f"{'no' if any('XPENDING' in p for p in problems) else 'yes'}")  # fmt: skip
