@@ -973,7 +973,10 @@ class PostgresStore:
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` is the connection failing (not the statement)."""
+    """Whether ``exc`` is the connection failing (not the statement). A timeout is not: the
+    statement (or the wait for a free connection) took 30 s, and is not tried again."""
+    if isinstance(exc, TimeoutError):  # an OSError too
+        return False
     if isinstance(exc, _CONNECTION_LOST):
         return True
     # asyncpg's "connection is closed" / "connection was closed in the middle of operation";

@@ -269,3 +269,15 @@ async def test_a_statement_error_is_neither_retried_nor_unavailable(pg: Postgres
         await pg._run(bad, bad)
     assert not isinstance(info.value, StoreUnavailableError)
     assert calls == 1
+
+
+def test_a_timeout_is_unavailable_but_not_a_lost_connection(pg_store_url: str) -> None:
+    """A statement (or pool wait) that timed out is not tried again (it took 30 s already),
+    but it is the store being unavailable."""
+    assert not _postgres._connection_lost(TimeoutError())
+    assert _postgres._connection_lost(ConnectionResetError())
+    assert _postgres._connection_lost(asyncpg.exceptions.AdminShutdownError("terminating"))
+    assert not _postgres._connection_lost(asyncpg.exceptions.UniqueViolationError("dup"))
+    store = PostgresStore(pg_store_url)
+    assert isinstance(store._translate(TimeoutError()), StoreUnavailableError)
+    assert "timed out" in str(store._translate(TimeoutError()))
