@@ -7,7 +7,9 @@
   than the visibility timeout (their consumer died: SIGKILL, lost host), with
   their delivery count; a job past ``max_deliveries`` goes to the dead-letter
   stream ``<stream>:dead`` instead. Then ``XREADGROUP`` with a block timeout
-  reads new jobs;
+  reads new jobs. A job held by a consumer that is a dead process of this host
+  (a worker named ``host:pid:token:boot_id:pid_namespace``, SIGKILLed) is taken
+  over at once, without waiting for the visibility timeout;
 - a job refused by its signature (a bus secret is set; see ``_signing``) goes
   to ``<stream>:dead`` with the reason (``XADD``, ``XACK``, ``XDEL`` in one
   transaction) instead of to the consumer;
@@ -26,6 +28,7 @@ before the first worker starts are not missed. Redis errors become
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -41,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 
 from penguiflow_agents._log import get_logger
+from penguiflow_agents._owner import owner_is_dead
 from penguiflow_agents.bus._base import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_DELIVERIES,
@@ -69,6 +73,8 @@ CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = MAX_BLOCK_S + 5.0
 # Dead letters kept (the oldest are trimmed).
 DEAD_LETTERS_KEPT = 1000
+# How often a consumer looks for jobs held by dead processes of its host (seconds).
+DEAD_CONSUMER_CHECK_S = 1.0
 
 # KEYS: stream. ARGV: max backlog, job. Returns the new id, or nil when the backlog is full.
 _PUBLISH = """
@@ -125,6 +131,33 @@ if type(p[1]) == 'table' and p[1][2] == ARGV[2] then
   return 1
 end
 return 0
+"""
+
+# KEYS: stream, dead-letter stream. ARGV: group, consumer, dead consumer, count, max deliveries,
+# dead letters kept. Claims the dead consumer's jobs whatever their idle time; returns
+# {live, dead} like the last two items of _RECLAIM's answer.
+_RECLAIM_DEAD = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[3])
+local live, dead = {}, {}
+for _, p in ipairs(pending) do
+  local id, n = p[1], tonumber(p[4]) + 1
+  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+  local e = claimed[1]
+  if type(e) == 'table' and type(e[2]) == 'table' then
+    local job = ''
+    for i = 1, #e[2], 2 do if e[2][i] == 'job' then job = e[2][i + 1] end end
+    if n > tonumber(ARGV[5]) then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'job', job,
+                 'deliveries', n, 'reason', 'delivered ' .. n .. ' times')
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+      table.insert(dead, id)
+    else
+      table.insert(live, id); table.insert(live, job); table.insert(live, n)
+    end
+  end
+end
+return {live, dead}
 """
 
 # KEYS: stream. ARGV: group, consumer. Forgets the consumer if it holds nothing.
@@ -204,6 +237,8 @@ class RedisBus:
         self._touch = self._client.register_script(_TOUCH)
         self._release = self._client.register_script(_RELEASE)
         self._forget = self._client.register_script(_FORGET)
+        self._reclaim_dead = self._client.register_script(_RECLAIM_DEAD)
+        self._dead_checked_at = 0.0
         self._cursor = "0-0"
         self._group_ready = False
         self._consumers: set[str] = set()
@@ -393,7 +428,14 @@ class RedisBus:
         )
 
     async def _take_over(self, consumer: str, max_jobs: int) -> list[Delivery]:
-        """Jobs whose consumer went silent for longer than the visibility timeout."""
+        """Jobs of a dead process of this host, or whose consumer went silent for longer than
+        the visibility timeout."""
+        now = time.monotonic()
+        if now - self._dead_checked_at >= DEAD_CONSUMER_CHECK_S:
+            self._dead_checked_at = now
+            taken = await self._take_from_dead(consumer, max_jobs)
+            if taken:
+                return taken
         async with self._translate("take over jobs on"):
             try:
                 cursor, live, dead = await self._reclaim(
@@ -414,6 +456,51 @@ class RedisBus:
                 self._group_ready = False
                 return []
         self._cursor = str(cursor)
+        return await self._delivered(consumer, live, dead)
+
+    async def _take_from_dead(self, consumer: str, max_jobs: int) -> list[Delivery]:
+        """Jobs held by consumers that are dead processes of this host (``owner_is_dead``:
+        same host, boot and PID namespace, the PID gone), claimed at once."""
+        async with self._translate("look for dead consumers on"):
+            try:
+                consumers = await self._client.xinfo_consumers(self.stream, self.group)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._group_ready = False
+                return []
+            out: list[Delivery] = []
+            for info in consumers:
+                name = str(info.get("name", ""))
+                if not int(info.get("pending", 0)) or not owner_is_dead(name):
+                    continue
+                live, dead = await self._reclaim_dead(
+                    keys=[self.stream, self.dead_letter_stream],
+                    args=[
+                        self.group,
+                        consumer,
+                        name,
+                        max_jobs - len(out),
+                        self.max_deliveries,
+                        DEAD_LETTERS_KEPT,
+                    ],
+                )
+                if live or dead:
+                    _log.warning(
+                        "bus_dead_consumer_jobs_taken",
+                        stream=self.stream,
+                        dead_consumer=name,
+                        consumer=consumer,
+                        jobs=len(live) // 3,
+                    )
+                out += await self._delivered(consumer, live, dead)
+                await self._forget(keys=[self.stream], args=[self.group, name])
+                if len(out) >= max_jobs:
+                    break
+        return out
+
+    async def _delivered(self, consumer: str, live: list[Any], dead: list[Any]) -> list[Delivery]:
+        """Deliveries of reclaimed ``live`` triples (id, job, count); ``dead`` ones are logged."""
         if dead:
             _log.error(
                 "bus_dead_letters",

@@ -41,17 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from penguiflow_agents._log import get_logger
+from penguiflow_agents._owner import new_owner
 from penguiflow_agents.bus import Delivery, MessageBus
 from penguiflow_agents.exceptions import (
     BusError,
@@ -167,7 +165,9 @@ class Worker:
         self.concurrency = concurrency
         self.drain_timeout_s = float(drain_timeout_s)
         self.block_s = float(block_s)
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # host:pid:token:boot_id:pid_namespace: when this process dies (SIGKILL), another
+        # worker of the host takes its jobs over at once instead of after the visibility timeout.
+        self.name = name or new_owner()
         self._factory = planner_factory
         self._planners: dict[str | None, ReactPlanner] = {}
         self._planner_lock = asyncio.Lock()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from penguiflow_agents._owner import new_owner
 from penguiflow_agents.bus import MemoryBus, RedisBus, open_bus
 from penguiflow_agents.exceptions import BusError, UserError
 
@@ -110,3 +115,60 @@ async def test_open_bus_picks_the_implementation_from_the_url(redis_url: str, st
         await open_bus("amqp://guest:pw@127.0.0.1/")
     with pytest.raises(UserError, match="max_backlog"):
         MemoryBus(max_backlog=0)
+
+
+def process_name(pid: int) -> str:
+    """A consumer name for ``pid`` in the worker's ``host:pid:token:boot_id:pid_namespace`` form."""
+    _host, _pid, token, boot_id, pid_ns = new_owner().split(":")
+    return ":".join((socket.gethostname(), str(pid), token, boot_id, pid_ns))
+
+
+@pytest.fixture
+def gone_and_alive() -> Iterator[tuple[int, int]]:
+    """The PID of a process that has ended (it names no process any more) and of a live one."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield gone.pid, alive.pid
+    alive.kill()
+    alive.wait()
+
+
+async def test_jobs_of_a_dead_process_of_this_host_are_taken_over_at_once(
+    redis_url: str, stream: str, raw: aioredis.Redis, gone_and_alive: tuple[int, int]
+) -> None:
+    """A SIGKILLed worker's jobs go to the next consumer without waiting for the visibility
+    timeout (300 s here); a live process's job stays where it is; the dead one is forgotten."""
+    gone, alive, me = (process_name(pid) for pid in (*gone_and_alive, os.getpid()))
+    bus = await RedisBus.open(redis_url, stream=stream, visibility_timeout_s=300)
+    try:
+        await bus.publish({"n": 1})
+        await bus.publish({"n": 2})
+        [held_by_dead] = await bus.consume(gone, block_s=0.5)
+        [held_by_live] = await bus.consume(alive, block_s=0.5)
+        other = await RedisBus.open(redis_url, stream=stream, visibility_timeout_s=300)
+        try:
+            [taken] = await other.consume(me, max_jobs=5, block_s=0.5)
+            assert taken.job == held_by_dead.job == {"n": 1}
+            assert taken.attempt == 2  # a delivery counted like any redelivery
+            assert await other.consume(me, block_s=0.2) == []
+            await other.ack(taken)
+        finally:
+            await other.aclose()
+        consumers = {c["name"]: c["pending"] for c in await raw.xinfo_consumers(stream, bus.group)}
+        assert gone not in consumers
+        assert consumers[alive] == 1 and held_by_live.job == {"n": 2}
+    finally:
+        await bus.aclose()
+
+
+async def test_a_consumer_name_of_another_form_is_never_judged_dead(
+    redis_url: str, stream: str
+) -> None:
+    bus = await RedisBus.open(redis_url, stream=stream, visibility_timeout_s=300)
+    try:
+        await bus.publish({"n": 1})
+        await bus.consume("worker-a:99999999", block_s=0.5)
+        assert await bus.consume("worker-b", block_s=0.2) == []  # waits for the timeout
+    finally:
+        await bus.aclose()

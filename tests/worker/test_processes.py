@@ -190,6 +190,33 @@ async def test_a_sigkilled_workers_run_is_taken_over_and_completes_exactly_once(
         await bus.aclose()
 
 
+async def test_a_sigkilled_workers_job_is_taken_over_at_once_not_after_the_visibility_timeout(
+    procs: Processes, bus_url: str, store_url: str, store: StateStore, tmp_path: Path
+) -> None:
+    """Both workers wait 300 s before taking over a silent consumer's job; the dead worker's
+    job still moves on at once: it was a process of this host, and its PID is gone."""
+    count = tmp_path / "count.txt"
+    slow = {"VISIBILITY_TIMEOUT_S": "300"}
+    first = procs.start(
+        "first", [WORKER, bus_url, store_url, str(count)], HANG_IN_SECOND_TURN="1", **slow
+    )
+    bus = await RedisBus.open(bus_url)
+    try:
+        job = await submit_run(bus, "count once", headers=Headers(tenant="acme", principal="al"))
+        await wait_for_file(Path(f"{count}.hanging"), first, procs)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=PROCESS_TIMEOUT_S)
+        second = procs.start("second", [WORKER, bus_url, store_url, str(count)], **slow)
+        result = await wait_for_run(store, "acme", job.run_id, timeout_s=60)
+        assert result.status == "completed", procs.log("second")
+        assert lines(count) == [job.run_id]  # the tool ran once
+        assert "bus_dead_consumer_jobs_taken" in procs.log("second")
+        assert await bus.backlog() == 0
+        stop(second, procs, "second")
+    finally:
+        await bus.aclose()
+
+
 async def wait_in_store(store_url: str, run_id: str) -> RunResult:
     store = await open_store(store_url)
     try:
