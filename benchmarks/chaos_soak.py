@@ -64,6 +64,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -83,6 +84,8 @@ STOP_TIMEOUT_S = 30.0
 QUIESCE_S = 90.0
 # How often the soak reads the outstanding runs and the pending approvals.
 POLL_S = 0.25
+# How often the supervisor looks for workers that exited on their own.
+SUPERVISE_S = 0.5
 APPROVER_POLL_S = 0.2
 
 POLICY = """\
@@ -293,6 +296,9 @@ class Fleet:
         self.logs: dict[int, Path] = {}  # slot -> the log of its current process
         self.starts = 0
         self.kills = 0
+        self.restarts_after_exit = 0  # workers that exited on their own, started again
+        self.unexpected_exits: list[str] = []  # ...for another reason than Redis being down
+        self._slots_lock = threading.Lock()  # a kill + restart and the supervisor's restart
 
     def start(self, slot: int) -> subprocess.Popen[bytes]:
         self.starts += 1
@@ -314,16 +320,32 @@ class Fleet:
         return proc
 
     def kill_and_restart(self, slot: int) -> None:
-        proc = self.procs[slot]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        self.kills += 1
-        self.start(slot)
+        with self._slots_lock:
+            proc = self.procs[slot]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            self.kills += 1
+            self.start(slot)
+
+    def restart_exited(self) -> None:
+        """Like a process supervisor (systemd, Kubernetes): start again a worker that exited on
+        its own (one started while Redis was down exits 1: it cannot reach the bus)."""
+        with self._slots_lock:
+            for slot, proc in enumerate(self.procs):
+                if proc.poll() is not None:
+                    self.restarts_after_exit += 1
+                    tail = self.logs[slot].read_text(errors="replace")[-2000:]
+                    if "could not connect to the Redis bus" not in tail:
+                        self.unexpected_exits.append(
+                            f"worker {slot} exited {proc.returncode} on its own: {tail[-500:]}"
+                        )
+                    self.start(slot)
 
     def stop(self) -> list[str]:
         """SIGTERM every worker; the problems (a worker that did not exit 0)."""
-        problems = []
+        self.restart_exited()
+        problems = list(self.unexpected_exits)
         # A worker restarted a moment ago may not handle SIGTERM yet: wait until it took jobs.
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for slot, proc in enumerate(self.procs):
@@ -454,7 +476,7 @@ async def drive(soak: Soak, store: Any, redis: OwnRedis, fleet: Fleet, bus_url: 
         asyncio.create_task(watcher(soak, store)),
         asyncio.create_task(approver(soak, store, bus)),
     ]
-    chaos = []
+    chaos = [asyncio.create_task(supervisor(fleet))]
     if soak.args.kill_every > 0:
         chaos.append(asyncio.create_task(killer(soak, fleet)))
     if soak.args.pg_every > 0:
@@ -593,6 +615,12 @@ async def killer(soak: Soak, fleet: Fleet) -> None:
         await asyncio.sleep(soak.rng.uniform(every * 0.6, every * 1.4))
         slot = soak.rng.randrange(len(fleet.procs))
         await asyncio.to_thread(fleet.kill_and_restart, slot)
+
+
+async def supervisor(fleet: Fleet) -> None:
+    while True:
+        await asyncio.sleep(SUPERVISE_S)
+        await asyncio.to_thread(fleet.restart_exited)
 
 
 async def pg_terminator(soak: Soak) -> None:
@@ -775,7 +803,8 @@ def report(
     print(f"  decision -> call  {dict(sorted(f.decided_outcomes.items()))}")
     print(f"  chaos             {fleet.kills} worker SIGKILLs, {soak.pg_rounds} PG terminations "
           f"({soak.pg_terminated} connections), {redis.restarts} Redis restart(s), "
-          f"{soak.publish_retries} publish retries")  # fmt: skip
+          f"{soak.publish_retries} publish retries, {fleet.restarts_after_exit} workers started "
+          "again after exiting on their own")  # fmt: skip
     keys = ("worker_job_done(taken_over)", "worker_job_skipped", "worker_job_error",
             "worker_store_unavailable", "worker_store_retake", "worker_store_failed",
             "worker_bus_failed", "worker_ack_failed", "bus_dead_letters")  # fmt: skip
