@@ -14,6 +14,7 @@ letters), which ``serve`` and ``worker`` call periodically.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,76 +39,80 @@ class Metrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, *, tenant_label: bool = False
     ) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Gauge
 
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.tenant_label = tenant_label
         t: tuple[str, ...] = ("tenant",) if tenant_label else ()
         r = self.registry
-        self.runs = Counter(
-            "penguiflow_runs", "Runs (and resumes) by how they ended.", ["status", *t], registry=r
+        # The counters and histograms of runs, model and tool calls are updated several times
+        # per step: plain numbers read by one collector when scraped (``_Family``), not
+        # ``prometheus_client`` metrics (a lock and several calls per update).
+        self.runs = _Family(
+            "penguiflow_runs", "Runs (and resumes) by how they ended.", ("status", *t)
         )
-        self.run_seconds = Histogram(
+        self.run_seconds = _Family(
             "penguiflow_run_seconds",
             "Wall time of a run, or of one resume of it, in this process.",
-            list(t),
-            buckets=RUN_BUCKETS,
-            registry=r,
+            t,
+            RUN_BUCKETS,
         )
-        self.model_calls = Counter(
-            "penguiflow_model_calls", "Model calls.", ["model", "outcome", *t], registry=r
+        self.model_calls = _Family(
+            "penguiflow_model_calls", "Model calls.", ("model", "outcome", *t)
         )
-        self.model_seconds = Histogram(
-            "penguiflow_model_call_seconds",
-            "Duration of a model call.",
-            ["model"],
-            buckets=MODEL_BUCKETS,
-            registry=r,
+        self.model_seconds = _Family(
+            "penguiflow_model_call_seconds", "Duration of a model call.", ("model",), MODEL_BUCKETS
         )
-        self.model_tokens = Counter(
-            "penguiflow_model_tokens",
-            "Tokens by kind (input, output).",
-            ["model", "kind", *t],
-            registry=r,
+        self.model_tokens = _Family(
+            "penguiflow_model_tokens", "Tokens by kind (input, output).", ("model", "kind", *t)
         )
-        self.model_cost = Counter(
+        self.model_cost = _Family(
             "penguiflow_model_cost_usd",
             "Model cost in USD (when the model reports prices).",
-            ["model", *t],
-            registry=r,
+            ("model", *t),
         )
-        self.tool_calls = Counter(
+        self.tool_calls = _Family(
             "penguiflow_tool_calls",
             "Tool calls of runs by outcome (ok or why not: denied, timeout, rejected, ...).",
-            ["source", "tool", "outcome", *t],
-            registry=r,
+            ("source", "tool", "outcome", *t),
         )
-        self.tool_seconds = Histogram(
+        self.tool_seconds = _Family(
             "penguiflow_tool_call_seconds",
             "Duration of a tool call through the registry (queueing and retries included).",
-            ["source"],
-            buckets=TOOL_BUCKETS,
-            registry=r,
+            ("source",),
+            TOOL_BUCKETS,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = _Family(
             "penguiflow_source_queue_wait_seconds",
             "Wait for a free slot of a source (max_concurrency).",
-            ["source"],
-            buckets=QUEUE_BUCKETS,
-            registry=r,
+            ("source",),
+            QUEUE_BUCKETS,
         )
-        self.approvals = Counter(
-            "penguiflow_approvals",
-            "Approvals settled by runs, by outcome.",
-            ["outcome", *t],
-            registry=r,
+        self.approvals = _Family(
+            "penguiflow_approvals", "Approvals settled by runs, by outcome.", ("outcome", *t)
         )
-        self.approval_wait = Histogram(
+        self.approval_wait = _Family(
             "penguiflow_approval_wait_seconds",
             "From an approval request to its decision (or expiry).",
-            list(t),
-            buckets=WAIT_BUCKETS,
-            registry=r,
+            t,
+            WAIT_BUCKETS,
+        )
+        r.register(
+            _FamiliesCollector(
+                [
+                    self.runs,
+                    self.run_seconds,
+                    self.model_calls,
+                    self.model_seconds,
+                    self.model_tokens,
+                    self.model_cost,
+                    self.tool_calls,
+                    self.tool_seconds,
+                    self.queue_wait,
+                    self.approvals,
+                    self.approval_wait,
+                ]
+            )
         )
         self.paused_runs = Gauge(
             "penguiflow_paused_runs", "Runs paused for an approval (whole store).", registry=r
@@ -120,26 +125,20 @@ class Metrics:
         )
         self._sources = _SourceCollector()
         r.register(self._sources)
-        self._children: dict[tuple[Any, ...], Any] = {}
-        # (model, outcome[, tenant]) -> (calls child, seconds child, tenant labels)
-        self._model_children: dict[tuple[str, ...], tuple[Any, Any, tuple[str, ...]]] = {}
+        # (model, outcome[, tenant]) -> (calls, seconds, input tokens, output tokens, cost)
+        self._model_series: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        # (source, tool, outcome[, tenant]) -> the calls series
+        self._tool_series: dict[tuple[str, ...], _Series] = {}
 
-    # -- recording (hot paths: cached label children) ------------------------------------------
-
-    def _child(self, metric: Any, *values: str) -> Any:
-        key = (id(metric), *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values) if values else metric
-        return child
+    # -- recording (hot paths: the series looked up once per label set) -----------------------
 
     def _t(self, tenant: str) -> tuple[str, ...]:
         return (tenant,) if self.tenant_label else ()
 
     def run_ended(self, status: str, seconds: float, tenant: str) -> None:
         t = self._t(tenant)
-        self._child(self.runs, status, *t).inc()
-        self._child(self.run_seconds, *t).observe(seconds)
+        self.runs.series((status, *t)).inc(1)
+        self.run_seconds.series(t).observe(seconds)
 
     def model_call(
         self,
@@ -153,37 +152,43 @@ class Metrics:
         cost_usd: float | None = None,
     ) -> None:
         key = (model, outcome, tenant) if self.tenant_label else (model, outcome)
-        children = self._model_children.get(key)
-        if children is None:
+        series = self._model_series.get(key)
+        if series is None:
             t = self._t(tenant)
-            children = self._model_children[key] = (
-                self._child(self.model_calls, model, outcome, *t),
-                self._child(self.model_seconds, model),
-                t,
+            series = self._model_series[key] = (
+                self.model_calls.series((model, outcome, *t)),
+                self.model_seconds.series((model,)),
+                (model, "input", *t),
+                (model, "output", *t),
+                (model, *t),
             )
-        calls, duration, t = children
-        calls.inc()
+        calls, duration, input_key, output_key, cost_key = series
+        calls.value += 1
         duration.observe(seconds)
         if input_tokens:
-            self._child(self.model_tokens, model, "input", *t).inc(input_tokens)
+            self.model_tokens.series(input_key).value += input_tokens
         if output_tokens:
-            self._child(self.model_tokens, model, "output", *t).inc(output_tokens)
+            self.model_tokens.series(output_key).value += output_tokens
         if cost_usd:
-            self._child(self.model_cost, model, *t).inc(cost_usd)
+            self.model_cost.series(cost_key).value += cost_usd
 
     def tool_call(self, source: str, tool: str, outcome: str, tenant: str) -> None:
-        self._child(self.tool_calls, source, tool, outcome, *self._t(tenant)).inc()
+        key = (source, tool, outcome, tenant) if self.tenant_label else (source, tool, outcome)
+        series = self._tool_series.get(key)
+        if series is None:
+            series = self._tool_series[key] = self.tool_calls.series(key)
+        series.value += 1
 
     def tool_seconds_observe(self, source: str, seconds: float) -> None:
-        self._child(self.tool_seconds, source).observe(seconds)
+        self.tool_seconds.series((source,)).observe(seconds)
 
     def queue_waited(self, source: str, seconds: float) -> None:
-        self._child(self.queue_wait, source).observe(seconds)
+        self.queue_wait.series((source,)).observe(seconds)
 
     def approval_settled(self, outcome: str, wait_s: float, tenant: str) -> None:
         t = self._t(tenant)
-        self._child(self.approvals, outcome, *t).inc()
-        self._child(self.approval_wait, *t).observe(max(wait_s, 0.0))
+        self.approvals.series((outcome, *t)).inc(1)
+        self.approval_wait.series(t).observe(max(wait_s, 0.0))
 
     # -- values read elsewhere ------------------------------------------------------------------
 
@@ -213,6 +218,109 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _Series:
+    """One labelled series: a counter's value, or a histogram's bucket counts and sum.
+
+    Updated by the event loop's thread only; a scrape from another thread reads plain
+    numbers (each read is atomic under the GIL; a scrape in the middle of an update may see
+    a histogram's count one ahead of its sum, as with ``prometheus_client``'s own locks)."""
+
+    __slots__ = ("_bounds", "counts", "created", "sum", "value")
+
+    def __init__(self, bounds: tuple[float, ...] | None) -> None:
+        import time
+
+        self.created = time.time()
+        self.value: float = 0
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1) if bounds is not None else []
+        self.sum = 0.0
+
+    def inc(self, amount: float) -> None:
+        self.value += amount
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._bounds, value)] += 1  # type: ignore[arg-type]
+        self.sum += value
+
+
+class _Family:
+    """A counter (``buckets`` None) or a histogram with a fixed set of label names; its series
+    are created on first use (a family without labels has its one series from the start, as
+    ``prometheus_client`` shows it)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        buckets: Sequence[float] | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self.buckets = tuple(float(b) for b in buckets) if buckets is not None else None
+        self._series: dict[tuple[str, ...], _Series] = {}
+        if not self.labels:
+            self.series(())
+
+    def series(self, values: tuple[str, ...]) -> _Series:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self.labels):  # a programming error, caught by the tests
+                raise ValueError(f"{self.name}: labels {self.labels}, got {values}")
+            series = self._series[values] = _Series(self.buckets)
+        return series
+
+    def family(self, with_samples: bool = True) -> Any:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.samples import Sample
+
+        if self.buckets is None:
+            counter = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+            if with_samples:
+                for values, s in list(self._series.items()):
+                    counter.add_metric(values, s.value, created=s.created)
+            return counter
+        histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        if not with_samples:
+            return histogram
+        bounds = [*(_float_text(b) for b in self.buckets), "+Inf"]
+        for values, s in list(self._series.items()):
+            running = 0
+            cumulative = []
+            for bound, count in zip(bounds, list(s.counts), strict=True):
+                running += count
+                cumulative.append((bound, running))
+            histogram.add_metric(values, cumulative, s.sum)
+            histogram.samples.append(
+                Sample(
+                    f"{self.name}_created", dict(zip(self.labels, values, strict=True)), s.created
+                )
+            )
+        return histogram
+
+
+def _float_text(value: float) -> str:
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+class _FamiliesCollector:
+    """Exposes ``_Family`` objects to a ``CollectorRegistry``."""
+
+    def __init__(self, families: Sequence[_Family]) -> None:
+        self.families = list(families)
+
+    def describe(self) -> list[Any]:
+        return [f.family(with_samples=False) for f in self.families]
+
+    def collect(self) -> Iterator[Any]:
+        for f in self.families:
+            yield f.family()
 
 
 class _SourceCollector:

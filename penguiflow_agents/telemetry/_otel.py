@@ -36,6 +36,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from penguiflow_agents.exceptions import ConfigError
+from penguiflow_agents.telemetry._spans import span_factory
 
 __all__ = ["CAPTURE_ENV", "Tracing", "tracer_provider_from_env"]
 
@@ -133,6 +134,9 @@ class Tracing:
             else trace.get_tracer(TRACER_NAME)
         )
         self.capture = _env_true(CAPTURE_ENV) if capture_content is None else capture_content
+        # The run's own spans through the lean path when the tracer is the SDK's (_spans.py).
+        factory = span_factory(self.tracer)
+        self._start = factory.start_span if factory is not None else self.tracer.start_span
         # Span names and attributes that do not change from call to call, per model and per
         # registered tool (bounded by the process's configuration).
         self._chat_static: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -217,7 +221,7 @@ class Tracing:
         }
         if session_id:
             attributes["gen_ai.conversation.id"] = session_id
-        return self.tracer.start_span(
+        return self._start(
             "invoke_agent",
             context=parent,
             kind=SpanKind.INTERNAL,
@@ -275,7 +279,7 @@ class Tracing:
                 "gen_ai.input.messages": _json([_no_image_data(m) for m in messages]),
             }
         # The SDK copies the attributes into the span: one dict per model serves every call.
-        return self.tracer.start_span(
+        return self._start(
             name,
             kind=SpanKind.CLIENT,
             attributes=attributes,
@@ -342,7 +346,7 @@ class Tracing:
                 attributes["gen_ai.tool.call.id"] = call_id
             if self.capture:
                 attributes["gen_ai.tool.call.arguments"] = _json(arguments)
-        return self.tracer.start_span(
+        return self._start(
             span_name,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
@@ -375,7 +379,7 @@ class Tracing:
         requested_at: float,
         decided_at: float,
     ) -> None:
-        span = self.tracer.start_span(
+        span = self._start(
             f"approval_wait {tool}",
             context=trace.set_span_in_context(parent),
             kind=SpanKind.INTERNAL,
@@ -395,7 +399,7 @@ class Tracing:
                 f"store {operation}",
                 {"db.system.name": system, "db.operation.name": operation},
             )
-        return self.tracer.start_span(
+        return self._start(
             static[0],
             kind=SpanKind.CLIENT,
             attributes=static[1],

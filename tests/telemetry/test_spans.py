@@ -32,6 +32,17 @@ PROC_TIMEOUT_S = 90
 ALICE = Headers(tenant="acme", principal="alice", roles=["staff"])
 
 
+@pytest.fixture(autouse=True, params=["lean", "sdk"])
+def span_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the lean spans (the default) and with the SDK's own
+    (``PENGUIFLOW_OTEL_SDK_SPANS=1``; inherited by the processes the tests start)."""
+    if request.param == "sdk":
+        monkeypatch.setenv("PENGUIFLOW_OTEL_SDK_SPANS", "1")
+    else:
+        monkeypatch.delenv("PENGUIFLOW_OTEL_SDK_SPANS", raising=False)
+    return str(request.param)
+
+
 @pytest.fixture
 def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
@@ -86,6 +97,16 @@ SCRIPT: list[dict[str, Any]] = [
 ]
 
 
+def test_the_lean_spans_are_the_default_for_an_sdk_provider(
+    provider: TracerProvider, span_implementation: str
+) -> None:
+    from penguiflow_agents.telemetry._spans import LeanSpan
+
+    span = Telemetry(tracer_provider=provider).tracing.chat("m", [])  # type: ignore[union-attr]
+    assert isinstance(span, LeanSpan) is (span_implementation == "lean")
+    span.end()
+
+
 def by_name(
     spans: tuple[ReadableSpan, ...] | list[ReadableSpan], prefix: str
 ) -> list[ReadableSpan]:
@@ -95,6 +116,7 @@ def by_name(
 async def test_a_run_with_parallel_calls_and_a_retry_is_one_trace_of_genai_spans(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
+    _flaky_calls.clear()  # the test runs once per span implementation
     registry = _registry()
     planner = Telemetry(tracer_provider=provider).instrument(
         ReactPlanner(llm=ScriptedLLM(SCRIPT), registry=registry)
