@@ -36,7 +36,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from penguiflow_agents.exceptions import ConfigError
-from penguiflow_agents.telemetry._spans import span_factory
+from penguiflow_agents.telemetry._spans import attach_span, current_span, span_factory
 
 __all__ = ["CAPTURE_ENV", "Tracing", "tracer_provider_from_env"]
 
@@ -151,34 +151,32 @@ class Tracing:
 
         Formatted here as the W3C propagator does (it is on every tool call's path, and the
         propagator builds a context and walks its fields for the same two headers)."""
-        sc = (span if span is not None else trace.get_current_span()).get_span_context()
-        if not sc.is_valid:
+        sc = (span if span is not None else current_span()).get_span_context()
+        # (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid): a tuple.
+        trace_id, span_id, _, flags, state, valid = sc
+        if not valid:
             return {}
-        out = {"traceparent": f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"}
-        if sc.trace_state:
-            out["tracestate"] = sc.trace_state.to_header()
+        out = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+        if state:
+            out["tracestate"] = state.to_header()
         return out
 
     @staticmethod
     def extract(carrier: Mapping[str, str]) -> Any:
         return _PROPAGATOR.extract(dict(carrier))
 
-    @staticmethod
-    def attach(span: Any) -> object:
-        return otel_context.attach(trace.set_span_in_context(span))
-
-    @staticmethod
-    def detach(token: object) -> None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+    # Make ``span`` current (its token) / restore what was current (called on every span).
+    attach = staticmethod(attach_span)
+    detach: Any = staticmethod(otel_context.detach)
 
     @staticmethod
     def recording() -> bool:
         """Whether a span is being recorded in this context (store spans only nest in one)."""
-        return trace.get_current_span().is_recording()
+        return bool(current_span().is_recording())
 
     @staticmethod
     def current_event(name: str, attributes: Mapping[str, Any]) -> None:
-        span = trace.get_current_span()
+        span = current_span()
         if span.is_recording():
             span.add_event(name, dict(attributes))
 

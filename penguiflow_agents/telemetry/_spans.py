@@ -35,7 +35,10 @@ from time import time_ns
 from typing import Any
 
 from opentelemetry import trace as trace_api
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.context import Context
+from opentelemetry.context import attach as _attach
+from opentelemetry.context import get_current as _get_current
+from opentelemetry.sdk.trace import Event, ReadableSpan, SynchronousMultiSpanProcessor
 from opentelemetry.trace import (
     Link,
     SpanContext,
@@ -46,15 +49,52 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-__all__ = ["SDK_SPANS_ENV", "SpanFactory", "span_factory"]
+__all__ = [
+    "SDK_SPANS_ENV",
+    "LeanSpan",
+    "SpanFactory",
+    "attach_span",
+    "current_span",
+    "span_factory",
+]
 
 SDK_SPANS_ENV = "PENGUIFLOW_OTEL_SDK_SPANS"
 _log = logging.getLogger(__name__)
 _UNSET = Status(StatusCode.UNSET)
+_SYNC_MULTI = SynchronousMultiSpanProcessor
 _EMPTY_STATE = TraceState()
 # TraceFlags by value: bit 0 sampled, bit 1 random trace id (W3C level 2).
 _FLAGS = {v: TraceFlags(v) for v in range(4)}
-_get_current_span = trace_api.get_current_span
+
+try:  # the key the API keeps the current span under (read directly: see current_span)
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # pragma: no cover - another API version
+    _SPAN_KEY = None  # type: ignore[assignment]
+
+
+def _noop_hooks() -> frozenset[Any]:
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    hooks = set()
+    for cls in (SpanProcessor, SimpleSpanProcessor, BatchSpanProcessor):
+        for name in ("on_start", "_on_ending"):
+            fn = cls.__dict__.get(name)
+            code = getattr(fn, "__code__", None)
+            # Only a hook whose body is ``pass`` (or a docstring): checked, not assumed.
+            if code is not None and code.co_code == _pass_code():
+                hooks.add(fn)
+    return frozenset(hooks)
+
+
+def _pass_code() -> bytes:
+    def hook(self: Any, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    return hook.__code__.co_code
+
+
+_NOOP_HOOKS = _noop_hooks()
 
 
 def span_factory(tracer: Any) -> SpanFactory | None:
@@ -74,23 +114,26 @@ def span_factory(tracer: Any) -> SpanFactory | None:
 
 
 def _known_sampler(sampler: Any) -> str | None:
-    """``"on"``: samples every span; ``"parent"``: a root is sampled, a child as its parent is;
-    None: the sampler must be asked."""
+    """``"on"``: samples every span; ``"off"``: none; ``"parent"``: a child of a span of this
+    process is sampled as its parent is (a root is asked); None: the sampler must be asked."""
     from opentelemetry.sdk.trace import sampling
 
     if sampler is sampling.ALWAYS_ON:
         return "on"
-    if type(sampler) is sampling.ParentBased:
+    if sampler is sampling.ALWAYS_OFF:
+        return "off"
+    if isinstance(sampler, sampling.ParentBased):  # parentbased_* (any root sampler)
         parts = (
-            getattr(sampler, "_root", None),
             getattr(sampler, "_remote_parent_sampled", None),
             getattr(sampler, "_remote_parent_not_sampled", None),
             getattr(sampler, "_local_parent_sampled", None),
             getattr(sampler, "_local_parent_not_sampled", None),
         )
         on, off = sampling.ALWAYS_ON, sampling.ALWAYS_OFF
-        if parts == (on, on, off, on, off):
-            return "parent"
+        if parts == (on, off, on, off) and type(sampler).should_sample is (
+            sampling.ParentBased.should_sample
+        ):
+            return "parent"  # a root (or a remote parent's child) is still asked
     return None
 
 
@@ -102,8 +145,6 @@ class SpanFactory:
         self._sampler = tracer.sampler
         self._known = _known_sampler(tracer.sampler)
         self._processor = tracer.span_processor
-        ending = getattr(tracer.span_processor, "_on_ending", None)  # SDK 1.3x+
-        self._on_ending = ending if callable(ending) else None
         self._ids = tracer.id_generator
         self._resource = tracer.resource
         self._scope = getattr(tracer, "_instrumentation_scope", None)
@@ -115,8 +156,44 @@ class SpanFactory:
         random_ids = getattr(self._ids, "is_trace_id_random", None)
         self._random_root = bool(random_ids()) if callable(random_ids) else False
         self._random_flag = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
-        enabled = getattr(tracer, "_is_enabled", None)
-        self._enabled = enabled if callable(enabled) else None
+        # The processors' hooks, by the tuple of processors they were taken from (a processor
+        # added later to the provider shows as a new tuple).
+        self._sync = type(self._processor) is _SYNC_MULTI and isinstance(
+            getattr(self._processor, "_span_processors", None), tuple
+        )
+        # The SDK's tracer configurator may turn a tracer off (then its own no-op spans).
+        self._has_config = hasattr(tracer, "_tracer_config")
+        self._procs: object = None
+        self._starts: tuple[Any, ...] = ()
+        self._endings: tuple[Any, ...] = ()
+        self._ends: tuple[Any, ...] = ()
+        self._hooks()
+
+    def _current_procs(self) -> object:
+        multi = self._processor
+        return multi._span_processors if self._sync else multi
+
+    def _hooks(self) -> None:
+        """The hooks to call, without the processors' known no-ops (``on_start`` and
+        ``_on_ending`` of the SDK's simple and batch processors)."""
+        multi = self._processor
+        procs = getattr(multi, "_span_processors", None)
+        if not self._sync or not isinstance(procs, tuple):
+            # Another multi-processor (e.g. the concurrent one): its own hooks, as they are.
+            self._procs = multi
+            ending = getattr(multi, "_on_ending", None)
+            self._starts = (multi.on_start,)
+            self._endings = (ending,) if callable(ending) else ()
+            self._ends = (multi.on_end,)
+            return
+        self._procs = procs
+        self._starts = tuple(p.on_start for p in procs if type(p).on_start not in _NOOP_HOOKS)
+        self._endings = tuple(
+            p._on_ending
+            for p in procs
+            if callable(getattr(p, "_on_ending", None)) and type(p)._on_ending not in _NOOP_HOOKS
+        )
+        self._ends = tuple(p.on_end for p in procs)
 
     def start_span(
         self,
@@ -129,23 +206,27 @@ class SpanFactory:
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> Any:
-        if self._enabled is not None and not self._enabled():
+        if self._has_config and not self._tracer._tracer_config.is_enabled:
             return self._tracer.start_span(name, context, kind, attributes, links, start_time)
-        parent: SpanContext | None = _get_current_span(context).get_span_context()
-        if parent is None or not parent.is_valid:
+        # A SpanContext is a tuple: (trace_id, span_id, is_remote, trace_flags, trace_state,
+        # is_valid), read by index here (its properties are one call each).
+        parent: Any = current_span(context).get_span_context()
+        if parent is None or not parent[5]:
             parent = None
             trace_id = self._ids.generate_trace_id()
             random_id = self._random_root
+            parent_flags = 0
         else:
-            trace_id = parent.trace_id
-            random_id = bool(parent.trace_flags & self._random_flag)
+            trace_id = parent[0]
+            parent_flags = parent[3]
+            random_id = bool(parent_flags & self._random_flag)
         known = self._known
-        if known is not None and (known == "on" or (parent is not None and not parent.is_remote)):
-            # ALWAYS_ON, or a child of a span of this process under a sampler that follows
-            # such a parent's decision (parentbased_*): the sampler's answer is known.
-            sampled = recording = known == "on" or bool(parent.trace_flags.sampled)  # type: ignore[union-attr]
+        if known is not None and (known != "parent" or (parent is not None and not parent[2])):
+            # ALWAYS_ON or ALWAYS_OFF, or a child of a span of this process under a sampler
+            # that follows such a parent's decision (parentbased_*): the answer is known.
+            sampled = recording = known == "on" or (known == "parent" and bool(parent_flags & 1))
             attrs = dict(attributes) if attributes else {}
-            trace_state = parent.trace_state if parent is not None else _EMPTY_STATE
+            trace_state = parent[4] if parent is not None else _EMPTY_STATE
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision.is_sampled()
@@ -165,8 +246,32 @@ class SpanFactory:
         span._start_time = start_time if start_time is not None else time_ns()
         span._record_exception = record_exception
         span._set_status_on_exception = set_status_on_exception
-        self._processor.on_start(span, parent_context=context)
+        if (self._processor._span_processors if self._sync else self._processor) is not self._procs:
+            self._hooks()
+        for hook in self._starts:
+            hook(span, parent_context=context)
         return span
+
+
+def current_span(context: Any = None) -> Any:
+    """``opentelemetry.trace.get_current_span``, reading the context's span directly."""
+    if _SPAN_KEY is None:  # pragma: no cover - another API version
+        return trace_api.get_current_span(context)
+    span = (context if context is not None else _get_current()).get(_SPAN_KEY)
+    if span is None:
+        return trace_api.INVALID_SPAN
+    if type(span) is LeanSpan or isinstance(span, trace_api.Span):
+        return span
+    return trace_api.INVALID_SPAN
+
+
+def attach_span(span: Any) -> Any:
+    """``context.attach(trace.set_span_in_context(span))``: ``span`` current until detached."""
+    if _SPAN_KEY is None:  # pragma: no cover - another API version
+        return _attach(trace_api.set_span_in_context(span))
+    values = _get_current().copy()
+    values[_SPAN_KEY] = span
+    return _attach(Context(values))
 
 
 _SIMPLE = frozenset({str, bool, int, float})
@@ -326,9 +431,15 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             self._attrs = {k: _clean(v, max_length) for k, v in self._attrs.items()}
             self._attributes = self._attrs
         self._end_time = end_time if end_time is not None else time_ns()
-        if factory._on_ending is not None:
-            factory._on_ending(self)
-        factory._processor.on_end(self)
+        if (
+            getattr(factory._processor, "_span_processors", factory._processor)
+            is not factory._procs
+        ):
+            factory._hooks()
+        for hook in factory._endings:
+            hook(self)
+        for hook in factory._ends:
+            hook(self)
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_val is not None and self.is_recording():

@@ -50,6 +50,9 @@ class TracedLLM:
     def __init__(self, inner: Any, telemetry: Telemetry) -> None:
         self.inner = inner
         self.model: str = inner.model
+        # What reopens the same model (read by the planner for every run: an attribute here,
+        # not a miss through __getattr__).
+        self.spec: str | None = getattr(inner, "spec", None)
         self._tracing = telemetry.tracing
         self._metrics = telemetry.metrics
 
@@ -137,6 +140,11 @@ class TracedCatalog:
         self._sources: dict[str, str] = {}  # tool name -> source, for registered tools only
         self._listed: list[ToolSpec] | None = None  # the last listing
         self._indexed: object = None  # the listing ``_sources`` was built from
+        get = getattr(inner, "get", None)
+        # A catalog that looks its tools up by name (ToolRegistry.get: the spec as last
+        # listed) is listed directly, with no layer here; another one through ``_list``.
+        self._get = get if callable(get) else None
+        self.list_tools = inner.list_tools if self._get is not None else self._list
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -144,7 +152,7 @@ class TracedCatalog:
     def __repr__(self) -> str:
         return f"TracedCatalog({self.inner!r})"
 
-    async def list_tools(self) -> list[ToolSpec]:
+    async def _list(self) -> list[ToolSpec]:
         specs: list[ToolSpec] = await self.inner.list_tools()
         self._listed = specs  # indexed when a call names a tool not seen yet
         return specs
@@ -153,7 +161,14 @@ class TracedCatalog:
         """The source of registered tool ``name`` (None: not registered; a tool once listed
         stays known, which keeps the label set bounded by what was registered)."""
         source = self._sources.get(name)
-        if source is None and self._listed is not None and self._listed is not self._indexed:
+        if source is not None:
+            return source
+        if self._get is not None:
+            spec = self._get(name)
+            if spec is not None:
+                source = self._sources[name] = spec.source
+            return source
+        if self._listed is not None and self._listed is not self._indexed:
             self._indexed = listed = self._listed
             self._sources.update((s.name, s.source) for s in listed)
             source = self._sources.get(name)

@@ -181,6 +181,15 @@ async def test_the_sampler_is_asked_and_its_decision_holds() -> None:
     assert len(sampler.asked) > len(spans)  # asked for every span, the dropped ones too
     assert all(s.attributes["x"] == 1 for s in spans)  # the sampler's attributes are kept
 
+    # Parent-based with any root sampler: the root is asked, its children follow it.
+    exporter = InMemorySpanExporter()
+    await _run(_provider(exporter, sampler=ParentBased(TraceIdRatioBased(1.0))))
+    everything = exporter.get_finished_spans()
+    assert len({s.context.trace_id for s in everything}) == 1
+    assert {s.name for s in everything} == {s.name for s in spans} | {
+        s for s in (n for n in sampler.asked if n.startswith("store "))
+    }
+
     # Off at the root: nothing recorded, and children follow the parent's decision.
     for off in (ALWAYS_OFF, ParentBased(TraceIdRatioBased(0.0))):
         exporter = InMemorySpanExporter()
@@ -244,3 +253,18 @@ def test_invalid_attribute_values_are_dropped_not_exported() -> None:
     assert dict(done.attributes) == {"ok": "yes", "ids": ("a", "b")}
     assert dict(done.events[0].attributes or {}) == {"fine": 2}
     encode_spans([done])
+
+
+def test_a_processor_added_while_a_span_is_open_sees_its_end() -> None:
+    """The factory keeps the processors' hooks, refreshed when the provider gets a new one."""
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    provider = _provider(first)
+    factory = span_factory(provider.get_tracer("test"))
+    assert factory is not None
+    span = factory.start_span("open")
+    provider.add_span_processor(SimpleSpanProcessor(second))
+    span.end()
+    assert [s.name for s in first.get_finished_spans()] == ["open"]
+    assert [s.name for s in second.get_finished_spans()] == ["open"]
+    factory.start_span("next").end()
+    assert len(second.get_finished_spans()) == 2
