@@ -116,6 +116,13 @@ _APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
 _OUTBOX_COLUMNS = _outbox.OUTBOX_COLUMNS
 
 
+# update_run's write, completed by a WHERE clause.
+_UPDATE_RUN = (
+    "UPDATE runs SET principal = ?, roles = ?, session_id = ?, status = ?, model = ?, query = ?, "
+    "state = ?, version = ?, claimed_by = ?, claim_expires_at = ?, updated_at = ? "
+    "WHERE tenant = ? AND run_id = ?"
+)
+
 _Outcome = tuple[Any, BaseException | None]  # (result, None) or (None, the exception raised)
 
 
@@ -373,7 +380,7 @@ class SQLiteStore:
         ts = time.time()
 
         def op(conn: sqlite3.Connection) -> int:
-            with _write(conn):
+            with _write(conn, single=True):
                 (last,) = conn.execute(
                     "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant = ? AND run_id = ?",
                     (tenant, run_id),
@@ -424,7 +431,7 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> RunRecord:
             try:
-                with _write(conn):
+                with _write(conn, single=True):
                     conn.execute(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(14)})", row)
             except sqlite3.IntegrityError:
                 raise ConflictError(
@@ -460,6 +467,33 @@ class SQLiteStore:
         state = _codec.state_text(run)
 
         def op(conn: sqlite3.Connection) -> RunRecord:
+            now = time.time()
+            values = (
+                run.principal,
+                roles,
+                run.session_id,
+                run.status,
+                run.model,
+                run.query,
+                state,
+                expected_version + 1,
+                run.claimed_by,
+                run.claim_expires_at,
+                now,
+                run.tenant,
+                run.run_id,
+            )
+            with _write(conn, single=True):
+                # One statement when the record is the stored run's at the expected version
+                # (the planner's checkpoints): its created_at is then the stored one.
+                written = conn.execute(
+                    _UPDATE_RUN + " AND version = ? AND created_at = ?",
+                    (*values, expected_version, run.created_at),
+                ).rowcount
+            if written == 1:
+                new = _codec.encoded_run(run, roles=role_list, state_text=state)
+                new.version, new.updated_at = expected_version + 1, now
+                return new
             with _write(conn):
                 found = conn.execute(
                     "SELECT version, created_at FROM runs WHERE tenant = ? AND run_id = ?",
@@ -473,27 +507,8 @@ class SQLiteStore:
                         f"run {run.run_id!r} is at version {version}, not {expected_version}: "
                         "another writer changed it first; reload it and retry."
                     )
-                now = time.time()
-                conn.execute(
-                    "UPDATE runs SET principal = ?, roles = ?, session_id = ?, status = ?, model = ?, "
-                    "query = ?, state = ?, version = ?, claimed_by = ?, claim_expires_at = ?, updated_at = ? "
-                    "WHERE tenant = ? AND run_id = ?",
-                    (
-                        run.principal,
-                        roles,
-                        run.session_id,
-                        run.status,
-                        run.model,
-                        run.query,
-                        state,
-                        version + 1,
-                        run.claimed_by,
-                        run.claim_expires_at,
-                        now,
-                        run.tenant,
-                        run.run_id,
-                    ),
-                )
+                # At the expected version, but created_at differs from the record's.
+                conn.execute(_UPDATE_RUN, values)
             new = _codec.encoded_run(run, roles=role_list, state_text=state)
             new.version, new.created_at, new.updated_at = version + 1, created_at, now
             return new
@@ -944,10 +959,20 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
 
 
 @contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
+def _write(conn: sqlite3.Connection, *, single: bool = False) -> Iterator[None]:
     """One write transaction holding SQLite's write lock from its first statement; inside a
-    group's transaction (``SQLiteStore._run_group``), a savepoint of its own."""
+    group's transaction (``SQLiteStore._run_group``), a savepoint of its own.
+
+    ``single``: the operation writes with one statement, its last (it may read before it),
+    so inside a group it needs no savepoint: SQLite undoes a failing statement alone (a
+    constraint error keeps the transaction; an error that ends it voids the whole group,
+    which ``_run_group`` then runs again write by write), and nothing else of the operation
+    was written. Each statement costs the store thread a release of the GIL and a wait to take
+    it back from the event loop's thread: a savepoint and its release are two more."""
     if conn.in_transaction:
+        if single:
+            yield
+            return
         conn.execute("SAVEPOINT op")
         try:
             yield
