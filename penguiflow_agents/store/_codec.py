@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -173,10 +174,16 @@ def normalized_roles(run: RunRecord) -> list[str]:
 def run_roles(run: RunRecord) -> tuple[str, list[str]]:
     """The roles of ``run`` as JSON text and as a fresh list."""
     roles = list(run.roles)
+    if all(type(r) is str for r in roles):
+        return _roles_text(tuple(roles)), roles
     text = dumps(roles, what="run roles")
-    if not all(type(r) is str for r in roles):
-        roles = json.loads(text)
-    return text, roles
+    return text, json.loads(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _roles_text(roles: tuple[str, ...]) -> str:
+    """The JSON text of a list of roles (a run's every write has the same few)."""
+    return dumps(list(roles), what="run roles")
 
 
 def prepare_new_run(run: RunRecord) -> EncodedRunRecord:

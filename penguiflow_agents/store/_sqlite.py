@@ -116,11 +116,19 @@ _APPROVAL_COLUMNS = _codec.APPROVAL_COLUMNS
 _OUTBOX_COLUMNS = _outbox.OUTBOX_COLUMNS
 
 
-# update_run's write, completed by a WHERE clause.
+# update_run's writes. Parameters: principal, roles, session_id, status, model, query, state,
+# claimed_by, claim_expires_at, tenant, run_id, the expected version, created_at, updated_at.
 _UPDATE_RUN = (
-    "UPDATE runs SET principal = ?, roles = ?, session_id = ?, status = ?, model = ?, query = ?, "
-    "state = ?, version = ?, claimed_by = ?, claim_expires_at = ?, updated_at = ? "
-    "WHERE tenant = ? AND run_id = ?"
+    "UPDATE runs SET principal = ?1, roles = ?2, session_id = ?3, status = ?4, model = ?5, "
+    "query = ?6, state = ?7, claimed_by = ?8, claim_expires_at = ?9, version = ?12 + 1, "
+    "updated_at = ?14 WHERE tenant = ?10 AND run_id = ?11 AND version = ?12"
+)
+# The same when the status and created_at are the stored ones: a column that is not SET keeps
+# SQLite from rewriting the indexes that hold it (runs_by_status).
+_CHECKPOINT_RUN = (
+    "UPDATE runs SET principal = ?1, roles = ?2, session_id = ?3, model = ?5, query = ?6, "
+    "state = ?7, claimed_by = ?8, claim_expires_at = ?9, version = ?12 + 1, updated_at = ?14 "
+    "WHERE tenant = ?10 AND run_id = ?11 AND version = ?12 AND created_at = ?13 AND status = ?4"
 )
 
 _Outcome = tuple[Any, BaseException | None]  # (result, None) or (None, the exception raised)
@@ -465,52 +473,51 @@ class SQLiteStore:
         _codec.check_run_status(run.status)
         roles, role_list = _codec.run_roles(run)
         state = _codec.state_text(run)
+        values = (
+            run.principal,
+            roles,
+            run.session_id,
+            run.status,
+            run.model,
+            run.query,
+            state,
+            run.claimed_by,
+            run.claim_expires_at,
+            run.tenant,
+            run.run_id,
+            expected_version,
+            run.created_at,
+        )
 
         def op(conn: sqlite3.Connection) -> RunRecord:
             now = time.time()
-            values = (
-                run.principal,
-                roles,
-                run.session_id,
-                run.status,
-                run.model,
-                run.query,
-                state,
-                expected_version + 1,
-                run.claimed_by,
-                run.claim_expires_at,
-                now,
-                run.tenant,
-                run.run_id,
-            )
-            with _write(conn, single=True):
-                # One statement when the record is the stored run's at the expected version
-                # (the planner's checkpoints): its created_at is then the stored one.
-                written = conn.execute(
-                    _UPDATE_RUN + " AND version = ? AND created_at = ?",
-                    (*values, expected_version, run.created_at),
-                ).rowcount
-            if written == 1:
-                new = _codec.encoded_run(run, roles=role_list, state_text=state)
-                new.version, new.updated_at = expected_version + 1, now
-                return new
-            with _write(conn):
-                found = conn.execute(
-                    "SELECT version, created_at FROM runs WHERE tenant = ? AND run_id = ?",
-                    (run.tenant, run.run_id),
-                ).fetchone()
-                if found is None:
-                    raise NotFoundError("run", run.run_id)
-                version, created_at = found
-                if version != expected_version:
-                    raise ConflictError(
-                        f"run {run.run_id!r} is at version {version}, not {expected_version}: "
-                        "another writer changed it first; reload it and retry."
-                    )
-                # At the expected version, but created_at differs from the record's.
-                conn.execute(_UPDATE_RUN, values)
+            args = (*values, now)
+            # One statement when the record is the stored run at the expected version (its
+            # created_at is then the stored one): the planner's checkpoints, which keep the
+            # status (the row's index by status is then left as it is), and its last write.
+            if (
+                _one_write(conn, _CHECKPOINT_RUN, args) == 1
+                or _one_write(conn, _UPDATE_RUN + " AND created_at = ?13", args) == 1
+            ):
+                created_at = run.created_at
+            else:
+                with _write(conn):
+                    found = conn.execute(
+                        "SELECT version, created_at FROM runs WHERE tenant = ? AND run_id = ?",
+                        (run.tenant, run.run_id),
+                    ).fetchone()
+                    if found is None:
+                        raise NotFoundError("run", run.run_id)
+                    version, created_at = found
+                    if version != expected_version:
+                        raise ConflictError(
+                            f"run {run.run_id!r} is at version {version}, not {expected_version}: "
+                            "another writer changed it first; reload it and retry."
+                        )
+                    # At the expected version, but created_at differs from the record's.
+                    conn.execute(_UPDATE_RUN, args)
             new = _codec.encoded_run(run, roles=role_list, state_text=state)
-            new.version, new.created_at, new.updated_at = version + 1, created_at, now
+            new.version, new.created_at, new.updated_at = expected_version + 1, created_at, now
             return new
 
         return await self._run(op, grouped=True)
@@ -989,6 +996,17 @@ def _write(conn: sqlite3.Connection, *, single: bool = False) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _one_write(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
+    """Run one write statement; the rows it changed. Inside a group's transaction it needs no
+    savepoint: SQLite undoes a failing statement alone (a constraint error keeps the
+    transaction; an error that ends it voids the group, which ``SQLiteStore._run_group`` then
+    runs again write by write). Alone, its own ``BEGIN IMMEDIATE`` transaction (``_write``)."""
+    if conn.in_transaction:
+        return int(conn.execute(sql, args).rowcount)
+    with _write(conn):
+        return int(conn.execute(sql, args).rowcount)
 
 
 def _translate(exc: sqlite3.Error | OSError, path: str) -> StoreError:
