@@ -12,8 +12,10 @@ the outcome:
     append    append_event(ident) n times                   {"seqs": [...]}
     hold      claim_run(ident) with an n-second lease       {"claimed": bool}, then blocks
     churn     append_event(ident) forever                   {"started": true} after the first
+    checkpoint  n runs "ident-0".."ident-{n-1}" created, then checkpointed together forever
+              (state {"v": version}), one line per round: {"acked": {run_id: version}}
 
-``hold`` and ``churn`` never return: the parent kills the worker with SIGKILL.
+``hold``, ``churn`` and ``checkpoint`` never return: the parent kills the worker with SIGKILL.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 from typing import Any
 
 from penguiflow_agents.exceptions import AlreadyDecidedError
-from penguiflow_agents.store import ApprovalDecision, StateStore, open_store
+from penguiflow_agents.store import ApprovalDecision, RunRecord, StateStore, open_store
 
 
 def say(value: object) -> None:
@@ -65,6 +67,23 @@ async def run(store: StateStore, name: str, cmd: dict[str, Any]) -> None:
         say({"started": True})
         while True:
             await store.append_event(tenant, ident, "tick", {"by": name})
+    elif action == "checkpoint":
+        # Concurrent writes of different runs share the SQLite store thread's transactions.
+        records = await asyncio.gather(
+            *(
+                store.create_run(
+                    RunRecord(run_id=f"{ident}-{i}", tenant=tenant, principal=name, state={"v": 0})
+                )
+                for i in range(int(n))
+            )
+        )
+        while True:
+            for record in records:
+                record.state = {"v": record.version + 1}
+            records = await asyncio.gather(
+                *(store.update_run(r, expected_version=r.version) for r in records)
+            )
+            say({"acked": {r.run_id: r.version for r in records}})  # after every acknowledgement
     else:
         raise SystemExit(f"unknown action {action!r}")
 

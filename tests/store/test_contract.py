@@ -270,6 +270,24 @@ async def test_update_run_writes_fields_and_bumps_the_version(
     assert (await store.update_run(updated, expected_version=1)).version == 2
 
 
+async def test_update_run_keeps_the_stored_created_at_and_lists_the_run_by_its_new_status(
+    store: StateStore, tenant: str
+) -> None:
+    created = await store.create_run(make_run(tenant, created_at=50.0, status="running"))
+    created.created_at = 70.0  # not the stored one: ignored
+    created.state = {"step": 1}
+    kept = await store.update_run(created, expected_version=0)
+    assert (kept.version, kept.created_at, kept.status) == (1, 50.0, "running")
+    kept.state = {"step": 2}  # a checkpoint keeping the status
+    kept = await store.update_run(kept, expected_version=1)
+    kept.status = "completed"
+    done = await store.update_run(kept, expected_version=2)
+    assert (done.version, done.created_at, done.status) == (3, 50.0, "completed")
+    assert await store.get_run(tenant, "run-1") == done
+    assert [r.run_id for r in await store.list_runs(tenant, status="completed")] == ["run-1"]
+    assert await store.list_runs(tenant, status="running") == []
+
+
 async def test_update_run_stores_a_normalized_copy_and_returns_another(
     store: StateStore, tenant: str
 ) -> None:

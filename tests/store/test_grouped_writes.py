@@ -1,7 +1,9 @@
 """SQLite: the frequent writes of one store-thread batch share one transaction (issue #14).
 
-Each write of a group has a savepoint of its own: one that fails is rolled back
-alone, the others commit, and every result is handed back only after the commit.
+A write of several statements has a savepoint of its own in the group, a write of one
+statement (a checkpoint, a new run, an event) none (SQLite undoes a failing statement
+alone): one that fails is rolled back alone, the others commit, and every result is handed
+back only after the commit.
 Also: the records a write returns decode their state only when read, and the
 state text a writer hands over (``EncodedRunRecord``) is stored as it is.
 """
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from penguiflow_agents.exceptions import ConflictError
+from penguiflow_agents.exceptions import ConflictError, NotFoundError, StoreError
 from penguiflow_agents.store import MemoryStore, SQLiteStore
 from penguiflow_agents.store._base import RunRecord
 from penguiflow_agents.store._codec import EncodedRunRecord, encoded_run
@@ -135,5 +138,141 @@ async def test_state_text_is_stored_as_given_and_returned_records_decode_when_re
         assert (await store.get_run("acme", "run-1")).state == {"step": 2, "pair": [1, 2]}
         updated.state["step"] = 99  # a copy: the store's row is untouched
         assert (await store.get_run("acme", "run-1")).state["step"] == 2
+    finally:
+        await store.aclose()
+
+
+async def _one_group(store: SQLiteStore, *writes: Any) -> list[Any]:
+    """Run ``writes`` (coroutines) as one batch of the store thread: queued while the thread
+    is held by an operation that waits for them all to be submitted."""
+    submitted = threading.Event()
+    held = asyncio.ensure_future(store._run(lambda conn: submitted.wait(30)))
+    await asyncio.sleep(0)  # the holding operation is queued first
+    tasks = [asyncio.ensure_future(w) for w in writes]
+    await asyncio.sleep(0)  # every write is queued
+    submitted.set()
+    await held
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+async def test_every_kind_of_run_write_in_one_group_gets_its_own_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write of one statement has no savepoint in a group: one that fails leaves the others.
+    Checkpoints keeping the status, a status change, a record whose created_at is not the
+    stored one, a stale version, a missing run and a row SQLite refuses, in one transaction."""
+    path = tmp_path / "state.db"
+    groups: list[int] = []
+    group = SQLiteStore._run_group
+
+    def counted(self: SQLiteStore, ops: list[Any]) -> Any:
+        groups.append(len(ops))
+        return group(self, ops)
+
+    monkeypatch.setattr(SQLiteStore, "_run_group", counted)  # before the store takes it
+    store = await SQLiteStore.open(path)
+    try:
+        created = [await store.create_run(run(i)) for i in range(6)]
+        keep, finish, other_created, stale, refused, _ = created
+        keep.state = {"step": "kept"}
+        finish.status, finish.state = "completed", {"step": "done"}
+        other_created.created_at += 1.0  # not the stored one: written, the stored one returned
+        stale.version -= 1
+        refused.principal = None  # type: ignore[assignment]  # NOT NULL: SQLite refuses it
+        missing = run(99)
+        groups.clear()
+        results = await _one_group(
+            store,
+            store.update_run(keep, expected_version=keep.version),
+            store.update_run(finish, expected_version=finish.version),
+            store.update_run(other_created, expected_version=other_created.version),
+            store.update_run(stale, expected_version=stale.version),
+            store.update_run(refused, expected_version=refused.version),
+            store.update_run(missing, expected_version=0),
+            store.create_run(run(0)),  # exists already
+            store.append_event("acme", "run-5", "tick", {}),
+        )
+        assert groups == [8]  # one transaction
+        kept, finished, other, conflict, refusal, not_found, duplicate, seq = results
+        assert isinstance(kept, RunRecord) and kept.version == 1
+        assert isinstance(finished, RunRecord) and finished.status == "completed"
+        assert isinstance(other, RunRecord)
+        assert (other.version, other.created_at) == (1, other_created.created_at - 1.0)
+        assert isinstance(conflict, ConflictError) and isinstance(duplicate, ConflictError)
+        assert isinstance(refusal, StoreError) and isinstance(not_found, NotFoundError)
+        assert seq == 1
+        # What another connection sees: the successful writes, the failed ones changed nothing.
+        assert committed_versions(path) == {
+            "run-0": 1,
+            "run-1": 1,
+            "run-2": 1,
+            "run-3": 0,
+            "run-4": 0,
+            "run-5": 0,
+        }
+        assert (await store.get_run("acme", "run-0")).state == {"step": "kept"}
+        assert (await store.get_run("acme", "run-1")).state == {"step": "done"}
+        assert [r.run_id for r in await store.list_runs("acme", status="completed")] == ["run-1"]
+        assert len(await store.list_runs("acme", status="running")) == 5
+        assert integrity(path) == "ok"  # the indexes agree with the rows
+    finally:
+        await store.aclose()
+
+
+async def test_a_group_of_checkpoints_whose_commit_fails_writes_each_once_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.db"
+    store = await SQLiteStore.open(path)
+    try:
+        created = [await store.create_run(run(i)) for i in range(N)]
+        real = store._connection()
+        failed = [False]
+
+        class Wrapped:  # the group's COMMIT fails once
+            in_transaction = property(lambda _: real.in_transaction)
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                if sql == "COMMIT" and not failed[0]:
+                    failed[0] = True
+                    raise sqlite3.OperationalError("disk I/O error (test)")
+                return real.execute(sql, *args)
+
+        monkeypatch.setattr(store, "_connection", lambda: Wrapped())
+        for record in created:
+            record.state = {"step": "checkpoint"}
+        results = await _one_group(
+            store, *(store.update_run(r, expected_version=r.version) for r in created)
+        )
+        assert failed[0]
+        assert all(isinstance(r, RunRecord) and r.version == 1 for r in results)
+        assert committed_versions(path) == {f"run-{i}": 1 for i in range(N)}
+    finally:
+        await store.aclose()
+
+
+async def test_successive_checkpoints_of_a_run_in_one_group_apply_in_order(
+    tmp_path: Path,
+) -> None:
+    """Two writes of one run in one batch: the second sees the first (the last state wins)."""
+    store = await SQLiteStore.open(tmp_path / "state.db")
+    try:
+        first = await store.create_run(run(1))
+        second = encoded_run(first, roles=[], state_text='{"step":"second"}')
+        second.version = first.version + 1
+        first.state = {"step": "first"}
+        one, two = await _one_group(
+            store,
+            store.update_run(first, expected_version=0),
+            store.update_run(second, expected_version=1),
+        )
+        assert (one.version, two.version) == (1, 2)
+        stored = await store.get_run("acme", "run-1")
+        assert (stored.version, stored.state) == (2, {"step": "second"})
     finally:
         await store.aclose()

@@ -221,3 +221,26 @@ async def test_a_writer_killed_mid_stream_leaves_the_log_gapless_and_usable(
     seq = await parent.append_event(tenant, "run-1", "after", {})
     assert [e.seq for e in await parent.list_events(tenant, "run-1")] == list(range(1, seq + 1))
     assert seq >= 2
+
+
+async def test_a_writer_killed_between_checkpoints_loses_no_acknowledged_one(
+    shared_url: str, parent: StateStore, tenant: str
+) -> None:
+    """Acknowledged means committed: after a SIGKILL, every run is at least at the version its
+    last acknowledged checkpoint gave it, with that version's state (a later checkpoint may
+    have committed unacknowledged: never a half-written one)."""
+    runs = 20
+    writer = await start(shared_url, "doomed")
+    writer.send("checkpoint", tenant, "run", runs)
+    for _ in range(3):  # a few rounds acknowledged, then killed while writing the next
+        acked = (await writer.line())["acked"]
+    writer.proc.send_signal(signal.SIGKILL)
+    assert writer.proc.wait(WORKER_TIMEOUT_S) == -signal.SIGKILL
+    while raw := await asyncio.to_thread(writer._lines.get, True, WORKER_TIMEOUT_S):
+        acked = json.loads(raw)["acked"]  # lines printed before the kill
+    writer.close_pipes()
+    assert len(acked) == runs
+    for run_id, version in acked.items():
+        stored = await parent.get_run(tenant, run_id)
+        assert stored.version >= version
+        assert stored.state == {"v": stored.version}
