@@ -157,7 +157,13 @@ class _StoreThread:
     ) -> None:
         self._name = name
         self._run_group = run_group
-        self._cond = threading.Condition(threading.Lock())
+        # The queue and the flags are shared under _lock. While the thread has nothing to do it
+        # blocks on _wakeup (held whenever _sleeping is True), which a submitter releases: two
+        # C-level locks, not a threading.Condition (Python code on every submit).
+        self._lock = threading.Lock()
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._sleeping = False
         self._queue: deque[
             tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any], bool]
         ]
@@ -168,7 +174,7 @@ class _StoreThread:
     def submit(self, fn: Callable[[], T], *, grouped: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 raise StoreError("the SQLite store was closed; open a new store.")
             self._queue.append((loop, future, fn, grouped))
@@ -177,24 +183,30 @@ class _StoreThread:
                 # (each operation is a transaction, so a cut-off one leaves nothing half done).
                 self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
                 self._thread.start()
-            else:
-                self._cond.notify()
+            elif self._sleeping:
+                self._sleeping = False
+                self._wakeup.release()
         return future
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify()
+            if self._sleeping:
+                self._sleeping = False
+                self._wakeup.release()
 
     def _serve(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue:
-                    return
+            with self._lock:
                 batch = list(self._queue)
                 self._queue.clear()
+                if not batch:
+                    if self._stopping:
+                        return
+                    self._sleeping = True
+            if not batch:
+                self._wakeup.acquire()  # until a submit (or stop) releases it
+                continue
             outcomes = self._outcomes([(fn, grouped) for _, _, fn, grouped in batch])
             settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
             for (loop, future, _, _), (result, exc) in zip(batch, outcomes, strict=True):
@@ -308,7 +320,7 @@ class SQLiteStore:
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return fn(self._connection())
+            return fn(self._conn if self._conn is not None else self._connection())
         except PenguiflowError:
             raise
         except (sqlite3.Error, OSError) as exc:
