@@ -2,6 +2,7 @@
 
     python benchmarks/concurrent_runs.py [--runs 500] [--delay 0.05] [--inprocess-server]
                                          [--mode both|replay|scripted]
+    python benchmarks/concurrent_runs.py --instructions [--runs 100]   # needs valgrind (callgrind)
 
 Each run asks the replay model (an OpenAI-compatible HTTP server on 127.0.0.1,
 reached through ``LiteLLMClient`` exactly like a real provider: since issue #14
@@ -21,6 +22,8 @@ four in a fresh process: wall against the ideal (6 x ``--delay``) and this
 process's CPU per step (both threads with SQLite), with the load average
 before and after (the machine is shared: compare CPU per step first).
 Required by issue #14: at most 0.45 s on MemoryStore, under 0.6 s on SQLite.
+``--instructions`` instead counts the instructions per step of the same four (every thread,
+the measured runs only) under callgrind: the same on a busy machine as on a quiet one.
 
 Reported: wall time against the ideal (turns x delay: what perfect overlap
 would give), model turns per second, this process's CPU per model turn (the
@@ -161,9 +164,12 @@ async def read(key: str) -> str:
     return "value-" + key
 
 
-async def bench_scripted(runs: int, delay: float, store_url: str, tool_name: str) -> str:
+async def bench_scripted(
+    runs: int, delay: float, store_url: str, tool_name: str, *, callgrind: bool = False
+) -> str:
     """In process, no HTTP: a scripted model (``ScriptedLLM``, ``delay`` per step), claims and
-    checkpoints on (the planner's defaults) over ``store_url``; one line of figures."""
+    checkpoints on (the planner's defaults) over ``store_url``; one line of figures.
+    ``callgrind``: instructions are counted during the measured runs only (under valgrind)."""
     from penguiflow_agents.store import open_store
     from penguiflow_agents.testing import ScriptedLLM
 
@@ -184,9 +190,13 @@ async def bench_scripted(runs: int, delay: float, store_url: str, tool_name: str
 
     assert set(await asyncio.gather(*(one(i) for i in range(20)))) == {"completed"}
     gc.collect()
+    if callgrind:
+        _callgrind("on")
     t0, cpu0 = time.perf_counter(), time.process_time()
     statuses = await asyncio.gather(*(one(i) for i in range(runs)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if callgrind:
+        _callgrind("off")
     await registry.aclose()
     await store.aclose()
     steps = PEER_TOOL_CALLS + 1
@@ -222,9 +232,60 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _callgrind(switch: str) -> None:
+    subprocess.run(
+        ["callgrind_control", "-i", switch, str(os.getpid())], capture_output=True, check=True
+    )
+
+
+def instructions(runs: int, delay: float) -> int:
+    """Instructions per step of each store and tool under callgrind (each in its own process)."""
+    import shutil
+
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("--instructions needs valgrind (callgrind) on the PATH")
+        return 1
+    steps = PEER_TOOL_CALLS + 1
+    print(
+        f"instructions per step (callgrind, {runs} concurrent runs x {steps} steps after 20 "
+        "warm-up runs, every thread)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("memory", "sqlite"):
+            for tool_name in ("kv.read", "kv.lookup"):
+                db = Path(tmp) / f"runs-{tool_name}.db"
+                out = Path(tmp) / "callgrind.out"
+                url = "memory://" if kind == "memory" else f"sqlite:///{db}"
+                subprocess.run(
+                    [
+                        "valgrind",
+                        "--tool=callgrind",
+                        "--instr-atstart=no",
+                        f"--callgrind-out-file={out}",
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        url,
+                        tool_name,
+                        str(runs),
+                        str(delay),
+                        "--callgrind",
+                    ],
+                    capture_output=True,
+                    check=True,
+                )
+                totals = next(
+                    line for line in out.read_text().splitlines() if line.startswith("totals:")
+                )
+                per_step = int(totals.split()[1]) / (runs * steps) / 1000
+                shape = "idempotent" if tool_name == "kv.read" else "not idempotent"
+                print(f"  {kind:7s} {shape:15s} {per_step:8.1f} kIr/step")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--runs", type=int, help="concurrent runs (500; 100 with --instructions)")
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument(
         "--inprocess-server", action="store_true", help="serve the replay model in this process"
@@ -236,11 +297,23 @@ def main() -> int:
         help="the replay model over HTTP, the scripted model in process, or both (each in "
         "its own process, so one's heap does not weigh on the other)",
     )
-    if len(sys.argv) == 6 and sys.argv[1] == "--one":  # one scripted measurement (see scripted)
-        _, _, url, tool_name, runs, delay = sys.argv
-        print(asyncio.run(bench_scripted(int(runs), float(delay), url, tool_name)), flush=True)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: instructions per step of the scripted mode under callgrind "
+        "(default --runs 100)",
+    )
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--one":  # one scripted measurement
+        url, tool_name, runs, delay = sys.argv[2:6]
+        line = bench_scripted(
+            int(runs), float(delay), url, tool_name, callgrind=sys.argv[6:] == ["--callgrind"]
+        )
+        print(asyncio.run(line), flush=True)
         return 0
     args = parser.parse_args()
+    if args.instructions:
+        return instructions(args.runs or 100, args.delay)
+    args.runs = args.runs or 500
     if args.mode == "scripted":
         scripted(args.runs, args.delay)
         return 0

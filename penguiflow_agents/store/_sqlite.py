@@ -294,8 +294,10 @@ class SQLiteStore:
         return await self._thread.submit(functools.partial(self._in_thread, fn), grouped=grouped)
 
     def _run_group(self, ops: list[Callable[[], Any]]) -> list[_Outcome]:
-        """Run grouped writes in one transaction, each in a savepoint of its own (``_write``):
-        one that fails is rolled back alone and the others commit together. If the
+        """Run grouped writes in one transaction, each in a savepoint of its own (``_write``),
+        or none for a write of one statement (``_write(single=True)``, ``_one_write``: SQLite
+        undoes a failing statement alone): one that fails is rolled back alone and the
+        others commit together. If the
         transaction itself fails (its BEGIN or COMMIT, or SQLite rolled it back after an
         I/O error), nothing of it was written: each operation runs again in a transaction
         of its own, as it would have without the group."""
