@@ -201,3 +201,83 @@ async def test_the_bus_gauges_show_the_backlog_and_the_dead_letters_of_a_redis_b
         client = aioredis.Redis.from_url(redis_url)
         await client.delete(stream, f"{stream}:dead")
         await client.aclose()
+
+
+def test_the_exposition_is_prometheus_clients_own() -> None:
+    """The hot counters and histograms are plain numbers behind one collector: what a scrape
+    reads is line for line what prometheus_client's own Counter and Histogram would expose
+    for the same updates (names, help, types, labels, buckets, values)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from penguiflow_agents.telemetry._metrics import MODEL_BUCKETS, RUN_BUCKETS, TOOL_BUCKETS
+
+    for tenant_label in (False, True):
+        ours = Metrics(tenant_label=tenant_label)
+        r = CollectorRegistry()
+        t = ["tenant"] if tenant_label else []
+        runs = Counter("penguiflow_runs", ours.runs.documentation, ["status", *t], registry=r)
+        run_s = Histogram(
+            "penguiflow_run_seconds",
+            ours.run_seconds.documentation,
+            t,
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        calls = Counter(
+            "penguiflow_model_calls",
+            ours.model_calls.documentation,
+            ["model", "outcome", *t],
+            registry=r,
+        )
+        model_s = Histogram(
+            "penguiflow_model_call_seconds",
+            ours.model_seconds.documentation,
+            ["model"],
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        tokens = Counter(
+            "penguiflow_model_tokens",
+            ours.model_tokens.documentation,
+            ["model", "kind", *t],
+            registry=r,
+        )
+        tool_s = Histogram(
+            "penguiflow_tool_call_seconds",
+            ours.tool_seconds.documentation,
+            ["source"],
+            buckets=TOOL_BUCKETS,
+            registry=r,
+        )
+        tv = ["t1"] if tenant_label else []
+        for seconds in (0.0, 0.1, 0.25, 7.0, 1e9):  # on a bound, between, past the last
+            ours.run_ended("completed", seconds, "t1")
+            runs.labels("completed", *tv).inc()
+            (run_s.labels(*tv) if tv else run_s).observe(seconds)
+            ours.model_call("gpt", "ok", seconds, "t1", input_tokens=3, output_tokens=2)
+            calls.labels("gpt", "ok", *tv).inc()
+            model_s.labels("gpt").observe(seconds)
+            tokens.labels("gpt", "input", *tv).inc(3)
+            tokens.labels("gpt", "output", *tv).inc(2)
+            ours.tool_seconds_observe("kv", seconds / 1000)
+            tool_s.labels("kv").observe(seconds / 1000)
+
+        def lines(text: bytes, names: set[str]) -> list[str]:
+            kept = []
+            for line in text.decode().splitlines():
+                name = re.split(r"[ {]", line.removeprefix("# HELP ").removeprefix("# TYPE "))[0]
+                base = re.sub(r"_(total|count|sum|bucket|created)$", "", name)
+                if base in names and "_created" not in line:  # created: a clock value
+                    kept.append(line)
+            return sorted(kept)
+
+        names = {
+            "penguiflow_runs",
+            "penguiflow_run_seconds",
+            "penguiflow_model_calls",
+            "penguiflow_model_call_seconds",
+            "penguiflow_model_tokens",
+            "penguiflow_tool_call_seconds",
+        }
+        expected = lines(generate_latest(r), names)
+        assert expected and lines(ours.render(), names) == expected
