@@ -169,10 +169,6 @@ class SpanFactory:
         self._ends: tuple[Any, ...] = ()
         self._hooks()
 
-    def _current_procs(self) -> object:
-        multi = self._processor
-        return multi._span_processors if self._sync else multi
-
     def _hooks(self) -> None:
         """The hooks to call, without the processors' known no-ops (``on_start`` and
         ``_on_ending`` of the SDK's simple and batch processors)."""
@@ -427,14 +423,16 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             return  # ended already: the SDK only warns
         factory = self._factory
         max_length = factory._max_length
+        # What exporters read is a copy: a write racing with end() from another thread (a
+        # tool's own thread that outlives its call) cannot change it under their feet.
         if max_length is not None:
-            self._attrs = {k: _clean(v, max_length) for k, v in self._attrs.items()}
-            self._attributes = self._attrs
+            self._attributes = {k: _clean(v, max_length) for k, v in self._attrs.items()}
+        else:
+            self._attributes = dict(self._attrs)
         self._end_time = end_time if end_time is not None else time_ns()
         if (
-            getattr(factory._processor, "_span_processors", factory._processor)
-            is not factory._procs
-        ):
+            factory._processor._span_processors if factory._sync else factory._processor
+        ) is not factory._procs:
             factory._hooks()
         for hook in factory._endings:
             hook(self)
