@@ -42,6 +42,11 @@ T = TypeVar("T")
 DEFAULT_PATH = os.path.join(".penguiflow", "state.db")
 # Longest a statement waits for another connection's write lock before failing.
 BUSY_TIMEOUT_S = 30.0
+# The inline writer (``_InlineWriter``) asks the store thread for a checkpoint once the WAL
+# holds more pages than this (SQLite's own wal_autocheckpoint default), checked every
+# WAL_CHECK_EVERY of its commits.
+WAL_CHECKPOINT_PAGES = 1000
+WAL_CHECK_EVERY = 8
 
 # Ordered migrations: entry i takes the schema from version i to version i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -188,6 +193,28 @@ class _StoreThread:
                 self._wakeup.release()
         return future
 
+    def enqueue(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[tuple[asyncio.Future[Any], Callable[[], Any], bool]],
+    ) -> None:
+        """Queue operations whose futures exist already (of ``loop``), in order, as one
+        submission: the inline writer's group handed over (``_InlineWriter.flush``)."""
+        with self._lock:
+            if self._stopping:
+                stopped = StoreError("the SQLite store was closed; open a new store.")
+                for future, _, _ in items:
+                    if not future.done():
+                        future.set_exception(stopped)
+                return
+            self._queue.extend((loop, future, fn, grouped) for future, fn, grouped in items)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                self._thread.start()
+            elif self._sleeping:
+                self._sleeping = False
+                self._wakeup.release()
+
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
@@ -233,6 +260,130 @@ class _StoreThread:
         return out
 
 
+class _InlineWriter:
+    """Grouped writes of one event loop, committed on that loop's own thread (issue #14).
+
+    The grouped writes submitted during one iteration of the loop are run at its end
+    (``call_soon``) in one transaction on a connection of their own, and their futures
+    are set after the COMMIT: an acknowledged write is committed. This saves each write the
+    hop to the store thread and back (a wake-up, GIL hand-offs, ``call_soon_threadsafe``).
+
+    The loop never waits for a lock: the connection has ``busy_timeout = 0``. If another
+    connection holds the write lock (another process, or the store thread), the whole group
+    goes to the store thread as it is (nothing of it was written), which waits for the lock;
+    if the group's transaction fails after its BEGIN, nothing of it was written either and
+    each write runs again alone on the store thread. The connection never checkpoints (a
+    checkpoint fsyncs): when its WAL grows past ``wal_bytes`` it asks the store thread to.
+    Only the loop that owns it uses it (``SQLiteStore._run``); other loops use the thread.
+    """
+
+    __slots__ = ("_checkpointing", "_commits", "_pending", "_store", "conn", "loop", "wal_bytes")
+
+    def __init__(
+        self, store: SQLiteStore, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection
+    ) -> None:
+        self._store = store
+        self.loop = loop
+        self.conn = conn
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        self.wal_bytes = WAL_CHECKPOINT_PAGES * int(page_size)
+        self._pending: list[tuple[asyncio.Future[Any], Callable[[sqlite3.Connection], Any]]] = []
+        self._commits = 0
+        self._checkpointing = False
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self.loop.create_future()
+        if not self._pending:
+            self.loop.call_soon(self.flush)
+        self._pending.append((future, fn))
+        return future
+
+    def flush(self) -> None:
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = []
+        store, conn = self._store, self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, OSError):  # locked by another connection: the thread waits for it
+            self._hand_over(batch, grouped=True)
+            return
+        outcomes = _in_group(
+            conn, [functools.partial(store._in_thread, fn, conn) for _, fn in batch]
+        )
+        if outcomes is None:  # the transaction failed: nothing of it was written
+            self._hand_over(batch, grouped=False)
+            return
+        for (future, _), (result, exc) in zip(batch, outcomes, strict=True):
+            if future.done():  # the awaiting task was cancelled
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        self._commits += 1
+        if not self._commits % WAL_CHECK_EVERY and not self._checkpointing:
+            self._maybe_checkpoint()
+
+    def _hand_over(
+        self,
+        batch: list[tuple[asyncio.Future[Any], Callable[[sqlite3.Connection], Any]]],
+        *,
+        grouped: bool,
+    ) -> None:
+        store = self._store
+        store._thread.enqueue(
+            self.loop,
+            [(future, functools.partial(store._in_thread, fn), grouped) for future, fn in batch],
+        )
+
+    def _maybe_checkpoint(self) -> None:
+        try:
+            size = os.stat(self._store.path + "-wal").st_size
+        except OSError:
+            return
+        # The WAL is cut back to wal_bytes when it restarts (journal_size_limit): past it, the
+        # frames since the last checkpoint are more than the thread's own autocheckpoint allows.
+        if size <= self.wal_bytes:
+            return
+        self._checkpointing = True
+        future = self._store._thread.submit(functools.partial(self._store._in_thread, _checkpoint))
+        future.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, future: asyncio.Future[Any]) -> None:
+        self._checkpointing = False
+        if not future.cancelled():
+            future.exception()  # retrieved: a failed checkpoint is retried at the next check
+
+    def close(self) -> None:
+        """Flush what is pending (committed here or handed to the thread); stop using the
+        connection. Runs on the loop's thread."""
+        self.flush()
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _in_group(conn: sqlite3.Connection, ops: list[Callable[[], Any]]) -> list[_Outcome] | None:
+    """Run ``ops`` in the transaction ``conn`` just began and commit it; each operation's
+    outcome, or None if the transaction failed (rolled back: nothing of it was written)."""
+    outcomes: list[_Outcome] = []
+    try:
+        for fn in ops:
+            outcomes.append(_one(fn))
+            if not conn.in_transaction:  # rolled back by SQLite: the group is void
+                raise sqlite3.OperationalError("the group's transaction was rolled back")
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        with suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return None
+    return outcomes
+
+
 def _one(fn: Callable[[], Any]) -> _Outcome:
     try:
         return (fn(), None)
@@ -269,6 +420,12 @@ class SQLiteStore:
         )
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        # The inline writer's connection, opened by the store thread with its own, and the
+        # writer of the loop that uses it (the first loop with grouped writes; another one
+        # takes it over once that loop is closed).
+        self._iconn: sqlite3.Connection | None = None
+        self._inline: _InlineWriter | None = None
+        self._inline_lock = threading.Lock()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str] = DEFAULT_PATH) -> SQLiteStore:
@@ -286,12 +443,40 @@ class SQLiteStore:
 
     # -- plumbing ---------------------------------------------------------
 
+    # Grouped writes commit on the event loop's thread (``_InlineWriter``); False: on the
+    # store thread only.
+    inline_writes = True
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, grouped: bool = False) -> T:
         """Run ``fn`` on the store thread; ``grouped``: a write that may share its transaction
-        (and its commit) with the other grouped writes of the thread's batch."""
+        (and its commit) with the other grouped writes of the thread's batch, or, from the
+        loop that owns the inline writer, of the loop's iteration (``_InlineWriter``)."""
         if self._closed:
             raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
+        if grouped and self._iconn is not None:
+            inline = self._inline
+            loop = asyncio.get_running_loop()
+            if inline is None or inline.loop is not loop:
+                inline = self._take_inline(loop)
+            if inline is not None:
+                return await inline.submit(fn)
         return await self._thread.submit(functools.partial(self._in_thread, fn), grouped=grouped)
+
+    def _take_inline(self, loop: asyncio.AbstractEventLoop) -> _InlineWriter | None:
+        """The inline writer for ``loop``: a new one if no open loop owns the connection."""
+        with self._inline_lock:
+            inline = self._inline
+            if inline is not None and (inline.loop is loop or not inline.loop.is_closed()):
+                return inline if inline.loop is loop else None
+            conn = self._iconn
+            if conn is None or self._closed:
+                return None
+            # A closed loop runs no callback of its writer: the connection is free (a write
+            # left pending there was never acknowledged; nothing of it was written).
+            if conn.in_transaction:
+                conn.rollback()
+            self._inline = _InlineWriter(self, loop, conn)
+            return self._inline
 
     def _run_group(self, ops: list[Callable[[], Any]]) -> list[_Outcome]:
         """Run grouped writes in one transaction, each in a savepoint of its own (``_write``),
@@ -306,23 +491,17 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
         except (sqlite3.Error, OSError, PenguiflowError):
             return [_one(fn) for fn in ops]
-        outcomes: list[_Outcome] = []
-        try:
-            for fn in ops:
-                outcomes.append(_one(fn))
-                if not conn.in_transaction:  # rolled back by SQLite: the group is void
-                    raise sqlite3.OperationalError("the group's transaction was rolled back")
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            with suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            return [_one(fn) for fn in ops]
-        return outcomes
+        outcomes = _in_group(conn, ops)
+        return outcomes if outcomes is not None else [_one(fn) for fn in ops]
 
-    def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _in_thread(
+        self, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection | None = None
+    ) -> T:
+        """``fn`` on the store thread's connection, or on ``conn`` (the inline writer's)."""
         try:
-            return fn(self._conn if self._conn is not None else self._connection())
+            if conn is None:
+                conn = self._conn if self._conn is not None else self._connection()
+            return fn(conn)
         except PenguiflowError:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -333,6 +512,9 @@ class SQLiteStore:
             if self._closed:
                 raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
             self._conn = _connect(self.path)
+            if self.inline_writes and self.path != ":memory:":
+                with suppress(sqlite3.Error, OSError):
+                    self._iconn = _connect_inline(self.path)
         return self._conn
 
     # -- retention and counts ---------------------------------------------
@@ -382,8 +564,21 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
+        # The inline writer's pending writes commit (or go to the thread, ahead of the close).
+        with self._inline_lock:
+            inline, self._inline = self._inline, None
+        iconn = self._iconn
+        if inline is not None and not inline.loop.is_closed():
+            if inline.loop is asyncio.get_running_loop():
+                inline.close()
+            else:  # another loop's: it flushes on its own thread, and keeps the connection
+                iconn = None
+                with suppress(RuntimeError):
+                    inline.loop.call_soon_threadsafe(inline.close)
 
         def close() -> None:
+            if iconn is not None:  # first: the last connection closed checkpoints the WAL
+                iconn.close()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -956,6 +1151,26 @@ def _connect(path: str) -> sqlite3.Connection:
         # In WAL mode NORMAL survives a killed process (not a power cut) without an fsync per commit.
         conn.execute("PRAGMA synchronous = NORMAL")
         _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_inline(path: str) -> sqlite3.Connection:
+    """The inline writer's connection to a file ``_connect`` opened (WAL, migrated): it never
+    waits for a lock (busy_timeout 0) nor checkpoints, and cuts the WAL back when it restarts
+    it (so the WAL's size tells how much it holds: ``_InlineWriter._maybe_checkpoint``)."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * int(page_size)}")
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"journal mode {mode}, not WAL")
     except BaseException:
         conn.close()
         raise
