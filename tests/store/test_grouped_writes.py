@@ -6,6 +6,9 @@ alone): one that fails is rolled back alone, the others commit, and every result
 back only after the commit.
 Also: the records a write returns decode their state only when read, and the
 state text a writer hands over (``EncodedRunRecord``) is stored as it is.
+
+These are the store thread's groups: the grouped writes go to the thread here
+(``inline_writes`` off); tests/store/test_inline_writes.py has the event loop's own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from penguiflow_agents.store._base import RunRecord
 from penguiflow_agents.store._codec import EncodedRunRecord, encoded_run
 
 N = 40
+
+
+@pytest.fixture(autouse=True)
+def _on_the_store_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SQLiteStore, "inline_writes", False)
 
 
 def run(i: int) -> RunRecord:
