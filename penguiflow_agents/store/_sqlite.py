@@ -285,8 +285,7 @@ class _InlineWriter:
         self._store = store
         self.loop = loop
         self.conn = conn
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        self.wal_bytes = WAL_CHECKPOINT_PAGES * int(page_size)
+        self.wal_bytes = _wal_limit(conn)
         self._pending: list[tuple[asyncio.Future[Any], Callable[[sqlite3.Connection], Any]]] = []
         self._commits = 0
         self._checkpointing = False
@@ -1150,6 +1149,9 @@ def _connect(path: str) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
         # In WAL mode NORMAL survives a killed process (not a power cut) without an fsync per commit.
         conn.execute("PRAGMA synchronous = NORMAL")
+        # A WAL restarted by this connection is cut back to what it holds between checkpoints
+        # (so its size tells the inline writer when to ask for one: _InlineWriter).
+        conn.execute(f"PRAGMA journal_size_limit = {_wal_limit(conn)}")
         _migrate(conn, path)
     except BaseException:
         conn.close()
@@ -1166,8 +1168,7 @@ def _connect_inline(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * int(page_size)}")
+        conn.execute(f"PRAGMA journal_size_limit = {_wal_limit(conn)}")
         (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal mode {mode}, not WAL")
@@ -1175,6 +1176,12 @@ def _connect_inline(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _wal_limit(conn: sqlite3.Connection) -> int:
+    """Bytes of WAL_CHECKPOINT_PAGES pages of the file."""
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    return WAL_CHECKPOINT_PAGES * int(page_size)
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:

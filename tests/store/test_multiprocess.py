@@ -244,3 +244,39 @@ async def test_a_writer_killed_between_checkpoints_loses_no_acknowledged_one(
         stored = await parent.get_run(tenant, run_id)
         assert stored.version >= version
         assert stored.state == {"v": stored.version}
+
+
+async def test_writers_contending_for_the_lock_killed_between_checkpoints_lose_no_acknowledged_one(
+    shared_url: str, parent: StateStore, tenant: str
+) -> None:
+    """The same with two writers at once, and a third process appending to a run: they take
+    the write lock from each other (SQLite: a group finding the file locked goes from the
+    event loop's own connection to the store thread, which waits), then both are killed."""
+    runs = 10
+    churner = await start(shared_url, "churner")
+    churner.send("churn", tenant, "run-c")
+    assert await churner.line() == {"started": True}
+    writers = [await start(shared_url, f"doomed{k}") for k in range(2)]
+    for k, writer in enumerate(writers):
+        writer.send("checkpoint", tenant, f"run{k}", runs)
+    acked: list[dict[str, int]] = [{}, {}]
+    for _ in range(3):
+        for k, writer in enumerate(writers):
+            acked[k] = (await writer.line())["acked"]
+    for writer in (*writers, churner):
+        writer.proc.send_signal(signal.SIGKILL)
+    for k, writer in enumerate(writers):
+        assert writer.proc.wait(WORKER_TIMEOUT_S) == -signal.SIGKILL
+        while raw := await asyncio.to_thread(writer._lines.get, True, WORKER_TIMEOUT_S):
+            acked[k] = json.loads(raw)["acked"]
+        writer.close_pipes()
+    assert churner.proc.wait(WORKER_TIMEOUT_S) == -signal.SIGKILL
+    churner.close_pipes()
+    for k in range(2):
+        assert len(acked[k]) == runs
+        for run_id, version in acked[k].items():
+            stored = await parent.get_run(tenant, run_id)
+            assert stored.version >= version
+            assert stored.state == {"v": stored.version}
+    seq = await parent.append_event(tenant, "run-c", "after", {})
+    assert [e.seq for e in await parent.list_events(tenant, "run-c")] == list(range(1, seq + 1))
