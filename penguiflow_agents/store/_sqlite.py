@@ -1,7 +1,10 @@
 """``SQLiteStore``: the default state store, one SQLite file shared safely by many processes.
 
-Each store owns one connection used from one dedicated worker thread, so the
-event loop never blocks on disk. The file runs in WAL mode; every
+Each store owns one connection used from one dedicated worker thread, and a second
+one on which the frequent writes of the event loop that first uses it commit in that
+loop's own thread, one transaction per loop iteration (``_InlineWriter``): that one never
+waits for a lock nor checkpoints (no fsync), a group finding the file locked goes to the
+thread. The file runs in WAL mode; every
 read-modify-write is a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's
 single write lock up front, so two processes can never both win a claim, a
 decision or a call. The schema is versioned (``schema_version`` table) and
@@ -356,8 +359,8 @@ class _InlineWriter:
             future.exception()  # retrieved: a failed checkpoint is retried at the next check
 
     def close(self) -> None:
-        """Flush what is pending (committed here or handed to the thread); stop using the
-        connection. Runs on the loop's thread."""
+        """Commit what is pending (or hand it to the thread); on the loop's thread, once the
+        store no longer hands this writer anything (``SQLiteStore.aclose``)."""
         self.flush()
 
 
