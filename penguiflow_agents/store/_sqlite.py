@@ -50,6 +50,10 @@ BUSY_TIMEOUT_S = 30.0
 # WAL_CHECK_EVERY of its commits.
 WAL_CHECKPOINT_PAGES = 1000
 WAL_CHECK_EVERY = 8
+# At most this many writes per transaction committed on the event loop's thread: the rest go
+# in the next iteration of the loop, so that one group holds the loop ~2-3 ms at most (35-44 µs
+# a write here) however many runs write at once.
+INLINE_GROUP_MAX = 64
 
 # Ordered migrations: entry i takes the schema from version i to version i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -304,7 +308,11 @@ class _InlineWriter:
         batch = self._pending
         if not batch:
             return
-        self._pending = []
+        if len(batch) > INLINE_GROUP_MAX:  # the rest after other callbacks had their turn
+            batch, self._pending = batch[:INLINE_GROUP_MAX], batch[INLINE_GROUP_MAX:]
+            self.loop.call_soon(self.flush)
+        else:
+            self._pending = []
         store, conn = self._store, self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -361,7 +369,8 @@ class _InlineWriter:
     def close(self) -> None:
         """Commit what is pending (or hand it to the thread); on the loop's thread, once the
         store no longer hands this writer anything (``SQLiteStore.aclose``)."""
-        self.flush()
+        while self._pending:  # every group, not only the first INLINE_GROUP_MAX writes
+            self.flush()
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

@@ -307,3 +307,31 @@ async def test_the_wal_is_checkpointed_by_the_store_thread(
     finally:
         await store.aclose()
     assert integrity(path) == "ok"
+
+
+async def test_a_large_iteration_is_committed_in_groups_of_at_most_the_cap(
+    tmp_path: Path, groups: list[tuple[str, int]]
+) -> None:
+    """One group holds the loop for a bounded time: past INLINE_GROUP_MAX writes the rest go
+    in the next iterations, in order, each acknowledged after its own commit."""
+    path = tmp_path / "state.db"
+    store = await SQLiteStore.open(path)
+    cap = _sqlite.INLINE_GROUP_MAX
+    count = cap * 2 + 7
+    try:
+        created = await asyncio.gather(*(store.create_run(run(i)) for i in range(count)))
+        me = threading.current_thread().name
+        assert [size for name, size in groups if name == me] == [cap, cap, 7]
+        assert len(created) == count and len(committed_versions(path)) == count
+        # Pending writes past the cap are committed by aclose as well.
+        groups.clear()
+        for record in created:
+            record.state = {"step": "closing"}
+        pending = [asyncio.ensure_future(store.update_run(r, expected_version=0)) for r in created]
+        await asyncio.sleep(0)  # submitted, none flushed yet
+    finally:
+        await store.aclose()
+    done = await asyncio.gather(*pending)
+    assert {r.version for r in done} == {1}
+    assert set(committed_versions(path).values()) == {1}
+    assert integrity(path) == "ok"
