@@ -51,8 +51,9 @@ BUSY_TIMEOUT_S = 30.0
 WAL_CHECKPOINT_PAGES = 1000
 WAL_CHECK_EVERY = 8
 # At most this many writes per transaction committed on the event loop's thread: the rest go
-# in the next iteration of the loop, so that one group holds the loop ~2-3 ms at most (35-44 µs
-# a write here) however many runs write at once.
+# in the next iterations of the loop (other callbacks run in between), so that how long one
+# group holds the loop does not grow with the number of runs writing at once (35-44 µs a
+# write on a quiet 2-core machine; benchmarks/README.md, concurrent_runs).
 INLINE_GROUP_MAX = 64
 
 # Ordered migrations: entry i takes the schema from version i to version i + 1.
