@@ -54,7 +54,7 @@ WAL_CHECK_EVERY = 8
 # in the next iterations of the loop (other callbacks run in between), so that how long one
 # group holds the loop does not grow with the number of runs writing at once (35-44 µs a
 # write on a quiet 2-core machine; benchmarks/README.md, concurrent_runs).
-INLINE_GROUP_MAX = 64
+INLINE_GROUP_MAX = 128
 
 # Ordered migrations: entry i takes the schema from version i to version i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
