@@ -191,15 +191,19 @@ class _StoreThread:
             if self._stopping:
                 raise StoreError("the SQLite store was closed; open a new store.")
             self._queue.append((loop, future, fn, grouped))
-            if self._thread is None:
-                # A daemon thread: a store left open does not hold the interpreter at exit
-                # (each operation is a transaction, so a cut-off one leaves nothing half done).
-                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-                self._thread.start()
-            elif self._sleeping:
-                self._sleeping = False
-                self._wakeup.release()
+            self._start_or_wake()
         return future
+
+    def _start_or_wake(self) -> None:
+        """Under ``_lock``, with work queued: start the thread, or wake it if it sleeps."""
+        if self._thread is None:
+            # A daemon thread: a store left open does not hold the interpreter at exit
+            # (each operation is a transaction, so a cut-off one leaves nothing half done).
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        elif self._sleeping:
+            self._sleeping = False
+            self._wakeup.release()
 
     def enqueue(
         self,
@@ -216,12 +220,7 @@ class _StoreThread:
                         future.set_exception(stopped)
                 return
             self._queue.extend((loop, future, fn, grouped) for future, fn, grouped in items)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-                self._thread.start()
-            elif self._sleeping:
-                self._sleeping = False
-                self._wakeup.release()
+            self._start_or_wake()
 
     def stop(self) -> None:
         with self._lock:
