@@ -209,46 +209,25 @@ def test_the_exposition_is_prometheus_clients_own() -> None:
     for the same updates (names, help, types, labels, buckets, values)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    from penguiflow_agents.telemetry._metrics import MODEL_BUCKETS, RUN_BUCKETS, TOOL_BUCKETS
-
     for tenant_label in (False, True):
         ours = Metrics(tenant_label=tenant_label)
         r = CollectorRegistry()
-        t = ["tenant"] if tenant_label else []
-        runs = Counter("penguiflow_runs", ours.runs.documentation, ["status", *t], registry=r)
-        run_s = Histogram(
-            "penguiflow_run_seconds",
-            ours.run_seconds.documentation,
-            t,
-            buckets=RUN_BUCKETS,
-            registry=r,
+
+        def reference(family: Any, r: Any = r) -> Any:  # prometheus_client's own, same shape
+            labels = list(family.labels)
+            if family.buckets is None:
+                return Counter(family.name, family.documentation, labels, registry=r)
+            return Histogram(
+                family.name, family.documentation, labels, buckets=family.buckets, registry=r
+            )
+
+        runs, run_s, calls = (
+            reference(ours.runs),
+            reference(ours.run_seconds),
+            reference(ours.model_calls),
         )
-        calls = Counter(
-            "penguiflow_model_calls",
-            ours.model_calls.documentation,
-            ["model", "outcome", *t],
-            registry=r,
-        )
-        model_s = Histogram(
-            "penguiflow_model_call_seconds",
-            ours.model_seconds.documentation,
-            ["model"],
-            buckets=MODEL_BUCKETS,
-            registry=r,
-        )
-        tokens = Counter(
-            "penguiflow_model_tokens",
-            ours.model_tokens.documentation,
-            ["model", "kind", *t],
-            registry=r,
-        )
-        tool_s = Histogram(
-            "penguiflow_tool_call_seconds",
-            ours.tool_seconds.documentation,
-            ["source"],
-            buckets=TOOL_BUCKETS,
-            registry=r,
-        )
+        model_s, tokens = reference(ours.model_seconds), reference(ours.model_tokens)
+        tool_s = reference(ours.tool_seconds)
         tv = ["t1"] if tenant_label else []
         for seconds in (0.0, 0.1, 0.25, 7.0, 1e9):  # on a bound, between, past the last
             ours.run_ended("completed", seconds, "t1")
