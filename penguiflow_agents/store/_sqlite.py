@@ -325,13 +325,7 @@ class _InlineWriter:
         if outcomes is None:  # the transaction failed: nothing of it was written
             self._hand_over(batch, grouped=False)
             return
-        for (future, _), (result, exc) in zip(batch, outcomes, strict=True):
-            if future.done():  # the awaiting task was cancelled
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+        _settle([(f, r, e) for (f, _), (r, e) in zip(batch, outcomes, strict=True)])
         self._commits += 1
         if not self._commits % WAL_CHECK_EVERY and not self._checkpointing:
             self._maybe_checkpoint()
