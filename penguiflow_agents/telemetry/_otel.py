@@ -36,7 +36,14 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from penguiflow_agents.exceptions import ConfigError
-from penguiflow_agents.telemetry._spans import attach_span, current_span, span_factory
+from penguiflow_agents.telemetry._spans import (
+    _EMPTY_STATE,
+    LeanSpan,
+    attach_span,
+    current_span,
+    detach,
+    span_factory,
+)
 
 __all__ = ["CAPTURE_ENV", "Tracing", "tracer_provider_from_env"]
 
@@ -157,7 +164,7 @@ class Tracing:
         if not valid:
             return {}
         out = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
-        if state:
+        if state is not _EMPTY_STATE and state:
             out["tracestate"] = state.to_header()
         return out
 
@@ -167,7 +174,7 @@ class Tracing:
 
     # Make ``span`` current (its token) / restore what was current (called on every span).
     attach = staticmethod(attach_span)
-    detach: Any = staticmethod(otel_context.detach)
+    detach = staticmethod(detach)
 
     @staticmethod
     def recording() -> bool:
@@ -300,7 +307,7 @@ class Tracing:
             attributes["gen_ai.response.model"] = response.model
         if response.cost_usd is not None:
             attributes["penguiflow.cost_usd"] = float(response.cost_usd)
-        span.set_attributes(attributes)  # one lock and one pass, not one per attribute
+        _set_known(span, attributes)
         if self.capture:
             out = {
                 "role": "assistant",
@@ -357,8 +364,9 @@ class Tracing:
             span.end()
             return
         outcome = result.outcome
-        span.set_attributes(
-            {"penguiflow.tool.outcome": outcome, "penguiflow.tool.attempts": int(result.attempts)}
+        _set_known(
+            span,
+            {"penguiflow.tool.outcome": outcome, "penguiflow.tool.attempts": int(result.attempts)},
         )
         if not result.ok:
             span.set_attribute("error.type", outcome)
@@ -409,6 +417,15 @@ class Tracing:
     def trace_id(span: Any) -> str | None:
         ctx = span.get_span_context()
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def _set_known(span: Any, attributes: dict[str, Any]) -> None:
+    """``span.set_attributes(attributes)`` for attributes built here (strings, numbers and
+    tuples of strings: valid as they are), written straight into a recording lean span."""
+    if type(span) is LeanSpan:
+        span._attrs.update(attributes)
+    else:
+        span.set_attributes(attributes)  # one lock and one pass, not one per attribute
 
 
 def _no_image_data(message: Any) -> Any:

@@ -29,16 +29,19 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import traceback
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from time import time_ns
 from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.context import attach as _attach
-from opentelemetry.context import get_current as _get_current
+from opentelemetry.context import detach as _detach
 from opentelemetry.sdk.trace import Event, ReadableSpan, SynchronousMultiSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import (
     Link,
     SpanContext,
@@ -55,6 +58,7 @@ __all__ = [
     "SpanFactory",
     "attach_span",
     "current_span",
+    "detach",
     "span_factory",
 ]
 
@@ -70,6 +74,26 @@ try:  # the key the API keeps the current span under (read directly: see current
     from opentelemetry.trace.propagation import _SPAN_KEY
 except ImportError:  # pragma: no cover - another API version
     _SPAN_KEY = None  # type: ignore[assignment]
+
+
+def _context_var() -> Any:
+    """The ContextVar behind the API's default runtime context (None: another runtime context,
+    e.g. one chosen with ``OTEL_PYTHON_CONTEXT``, used through the API's functions)."""
+    try:
+        from opentelemetry import context as api_context
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    except ImportError:  # pragma: no cover - another API version
+        return None
+    runtime = getattr(api_context, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, ContextVar) else None
+
+
+# What ``context.get_current`` / ``attach`` / ``detach`` read and set, three calls deep each:
+# the spans of a run switch the current context twice per span.
+_CONTEXT_VAR = _context_var() if _SPAN_KEY is not None else None
 
 
 def _noop_hooks() -> frozenset[Any]:
@@ -153,6 +177,9 @@ class SpanFactory:
         self._max_length: int | None = getattr(limits, "max_span_attribute_length", None)
         self._max_events: int | None = getattr(limits, "max_events", None)
         self._max_links: int | None = getattr(limits, "max_links", None)
+        # The SDK's default generator's span id, drawn here (its method is one more call).
+        self._random_ids: Any = self._ids if type(self._ids) is RandomIdGenerator else None
+        self._random_bits = random.getrandbits
         random_ids = getattr(self._ids, "is_trace_id_random", None)
         self._random_root = bool(random_ids()) if callable(random_ids) else False
         self._random_flag = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
@@ -206,7 +233,18 @@ class SpanFactory:
             return self._tracer.start_span(name, context, kind, attributes, links, start_time)
         # A SpanContext is a tuple: (trace_id, span_id, is_remote, trace_flags, trace_state,
         # is_valid), read by index here (its properties are one call each).
-        parent: Any = current_span(context).get_span_context()
+        current = (
+            _CONTEXT_VAR.get().get(_SPAN_KEY)
+            if context is None and _CONTEXT_VAR is not None
+            else current_span(context)
+        )
+        parent: Any = (
+            current._context
+            if type(current) is LeanSpan
+            else current.get_span_context()
+            if isinstance(current, trace_api.Span)
+            else None
+        )
         if parent is None or not parent[5]:
             parent = None
             trace_id = self._ids.generate_trace_id()
@@ -230,11 +268,15 @@ class SpanFactory:
             attrs = dict(result.attributes) if result.attributes else {}
             trace_state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
         flags = _FLAGS[(1 if sampled else 0) | (self._random_flag if random_id else 0)]
+        ids = self._ids
+        span_id = (
+            self._random_bits(64) if ids is self._random_ids else 0
+        ) or ids.generate_span_id()
         # What SpanContext(...) builds, without its checks: the ids come from the tracer's id
         # generator (never 0, in range) or from a valid parent.
         span_context = tuple.__new__(
             SpanContext,
-            (trace_id, self._ids.generate_span_id(), False, flags, trace_state, True),
+            (trace_id, span_id, False, flags, trace_state, True),
         )
         if not recording:
             return trace_api.NonRecordingSpan(span_context)
@@ -251,9 +293,9 @@ class SpanFactory:
 
 def current_span(context: Any = None) -> Any:
     """``opentelemetry.trace.get_current_span``, reading the context's span directly."""
-    if _SPAN_KEY is None:  # pragma: no cover - another API version
+    if _CONTEXT_VAR is None:  # pragma: no cover - another API version or runtime context
         return trace_api.get_current_span(context)
-    span = (context if context is not None else _get_current()).get(_SPAN_KEY)
+    span = (context if context is not None else _CONTEXT_VAR.get()).get(_SPAN_KEY)
     if span is None:
         return trace_api.INVALID_SPAN
     if type(span) is LeanSpan or isinstance(span, trace_api.Span):
@@ -263,11 +305,23 @@ def current_span(context: Any = None) -> Any:
 
 def attach_span(span: Any) -> Any:
     """``context.attach(trace.set_span_in_context(span))``: ``span`` current until detached."""
-    if _SPAN_KEY is None:  # pragma: no cover - another API version
+    if _CONTEXT_VAR is None:  # pragma: no cover - another API version or runtime context
         return _attach(trace_api.set_span_in_context(span))
-    values = _get_current().copy()
-    values[_SPAN_KEY] = span
-    return _attach(Context(values))
+    values = Context(_CONTEXT_VAR.get())
+    dict.__setitem__(values, _SPAN_KEY, span)  # a Context refuses item writes: a new one
+    return _CONTEXT_VAR.set(values)
+
+
+def detach(token: Any) -> None:
+    """``context.detach``: what was current before ``token``'s attach is current again (a
+    token of another context is logged, as the API logs it, not raised)."""
+    if _CONTEXT_VAR is None:  # pragma: no cover - another API version or runtime context
+        _detach(token)
+        return
+    try:
+        _CONTEXT_VAR.reset(token)
+    except Exception:
+        _log.exception("Failed to detach context")
 
 
 _SIMPLE = frozenset({str, bool, int, float})
@@ -300,6 +354,9 @@ def _clean(value: Any, max_length: int | None) -> Any:
 class LeanSpan(trace_api.Span, ReadableSpan):
     """A recording span that is its own ``ReadableSpan`` once it ends."""
 
+    # ReadableSpan's ``context`` property, as an attribute (processors read it twice a span).
+    context: SpanContext = None  # type: ignore[assignment]
+
     def __init__(
         self,
         factory: SpanFactory,
@@ -312,7 +369,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     ) -> None:
         # ReadableSpan's fields, set directly (its __init__ would build a Resource by default).
         self._name = name
-        self._context = context
+        self._context = self.context = context
         self._parent = parent
         self._kind = kind
         self._attributes = attributes

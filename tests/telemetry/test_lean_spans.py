@@ -268,3 +268,42 @@ def test_a_processor_added_while_a_span_is_open_sees_its_end() -> None:
     assert [s.name for s in second.get_finished_spans()] == ["open"]
     factory.start_span("next").end()
     assert len(second.get_finished_spans()) == 2
+
+
+def test_current_span_switches_are_the_apis_own_context(caplog: pytest.LogCaptureFixture) -> None:
+    """Our attach/detach set the same context the OpenTelemetry API reads and writes: a span
+    made current here is the API's current span, a span the API made current is our parent,
+    a span's ``context`` is its span context (what processors read), and a token detached
+    out of order is logged, as the API logs it, instead of raising."""
+    import contextvars
+
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from penguiflow_agents.telemetry._spans import attach_span, current_span, detach
+
+    exporter = InMemorySpanExporter()
+    provider = _provider(exporter)
+    factory = span_factory(provider.get_tracer("test"))
+    assert factory is not None
+    outer = factory.start_span("outer")
+    token = attach_span(outer)
+    assert trace.get_current_span() is outer
+    with provider.get_tracer("sdk").start_as_current_span("sdk-span") as sdk_span:
+        assert current_span() is sdk_span
+        inner = factory.start_span("inner")
+        assert inner.parent is not None
+        assert inner.parent.span_id == sdk_span.get_span_context().span_id
+        assert inner.context is inner.get_span_context()
+        inner.end()
+    assert current_span() is outer
+    detach(token)
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    # A token made in another context cannot reset this one: logged, the context unchanged.
+    foreign = contextvars.copy_context().run(attach_span, outer)
+    otel_context.attach(Context())
+    with caplog.at_level("ERROR"):
+        detach(foreign)
+    assert "Failed to detach context" in caplog.text
+    outer.end()
+    assert {s.name for s in exporter.get_finished_spans()} == {"inner", "sdk-span", "outer"}
