@@ -129,6 +129,9 @@ class Metrics:
         self._model_series: dict[tuple[str, ...], tuple[Any, ...]] = {}
         # (source, tool, outcome[, tenant]) -> the calls series
         self._tool_series: dict[tuple[str, ...], _Series] = {}
+        # source -> its tool-duration / queue-wait series
+        self._tool_seconds: dict[str, _Series] = {}
+        self._queue_waits: dict[str, _Series] = {}
 
     # -- recording (hot paths: the series looked up once per label set) -----------------------
 
@@ -180,10 +183,16 @@ class Metrics:
         series.value += 1
 
     def tool_seconds_observe(self, source: str, seconds: float) -> None:
-        self.tool_seconds.series((source,)).observe(seconds)
+        series = self._tool_seconds.get(source)
+        if series is None:
+            series = self._tool_seconds[source] = self.tool_seconds.series((source,))
+        series.observe(seconds)
 
     def queue_waited(self, source: str, seconds: float) -> None:
-        self.queue_wait.series((source,)).observe(seconds)
+        series = self._queue_waits.get(source)
+        if series is None:
+            series = self._queue_waits[source] = self.queue_wait.series((source,))
+        series.observe(seconds)
 
     def approval_settled(self, outcome: str, wait_s: float, tenant: str) -> None:
         t = self._t(tenant)

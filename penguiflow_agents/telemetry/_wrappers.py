@@ -10,7 +10,7 @@ trace context to the call (``CallContext.extra["trace_headers"]``), which
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
@@ -38,6 +38,37 @@ def wrap_llm(llm: Any, telemetry: Telemetry) -> Any:
 
 def _tenant(request: LLMRequest) -> str:
     return str(request.metadata.get("tenant", ""))
+
+
+class _Carrier(Mapping[str, str]):
+    """A call's W3C trace context (``traceparent``, ``tracestate``), formatted when a source
+    first reads it (an in-process tool never does)."""
+
+    __slots__ = ("_headers", "_span", "_tracing")
+
+    def __init__(self, tracing: Tracing, span: Any) -> None:
+        self._tracing = tracing
+        self._span = span
+        self._headers: dict[str, str] | None = None
+
+    def _read(self) -> dict[str, str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = self._tracing.carrier(self._span)
+            self._span = None
+        return headers
+
+    def __getitem__(self, key: str) -> str:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __repr__(self) -> str:
+        return repr(self._read())
 
 
 def _outcome(exc: BaseException) -> str:
@@ -95,8 +126,18 @@ class TracedLLM:
                 tracing.detach(token)
                 tracing.fail(span, exc)
             raise
-        if self._metrics is not None:
-            self._done(response, time.perf_counter() - started, _tenant(request))
+        metrics = self._metrics
+        if metrics is not None:
+            usage = response.usage
+            metrics.model_call(
+                self.model,
+                "ok",
+                time.perf_counter() - started,
+                _tenant(request) if metrics.tenant_label else "",
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                cost_usd=response.cost_usd,
+            )
         if tracing is not None:
             tracing.detach(token)
             tracing.end_chat(span, response)
@@ -189,7 +230,7 @@ class TracedCatalog:
             )
             token = tracing.attach(span)  # the tool's own spans and retry events go in it
             ctx = ctx if ctx is not None else CallContext()
-            ctx.extra[TRACE_HEADERS_KEY] = tracing.carrier(span)
+            ctx.extra[TRACE_HEADERS_KEY] = _Carrier(tracing, span)
         try:
             result: ToolResult = await self.inner.call(name, arguments, ctx)
         except BaseException as exc:

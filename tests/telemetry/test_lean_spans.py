@@ -27,10 +27,11 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanKind, StatusCode
 
 from penguiflow_agents import Headers, ReactPlanner, ToolRegistry
-from penguiflow_agents.telemetry import Telemetry
+from penguiflow_agents.telemetry import TRACE_HEADERS_KEY, Telemetry
 from penguiflow_agents.telemetry._spans import SDK_SPANS_ENV, LeanSpan, span_factory
 from penguiflow_agents.testing.scripted_llm import ScriptedLLM
-from penguiflow_agents.tools import tool
+from penguiflow_agents.tools import CallContext, tool
+from penguiflow_agents.tools._types import trace_headers
 
 ALICE = Headers(tenant="acme", principal="alice", roles=["staff"])
 # Attributes that differ from run to run (ids), left out of the comparison.
@@ -307,3 +308,38 @@ def test_current_span_switches_are_the_apis_own_context(caplog: pytest.LogCaptur
     assert "Failed to detach context" in caplog.text
     outer.end()
     assert {s.name for s in exporter.get_finished_spans()} == {"inner", "sdk-span", "outer"}
+
+
+async def test_a_python_tool_reads_its_calls_trace_context_as_a_mapping() -> None:
+    """``CallContext.extra[TRACE_HEADERS_KEY]`` is formatted when read: a tool that reads it
+    gets its ``execute_tool`` span's ``traceparent`` (what http and MCP sources send)."""
+    seen: dict[str, Any] = {}
+
+    @tool(idempotent=True)
+    async def traced(key: str, ctx: CallContext) -> str:
+        """Reads its trace context."""
+        carrier = ctx.extra[TRACE_HEADERS_KEY]
+        seen.update(mapping=dict(carrier), via_sources=trace_headers(ctx), keys=list(carrier))
+        return "ok"
+
+    exporter = InMemorySpanExporter()
+    registry = ToolRegistry()
+    registry.add_functions(traced, source="kv")
+    script: list[dict[str, Any]] = [
+        {"tool_calls": [{"id": "c-1", "name": "kv.traced", "arguments": {"key": "a"}}]},
+        {"content": "done"},
+    ]
+    planner = Telemetry(tracer_provider=_provider(exporter)).instrument(
+        ReactPlanner(llm=ScriptedLLM(script), registry=registry)
+    )
+    try:
+        result = await planner.run("go", headers=ALICE)
+    finally:
+        await registry.aclose()
+    assert result.status == "completed", result.error
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "execute_tool kv.traced"]
+    ctx = span.context
+    expected = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    assert seen["mapping"] == {"traceparent": expected}
+    assert seen["via_sources"] == {"traceparent": expected}
+    assert seen["keys"] == ["traceparent"]
