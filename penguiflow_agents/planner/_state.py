@@ -11,7 +11,8 @@ it with ``RunState.from_dict`` and go on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,36 @@ class InflightStep:
         )
 
 
+class _Encoded:
+    """The JSON texts of a list that only grows, each kept with the item it was encoded from
+    (held, so its id is never reused): ``texts`` encodes only the items it has not seen."""
+
+    __slots__ = ("encoded", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.encoded: list[bytes] = []
+
+    def texts(self, current: list[Any], encode: Callable[[Any], bytes]) -> list[bytes]:
+        """The texts of ``current``'s items, in order (the cache's own list: do not keep it)."""
+        items, encoded = self.items, self.encoded
+        if len(items) > len(current) or not all(map(operator.is_, items, current)):
+            kept = 0  # an item replaced or removed: encoded again from there
+            for seen, item in zip(items, current, strict=False):
+                if seen is not item:
+                    break
+                kept += 1
+            del items[kept:], encoded[kept:]
+        for item in current[len(items) :]:
+            encoded.append(encode(item))  # first: a failing item is not kept
+            items.append(item)
+        return encoded
+
+
+def _encode_step(step: Step) -> bytes:
+    return pydantic_core.to_json(step.to_dict())
+
+
 @dataclass(slots=True, kw_only=True)
 class RunState:
     """Everything a run needs to go on; lives in a local variable, never on the planner."""
@@ -128,12 +159,14 @@ class RunState:
     # open step returned; ``close_step`` shows them to the model after the step's tool results.
     media: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     media_bytes: int = 0  # bytes of the images this run has shown the model (max_image_bytes)
-    # ``encode``'s cache: each message already encoded, with the message object it came from.
-    # The conversation only grows and a message is never changed once appended, so a checkpoint
-    # encodes the new messages only (tests/planner check every encoding against a full one).
-    _encoded: list[tuple[dict[str, Any], bytes]] = field(
-        default_factory=list, init=False, repr=False, compare=False
+    # ``encode``'s caches: each message and each step already encoded, with the object it came
+    # from. The conversation and the trajectory only grow, and a message or a step is never
+    # changed once appended, so a checkpoint encodes the new ones only (tests/planner check
+    # every encoding against a full one).
+    _messages_seen: _Encoded = field(
+        default_factory=_Encoded, init=False, repr=False, compare=False
     )
+    _steps_seen: _Encoded = field(default_factory=_Encoded, init=False, repr=False, compare=False)
 
     def add_cost(self, cost: float | None) -> None:
         if cost is not None:
@@ -166,24 +199,26 @@ class RunState:
         return {"messages": list(self.messages), **self._fields()}
 
     def encode(self) -> bytes:
-        """The JSON text of ``to_dict()``, as a store keeps it, re-encoding only the messages
-        appended since the last call. Raises pydantic-core's error for a value JSON cannot hold
-        (the caller falls back to a full encoding of its text forms)."""
-        cache, messages = self._encoded, self.messages
-        kept = 0
-        for (seen, _), message in zip(cache, messages, strict=False):
-            if seen is not message:
-                break
-            kept += 1
-        del cache[kept:]
-        for message in messages[kept:]:
-            cache.append((message, pydantic_core.to_json(message)))
-        head = pydantic_core.to_json(self._fields())  # b'{"v":...}': never empty
-        return b"".join((head[:-1], b',"messages":[', b",".join(e for _, e in cache), b"]}"))
+        """The JSON text of ``to_dict()``, as a store keeps it, re-encoding only the messages and
+        steps appended since the last call. Raises pydantic-core's error for a value JSON cannot
+        hold (the caller falls back to a full encoding of its text forms)."""
+        steps = self._steps_seen.texts(self.steps, _encode_step)
+        messages = self._messages_seen.texts(self.messages, pydantic_core.to_json)
+        head = pydantic_core.to_json(self._fields(steps=False))  # b'{"v":...}': never empty
+        return b"".join(
+            (
+                head[:-1],
+                b',"steps":[',
+                b",".join(steps),
+                b'],"messages":[',
+                b",".join(messages),
+                b"]}",
+            )
+        )
 
-    def _fields(self) -> dict[str, Any]:
-        """``to_dict()`` but the messages."""
-        return {
+    def _fields(self, *, steps: bool = True) -> dict[str, Any]:
+        """``to_dict()`` but the messages (and the steps when not ``steps``)."""
+        fields = {
             "v": STATE_VERSION,
             "query": self.query,
             "model": self.model,
@@ -191,7 +226,6 @@ class RunState:
             "trace_id": self.trace_id,
             "trace_context": dict(self.trace_context),
             "history_len": self.history_len,
-            "steps": [s.to_dict() for s in self.steps],
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
             "cost": self.cost,
             "model_calls": self.model_calls,
@@ -199,9 +233,14 @@ class RunState:
             "last_error": self.last_error,
             "paused": self.paused.to_dict() if self.paused else None,
             "inflight": self.inflight.to_dict() if self.inflight else None,
-            **({"media": {k: list(v) for k, v in self.media.items()}} if self.media else {}),
-            **({"media_bytes": self.media_bytes} if self.media_bytes else {}),
         }
+        if self.media:
+            fields["media"] = {k: list(v) for k, v in self.media.items()}
+        if self.media_bytes:
+            fields["media_bytes"] = self.media_bytes
+        if steps:
+            fields["steps"] = [s.to_dict() for s in self.steps]
+        return fields
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, run_id: str) -> RunState:

@@ -1,5 +1,6 @@
-"""A checkpoint encodes only the messages appended since the last one (``RunState.encode``),
-and the text a store gets is the same JSON as a full encoding of the state."""
+"""A checkpoint encodes only the messages and steps appended since the last one
+(``RunState.encode``), and the text a store gets is the same JSON as a full encoding of the
+state."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 
 from penguiflow_agents.planner._records import stage
 from penguiflow_agents.planner._state import RunState
+from penguiflow_agents.planner._types import Step
 from penguiflow_agents.store._base import RunRecord
 from penguiflow_agents.store._codec import EncodedRunRecord
 
@@ -25,7 +27,19 @@ def test_each_encoding_equals_the_state_and_reuses_the_messages_seen_before() ->
         st.messages.append({"role": "user", "content": f"turn {i}"})
         st.model_calls += 1
         assert json.loads(st.encode()) == st.to_dict()
-    assert [m for m, _ in st._encoded] == st.messages  # one cached text per message, in order
+    assert st._messages_seen.items == st.messages  # one cached text per message, in order
+
+
+def test_steps_appended_are_encoded_once_and_a_replaced_one_again() -> None:
+    st = RunState(query="q", model="m")
+    for i in range(3):
+        st.steps.append(Step(tool="kv.get", arguments={"key": i}, outcome="ok", result=i, step=i))
+        assert json.loads(st.encode()) == st.to_dict()
+    assert st._steps_seen.items == st.steps
+    st.steps[1] = Step(tool="kv.get", arguments={}, outcome="timeout", result="slow", step=1)
+    assert json.loads(st.encode()) == st.to_dict()
+    del st.steps[2:]
+    assert json.loads(st.encode())["steps"] == [s.to_dict() for s in st.steps]
 
 
 def test_a_message_replaced_or_removed_is_encoded_again() -> None:
