@@ -14,6 +14,7 @@ These are the store thread's groups: the grouped writes go to the thread here
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
@@ -148,6 +149,30 @@ async def test_state_text_is_stored_as_given_and_returned_records_decode_when_re
         assert (await store.get_run("acme", "run-1")).state["step"] == 2
     finally:
         await store.aclose()
+
+
+def test_an_encoded_copy_has_every_field_of_the_record_and_its_state_text() -> None:
+    full = RunRecord(
+        run_id="r",
+        tenant="t",
+        principal="p",
+        roles=["a"],
+        session_id="s",
+        status="paused",
+        model="m",
+        query="q",
+        state={"step": 3},
+        version=7,
+        claimed_by="w",
+        claim_expires_at=9.5,
+        created_at=1.5,
+        updated_at=2.5,
+    )
+    copy = encoded_run(full, roles=["a"], state_text='{"step":3}')
+    assert copy == full  # every field (an unset slot would raise here)
+    assert dataclasses.asdict(copy) == dataclasses.asdict(full)
+    copy.state = {"step": 4}  # set before ever read: the text is dropped
+    assert (copy.state, copy.state_text) == ({"step": 4}, None)
 
 
 async def _one_group(store: SQLiteStore, *writes: Any) -> list[Any]:
