@@ -127,10 +127,10 @@ def encode_state(state: dict[str, Any]) -> str:
 def stage(record: RunRecord, state: dict[str, Any] | RunState) -> RunRecord:
     """``record`` with ``state`` encoded (a store writes the text as is; nothing decodes it back
     unless someone reads the record's state): ``record`` itself when it can carry the text.
-    A ``RunState`` encodes only what it did not encode before (``RunState.encode``)."""
+    A ``RunState`` encodes only what it did not encode before (``RunState.json_text``)."""
     if isinstance(state, RunState):
         try:
-            text = state.encode().decode()
+            text = state.json_text()
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
             text = encode_state(state.to_dict())
     else:

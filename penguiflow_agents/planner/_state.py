@@ -113,9 +113,9 @@ class _Encoded:
 
     def __init__(self) -> None:
         self.items: list[Any] = []
-        self.encoded: list[bytes] = []
+        self.encoded: list[str] = []
 
-    def texts(self, current: list[Any], encode: Callable[[Any], bytes]) -> list[bytes]:
+    def texts(self, current: list[Any], encode: Callable[[Any], str]) -> list[str]:
         """The texts of ``current``'s items, in order (the cache's own list: do not keep it)."""
         items, encoded = self.items, self.encoded
         if len(items) > len(current) or not all(map(operator.is_, items, current)):
@@ -131,8 +131,12 @@ class _Encoded:
         return encoded
 
 
-def _encode_step(step: Step) -> bytes:
-    return pydantic_core.to_json(step.to_dict())
+def _text(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+def _step_text(step: Step) -> str:
+    return _text(step.to_dict())
 
 
 @dataclass(slots=True, kw_only=True)
@@ -159,7 +163,7 @@ class RunState:
     # open step returned; ``close_step`` shows them to the model after the step's tool results.
     media: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     media_bytes: int = 0  # bytes of the images this run has shown the model (max_image_bytes)
-    # ``encode``'s caches: each message and each step already encoded, with the object it came
+    # ``json_text``'s caches: each message and each step already encoded, with the object it came
     # from. The conversation and the trajectory only grow, and a message or a step is never
     # changed once appended, so a checkpoint encodes the new ones only (tests/planner check
     # every encoding against a full one).
@@ -198,22 +202,16 @@ class RunState:
     def to_dict(self) -> dict[str, Any]:
         return {"messages": list(self.messages), **self._fields()}
 
-    def encode(self) -> bytes:
-        """The JSON text of ``to_dict()``, as a store keeps it, re-encoding only the messages and
-        steps appended since the last call. Raises pydantic-core's error for a value JSON cannot
-        hold (the caller falls back to a full encoding of its text forms)."""
-        steps = self._steps_seen.texts(self.steps, _encode_step)
-        messages = self._messages_seen.texts(self.messages, pydantic_core.to_json)
-        head = pydantic_core.to_json(self._fields(steps=False))  # b'{"v":...}': never empty
-        return b"".join(
-            (
-                head[:-1],
-                b',"steps":[',
-                b",".join(steps),
-                b'],"messages":[',
-                b",".join(messages),
-                b"]}",
-            )
+    def json_text(self) -> str:
+        """The JSON text of ``to_dict()``, as a store keeps it, encoding only the messages and
+        steps appended since the last call (each decoded to text once, so the whole is joined as
+        text and never decoded). Raises pydantic-core's error for a value JSON cannot hold (the
+        caller falls back to a full encoding of its text forms)."""
+        steps = self._steps_seen.texts(self.steps, _step_text)
+        messages = self._messages_seen.texts(self.messages, _text)
+        head = _text(self._fields(steps=False))  # '{"v":...}': never empty
+        return "".join(
+            (head[:-1], ',"steps":[', ",".join(steps), '],"messages":[', ",".join(messages), "]}")
         )
 
     def _fields(self, *, steps: bool = True) -> dict[str, Any]:

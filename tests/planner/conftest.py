@@ -78,15 +78,16 @@ def gate() -> Callable[[int], tuple[Any, Callable[[], Any]]]:
 
 @pytest.fixture(autouse=True)
 def every_incremental_state_encoding_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``RunState.encode`` re-encodes only the messages appended since its last call: in every
-    planner test, each encoding it gives is compared with a full encoding of ``to_dict()`` (a
-    message changed in place after a checkpoint would make a stale checkpoint: this fails)."""
-    incremental = RunState.encode
+    """``RunState.json_text`` encodes only the messages and steps appended since its last call:
+    in every planner test, each text it gives is compared with a full encoding of ``to_dict()``
+    (a message or a step changed in place after a checkpoint would make a stale checkpoint:
+    this fails)."""
+    incremental = RunState.json_text
 
-    def checked(self: RunState) -> bytes:
+    def checked(self: RunState) -> str:
         text = incremental(self)
         full = pydantic_core.to_json(self.to_dict())
         assert json.loads(text) == json.loads(full), "an incremental state encoding is stale"
         return text
 
-    monkeypatch.setattr(RunState, "encode", checked)
+    monkeypatch.setattr(RunState, "json_text", checked)

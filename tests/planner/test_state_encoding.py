@@ -1,5 +1,5 @@
 """A checkpoint encodes only the messages and steps appended since the last one
-(``RunState.encode``), and the text a store gets is the same JSON as a full encoding of the
+(``RunState.json_text``), and the text a store gets is the same JSON as a full encoding of the
 state."""
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ def record() -> RunRecord:
 def test_each_encoding_equals_the_state_and_reuses_the_messages_seen_before() -> None:
     st = RunState(query="q", model="m")
     st.messages.append({"role": "system", "content": "be brief"})
-    first = json.loads(st.encode())
+    first = json.loads(st.json_text())
     assert first == st.to_dict()
     for i in range(3):
         st.messages.append({"role": "user", "content": f"turn {i}"})
         st.model_calls += 1
-        assert json.loads(st.encode()) == st.to_dict()
+        assert json.loads(st.json_text()) == st.to_dict()
     assert st._messages_seen.items == st.messages  # one cached text per message, in order
 
 
@@ -34,21 +34,21 @@ def test_steps_appended_are_encoded_once_and_a_replaced_one_again() -> None:
     st = RunState(query="q", model="m")
     for i in range(3):
         st.steps.append(Step(tool="kv.get", arguments={"key": i}, outcome="ok", result=i, step=i))
-        assert json.loads(st.encode()) == st.to_dict()
+        assert json.loads(st.json_text()) == st.to_dict()
     assert st._steps_seen.items == st.steps
     st.steps[1] = Step(tool="kv.get", arguments={}, outcome="timeout", result="slow", step=1)
-    assert json.loads(st.encode()) == st.to_dict()
+    assert json.loads(st.json_text()) == st.to_dict()
     del st.steps[2:]
-    assert json.loads(st.encode())["steps"] == [s.to_dict() for s in st.steps]
+    assert json.loads(st.json_text())["steps"] == [s.to_dict() for s in st.steps]
 
 
 def test_a_message_replaced_or_removed_is_encoded_again() -> None:
     st = RunState(query="q", model="m", messages=[{"role": "user", "content": "a"}])
-    st.encode()
+    st.json_text()
     st.messages[0] = {"role": "user", "content": "b"}  # a new object: not the one encoded
-    assert json.loads(st.encode())["messages"] == [{"role": "user", "content": "b"}]
+    assert json.loads(st.json_text())["messages"] == [{"role": "user", "content": "b"}]
     st.messages.clear()
-    assert json.loads(st.encode())["messages"] == []
+    assert json.loads(st.json_text())["messages"] == []
 
 
 def test_a_value_json_cannot_hold_is_stored_in_its_text_form() -> None:
