@@ -270,6 +270,26 @@ async def test_update_run_writes_fields_and_bumps_the_version(
     assert (await store.update_run(updated, expected_version=1)).version == 2
 
 
+@pytest.mark.parametrize("status", ["running", "completed"])  # a checkpoint, a last write
+async def test_update_run_writes_each_optional_field_as_none_and_back(
+    store: StateStore, tenant: str, status: str
+) -> None:
+    record = await store.create_run(
+        make_run(tenant, status="running", claimed_by="w1", claim_expires_at=5.0)
+    )
+    given = {"session_id": "s-2", "claimed_by": "w2", "claim_expires_at": 7.5}
+    for i in range(8):  # every mix of None and a value among the three
+        for bit, (name, value) in enumerate(given.items()):
+            setattr(record, name, None if i >> bit & 1 else value)
+        record.status = status if i == 7 else "running"
+        record = await store.update_run(record, expected_version=i)
+        fetched = await store.get_run(tenant, "run-1")
+        assert fetched == record
+        assert [getattr(fetched, n) for n in given] == [
+            None if i >> bit & 1 else v for bit, v in enumerate(given.values())
+        ]
+
+
 async def test_update_run_keeps_the_stored_created_at_and_lists_the_run_by_its_new_status(
     store: StateStore, tenant: str
 ) -> None:
