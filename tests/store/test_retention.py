@@ -20,10 +20,12 @@ import pytest
 from penguiflow_agents import Headers, ReactPlanner, ToolRegistry
 from penguiflow_agents.history import prune_runs
 from penguiflow_agents.store import (
+    ENDED_STATUSES,
     ApprovalDecision,
     ApprovalRecord,
     RunRecord,
     StateStore,
+    _sqlite,
     open_store,
 )
 from penguiflow_agents.testing.scripted_llm import ScriptedLLM
@@ -125,6 +127,32 @@ async def test_prune_deletes_old_ended_runs_with_their_records_and_keeps_everyth
     assert await store.count_runs() == 6
     assert await store.count_runs(status="completed") == 2
     assert await store.prune_runs(ended_before=time.time() - 30 * DAY) == 0
+
+
+async def test_sqlite_prunes_through_an_index_that_running_runs_stay_out_of(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint moves a running run's updated_at: runs_by_end (partial) holds no running
+    run, so it has nothing to rewrite then, and prune_runs' query still finds it."""
+    path = tmp_path / "state.db"
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        old = time.time() - 40 * DAY
+        await store.create_run(_run("acme", "done", "completed", old))
+        running = await store.create_run(_run("acme", "live", "running", old))
+        await store.update_run(running, expected_version=0)  # a checkpoint
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as conn:
+        indexed = conn.execute(
+            "SELECT run_id FROM runs INDEXED BY runs_by_end WHERE status <> 'running'"
+        ).fetchall()
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN " + _sqlite._PRUNE_BATCH,
+            (*ENDED_STATUSES, time.time(), 10),
+        ).fetchall()
+    assert indexed == [("done",)]
+    assert "USING INDEX runs_by_end" in str(plan)
 
 
 async def test_prune_refuses_a_bad_batch_size_and_history_refuses_a_bad_age(
