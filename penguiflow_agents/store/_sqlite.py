@@ -153,7 +153,7 @@ _CHECKPOINT_RUN = (
 )
 
 
-def _null_columns(sql: str, nulls: tuple[bool, bool, bool]) -> str:
+def _null_columns(sql: str, nulls: tuple[bool, ...]) -> str:
     """``sql`` (an update of a run) writing NULL, not a parameter, for each column of
     session_id, claimed_by and claim_expires_at flagged in ``nulls``."""
     for null, column in zip(
@@ -492,10 +492,15 @@ class SQLiteStore:
     # store thread only.
     inline_writes = True
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, grouped: bool = False) -> T:
+    def _run(
+        self, fn: Callable[[sqlite3.Connection], T], *, grouped: bool = False
+    ) -> asyncio.Future[T]:
         """Run ``fn`` on the store thread; ``grouped``: a write that may share its transaction
         (and its commit) with the other grouped writes of the thread's batch, or, from the
-        loop that owns the inline writer, of the loop's iteration (``_InlineWriter``)."""
+        loop that owns the inline writer, of the loop's iteration (``_InlineWriter``).
+
+        Awaited by the caller (a future, not a coroutine: one level less for every write to
+        pass through when its task resumes); a closed store raises here, in the caller."""
         if self._closed:
             raise StoreError(f"the SQLite store {self.path!r} was closed; open a new store.")
         if grouped and self._iconn is not None:
@@ -504,8 +509,8 @@ class SQLiteStore:
             if inline is None or inline.loop is not loop:
                 inline = self._take_inline(loop)
             if inline is not None:
-                return await inline.submit(fn)
-        return await self._thread.submit(functools.partial(self._in_thread, fn), grouped=grouped)
+                return inline.submit(fn)
+        return self._thread.submit(functools.partial(self._in_thread, fn), grouped=grouped)
 
     def _take_inline(self, loop: asyncio.AbstractEventLoop) -> _InlineWriter | None:
         """The inline writer for ``loop``: a new one if no open loop owns the connection."""
