@@ -46,6 +46,8 @@ T = TypeVar("T")
 DEFAULT_PATH = os.path.join(".penguiflow", "state.db")
 # Longest a statement waits for another connection's write lock before failing.
 BUSY_TIMEOUT_S = 30.0
+# Pause between attempts to put a file another connection is creating in WAL mode (_wal_mode).
+WAL_MODE_RETRY_S = 0.005
 # The inline writer (``_InlineWriter``) asks the store thread for a checkpoint once the WAL
 # holds more pages than this (SQLite's own wal_autocheckpoint default), checked every
 # WAL_CHECK_EVERY of its commits.
@@ -1197,7 +1199,7 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         if path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
+            _wal_mode(conn)
         # In WAL mode NORMAL survives a killed process (not a power cut) without an fsync per commit.
         conn.execute("PRAGMA synchronous = NORMAL")
         # A WAL restarted by this connection is cut back to what it holds between checkpoints
@@ -1208,6 +1210,21 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _wal_mode(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while the file is locked: SQLite fails it at once
+    (no busy wait) when another connection is creating the file and migrating it (stores
+    opening one new file together), until BUSY_TIMEOUT_S."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_MODE_RETRY_S)
 
 
 def _connect_inline(path: str) -> sqlite3.Connection:
