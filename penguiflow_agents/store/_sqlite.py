@@ -734,6 +734,13 @@ class SQLiteStore:
         checkpoint_sql, same_created_sql, update_sql = _RUN_WRITES[
             session_id is None, claimed_by is None, expires is None
         ]
+        # A running record is most likely a checkpoint (its status the stored one), any other
+        # one a run that ends or pauses: the statement that most likely matches goes first.
+        first, then = (
+            (checkpoint_sql, same_created_sql)
+            if run.status == "running"
+            else (same_created_sql, checkpoint_sql)
+        )
         values = (
             run.principal,
             roles,
@@ -756,10 +763,7 @@ class SQLiteStore:
             # One statement when the record is the stored run at the expected version (its
             # created_at is then the stored one): the planner's checkpoints, which keep the
             # status (the row's index by status is then left as it is), and its last write.
-            if (
-                _one_write(conn, checkpoint_sql, args) == 1
-                or _one_write(conn, same_created_sql, args) == 1
-            ):
+            if _one_write(conn, first, args) == 1 or _one_write(conn, then, args) == 1:
                 created_at = run.created_at
             else:
                 with _write(conn):
