@@ -171,6 +171,10 @@ class RunState:
         default_factory=_Encoded, init=False, repr=False, compare=False
     )
     _steps_seen: _Encoded = field(default_factory=_Encoded, init=False, repr=False, compare=False)
+    # The fixed fields (``_fixed``) as last encoded, with their values then.
+    _fixed_seen: tuple[tuple[Any, ...], str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def add_cost(self, cost: float | None) -> None:
         if cost is not None:
@@ -209,22 +213,38 @@ class RunState:
         caller falls back to a full encoding of its text forms)."""
         steps = self._steps_seen.texts(self.steps, _step_text)
         messages = self._messages_seen.texts(self.messages, _text)
-        head = _text(self._fields(steps=False))  # '{"v":...}': never empty
-        return "".join(
-            (head[:-1], ',"steps":[', ",".join(steps), '],"messages":[', ",".join(messages), "]}")
-        )
+        # The fields fixed for the run are encoded once (pydantic-core takes ~0.5 kIr a value).
+        fixed = (self.query, self.model, self.session_id, self.trace_id, self.history_len)
+        seen = self._fixed_seen
+        if seen is None or seen[0] != fixed:
+            seen = self._fixed_seen = (fixed, _text(self._fixed())[1:-1])
+        changing = _text(self._changing())[1:-1]  # never empty, as the fixed part
+        steps_text, messages_text = ",".join(steps), ",".join(messages)
+        return f'{{{seen[1]},{changing},"steps":[{steps_text}],"messages":[{messages_text}]}}'
 
     def _fields(self, *, steps: bool = True) -> dict[str, Any]:
         """``to_dict()`` but the messages (and the steps when not ``steps``)."""
-        fields = {
+        fields = {**self._fixed(), **self._changing()}
+        if steps:
+            fields["steps"] = [s.to_dict() for s in self.steps]
+        return fields
+
+    def _fixed(self) -> dict[str, Any]:
+        """The fields a run keeps from its start (``json_text`` encodes them once)."""
+        return {
             "v": STATE_VERSION,
             "query": self.query,
             "model": self.model,
             "session_id": self.session_id,
             "trace_id": self.trace_id,
-            "trace_context": dict(self.trace_context),
             "history_len": self.history_len,
+        }
+
+    def _changing(self) -> dict[str, Any]:
+        """The fields but the fixed ones, the steps and the messages."""
+        fields = {
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
+            "trace_context": dict(self.trace_context),
             "cost": self.cost,
             "model_calls": self.model_calls,
             "consecutive_errors": self.consecutive_errors,
@@ -236,8 +256,6 @@ class RunState:
             fields["media"] = {k: list(v) for k, v in self.media.items()}
         if self.media_bytes:
             fields["media_bytes"] = self.media_bytes
-        if steps:
-            fields["steps"] = [s.to_dict() for s in self.steps]
         return fields
 
     @classmethod

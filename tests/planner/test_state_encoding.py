@@ -60,3 +60,12 @@ def test_a_value_json_cannot_hold_is_stored_in_its_text_form() -> None:
     state = json.loads(staged.state_text)
     assert state["messages"][1]["content"].startswith("2026-01-01")
     assert state["query"] == "q"
+
+
+def test_the_fields_fixed_for_a_run_are_encoded_again_when_one_changes() -> None:
+    st = RunState(query="q", model="m", messages=[{"role": "user", "content": "a"}])
+    assert json.loads(st.json_text()) == st.to_dict()
+    st.model_calls, st.last_error = 3, "boom"  # changing fields: always encoded
+    assert json.loads(st.json_text()) == st.to_dict()
+    st.session_id, st.history_len, st.model = "s-1", 2, "other"  # fixed ones, changed
+    assert json.loads(st.json_text()) == st.to_dict()
