@@ -184,7 +184,10 @@ async def checkpoint(deps: Deps, run: Run) -> None:
         record = run.record = stage(run.record, run.state)
         record.claim_expires_at = time.time() + deps.claim_lease_s
         try:
-            await write(deps, run, record)
+            try:  # write()'s first attempt, inline: one coroutine less per checkpoint
+                run.record = await deps.store.update_run(record, expected_version=record.version)
+            except (UserError, ConflictError):
+                await write(deps, run, record)  # which handles both (trying once more first)
         except ConflictError:
             run.lost = True
             raise Stop("failed", _LOST) from None
