@@ -186,6 +186,9 @@ _PRUNE_BATCH = (
     f"status IN ({', '.join('?' * len(ENDED_STATUSES))}) AND updated_at < ? LIMIT ?"
 )
 
+_COUNT_RUNNING = "SELECT COUNT(*) FROM runs WHERE status = ?"
+_COUNT_ENDED_OR_PAUSED = "SELECT COUNT(*) FROM runs WHERE status <> 'running' AND status = ?"
+
 _Outcome = tuple[Any, BaseException | None]  # (result, None) or (None, the exception raised)
 
 
@@ -603,8 +606,10 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> int:
             if status is None:
                 return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
-            row = conn.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()
-            return int(row[0])
+            # A status other than running is counted in runs_by_end (partial: running runs are
+            # not in it; the implied term lets SQLite use it, e.g. the paused-runs gauge).
+            sql = _COUNT_RUNNING if status == "running" else _COUNT_ENDED_OR_PAUSED
+            return int(conn.execute(sql, (status,)).fetchone()[0])
 
         return await self._run(op)
 

@@ -153,6 +153,19 @@ async def test_sqlite_prunes_through_an_index_that_running_runs_stay_out_of(
         ).fetchall()
     assert indexed == [("done",)]
     assert "USING INDEX runs_by_end" in str(plan)
+    # The paused-runs gauge counts through it too (a scrape does not scan every run).
+    with sqlite3.connect(path) as conn:
+        counted = conn.execute(
+            "EXPLAIN QUERY PLAN " + _sqlite._COUNT_ENDED_OR_PAUSED, ("paused",)
+        ).fetchall()
+    assert "runs_by_end" in str(counted)
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        assert await store.count_runs(status="completed") == 1
+        assert await store.count_runs(status="running") == 1
+        assert await store.count_runs(status="paused") == 0
+    finally:
+        await store.aclose()
 
 
 async def test_prune_refuses_a_bad_batch_size_and_history_refuses_a_bad_age(
