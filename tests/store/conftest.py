@@ -8,14 +8,17 @@ other's rows and sessions running in parallel never touch each other's tables.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
-from penguiflow_agents.store import StateStore, open_store
+from penguiflow_agents.store import StateStore, _sqlite, open_store
 
 PG_SCHEMA = f"pf_test_{uuid.uuid4().hex[:12]}"
 _PG_USED: set[str] = set()
@@ -34,6 +37,46 @@ async def drop_schema(dsn: str, schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def groups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """(thread name, size) of every SQLite group transaction that began, on the event loop's
+    thread (inline writes) or on the store thread."""
+    seen: list[tuple[str, int]] = []
+    in_group = _sqlite._in_group
+
+    def counted(conn: sqlite3.Connection, ops: list[Any]) -> Any:
+        seen.append((threading.current_thread().name, len(ops)))
+        return in_group(conn, ops)
+
+    monkeypatch.setattr(_sqlite, "_in_group", counted)
+    return seen
+
+
+class FailingCommit:
+    """A SQLite connection whose first COMMIT fails with an I/O error (after the group's
+    writes ran); ``failed`` says whether it did."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+        self.failed = False
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.real.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("disk I/O error (test)")
+        return self.real.execute(sql, *args)
+
+
+@pytest.fixture
+def commit_fails_once() -> type[FailingCommit]:
+    """``commit_fails_once(conn)``: ``conn`` whose first COMMIT fails (``FailingCommit``)."""
+    return FailingCommit
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -52,17 +52,9 @@ def committed_versions(path: Path) -> dict[str, int]:
 
 
 async def test_one_batch_of_writes_commits_together_and_a_failing_one_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, groups: list[tuple[str, int]]
 ) -> None:
     path = tmp_path / "state.db"
-    groups: list[int] = []
-    group = SQLiteStore._run_group
-
-    def counted(self: SQLiteStore, ops: list[Any]) -> Any:
-        groups.append(len(ops))
-        return group(self, ops)
-
-    monkeypatch.setattr(SQLiteStore, "_run_group", counted)  # before the store takes it
     store = await SQLiteStore.open(path)
     try:
         created = await asyncio.gather(*(store.create_run(run(i)) for i in range(N)))
@@ -76,7 +68,7 @@ async def test_one_batch_of_writes_commits_together_and_a_failing_one_alone(
             store.create_run(run(3)),  # exists already
             return_exceptions=True,
         )
-        assert max(groups) > 1  # writes did share transactions
+        assert max(size for _, size in groups) > 1  # writes did share transactions
         *updated, second, duplicate = results
         assert all(isinstance(r, RunRecord) and r.version == 1 for r in updated)
         assert isinstance(second, ConflictError) and isinstance(duplicate, ConflictError)
@@ -88,7 +80,7 @@ async def test_one_batch_of_writes_commits_together_and_a_failing_one_alone(
 
 
 async def test_a_group_whose_transaction_fails_runs_each_write_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_fails_once: Any
 ) -> None:
     """If the group's COMMIT fails, nothing of it was written: each write runs again alone."""
     fail_next_group = [True]
@@ -101,18 +93,8 @@ async def test_a_group_whose_transaction_fails_runs_each_write_alone(
         conn = self._connection()
         real = conn
 
-        failed = [False]
-
-        class Wrapped:  # the group's COMMIT fails (the first COMMIT: its writes use savepoints)
-            in_transaction = property(lambda _: real.in_transaction)
-
-            def execute(self, sql: str, *args: Any) -> Any:
-                if sql == "COMMIT" and not failed[0]:
-                    failed[0] = True
-                    raise sqlite3.OperationalError("disk I/O error (test)")
-                return real.execute(sql, *args)
-
-        monkeypatch.setattr(self, "_connection", lambda: Wrapped())
+        failing = commit_fails_once(real)  # the group's COMMIT fails (its writes use savepoints)
+        monkeypatch.setattr(self, "_connection", lambda: failing)
         try:
             return group(self, ops)
         finally:
@@ -194,20 +176,12 @@ def integrity(path: Path) -> str:
 
 
 async def test_every_kind_of_run_write_in_one_group_gets_its_own_outcome(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, groups: list[tuple[str, int]]
 ) -> None:
     """A write of one statement has no savepoint in a group: one that fails leaves the others.
     Checkpoints keeping the status, a status change, a record whose created_at is not the
     stored one, a stale version, a missing run and a row SQLite refuses, in one transaction."""
     path = tmp_path / "state.db"
-    groups: list[int] = []
-    group = SQLiteStore._run_group
-
-    def counted(self: SQLiteStore, ops: list[Any]) -> Any:
-        groups.append(len(ops))
-        return group(self, ops)
-
-    monkeypatch.setattr(SQLiteStore, "_run_group", counted)  # before the store takes it
     store = await SQLiteStore.open(path)
     try:
         created = [await store.create_run(run(i)) for i in range(6)]
@@ -230,7 +204,7 @@ async def test_every_kind_of_run_write_in_one_group_gets_its_own_outcome(
             store.create_run(run(0)),  # exists already
             store.append_event("acme", "run-5", "tick", {}),
         )
-        assert groups == [8]  # one transaction
+        assert [size for _, size in groups] == [8]  # one transaction
         kept, finished, other, conflict, refusal, not_found, duplicate, seq = results
         assert isinstance(kept, RunRecord) and kept.version == 1
         assert isinstance(finished, RunRecord) and finished.status == "completed"
@@ -258,31 +232,21 @@ async def test_every_kind_of_run_write_in_one_group_gets_its_own_outcome(
 
 
 async def test_a_group_of_checkpoints_whose_commit_fails_writes_each_once_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_fails_once: Any
 ) -> None:
     path = tmp_path / "state.db"
     store = await SQLiteStore.open(path)
     try:
         created = [await store.create_run(run(i)) for i in range(N)]
         real = store._connection()
-        failed = [False]
-
-        class Wrapped:  # the group's COMMIT fails once
-            in_transaction = property(lambda _: real.in_transaction)
-
-            def execute(self, sql: str, *args: Any) -> Any:
-                if sql == "COMMIT" and not failed[0]:
-                    failed[0] = True
-                    raise sqlite3.OperationalError("disk I/O error (test)")
-                return real.execute(sql, *args)
-
-        monkeypatch.setattr(store, "_connection", lambda: Wrapped())
+        failing = commit_fails_once(real)  # the group's COMMIT fails once
+        monkeypatch.setattr(store, "_connection", lambda: failing)
         for record in created:
             record.state = {"step": "checkpoint"}
         results = await _one_group(
             store, *(store.update_run(r, expected_version=r.version) for r in created)
         )
-        assert failed[0]
+        assert failing.failed
         assert all(isinstance(r, RunRecord) and r.version == 1 for r in results)
         assert committed_versions(path) == {f"run-{i}": 1 for i in range(N)}
     finally:

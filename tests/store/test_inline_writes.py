@@ -47,20 +47,6 @@ def integrity(path: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-@pytest.fixture
-def groups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """(thread name, size) of every group transaction, inline or on the store thread."""
-    seen: list[tuple[str, int]] = []
-    in_group = _sqlite._in_group
-
-    def counted(conn: sqlite3.Connection, ops: list[Any]) -> Any:
-        seen.append((threading.current_thread().name, len(ops)))
-        return in_group(conn, ops)
-
-    monkeypatch.setattr(_sqlite, "_in_group", counted)
-    return seen
-
-
 async def test_one_iterations_writes_commit_together_on_the_loops_thread_acked_after_commit(
     tmp_path: Path, groups: list[tuple[str, int]]
 ) -> None:
@@ -106,7 +92,10 @@ async def test_one_iterations_writes_commit_together_on_the_loops_thread_acked_a
 
 
 async def test_a_failed_inline_commit_acks_nothing_and_runs_each_write_once_on_the_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, groups: list[tuple[str, int]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    groups: list[tuple[str, int]],
+    commit_fails_once: Any,
 ) -> None:
     path = tmp_path / "state.db"
     store = await SQLiteStore.open(path)
@@ -115,24 +104,14 @@ async def test_a_failed_inline_commit_acks_nothing_and_runs_each_write_once_on_t
         inline = store._inline
         assert inline is not None
         real = inline.conn
-        failed = [False]
-
-        class Wrapped:  # the group's COMMIT fails once (after its writes ran)
-            in_transaction = property(lambda _: real.in_transaction)
-
-            def execute(self, sql: str, *args: Any) -> Any:
-                if sql == "COMMIT" and not failed[0]:
-                    failed[0] = True
-                    raise sqlite3.OperationalError("disk I/O error (test)")
-                return real.execute(sql, *args)
-
-        monkeypatch.setattr(inline, "conn", Wrapped())
+        failing = commit_fails_once(real)  # the group's COMMIT fails once
+        monkeypatch.setattr(inline, "conn", failing)
         for record in created:
             record.state = {"step": "checkpoint"}
         results = await asyncio.gather(
             *(store.update_run(r, expected_version=r.version) for r in created)
         )
-        assert failed[0]
+        assert failing.failed
         # Each write ran once more, alone, on the store thread: version 1, not 2.
         assert all(isinstance(r, RunRecord) and r.version == 1 for r in results)
         assert committed_versions(path) == {f"run-{i}": 1 for i in range(N)}
