@@ -103,6 +103,7 @@ def start_worker(fleet: Processes, name: str, bus_url: str, store_url: str) -> A
             "4",
             "--drain-timeout",
             "5",
+            "--verbose",  # a run that does not end shows where it stands (see ended)
         ],
     )
 
@@ -116,7 +117,11 @@ async def submit(bus_url: str, question: str, model: str) -> str:
     return job.run_id
 
 
-async def ended(store_url: str, run_ids: list[str]) -> list[RunResult]:
+async def ended(
+    store_url: str, run_ids: list[str], fleet: Processes | None = None
+) -> list[RunResult]:
+    """The runs' results; a run that does not end fails the test with its events and the
+    logs of the fleet's processes (what each worker was doing)."""
     store = await open_store(store_url)
     try:
         return list(
@@ -127,6 +132,15 @@ async def ended(store_url: str, run_ids: list[str]) -> list[RunResult]:
                 )
             )
         )
+    except TimeoutError as exc:
+        lines = [str(exc)]
+        for run_id in run_ids:
+            lines.append(f"-- events of {run_id}:")
+            for event in await store.list_events(TENANT.tenant, run_id):
+                lines.append(f"{event.seq} {event.ts:.3f} {event.kind} {event.data}"[:300])
+        for name in fleet.names if fleet is not None else []:
+            lines.append(f"-- {name}:\n{fleet.log(name, tail=20_000)}")
+        pytest.fail("\n".join(lines))
     finally:
         await store.aclose()
 
@@ -151,7 +165,7 @@ def test_three_workers_never_send_a_source_more_than_its_max_concurrency(
 
     async def scenario() -> list[RunResult]:
         run_ids = [await submit(bus_url, f"slow {i}", "replay:slow.yaml") for i in range(9)]
-        return await ended(store_url, run_ids)
+        return await ended(store_url, run_ids, fleet)
 
     results = asyncio.run(scenario())
     logs = "\n".join(fleet.log(f"w{i}") for i in range(3))
@@ -202,7 +216,7 @@ def test_a_sigkilled_workers_slot_is_reused_when_its_lease_ends(
         assert await slots_taken() == 1  # the dead worker's lease still counts, for now
         start_worker(fleet, "second", bus_url, store_url)
         run_id = await submit(bus_url, "echo", "replay:echo.yaml")
-        [result] = await ended(store_url, [run_id])
+        [result] = await ended(store_url, [run_id], fleet)
         return result, time.monotonic() - killed_at
 
     result, after_s = asyncio.run(scenario())
@@ -251,7 +265,7 @@ def test_a_tenant_over_its_quota_is_refused_while_another_tenants_runs_go_on(
         assert done.returncode == 0, done.stderr + fleet.log("w0")
         assert one_json(done.stdout)["status"] == "completed"
 
-    [first] = asyncio.run(ended(store_url, [run_id]))
+    [first] = asyncio.run(ended(store_url, [run_id], fleet))
     assert first.status == "completed", first.error
     # Once the held run ended (its worker released its place), acme may start again.
     deadline = time.monotonic() + PROCESS_TIMEOUT_S

@@ -72,6 +72,7 @@ class Processes:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.started: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []  # of the started processes, in order (their log files)
 
     def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
@@ -82,10 +83,11 @@ class Processes:
             stderr=(self.tmp / f"{name}.err").open("wb"),
         )
         self.started.append(proc)
+        self.names.append(name)
         return proc
 
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.err").read_text(errors="replace")[-3000:]
+    def log(self, name: str, tail: int = 3000) -> str:
+        return (self.tmp / f"{name}.err").read_text(errors="replace")[-tail:]
 
     def family(self, proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
         try:
