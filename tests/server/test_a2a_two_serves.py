@@ -36,8 +36,8 @@ turns:
 SCRIPT_B = """
 turns:
   - branches:
-      - match: "take your time"
-        delay_s: 30
+      - match: "take your time"  # long enough for the first server's kill and restart
+        delay_s: 12
         content: "The late answer from B."
       - match: "slow"
         delay_s: 300
