@@ -381,7 +381,7 @@ async def test_a_cli_workers_metrics_count_the_forged_jobs_it_set_aside(
 ) -> None:
     """``worker --metrics-port``: a job written straight to Redis without the bus secret's
     signature becomes a dead letter, and the worker's ``/metrics`` shows it in
-    ``penguiflow_bus_dead_letters`` (refreshed every 15 s)."""
+    ``penguiflow_bus_dead_letters`` (refreshed every 5 s)."""
     import re
 
     import httpx
