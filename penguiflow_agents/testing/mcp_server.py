@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import select
 import socket
@@ -51,6 +52,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -362,14 +364,19 @@ def running_http_server(
     host: str = "127.0.0.1",
     ready_timeout_s: float = READY_TIMEOUT_S,
     oauth: bool = False,
+    log_path: Path | None = None,
 ) -> Iterator[HttpServerProcess]:
     """Start the server over streamable HTTP (``port=0``: a free port); stop it on exit.
 
     ``oauth``: behind the test authorization server (``testing.oauth_server``).
+    ``log_path``: the server's stderr (its warnings and tracebacks) goes to that file
+    (by default nowhere).
     """
     cmd = [sys.executable, "-m", "penguiflow_agents.testing.mcp_server", "--transport", "http"]
     cmd += ["--host", host, "--port", str(port)] + (["--oauth"] if oauth else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    with contextlib.ExitStack() as files:
+        err: Any = files.enter_context(log_path.open("ab")) if log_path else subprocess.DEVNULL
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
     server: HttpServerProcess | None = None
     try:
         assert proc.stdout is not None

@@ -46,8 +46,8 @@ def call_script(tool: str, arguments: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def server() -> Iterator[HttpServerProcess]:
-    with running_http_server() as s:
+def server(tmp_path: Path) -> Iterator[HttpServerProcess]:
+    with running_http_server(log_path=tmp_path / "server.err") as s:
         yield s
 
 
@@ -138,7 +138,7 @@ async def ended(
             lines.append(f"-- events of {run_id}:")
             for event in await store.list_events(TENANT.tenant, run_id):
                 lines.append(f"{event.seq} {event.ts:.3f} {event.kind} {event.data}"[:300])
-        for name in fleet.names if fleet is not None else []:
+        for name in [*fleet.names, "server"] if fleet is not None else []:
             lines.append(f"-- {name}:\n{fleet.log(name, tail=20_000)}")
         pytest.fail("\n".join(lines))
     finally:
