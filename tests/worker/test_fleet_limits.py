@@ -138,8 +138,10 @@ async def ended(
             lines.append(f"-- events of {run_id}:")
             for event in await store.list_events(TENANT.tenant, run_id):
                 lines.append(f"{event.seq} {event.ts:.3f} {event.kind} {event.data}"[:300])
-        for name in [*fleet.names, "server"] if fleet is not None else []:
-            lines.append(f"-- {name}:\n{fleet.log(name, tail=20_000)}")
+        if fleet is not None:
+            server = ["server"] if (fleet.tmp / "server.err").exists() else []
+            for name in [*fleet.names, *server]:
+                lines.append(f"-- {name}:\n{fleet.log(name, tail=20_000)}")
         pytest.fail("\n".join(lines))
     finally:
         await store.aclose()
