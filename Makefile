@@ -33,8 +33,11 @@ lint: sync
 typecheck: sync
 	$(BIN)/mypy
 
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist), each test file in one of them
+# (module fixtures such as a shared MCP server stay one per file). 0 runs it in this process.
+PYTEST_WORKERS ?= 2
 pytest: sync
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 test: lint typecheck pytest
 
