@@ -156,24 +156,32 @@ async def write(deps: Deps, run: Run, record: RunRecord) -> None:
     still naming this process's claim, unexpired, and the write is retried on
     top of it. Any other conflict is raised: the run is no longer ours.
     """
-    store = deps.store
     try:
+        run.record = await deps.store.update_run(record, expected_version=record.version)
+    except (UserError, ConflictError) as exc:
+        await write_again(deps, run, record, exc)
+
+
+async def write_again(
+    deps: Deps, run: Run, record: RunRecord, failed: UserError | ConflictError
+) -> None:
+    """``write`` after its first ``update_run`` of ``record`` raised ``failed``."""
+    store = deps.store
+    if not isinstance(failed, ConflictError):  # a tool returned something that is not JSON
+        record.state = jsonable(record.state)  # store its text form
         run.record = await store.update_run(record, expected_version=record.version)
-    except UserError:  # a tool returned something that is not JSON: store its text form
-        record.state = jsonable(record.state)
-        run.record = await store.update_run(record, expected_version=record.version)
-    except ConflictError:
-        current = await store.get_run(record.tenant, record.run_id)
-        still_ours = (
-            run.owner is not None
-            and current.status == "running"
-            and current.claimed_by == run.owner
-            and (current.claim_expires_at or 0.0) > time.time()
-        )
-        if not still_ours:
-            raise
-        record.version = current.version
-        run.record = await store.update_run(record, expected_version=record.version)
+        return
+    current = await store.get_run(record.tenant, record.run_id)
+    still_ours = (
+        run.owner is not None
+        and current.status == "running"
+        and current.claimed_by == run.owner
+        and (current.claim_expires_at or 0.0) > time.time()
+    )
+    if not still_ours:
+        raise failed
+    record.version = current.version
+    run.record = await store.update_run(record, expected_version=record.version)
 
 
 async def checkpoint(deps: Deps, run: Run) -> None:
@@ -184,10 +192,10 @@ async def checkpoint(deps: Deps, run: Run) -> None:
         record = run.record = stage(run.record, run.state)
         record.claim_expires_at = time.time() + deps.claim_lease_s
         try:
-            try:  # write()'s first attempt, inline: one coroutine less per checkpoint
+            try:  # write(), inline: one coroutine less per checkpoint
                 run.record = await deps.store.update_run(record, expected_version=record.version)
-            except (UserError, ConflictError):
-                await write(deps, run, record)  # which handles both (trying once more first)
+            except (UserError, ConflictError) as exc:
+                await write_again(deps, run, record, exc)
         except ConflictError:
             run.lost = True
             raise Stop("failed", _LOST) from None

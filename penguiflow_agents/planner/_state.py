@@ -222,12 +222,9 @@ class RunState:
         steps_text, messages_text = ",".join(steps), ",".join(messages)
         return f'{{{seen[1]},{changing},"steps":[{steps_text}],"messages":[{messages_text}]}}'
 
-    def _fields(self, *, steps: bool = True) -> dict[str, Any]:
-        """``to_dict()`` but the messages (and the steps when not ``steps``)."""
-        fields = {**self._fixed(), **self._changing()}
-        if steps:
-            fields["steps"] = [s.to_dict() for s in self.steps]
-        return fields
+    def _fields(self) -> dict[str, Any]:
+        """``to_dict()`` but the messages."""
+        return {**self._fixed(), **self._changing(), "steps": [s.to_dict() for s in self.steps]}
 
     def _fixed(self) -> dict[str, Any]:
         """The fields a run keeps from its start (``json_text`` encodes them once)."""

@@ -93,22 +93,23 @@ class TracedLLM:
     def __repr__(self) -> str:
         return f"TracedLLM({self.inner!r})"
 
-    def _done(self, response: LLMResponse, seconds: float, tenant: str) -> None:
-        if self._metrics is not None:
+    def _done(self, response: LLMResponse, seconds: float, request: LLMRequest) -> None:
+        metrics = self._metrics
+        if metrics is not None:
             usage = response.usage
-            self._metrics.model_call(
+            metrics.model_call(
                 self.model,
                 "ok",
                 seconds,
-                tenant,
+                _tenant(request) if metrics.tenant_label else "",
                 input_tokens=usage.prompt_tokens,
                 output_tokens=usage.completion_tokens,
                 cost_usd=response.cost_usd,
             )
 
-    def _failed(self, exc: BaseException, seconds: float, tenant: str) -> None:
+    def _failed(self, exc: BaseException, seconds: float, request: LLMRequest) -> None:
         if self._metrics is not None:
-            self._metrics.model_call(self.model, _outcome(exc), seconds, tenant)
+            self._metrics.model_call(self.model, _outcome(exc), seconds, _tenant(request))
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         tracing = self._tracing
@@ -120,24 +121,12 @@ class TracedLLM:
         try:
             response: LLMResponse = await self.inner.complete(request)
         except BaseException as exc:
-            if self._metrics is not None:
-                self._failed(exc, time.perf_counter() - started, _tenant(request))
+            self._failed(exc, time.perf_counter() - started, request)
             if tracing is not None:
                 tracing.detach(token)
                 tracing.fail(span, exc)
             raise
-        metrics = self._metrics
-        if metrics is not None:
-            usage = response.usage
-            metrics.model_call(
-                self.model,
-                "ok",
-                time.perf_counter() - started,
-                _tenant(request) if metrics.tenant_label else "",
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.completion_tokens,
-                cost_usd=response.cost_usd,
-            )
+        self._done(response, time.perf_counter() - started, request)
         if tracing is not None:
             tracing.detach(token)
             tracing.end_chat(span, response)
@@ -149,7 +138,6 @@ class TracedStreamingLLM(TracedLLM):
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResponse]:
         tracing = self._tracing
-        tenant = str(request.metadata.get("tenant", ""))
         span = tracing.chat(self.model, request.messages) if tracing is not None else None
         started = time.perf_counter()
         response: LLMResponse | None = None
@@ -159,12 +147,12 @@ class TracedStreamingLLM(TracedLLM):
                     response = item
                 yield item
         except BaseException as exc:
-            self._failed(exc, time.perf_counter() - started, tenant)
+            self._failed(exc, time.perf_counter() - started, request)
             if tracing is not None:
                 tracing.fail(span, exc)
             raise
         if response is not None:
-            self._done(response, time.perf_counter() - started, tenant)
+            self._done(response, time.perf_counter() - started, request)
             if tracing is not None:
                 tracing.end_chat(span, response)
         elif span is not None:

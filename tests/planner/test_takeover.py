@@ -263,3 +263,37 @@ def test_a_heartbeat_longer_than_the_lease_is_refused() -> None:
             claim_lease_s=10,
             heartbeat_s=10,
         )
+
+
+class _AnswerLostOnce(MemoryStore):
+    """A store whose first checkpoint of a running run is written but answered with a conflict
+    (as when the write's answer is lost: a heartbeat cut by its time limit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    async def update_run(self, run: Any, *, expected_version: int) -> Any:
+        written = await super().update_run(run, expected_version=expected_version)
+        if self.lost == 0 and run.status == "running":
+            self.lost += 1
+            raise ConflictError("the version moved (our own write, whose answer we lost)")
+        return written
+
+
+async def test_a_conflict_with_its_own_unanswered_write_is_written_again_on_top(
+    tmp_path: Path,
+) -> None:
+    """The run still names this process's live claim: the write goes again at the stored
+    version and the run goes on, its effect once (a conflict with another process's claim
+    stops the run: the takeover tests above)."""
+    count = tmp_path / "count.txt"
+    store = _AnswerLostOnce()
+    planner = ReactPlanner(
+        llm=ScriptedLLM(script("side.write")), registry=counting_registry(count), store=store
+    )
+    result = await planner.run("write once", headers=HEADERS, run_id="run-lost", claim=True)
+    assert result.status == "completed", result.error
+    assert store.lost == 1 and executions(count) == 1
+    stored = await store.get_run("acme", "run-lost")
+    assert stored.status == "completed" and stored.claimed_by is None

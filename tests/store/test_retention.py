@@ -7,6 +7,7 @@ Each test uses a store of its own (PostgreSQL: a schema of its own), because
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -143,7 +144,7 @@ async def test_sqlite_prunes_through_an_index_that_running_runs_stay_out_of(
         await store.update_run(running, expected_version=0)  # a checkpoint
     finally:
         await store.aclose()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         indexed = conn.execute(
             "SELECT run_id FROM runs INDEXED BY runs_by_end WHERE status <> 'running'"
         ).fetchall()
@@ -151,13 +152,12 @@ async def test_sqlite_prunes_through_an_index_that_running_runs_stay_out_of(
             "EXPLAIN QUERY PLAN " + _sqlite._PRUNE_BATCH,
             (*ENDED_STATUSES, time.time(), 10),
         ).fetchall()
-    assert indexed == [("done",)]
-    assert "USING INDEX runs_by_end" in str(plan)
-    # The paused-runs gauge counts through it too (a scrape does not scan every run).
-    with sqlite3.connect(path) as conn:
+        # The paused-runs gauge counts through it too (a scrape does not scan every run).
         counted = conn.execute(
             "EXPLAIN QUERY PLAN " + _sqlite._COUNT_ENDED_OR_PAUSED, ("paused",)
         ).fetchall()
+    assert indexed == [("done",)]
+    assert "USING INDEX runs_by_end" in str(plan)
     assert "runs_by_end" in str(counted)
     store = await open_store(f"sqlite:///{path}")
     try:
