@@ -36,6 +36,7 @@ from penguiflow_agents._identity import Headers
 from penguiflow_agents.approvals import ApprovalService
 from penguiflow_agents.exceptions import (
     AlreadyDecidedError,
+    ConflictError,
     LLMError,
     NotFoundError,
     PenguiflowError,
@@ -88,6 +89,26 @@ DECIDE = "penguiflow.decide"
 STORE = "penguiflow.store"
 # Models kept open per worker, one per --model value.
 MAX_MODELS = 16
+# The arguments of an append without the workflow's highest seen sequence number (histories
+# recorded before it was passed replay with them).
+_APPEND_ARGS = {"append_event": 4, "append_events": 3}
+# Events of a run's log that no append of its workflow writes: an approval's request (written
+# with it) and what others add (decisions, answers to questions).
+_NOT_APPENDED = frozenset({"approval_requested", "approval_decided", "elicitation_answered"})
+
+
+def _event_key(kind: str, data: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies an event of the workflow's across executions of one workflow task."""
+    return (
+        kind,
+        data.get("step"),
+        data.get("call_id"),
+        data.get("tool"),
+        data.get("approval_id"),
+        data.get("approval_ids"),
+    )
+
+
 # Store operations the workflow may ask for (the planner's, no more).
 _STORE_OPS = (
     "create_run",
@@ -286,7 +307,12 @@ class RunActivities:
         elif op == "update_run":
             args = [record_from_json("run", args[0]), args[1]]
         elif op == "append_events":
-            args = [args[0], args[1], [(str(kind), dict(data)) for kind, data in args[2]]]
+            args = [
+                args[0],
+                args[1],
+                [(str(kind), dict(data)) for kind, data in args[2]],
+                *args[3:],  # the workflow's event fence (see _append_once)
+            ]
         outbox: list[OutboxEntry] = []
         events: list[tuple[str, dict[str, Any]]] = []
         if op == "create_approval":
@@ -296,11 +322,25 @@ class RunActivities:
         result: Any
         try:
             if op == "create_approval":
-                result = await self.store.create_approval(args[0], outbox=outbox, events=events)
-                if outbox:
-                    self._outbox_written()
+                try:
+                    result = await self.store.create_approval(args[0], outbox=outbox, events=events)
+                except ConflictError:
+                    result = await self._approval_written(args[0])
+                else:
+                    if outbox:
+                        self._outbox_written()
+            elif op == "create_run":
+                try:
+                    result = await self.store.create_run(args[0])
+                except ConflictError:
+                    result = await self._run_created(args[0])
             elif op == "update_run":
-                result = await self.store.update_run(args[0], expected_version=args[1])
+                try:
+                    result = await self.store.update_run(args[0], expected_version=args[1])
+                except ConflictError:
+                    result = await self._run_updated(args[0], args[1])
+            elif op in ("append_events", "append_event") and len(args) > _APPEND_ARGS[op]:
+                result = await self._append_once(op, args)
             elif op == "list_approvals":
                 result = await self.store.list_approvals(args[0], run_id=args[1])
             else:
@@ -308,6 +348,116 @@ class RunActivities:
         except PenguiflowError as exc:
             raise error_of(exc) from None
         return _to_json(result)
+
+    # -- a write made again ------------------------------------------------------------------
+    #
+    # A local activity is recorded in the run's history only when the workflow task that ran it
+    # completes. A worker that dies in between (SIGKILL, a lost host) leaves the write in the
+    # store but not in the history, and the next worker replays the run and makes the same
+    # write again. The workflow is the only writer of its run's record, its approvals and its
+    # events (an approval's decision adds events, never run writes), so meeting one's own
+    # earlier write is recognised here and answered as the first write was answered.
+
+    async def _run_created(self, run: RunRecord) -> RunRecord:
+        current = await self.store.get_run(run.tenant, run.run_id)
+        if (current.principal, current.query, current.session_id) != (
+            run.principal,
+            run.query,
+            run.session_id,
+        ):
+            raise ConflictError(f"a run with id {run.run_id!r} already exists; use a fresh run id.")
+        activity.logger.info("run %s was created before this replay", run.run_id)
+        return dataclasses.replace(
+            run, created_at=current.created_at, updated_at=current.created_at
+        )
+
+    async def _run_updated(self, run: RunRecord, expected_version: int) -> RunRecord:
+        current = await self.store.get_run(run.tenant, run.run_id)
+        if current.version <= expected_version:
+            raise ConflictError(
+                f"run {run.run_id!r} is at version {current.version}, not {expected_version}: "
+                "another writer changed it first; reload it and retry."
+            )
+        # The record is ahead of the workflow: this write (and those up to the record's
+        # version) was made by an earlier execution of the same workflow task. Its answer then
+        # was the written record at the next version.
+        activity.logger.info(
+            "run %s: version %d was written before this replay (the store is at %d)",
+            run.run_id,
+            expected_version + 1,
+            current.version,
+        )
+        return dataclasses.replace(
+            run,
+            version=expected_version + 1,
+            created_at=current.created_at,
+            updated_at=current.updated_at if current.version == expected_version + 1 else 0.0,
+        )
+
+    async def _approval_written(self, approval: ApprovalRecord) -> ApprovalRecord:
+        current = await self.store.get_approval(approval.tenant, approval.id)
+        if (current.run_id, current.call_id, current.arguments_sha256) != (
+            approval.run_id,
+            approval.call_id,
+            approval.arguments_sha256,
+        ):
+            raise ConflictError(
+                f"an approval with id {approval.id!r} already exists; use a fresh id."
+            )
+        activity.logger.info("approval %s was created before this replay", approval.id)
+        return current
+
+    async def _append_once(self, op: str, args: list[Any]) -> dict[str, list[int]]:
+        """``append_events`` / ``append_event`` whose last argument is ``[fence, claimed]``: the
+        highest sequence number the workflow's appends wrote, and the numbers of events found
+        since (below). The workflow's own events after the fence that are not claimed yet were
+        appended by an earlier execution of the same workflow task (a worker that died before
+        the task was recorded); each stands for the event asked for with its key (its number is
+        the answer, and the workflow claims it), and only the events without one are appended.
+        The answer: ``{"seqs": [...], "found": [...]}`` (the numbers of the events asked for,
+        and those of them found).
+
+        Matched by kind, step, call, tool and approval, not by their whole data: a replayed
+        task runs later than the first execution, and what it measures (latencies) differs.
+        Events of others after the fence (decisions, answers) are never taken for the
+        workflow's."""
+        tenant, run_id = str(args[0]), str(args[1])
+        after, claimed = int(args[-1][0]), {int(seq) for seq in args[-1][1]}
+        if op == "append_event":
+            batch = [(str(args[2]), dict(args[3]))]
+        else:
+            batch = [(str(kind), dict(data)) for kind, data in args[2]]
+        stored = [
+            e
+            for e in await self.store.list_events(tenant, run_id, after_seq=after)
+            if e.kind not in _NOT_APPENDED and e.seq not in claimed
+        ]
+        # Each event asked for takes the first unused stored one with its key (a replayed task
+        # may see its activities' results at once and write their events in another order);
+        # one without is appended.
+        unused = list(stored)
+        seqs: list[int | None] = []
+        for kind, data in batch:
+            key = _event_key(kind, data)
+            found = next((e for e in unused if _event_key(e.kind, e.data) == key), None)
+            if found is not None:
+                unused.remove(found)
+            seqs.append(found.seq if found is not None else None)
+        rest = [event for event, seq in zip(batch, seqs, strict=True) if seq is None]
+        if len(rest) < len(batch):
+            activity.logger.info(
+                "run %s: %d event(s) were appended before this replay",
+                run_id,
+                len(batch) - len(rest),
+            )
+        new: list[int] = []
+        if len(rest) == 1:
+            new = [await self.store.append_event(tenant, run_id, rest[0][0], rest[0][1])]
+        elif rest:
+            new = list(await self.store.append_events(tenant, run_id, rest))
+        fresh = iter(new)
+        answer = [seq if seq is not None else next(fresh) for seq in seqs]
+        return {"seqs": answer, "found": [seq for seq in seqs if seq is not None]}
 
     def _outbox_written(self) -> None:
         if self.on_outbox is not None:

@@ -272,9 +272,18 @@ class ActivityStore:
     """
 
     def __init__(
-        self, *, on_approval: Callable[[ApprovalRecord], None], batch_events: bool = False
+        self,
+        *,
+        on_approval: Callable[[ApprovalRecord], None],
+        batch_events: bool = False,
+        seen: dict[str, list[Any]] | None = None,
     ) -> None:
         self._on_approval = on_approval
+        # Per run (the workflow's, kept across its planners): the highest event sequence number
+        # its appends wrote, and the numbers of the events found written before a replay since
+        # then. An append made again after a lost worker looks for its events after the first,
+        # among those not in the second (see RunActivities._append_once).
+        self._seen = seen if seen is not None else {}
         # With ``batch_events`` the planner gathers a step's events (its EventBuffer) and
         # writes them with one ``append_events`` local activity; without, one activity per
         # event (the histories of runs started before batching replay that way).
@@ -283,7 +292,30 @@ class ActivityStore:
     async def append_event(
         self, tenant: str, run_id: str, kind: str, data: Mapping[str, Any]
     ) -> int:
-        return int(await local(STORE, "append_event", [tenant, run_id, kind, dict(data)]))
+        fence = self._seen.get(run_id, [0, []])
+        answer = await local(STORE, "append_event", [tenant, run_id, kind, dict(data), fence])
+        return self._saw(run_id, fence, answer)[0]
+
+    def _saw(self, run_id: str, fence: list[Any], answer: Any) -> list[int]:
+        """The seqs of an append's ``answer``, and the run's fence after it: events found
+        written are claimed; a fresh append's number is the new fence (a history recorded
+        before the fence existed answers with the bare seq or seqs)."""
+        if isinstance(answer, dict):
+            seqs, found = [int(s) for s in answer["seqs"]], {int(s) for s in answer["found"]}
+        else:
+            seqs, found = (
+                [int(s) for s in (answer if isinstance(answer, list) else [answer])],
+                set(),
+            )
+        top, claimed = int(fence[0]), [int(s) for s in fence[1]]
+        fresh = [s for s in seqs if s not in found]
+        if fresh:
+            top = max(top, *fresh)
+            claimed = [s for s in (*claimed, *found) if s > top]
+        else:
+            claimed = [*claimed, *found]
+        self._seen[run_id] = [top, claimed]
+        return seqs
 
     async def append_events(
         self, tenant: str, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
@@ -291,7 +323,9 @@ class ActivityStore:
         if not self.buffers_events:  # one activity per event, in order
             return [await self.append_event(tenant, run_id, kind, data) for kind, data in events]
         batch = [[kind, dict(data)] for kind, data in events]
-        return [int(s) for s in await local(STORE, "append_events", [tenant, run_id, batch])]
+        fence = self._seen.get(run_id, [0, []])
+        answer = await local(STORE, "append_events", [tenant, run_id, batch, fence])
+        return self._saw(run_id, fence, answer)
 
     async def list_events(
         self, tenant: str, run_id: str, *, after_seq: int = 0

@@ -100,6 +100,7 @@ class RunWorkflow:
         self._policies: PolicySet | None = None
         self._notify: list[str] = []
         self._calls = 0  # tool calls scheduled in this run (their once-only keys)
+        self._seen_events: dict[str, list[Any]] = {}  # per run: the event fence of its appends
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -155,7 +156,9 @@ class RunWorkflow:
             ),
             # A step's events in one local activity; runs started before that replay as they ran.
             store=ActivityStore(
-                on_approval=self._remember, batch_events=workflow.patched(BATCHED_EVENTS)
+                on_approval=self._remember,
+                batch_events=workflow.patched(BATCHED_EVENTS),
+                seen=self._seen_events,
             ),
             policies=self._policies,
             clock=WorkflowClock(),

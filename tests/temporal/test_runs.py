@@ -147,6 +147,51 @@ async def test_a_paused_run_survives_a_server_restart_and_new_workers(tmp_path: 
             lab.close()
 
 
+@pytest.mark.parametrize("after", ["record", "event"])
+async def test_a_worker_killed_between_a_write_and_its_history_loses_nothing(
+    lab: Lab, after: str
+) -> None:
+    """The worker writes the run as paused (its record, or also its ``paused`` event), then dies
+    before the workflow task that records those writes in the history completes: the next
+    worker replays the run and meets its own earlier writes in the store (the run record a
+    version ahead, the step's events already appended). The run goes on: nothing fails,
+    nothing is written twice, and the gated call runs once after its approval."""
+    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": after})
+    engine = await TemporalEngine.connect(lab.url)
+    run_id = await engine.submit("parallel", headers=ALICE)
+    await asyncio.to_thread(
+        lab.wait_for, "the paused write", lambda: lab.lines("hung-after-pause") == [run_id]
+    )
+    store = await open_store(lab.store_url)
+    try:
+        paused = await store.get_run("acme", run_id)
+        assert paused.status == "paused"
+        events_before = [(e.kind, e.data) for e in await store.list_events("acme", run_id)]
+        lab.kill(first)  # the write is in the store; its history is not
+        lab.worker()
+        (approval,) = await store.list_approvals("acme", run_id=run_id)
+        await engine.decide(
+            store,
+            tenant="acme",
+            approval_id=approval.id,
+            principal="bob",
+            roles=["admin"],
+            decision="approve",
+        )
+        result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+        assert result.status == "completed", result.error
+        assert lab.lines("restarts") == ["web"]
+        events = [(e.kind, e.data) for e in await store.list_events("acme", run_id)]
+        assert events[: len(events_before)] == events_before
+        kinds = [kind for kind, _ in events]
+        assert kinds.count("paused") == 1 and kinds.count("approval_requested") == 1, kinds
+        assert kinds.count("run_started") == 1 and kinds.count("run_finished") == 1, kinds
+        assert len(await store.list_approvals("acme", run_id=run_id)) == 1
+    finally:
+        await store.aclose()
+    await _replay(engine, [run_id])
+
+
 async def test_another_tenant_cannot_decide_or_cancel_a_run(lab: Lab) -> None:
     lab.worker()
     engine = await TemporalEngine.connect(lab.url)

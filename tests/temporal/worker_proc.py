@@ -17,6 +17,10 @@ Every model turn appends its step to LAB_DIR/model-attempts.
 Webhooks: ``PF_TEST_RULE_NOTIFY`` is the ``restart`` rule's ``notify`` URL,
 ``PF_TEST_NOTIFY`` the worker's own (``worker --notify``); with
 ``PENGUIFLOW_WEBHOOK_SECRET`` set, the worker delivers the outbox.
+``PF_TEST_HANG_AFTER_PAUSE``: the worker's store, once it has written a run's record as
+``paused`` (``record``) or appended its ``paused`` event (``event``), waits an hour before it
+answers (the test SIGKILLs the worker there: the write is in the store, the workflow task that
+would record it in the history never completes).
 Prints "ready" once polling.
 """
 
@@ -27,6 +31,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from penguiflow_agents.llm import LLMRequest, LLMResponse, LLMToolCall
 from penguiflow_agents.store import open_store
@@ -112,8 +117,43 @@ async def model(request: LLMRequest) -> LLMResponse:
     return LLMResponse(content=f"no script for {question!r}")
 
 
+class HangAfterPause:
+    """A store that, after writing a run as paused, never answers (see the module doc)."""
+
+    def __init__(self, inner: Any, after: str) -> None:
+        self.inner = inner
+        self.after = after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _hang(self, run_id: str) -> None:
+        await asyncio.to_thread(_append, "hung-after-pause", run_id)
+        await asyncio.sleep(3600)  # the test SIGKILLs this worker here
+
+    async def update_run(self, run: Any, *, expected_version: int) -> Any:
+        written = await self.inner.update_run(run, expected_version=expected_version)
+        if self.after == "record" and written.status == "paused":
+            await self._hang(written.run_id)
+        return written
+
+    async def append_event(self, tenant: str, run_id: str, kind: str, data: Any) -> Any:
+        seq = await self.inner.append_event(tenant, run_id, kind, data)
+        if self.after == "event" and kind == "paused":
+            await self._hang(run_id)
+        return seq
+
+    async def append_events(self, tenant: str, run_id: str, events: Any) -> Any:
+        seqs = await self.inner.append_events(tenant, run_id, events)
+        if self.after == "event" and any(kind == "paused" for kind, _ in events):
+            await self._hang(run_id)
+        return seqs
+
+
 async def main() -> None:
     store = await open_store(STORE)
+    if os.environ.get("PF_TEST_HANG_AFTER_PAUSE"):
+        store = HangAfterPause(store, os.environ["PF_TEST_HANG_AFTER_PAUSE"])
     registry = ToolRegistry()
     registry.add_functions(status, restart, deploy, source="ops", max_concurrency=4)
     llm = ScriptedLLM([model] * 8, record=False)
