@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from penguiflow_agents._identity import Headers
+from penguiflow_agents._identity import Headers, principal_key
 from penguiflow_agents.approvals import ApprovalService
 from penguiflow_agents.exceptions import (
     AlreadyDecidedError,
@@ -483,9 +483,35 @@ class RunActivities:
                 reason=decision.get("reason"),
                 arguments=decision.get("arguments"),
             )
+        except AlreadyDecidedError as exc:
+            record = await self._decided_before(decision, exc)
         except PenguiflowError as exc:
             raise error_of(exc) from None
         return dataclasses.asdict(record)
+
+    async def _decided_before(
+        self, decision: Mapping[str, Any], refused: AlreadyDecidedError
+    ) -> ApprovalRecord:
+        """The approval, when the decision ``refused`` met is this very one: the ``decide``
+        update delivered again after the worker that recorded it died before the update's
+        workflow task completed (see the store activity). Any other decision stays refused."""
+        try:
+            record = await self.store.get_approval(
+                str(decision["tenant"]), str(decision["approval_id"])
+            )
+        except PenguiflowError as exc:
+            raise error_of(exc) from None
+        made = record.decision
+        if (
+            made is None
+            or principal_key(made.decided_by) != principal_key(str(decision["principal"]))
+            or made.decision != decision["decision"]
+            or made.reason != decision.get("reason")
+            or (made.arguments or None) != (decision.get("arguments") or None)
+        ):
+            raise error_of(refused) from None
+        activity.logger.info("approval %s was decided before this replay", record.id)
+        return record
 
     # -- activities ------------------------------------------------------------------------
 

@@ -186,3 +186,36 @@ async def test_an_append_after_events_of_others_is_written(op: Any, store: Memor
     answer = await op("append_event", ["acme", "run-1", "resumed", {"by": "bob"}, [0, []]])
     assert answer == {"seqs": [2], "found": []}
     assert len(await store.list_events("acme", "run-1")) == 2
+
+
+async def test_a_decision_delivered_again_is_answered_and_another_one_still_refused(
+    store: MemoryStore,
+) -> None:
+    policy = {
+        "tenant": "*",
+        "allow": ["ops.*"],
+        "approvals": [{"match": "ops.restart", "approvers": ["role:admin"], "reason": "R"}],
+    }
+    acts = RunActivities(
+        store=store, registry=ToolRegistry(), open_model=_no_model, policy_documents=[policy]
+    )
+    env = ActivityEnvironment()
+    await store.create_approval(_approval())
+    decision = {
+        "tenant": "acme",
+        "approval_id": "apr-1",
+        "principal": "bob",
+        "roles": ["admin"],
+        "decision": "approve",
+        "reason": None,
+        "arguments": None,
+    }
+    first = await env.run(acts.decide, decision)
+    again = await env.run(acts.decide, decision)
+    assert first["status"] == again["status"] == "approved"
+    assert again["decision"] == first["decision"]
+    for other in ({"principal": "carol"}, {"decision": "reject"}, {"reason": "changed"}):
+        with pytest.raises(ApplicationError) as refused:
+            await env.run(acts.decide, {**decision, **other})
+        assert refused.value.type == "AlreadyDecidedError"
+    assert [e.kind for e in await store.list_events("acme", "run-1")] == ["approval_decided"]

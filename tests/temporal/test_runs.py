@@ -192,6 +192,42 @@ async def test_a_worker_killed_between_a_write_and_its_history_loses_nothing(
     await _replay(engine, [run_id])
 
 
+async def test_a_worker_killed_after_recording_a_decision_still_wakes_the_run(lab: Lab) -> None:
+    """The ``decide`` update's activity records the decision, then the worker dies before the
+    update's workflow task completes: the update is delivered again to the next worker, which
+    meets the decision already in the store. The caller's decide succeeds, the run wakes, the
+    gated call runs once, and the decision is in the log once."""
+    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": "decision"})
+    engine = await TemporalEngine.connect(lab.url)
+    run_id, approval_id = await paused_run(lab, engine)
+    store = await open_store(lab.store_url)
+    try:
+        deciding = asyncio.create_task(
+            engine.decide(
+                store,
+                tenant="acme",
+                approval_id=approval_id,
+                principal="bob",
+                roles=["admin"],
+                decision="approve",
+            )
+        )
+        await asyncio.to_thread(
+            lab.wait_for, "the decision", lambda: lab.lines("hung-after-pause") == [run_id]
+        )
+        lab.kill(first)  # the decision is in the store; the update's completion is not
+        lab.worker()
+        decided = await asyncio.wait_for(deciding, WAIT_S)
+        assert decided.status == "approved" and decided.decision is not None
+        result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+        assert result.status == "completed", result.error
+        assert lab.lines("restarts") == ["web"]
+        kinds = [e.kind for e in await store.list_events("acme", run_id)]
+        assert kinds.count("approval_decided") == 1, kinds
+    finally:
+        await store.aclose()
+
+
 async def test_another_tenant_cannot_decide_or_cancel_a_run(lab: Lab) -> None:
     lab.worker()
     engine = await TemporalEngine.connect(lab.url)

@@ -18,7 +18,8 @@ Webhooks: ``PF_TEST_RULE_NOTIFY`` is the ``restart`` rule's ``notify`` URL,
 ``PF_TEST_NOTIFY`` the worker's own (``worker --notify``); with
 ``PENGUIFLOW_WEBHOOK_SECRET`` set, the worker delivers the outbox.
 ``PF_TEST_HANG_AFTER_PAUSE``: the worker's store, once it has written a run's record as
-``paused`` (``record``) or appended its ``paused`` event (``event``), waits an hour before it
+``paused`` (``record``), appended its ``paused`` event (``event``) or recorded a decision
+(``decision``), waits an hour before it
 answers (the test SIGKILLs the worker there: the write is in the store, the workflow task that
 would record it in the history never completes).
 Prints "ready" once polling.
@@ -136,6 +137,12 @@ class HangAfterPause:
         if self.after == "record" and written.status == "paused":
             await self._hang(written.run_id)
         return written
+
+    async def decide_approval(self, tenant: str, approval_id: str, decision: Any, **kw: Any) -> Any:
+        decided = await self.inner.decide_approval(tenant, approval_id, decision, **kw)
+        if self.after == "decision":
+            await self._hang(decided.run_id)
+        return decided
 
     async def append_event(self, tenant: str, run_id: str, kind: str, data: Any) -> Any:
         seq = await self.inner.append_event(tenant, run_id, kind, data)
