@@ -339,6 +339,8 @@ class RunActivities:
                     result = await self.store.update_run(args[0], expected_version=args[1])
                 except ConflictError:
                     result = await self._run_updated(args[0], args[1])
+            elif op == "begin_call":
+                result = await self.store.begin_call(*args) or await self._begun_before(*args)
             elif op in ("append_events", "append_event") and len(args) > _APPEND_ARGS[op]:
                 result = await self._append_once(op, args)
             elif op == "list_approvals":
@@ -393,6 +395,17 @@ class RunActivities:
             created_at=current.created_at,
             updated_at=current.updated_at if current.version == expected_version + 1 else 0.0,
         )
+
+    async def _begun_before(self, tenant: str, run_id: str, key: str) -> bool:
+        """Whether a gate found open is the workflow's own, opened by an earlier execution of
+        the task that schedules the call (begun, never finished): then the call has not run
+        from there, and it goes on. The ``tool_call`` activity opens a gate of its own around
+        the tool, so a call that did start anywhere is still never run twice."""
+        earlier = await self.store.get_call(tenant, run_id, key)
+        if earlier is None or earlier.status == "done":
+            return False
+        activity.logger.info("run %s: call %s was begun before this replay", run_id, key)
+        return True
 
     async def _approval_written(self, approval: ApprovalRecord) -> ApprovalRecord:
         current = await self.store.get_approval(approval.tenant, approval.id)

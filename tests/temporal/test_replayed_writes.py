@@ -219,3 +219,15 @@ async def test_a_decision_delivered_again_is_answered_and_another_one_still_refu
             await env.run(acts.decide, {**decision, **other})
         assert refused.value.type == "AlreadyDecidedError"
     assert [e.kind for e in await store.list_events("acme", "run-1")] == ["approval_decided"]
+
+
+async def test_a_gate_opened_before_a_replay_opens_again_until_the_call_is_finished(
+    op: Any, store: MemoryStore
+) -> None:
+    """The workflow's once-only gate of an approved call: opened again while its call never
+    finished (the tool_call activity's own gate keeps the tool from running twice), closed
+    for good once the call is recorded as done."""
+    assert await op("begin_call", ["acme", "run-1", "apr-1"]) is True
+    assert await op("begin_call", ["acme", "run-1", "apr-1"]) is True
+    await op("finish_call", ["acme", "run-1", "apr-1", {"ok": True}])
+    assert await op("begin_call", ["acme", "run-1", "apr-1"]) is False

@@ -228,6 +228,40 @@ async def test_a_worker_killed_after_recording_a_decision_still_wakes_the_run(la
         await store.aclose()
 
 
+async def test_a_worker_killed_after_opening_an_approved_calls_gate_still_runs_it_once(
+    lab: Lab,
+) -> None:
+    """After the decision the workflow opens the approved call's once-only gate (a store write),
+    then the worker dies before the task that schedules the call is recorded: the next worker
+    meets the gate already open. The call has not run anywhere, so it runs now, once (the
+    tool_call activity's own gate still keeps it from ever running twice)."""
+    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": "begin"})
+    engine = await TemporalEngine.connect(lab.url)
+    run_id, approval_id = await paused_run(lab, engine)
+    store = await open_store(lab.store_url)
+    try:
+        await engine.decide(
+            store,
+            tenant="acme",
+            approval_id=approval_id,
+            principal="bob",
+            roles=["admin"],
+            decision="approve",
+        )
+        await asyncio.to_thread(
+            lab.wait_for, "the call's gate", lambda: lab.lines("hung-after-pause") == [run_id]
+        )
+        lab.kill(first)
+        lab.worker()
+        result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
+        assert result.status == "completed", result.error
+        assert lab.lines("restarts") == ["web"]  # ran, once
+        (restart,) = [s for s in result.steps if s.tool == "ops.restart"]
+        assert restart.outcome == "ok", restart.result
+    finally:
+        await store.aclose()
+
+
 async def test_another_tenant_cannot_decide_or_cancel_a_run(lab: Lab) -> None:
     lab.worker()
     engine = await TemporalEngine.connect(lab.url)
