@@ -97,6 +97,11 @@ _APPEND_ARGS = {"append_event": 4, "append_events": 3}
 _NOT_APPENDED = frozenset({"approval_requested", "approval_decided", "elicitation_answered"})
 
 
+def _timeless(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's recorded result without what a later execution of its task measures anew."""
+    return {k: v for k, v in result.items() if k != "latency_s"}
+
+
 def _event_key(kind: str, data: Mapping[str, Any]) -> tuple[Any, ...]:
     """What identifies an event of the workflow's across executions of one workflow task."""
     return (
@@ -339,6 +344,12 @@ class RunActivities:
                     result = await self.store.update_run(args[0], expected_version=args[1])
                 except ConflictError:
                     result = await self._run_updated(args[0], args[1])
+            elif op == "finish_call":
+                try:
+                    await self.store.finish_call(*args)
+                except ConflictError:
+                    await self._finished_before(*args)
+                result = None
             elif op == "begin_call":
                 result = await self.store.begin_call(*args) or await self._begun_before(*args)
             elif op in ("append_events", "append_event") and len(args) > _APPEND_ARGS[op]:
@@ -406,6 +417,25 @@ class RunActivities:
             return False
         activity.logger.info("run %s: call %s was begun before this replay", run_id, key)
         return True
+
+    async def _finished_before(
+        self, tenant: str, run_id: str, key: str, result: Mapping[str, Any]
+    ) -> None:
+        """A call recorded as finished with this very result was recorded by an earlier
+        execution of the same task (the tool's answer comes from the history; only the latency
+        the workflow measured differs, as a replayed task runs later); any other result for a
+        finished call is still a conflict."""
+        earlier = await self.store.get_call(tenant, run_id, key)
+        if (
+            earlier is None
+            or earlier.status != "done"
+            or earlier.result is None
+            or _timeless(earlier.result) != _timeless(result)
+        ):
+            raise ConflictError(
+                f"call {key!r} of run {run_id!r} was already finished; a call finishes once."
+            )
+        activity.logger.info("run %s: call %s was finished before this replay", run_id, key)
 
     async def _approval_written(self, approval: ApprovalRecord) -> ApprovalRecord:
         current = await self.store.get_approval(approval.tenant, approval.id)

@@ -231,3 +231,19 @@ async def test_a_gate_opened_before_a_replay_opens_again_until_the_call_is_finis
     assert await op("begin_call", ["acme", "run-1", "apr-1"]) is True
     await op("finish_call", ["acme", "run-1", "apr-1", {"ok": True}])
     assert await op("begin_call", ["acme", "run-1", "apr-1"]) is False
+
+
+async def test_a_result_recorded_again_is_taken_as_written_and_another_one_refused(
+    op: Any, store: MemoryStore
+) -> None:
+    """A replayed task records the approved call's result again (the tool's answer from the
+    history, a latency measured anew): taken as written; a different answer is a conflict."""
+    await op("begin_call", ["acme", "run-1", "apr-1"])
+    result = {"name": "ops.restart", "ok": True, "output": "restarted web", "latency_s": 0.02}
+    await op("finish_call", ["acme", "run-1", "apr-1", result])
+    await op("finish_call", ["acme", "run-1", "apr-1", {**result, "latency_s": 9.8}])
+    stored = await store.get_call("acme", "run-1", "apr-1")
+    assert stored is not None and stored.result == result  # the first one stays
+    with pytest.raises(ApplicationError) as refused:
+        await op("finish_call", ["acme", "run-1", "apr-1", {**result, "output": "other"}])
+    assert refused.value.type == "ConflictError"

@@ -228,14 +228,15 @@ async def test_a_worker_killed_after_recording_a_decision_still_wakes_the_run(la
         await store.aclose()
 
 
-async def test_a_worker_killed_after_opening_an_approved_calls_gate_still_runs_it_once(
-    lab: Lab,
-) -> None:
-    """After the decision the workflow opens the approved call's once-only gate (a store write),
-    then the worker dies before the task that schedules the call is recorded: the next worker
-    meets the gate already open. The call has not run anywhere, so it runs now, once (the
-    tool_call activity's own gate still keeps it from ever running twice)."""
-    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": "begin"})
+@pytest.mark.parametrize("after", ["begin", "finish"])
+async def test_a_worker_killed_around_an_approved_call_runs_it_once(lab: Lab, after: str) -> None:
+    """After the decision the workflow opens the approved call's once-only gate (a store write)
+    and, once the call ran, records its result; the worker dies right after one of the two,
+    before the task is recorded: the next worker meets the gate already open (the call has
+    not run anywhere, so it runs now; the tool_call activity's own gate still keeps it from
+    ever running twice), or the result already recorded (the same result: taken as written).
+    Either way the call runs once and the run completes."""
+    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": after})
     engine = await TemporalEngine.connect(lab.url)
     run_id, approval_id = await paused_run(lab, engine)
     store = await open_store(lab.store_url)

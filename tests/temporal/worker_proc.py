@@ -19,7 +19,8 @@ Webhooks: ``PF_TEST_RULE_NOTIFY`` is the ``restart`` rule's ``notify`` URL,
 ``PENGUIFLOW_WEBHOOK_SECRET`` set, the worker delivers the outbox.
 ``PF_TEST_HANG_AFTER_PAUSE``: the worker's store, once it has written a run's record as
 ``paused`` (``record``), appended its ``paused`` event (``event``) or recorded a decision
-(``decision``), or opened the approved call's once-only gate (``begin``), waits an hour
+(``decision``), or opened the approved call's once-only gate (``begin``) or recorded its
+result (``finish``), waits an hour
 before it answers (the test SIGKILLs the worker there: the write is in the store, the workflow task that
 would record it in the history never completes).
 Prints "ready" once polling.
@@ -149,6 +150,11 @@ class HangAfterPause:
         if self.after == "begin" and key.startswith("apr_"):  # the approved call's gate
             await self._hang(run_id)
         return begun
+
+    async def finish_call(self, tenant: str, run_id: str, key: str, result: Any) -> Any:
+        await self.inner.finish_call(tenant, run_id, key, result)
+        if self.after == "finish" and key.startswith("apr_"):  # the approved call's record
+            await self._hang(run_id)
 
     async def append_event(self, tenant: str, run_id: str, kind: str, data: Any) -> Any:
         seq = await self.inner.append_event(tenant, run_id, kind, data)
