@@ -192,16 +192,26 @@ async def test_a_worker_killed_between_a_write_and_its_history_loses_nothing(
     await _replay(engine, [run_id])
 
 
-async def test_a_worker_killed_after_recording_a_decision_still_wakes_the_run(lab: Lab) -> None:
-    """The ``decide`` update's activity records the decision, then the worker dies before the
-    update's workflow task completes: the update is delivered again to the next worker, which
-    meets the decision already in the store. The caller's decide succeeds, the run wakes, the
-    gated call runs once, and the decision is in the log once."""
-    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": "decision"})
+@pytest.mark.parametrize("after", ["decision", "begin", "finish"])
+async def test_a_worker_killed_around_a_decided_call_runs_it_once(lab: Lab, after: str) -> None:
+    """The worker dies right after one of the writes a decision leads to, before the workflow
+    task that would record it completes, and the next worker meets the write in the store:
+
+    - ``decision``: the ``decide`` update's activity recorded the decision; the update is
+      delivered again and finds it (the caller's decide succeeds, the run wakes);
+    - ``begin``: the workflow opened the approved call's once-only gate; the call has not run
+      anywhere, so it runs now (the tool_call activity's own gate still keeps it from ever
+      running twice);
+    - ``finish``: the workflow recorded the call's result; the same result is taken as
+      written.
+
+    Each time the call runs once, the run completes, and the decision is in the log once."""
+    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": after})
     engine = await TemporalEngine.connect(lab.url)
     run_id, approval_id = await paused_run(lab, engine)
     store = await open_store(lab.store_url)
     try:
+        # The update answers when its workflow task completes: after the restart here.
         deciding = asyncio.create_task(
             engine.decide(
                 store,
@@ -213,52 +223,19 @@ async def test_a_worker_killed_after_recording_a_decision_still_wakes_the_run(la
             )
         )
         await asyncio.to_thread(
-            lab.wait_for, "the decision", lambda: lab.lines("hung-after-pause") == [run_id]
+            lab.wait_for, f"the {after} write", lambda: lab.lines("hung-after-pause") == [run_id]
         )
-        lab.kill(first)  # the decision is in the store; the update's completion is not
+        lab.kill(first)  # the write is in the store; the task that made it is not recorded
         lab.worker()
         decided = await asyncio.wait_for(deciding, WAIT_S)
         assert decided.status == "approved" and decided.decision is not None
         result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
         assert result.status == "completed", result.error
-        assert lab.lines("restarts") == ["web"]
-        kinds = [e.kind for e in await store.list_events("acme", run_id)]
-        assert kinds.count("approval_decided") == 1, kinds
-    finally:
-        await store.aclose()
-
-
-@pytest.mark.parametrize("after", ["begin", "finish"])
-async def test_a_worker_killed_around_an_approved_call_runs_it_once(lab: Lab, after: str) -> None:
-    """After the decision the workflow opens the approved call's once-only gate (a store write)
-    and, once the call ran, records its result; the worker dies right after one of the two,
-    before the task is recorded: the next worker meets the gate already open (the call has
-    not run anywhere, so it runs now; the tool_call activity's own gate still keeps it from
-    ever running twice), or the result already recorded (the same result: taken as written).
-    Either way the call runs once and the run completes."""
-    first = lab.worker({"PF_TEST_HANG_AFTER_PAUSE": after})
-    engine = await TemporalEngine.connect(lab.url)
-    run_id, approval_id = await paused_run(lab, engine)
-    store = await open_store(lab.store_url)
-    try:
-        await engine.decide(
-            store,
-            tenant="acme",
-            approval_id=approval_id,
-            principal="bob",
-            roles=["admin"],
-            decision="approve",
-        )
-        await asyncio.to_thread(
-            lab.wait_for, "the call's gate", lambda: lab.lines("hung-after-pause") == [run_id]
-        )
-        lab.kill(first)
-        lab.worker()
-        result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
-        assert result.status == "completed", result.error
         assert lab.lines("restarts") == ["web"]  # ran, once
         (restart,) = [s for s in result.steps if s.tool == "ops.restart"]
         assert restart.outcome == "ok", restart.result
+        kinds = [e.kind for e in await store.list_events("acme", run_id)]
+        assert kinds.count("approval_decided") == 1, kinds
     finally:
         await store.aclose()
 
