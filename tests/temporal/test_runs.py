@@ -16,7 +16,8 @@ import pytest
 
 from penguiflow_agents._identity import Headers
 from penguiflow_agents.exceptions import ApprovalError, NotFoundError
-from penguiflow_agents.store import open_store
+from penguiflow_agents.store import StateStore, open_store
+from penguiflow_agents.store._base import ApprovalRecord
 from penguiflow_agents.temporal import RunWorkflow, TemporalEngine, workflow_runner
 from penguiflow_agents.testing.temporal_dev import TemporalDevServer
 from penguiflow_agents.worker import wait_for_run
@@ -49,6 +50,20 @@ async def paused_run(lab: Lab, engine: TemporalEngine) -> tuple[str, str]:
     assert result.status == "paused", result.error
     (pending,) = result.pending_approvals
     return run_id, pending.id
+
+
+async def approve_as_bob(
+    engine: TemporalEngine, store: StateStore, approval_id: str
+) -> ApprovalRecord:
+    """bob (role admin) approves ``approval_id`` of tenant acme through the ``decide`` update."""
+    return await engine.decide(
+        store,
+        tenant="acme",
+        approval_id=approval_id,
+        principal="bob",
+        roles=["admin"],
+        decision="approve",
+    )
 
 
 async def test_parallel_calls_an_approval_from_another_process_and_an_answer(lab: Lab) -> None:
@@ -129,14 +144,7 @@ async def test_a_paused_run_survives_a_server_restart_and_new_workers(tmp_path: 
             engine = await TemporalEngine.connect(lab.url)
             store = await open_store(lab.store_url)
             try:
-                await engine.decide(
-                    store,
-                    tenant="acme",
-                    approval_id=approval_id,
-                    principal="bob",
-                    roles=["admin"],
-                    decision="approve",
-                )
+                await approve_as_bob(engine, store, approval_id)
             finally:
                 await store.aclose()
             result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
@@ -170,14 +178,7 @@ async def test_a_worker_killed_between_a_write_and_its_history_loses_nothing(
         lab.kill(first)  # the write is in the store; its history is not
         lab.worker()
         (approval,) = await store.list_approvals("acme", run_id=run_id)
-        await engine.decide(
-            store,
-            tenant="acme",
-            approval_id=approval.id,
-            principal="bob",
-            roles=["admin"],
-            decision="approve",
-        )
+        await approve_as_bob(engine, store, approval.id)
         result = await asyncio.wait_for(engine.result(run_id, headers=ALICE), WAIT_S)
         assert result.status == "completed", result.error
         assert lab.lines("restarts") == ["web"]
@@ -212,16 +213,7 @@ async def test_a_worker_killed_around_a_decided_call_runs_it_once(lab: Lab, afte
     store = await open_store(lab.store_url)
     try:
         # The update answers when its workflow task completes: after the restart here.
-        deciding = asyncio.create_task(
-            engine.decide(
-                store,
-                tenant="acme",
-                approval_id=approval_id,
-                principal="bob",
-                roles=["admin"],
-                decision="approve",
-            )
-        )
+        deciding = asyncio.create_task(approve_as_bob(engine, store, approval_id))
         await asyncio.to_thread(
             lab.wait_for, f"the {after} write", lambda: lab.lines("hung-after-pause") == [run_id]
         )
@@ -282,14 +274,7 @@ async def test_another_tenant_cannot_decide_or_cancel_a_run(lab: Lab) -> None:
         assert result.status == "cancelled"
         assert (await store.get_run("acme", run_id)).status == "cancelled"
         with pytest.raises(ApprovalError):
-            await engine.decide(
-                store,
-                tenant="acme",
-                approval_id=approval_id,
-                principal="bob",
-                roles=["admin"],
-                decision="approve",
-            )
+            await approve_as_bob(engine, store, approval_id)
     finally:
         await store.aclose()
     assert lab.lines("restarts") == []
