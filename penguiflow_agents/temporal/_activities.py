@@ -528,6 +528,8 @@ class RunActivities:
             )
         except AlreadyDecidedError as exc:
             record = await self._decided_before(decision, exc)
+            # The workflow wakes the run only if it still waits on the request.
+            return {**dataclasses.asdict(record), "replayed": True}
         except PenguiflowError as exc:
             raise error_of(exc) from None
         return dataclasses.asdict(record)

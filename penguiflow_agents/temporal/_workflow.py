@@ -101,6 +101,7 @@ class RunWorkflow:
         self._notify: list[str] = []
         self._calls = 0  # tool calls scheduled in this run (their once-only keys)
         self._seen_events: dict[str, list[Any]] = {}  # per run: the event fence of its appends
+        self._run: Run | None = None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class RunWorkflow:
         run_id = workflow.info().workflow_id
         model = await self._setup(inp)
         planner = self._planner(inp, model)
-        run = await hosted.start(
+        run = self._run = await hosted.start(
             planner,
             inp.query,
             headers=headers,
@@ -221,6 +222,9 @@ class RunWorkflow:
             from penguiflow_agents.temporal._activities import error_of
 
             raise error_of(exc) from None
+        replayed = bool(record.pop("replayed", False))
+        if replayed and not self._waits_for(str(decision["approval_id"])):
+            return dict(record)  # the same decision again, for a request the run moved past
         self._by = Headers(
             tenant=self._tenant,
             principal=str(decision["principal"]),
@@ -228,6 +232,10 @@ class RunWorkflow:
         )
         self._woken = True
         return dict(record)
+
+    def _waits_for(self, approval_id: str) -> bool:
+        paused = self._run.state.paused if self._run is not None else None
+        return paused is not None and any(p.id == approval_id for p in paused.waiting)
 
     @decide.validator
     def _check_decision(self, decision: dict[str, Any]) -> None:
