@@ -89,8 +89,8 @@ DECIDE = "penguiflow.decide"
 STORE = "penguiflow.store"
 # Models kept open per worker, one per --model value.
 MAX_MODELS = 16
-# The arguments of an append without the workflow's highest seen sequence number (histories
-# recorded before it was passed replay with them).
+# The arguments of an append without the workflow's event fence (histories recorded before
+# it was passed replay with them).
 _APPEND_ARGS = {"append_event": 4, "append_events": 3}
 # Events of a run's log that no append of its workflow writes: an approval's request (written
 # with it) and what others add (decisions, answers to questions).
@@ -386,7 +386,9 @@ class RunActivities:
 
     async def _run_updated(self, run: RunRecord, expected_version: int) -> RunRecord:
         current = await self.store.get_run(run.tenant, run.run_id)
-        if current.version <= expected_version:
+        # A workflow never claims its run: a claim is another writer's (e.g. a `resume`
+        # without --engine on this store), which the workflow must not take for its own.
+        if current.version <= expected_version or current.claimed_by is not None:
             raise ConflictError(
                 f"run {run.run_id!r} is at version {current.version}, not {expected_version}: "
                 "another writer changed it first; reload it and retry."

@@ -85,6 +85,12 @@ async def test_an_update_the_store_is_ahead_of_is_answered_with_its_version(
     with pytest.raises(ApplicationError) as refused:
         await op("update_run", [_fields(_run(status="paused")), 5])
     assert refused.value.type == "ConflictError"
+    # Neither is a record ahead that a process claimed (another writer: a workflow never
+    # claims its run).
+    await store.update_run(_run(status="running", claimed_by="vm:1:x"), expected_version=4)
+    with pytest.raises(ApplicationError) as claimed:
+        await op("update_run", [_fields(_run(status="paused")), 4])
+    assert claimed.value.type == "ConflictError"
 
 
 def _approval(**changes: Any) -> ApprovalRecord:
