@@ -51,7 +51,7 @@ from penguiflow_agents.cli._common import (
     use_store_credentials,
 )
 from penguiflow_agents.exceptions import AuthorizationRequiredError, ConfigError, UserError
-from penguiflow_agents.tools import CallContext, SourceStatus, ToolRegistry, ToolSpec
+from penguiflow_agents.tools import CallContext, SourceStatus, ToolRegistry, ToolResult, ToolSpec
 
 if TYPE_CHECKING:
     from penguiflow_agents.policy import PolicySet
@@ -381,7 +381,12 @@ async def _call_in(
     use_store_credentials(registry, store, TerminalAuthorizer() if sys.stdin.isatty() else None)
     async with registry:
         # Arguments first: never send anyone to ask for an approval of a call that cannot run.
-        refusal = await registry.check(name, arguments)
+        # The rules are matched against the arguments the tool will read (canonical: a path
+        # like /x/../shared/a is /shared/a), and those are the arguments that run.
+        prepared = await registry.prepare(name, arguments)
+        refusal = prepared if isinstance(prepared, ToolResult) else None
+        if not isinstance(prepared, ToolResult):
+            arguments = prepared
         spec = registry.get(name)
         rule = (
             None

@@ -16,6 +16,7 @@ from penguiflow_agents.planner._calls import Catalog, StepOutcome, run_calls
 from penguiflow_agents.planner._context import Deps, Run, Stop
 from penguiflow_agents.planner._state import PausedStep, RunState
 from penguiflow_agents.planner._types import Step, ToolCallFinished, ToolCallStarted
+from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 
 __all__ = [
     "StillWaiting",
@@ -40,12 +41,16 @@ def has_effects(
             continue  # refused before running: no effect
         if not spec.idempotent:
             return True
-        if (
-            deps.approvals is not None
-            and policies is not None
-            and policies.approval_rule(call.name, call.arguments, headers, risk=spec.risk)
-            is not None
-        ):
+        if deps.approvals is None or policies is None:
+            continue
+        # Rules match the arguments the tool reads: a tool that normalises its arguments
+        # (e.g. a path's ``..``) is asked about their canonical form, as _calls gates it.
+        arguments: Any = call.arguments
+        if spec.normalize is not None:
+            arguments = prepare_arguments(spec, call.arguments)
+            if isinstance(arguments, ArgumentProblem):
+                continue  # refused before running: no effect
+        if policies.approval_rule(call.name, arguments, headers, risk=spec.risk) is not None:
             return True
     return False
 

@@ -374,8 +374,16 @@ class ToolRegistry:
         ``invalid_arguments`` (each failing path and constraint); None when the
         call would go ahead. Calls nothing: for checks before asking a human.
         """
+        prepared = await self.prepare(name, arguments)
+        return prepared if isinstance(prepared, ToolResult) else None
+
+    async def prepare(self, name: str, arguments: Mapping[str, Any]) -> ToolResult | dict[str, Any]:
+        """The canonical arguments ``call`` would run ``name`` with (validated, then
+        normalised by the tool, e.g. a path without ``..``), or the refusal ``call`` would
+        return. Calls nothing. Policies' approval rules must be matched against these, never
+        against the arguments as given: ``/x/../shared/a`` is ``/shared/a`` to the tool."""
         try:
-            refusal = await self._check(name, arguments)
+            return await self._prepare(name, arguments)
         except Exception:  # never raises, like call()
             log.exception("tool_registry.check_failed", tool=name)
             return ToolResult.failure(
@@ -383,11 +391,6 @@ class ToolRegistry:
                 ToolErrorKind.TOOL_ERROR,
                 f"checking a call of {name!r} failed inside the registry; see the log for details.",
             )
-        return refusal
-
-    async def _check(self, name: str, arguments: Mapping[str, Any]) -> ToolResult | None:
-        prepared = await self._prepare(name, arguments)
-        return prepared if isinstance(prepared, ToolResult) else None
 
     async def _prepare(
         self, name: str, arguments: Mapping[str, Any]

@@ -243,6 +243,21 @@ def test_call_that_needs_an_approval_is_refused_and_does_not_run(
     assert (workdir / "sandbox" / "private" / "x.txt").read_text() == "hi"
 
 
+@pytest.mark.parametrize(
+    "path", ["/x/../shared/y.txt", "//shared/y.txt", "shared/y.txt", "/./shared//y.txt"]
+)
+def test_a_crafted_path_does_not_slip_past_an_approval_rule(
+    workdir: Path, capsys: pytest.CaptureFixture[str], path: str
+) -> None:
+    """The rule is matched against the path the tool writes to (its canonical form), not the
+    text given: every spelling of /shared/y.txt needs the approval."""
+    argv = run(workdir, "tools", "call", "files.write_file", "--tenant", "acme")
+    args = json.dumps({"path": path, "content": "hi"})
+    assert main([*argv, "--args", args]) == 1
+    assert "needs an approval (Writes to the shared drive)" in capsys.readouterr().err
+    assert not (workdir / "sandbox" / "shared").exists()
+
+
 @pytest.mark.parametrize("bad", ["{not json", "[1, 2]", '"text"'])
 def test_call_with_bad_args_json_exits_2(
     workdir: Path, capsys: pytest.CaptureFixture[str], bad: str

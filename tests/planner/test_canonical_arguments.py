@@ -199,3 +199,56 @@ async def test_an_edit_whose_canonical_form_differs_is_void_not_normalised(
     assert [s.outcome for s in done.steps] == ["approval_void"]
     assert "canonical form" in str(done.steps[0].result)
     assert not (tmp_path / "sandbox" / "shared").exists()
+
+
+@tool(idempotent=True, normalize=lambda args: {**args, "account": args["account"].upper()})
+async def quote(account: Annotated[str, AfterValidator(str.strip)]) -> str:
+    """Quote an account's balance (idempotent)."""
+    return f"balance of {account}"
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that remembers the status of each run record it writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
+
+    async def update_run(self, run: Any, *, expected_version: int) -> Any:
+        self.written.append(run.status)
+        return await super().update_run(run, expected_version=expected_version)
+
+
+async def test_a_turn_whose_call_is_gated_only_in_canonical_form_is_saved_before_it_runs() -> None:
+    """An idempotent call alone is not saved before it runs, but one that a rule gates is
+    (a takeover must know it is in flight). The rule matches the canonical arguments only:
+    the turn is saved before the call, as for any gated call."""
+    registry = ToolRegistry()
+    registry.add_functions(quote, source="bank")
+    policies = PolicySet.from_documents(
+        [
+            {
+                "tenant": "acme",
+                "allow": ["bank.*"],
+                "approvals": [
+                    {
+                        "match": "bank.quote",
+                        "when": {"properties": {"account": {"const": "ACME-1"}}},
+                        "approvers": ["role:admin"],
+                    }
+                ],
+            }
+        ]
+    )
+
+    async def first_writes(account: str) -> list[str]:
+        store = CountingStore()
+        call = LLMToolCall(id="q", name="bank.quote", arguments={"account": account})
+        llm = ScriptedLLM([LLMResponse(content=None, tool_calls=[call]), {"content": "Done."}])
+        planner = ReactPlanner(llm=llm, registry=registry, store=store, policies=policies)
+        await planner.run("Quote.", headers=ALICE)
+        return store.written
+
+    assert (await first_writes("OTHER"))[0] == "completed"  # not gated: no save before
+    assert (await first_writes("ACME-1"))[:2] == ["running", "paused"]  # saved, then paused
+    assert (await first_writes("  acme-1 "))[:2] == ["running", "paused"]  # the same call
