@@ -112,6 +112,20 @@ async def test_a_path_with_no_canonical_form_is_refused_before_the_policy(
     assert await store.list_approvals("acme") == []  # nobody was asked about them
 
 
+def gated_for_acme_1(tool_name: str) -> PolicySet:
+    """Tenant acme may use the bank tools; ``tool_name`` on account ACME-1 needs an admin."""
+    gate = {"properties": {"account": {"const": "ACME-1"}}}
+    return PolicySet.from_documents(
+        [
+            {
+                "tenant": "acme",
+                "allow": ["bank.*"],
+                "approvals": [{"match": tool_name, "when": gate, "approvers": ["role:admin"]}],
+            }
+        ]
+    )
+
+
 @tool(normalize=lambda args: {**args, "account": args["account"].upper()})
 async def pay(account: Annotated[str, AfterValidator(str.strip)], cents: int) -> str:
     """Pay an account."""
@@ -121,21 +135,7 @@ async def pay(account: Annotated[str, AfterValidator(str.strip)], cents: int) ->
 async def test_a_tool_declared_normaliser_and_pydantic_validators_run_before_the_policy() -> None:
     registry = ToolRegistry()
     registry.add_functions(pay, source="bank")
-    policies = PolicySet.from_documents(
-        [
-            {
-                "tenant": "acme",
-                "allow": ["bank.*"],
-                "approvals": [
-                    {
-                        "match": "bank.pay",
-                        "when": {"properties": {"account": {"const": "ACME-1"}}},
-                        "approvers": ["role:admin"],
-                    }
-                ],
-            }
-        ]
-    )
+    policies = gated_for_acme_1("bank.pay")
     store = MemoryStore()
     llm = ScriptedLLM(
         [
@@ -225,21 +225,7 @@ async def test_a_turn_whose_call_is_gated_only_in_canonical_form_is_saved_before
     the turn is saved before the call, as for any gated call."""
     registry = ToolRegistry()
     registry.add_functions(quote, source="bank")
-    policies = PolicySet.from_documents(
-        [
-            {
-                "tenant": "acme",
-                "allow": ["bank.*"],
-                "approvals": [
-                    {
-                        "match": "bank.quote",
-                        "when": {"properties": {"account": {"const": "ACME-1"}}},
-                        "approvers": ["role:admin"],
-                    }
-                ],
-            }
-        ]
-    )
+    policies = gated_for_acme_1("bank.quote")
 
     async def first_writes(account: str) -> list[str]:
         store = CountingStore()
