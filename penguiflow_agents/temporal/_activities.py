@@ -329,26 +329,26 @@ class RunActivities:
             if op == "create_approval":
                 try:
                     result = await self.store.create_approval(args[0], outbox=outbox, events=events)
-                except ConflictError:
-                    result = await self._approval_written(args[0])
+                except ConflictError as exc:
+                    result = await self._approval_written(args[0], exc)
                 else:
                     if outbox:
                         self._outbox_written()
             elif op == "create_run":
                 try:
                     result = await self.store.create_run(args[0])
-                except ConflictError:
-                    result = await self._run_created(args[0])
+                except ConflictError as exc:
+                    result = await self._run_created(args[0], exc)
             elif op == "update_run":
                 try:
                     result = await self.store.update_run(args[0], expected_version=args[1])
-                except ConflictError:
-                    result = await self._run_updated(args[0], args[1])
+                except ConflictError as exc:
+                    result = await self._run_updated(args[0], args[1], exc)
             elif op == "finish_call":
                 try:
                     await self.store.finish_call(*args)
-                except ConflictError:
-                    await self._finished_before(*args)
+                except ConflictError as exc:
+                    await self._finished_before(*args, refused=exc)
                 result = None
             elif op == "begin_call":
                 result = await self.store.begin_call(*args) or await self._begun_before(*args)
@@ -371,28 +371,27 @@ class RunActivities:
     # events (an approval's decision adds events, never run writes), so meeting one's own
     # earlier write is recognised here and answered as the first write was answered.
 
-    async def _run_created(self, run: RunRecord) -> RunRecord:
+    async def _run_created(self, run: RunRecord, refused: ConflictError) -> RunRecord:
         current = await self.store.get_run(run.tenant, run.run_id)
         if (current.principal, current.query, current.session_id) != (
             run.principal,
             run.query,
             run.session_id,
         ):
-            raise ConflictError(f"a run with id {run.run_id!r} already exists; use a fresh run id.")
+            raise refused
         activity.logger.info("run %s was created before this replay", run.run_id)
         return dataclasses.replace(
             run, created_at=current.created_at, updated_at=current.created_at
         )
 
-    async def _run_updated(self, run: RunRecord, expected_version: int) -> RunRecord:
+    async def _run_updated(
+        self, run: RunRecord, expected_version: int, refused: ConflictError
+    ) -> RunRecord:
         current = await self.store.get_run(run.tenant, run.run_id)
         # A workflow never claims its run: a claim is another writer's (e.g. a `resume`
         # without --engine on this store), which the workflow must not take for its own.
         if current.version <= expected_version or current.claimed_by is not None:
-            raise ConflictError(
-                f"run {run.run_id!r} is at version {current.version}, not {expected_version}: "
-                "another writer changed it first; reload it and retry."
-            )
+            raise refused
         # The record is ahead of the workflow: this write (and those up to the record's
         # version) was made by an earlier execution of the same workflow task. Its answer then
         # was the written record at the next version.
@@ -421,7 +420,13 @@ class RunActivities:
         return True
 
     async def _finished_before(
-        self, tenant: str, run_id: str, key: str, result: Mapping[str, Any]
+        self,
+        tenant: str,
+        run_id: str,
+        key: str,
+        result: Mapping[str, Any],
+        *,
+        refused: ConflictError,
     ) -> None:
         """A call recorded as finished with this very result was recorded by an earlier
         execution of the same task (the tool's answer comes from the history; only the latency
@@ -434,21 +439,19 @@ class RunActivities:
             or earlier.result is None
             or _timeless(earlier.result) != _timeless(result)
         ):
-            raise ConflictError(
-                f"call {key!r} of run {run_id!r} was already finished; a call finishes once."
-            )
+            raise refused
         activity.logger.info("run %s: call %s was finished before this replay", run_id, key)
 
-    async def _approval_written(self, approval: ApprovalRecord) -> ApprovalRecord:
+    async def _approval_written(
+        self, approval: ApprovalRecord, refused: ConflictError
+    ) -> ApprovalRecord:
         current = await self.store.get_approval(approval.tenant, approval.id)
         if (current.run_id, current.call_id, current.arguments_sha256) != (
             approval.run_id,
             approval.call_id,
             approval.arguments_sha256,
         ):
-            raise ConflictError(
-                f"an approval with id {approval.id!r} already exists; use a fresh id."
-            )
+            raise refused
         activity.logger.info("approval %s was created before this replay", approval.id)
         return current
 
