@@ -340,7 +340,9 @@ async def _tally(out: StepOutcome, record: Step, content: str, run: Run) -> None
         out.failures += 1
         out.last_error = content
     if run.hears(ToolCallFinished.kind):
-        await run.publish(ToolCallFinished(run_id=run.run_id, record=record))
+        finished = ToolCallFinished(run_id=run.run_id, record=record)
+        if not run.tell(finished):
+            await run.publish(finished)
 
 
 async def _prior_approvals(deps: Deps, run: Run) -> dict[str, PendingApproval]:

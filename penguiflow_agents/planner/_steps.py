@@ -127,7 +127,9 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
         paused.done[pending.call_id] = content
         st.steps.append(record)
         if run.hears(ToolCallFinished.kind):
-            await run.publish(ToolCallFinished(run_id=run.run_id, record=record))
+            finished = ToolCallFinished(run_id=run.run_id, record=record)
+            if not run.tell(finished):
+                await run.publish(finished)
     if still:
         paused.waiting = still
         raise StillWaiting

@@ -15,7 +15,7 @@ letters), which ``serve`` and ``worker`` call periodically.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -167,7 +167,8 @@ class Metrics:
             )
         calls, duration, input_key, output_key, cost_key = series
         calls.value += 1
-        duration.observe(seconds)
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]
+        duration.sum += seconds
         if input_tokens:
             self.model_tokens.series(input_key).value += input_tokens
         if output_tokens:
@@ -186,13 +187,15 @@ class Metrics:
         series = self._tool_seconds.get(source)
         if series is None:
             series = self._tool_seconds[source] = self.tool_seconds.series((source,))
-        series.observe(seconds)
+        series.counts[bisect_left(series.bounds, seconds)] += 1  # type: ignore[arg-type]
+        series.sum += seconds
 
-    def queue_waited(self, source: str, seconds: float) -> None:
+    def queue_waited(self, source: str) -> Callable[[float], None]:
+        """What records the queue waits of ``source``'s calls, in seconds."""
         series = self._queue_waits.get(source)
         if series is None:
             series = self._queue_waits[source] = self.queue_wait.series((source,))
-        series.observe(seconds)
+        return series.observe
 
     def approval_settled(self, outcome: str, wait_s: float, tenant: str) -> None:
         t = self._t(tenant)
@@ -236,14 +239,14 @@ class _Series:
     numbers (each read is atomic under the GIL; a scrape in the middle of an update may see
     a histogram's count one ahead of its sum, as with ``prometheus_client``'s own locks)."""
 
-    __slots__ = ("_bounds", "counts", "created", "sum", "value")
+    __slots__ = ("bounds", "counts", "created", "sum", "value")
 
     def __init__(self, bounds: tuple[float, ...] | None) -> None:
         import time
 
         self.created = time.time()
         self.value: float = 0
-        self._bounds = bounds
+        self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1) if bounds is not None else []
         self.sum = 0.0
 
@@ -251,7 +254,7 @@ class _Series:
         self.value += amount
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self._bounds, value)] += 1  # type: ignore[arg-type]
+        self.counts[bisect_left(self.bounds, value)] += 1  # type: ignore[arg-type]
         self.sum += value
 
 

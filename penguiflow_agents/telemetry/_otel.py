@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from penguiflow_agents.exceptions import ConfigError
 from penguiflow_agents.telemetry._spans import (
+    _CONTEXT_VAR,
     _EMPTY_STATE,
     LeanSpan,
     attach_span,
@@ -47,6 +49,7 @@ from penguiflow_agents.telemetry._spans import (
 
 __all__ = ["CAPTURE_ENV", "Tracing", "tracer_provider_from_env"]
 
+_log = logging.getLogger(__name__)
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 TRACER_NAME = "penguiflow_agents"
 DEFAULT_SERVICE_NAME = "penguiflow-agents"
@@ -144,6 +147,8 @@ class Tracing:
         # The run's own spans through the lean path when the tracer is the SDK's (_spans.py).
         factory = span_factory(self.tracer)
         self._start = factory.start_span if factory is not None else self.tracer.start_span
+        # A current child span in one step (None: start, then attach).
+        self._child = factory.child if factory is not None and _CONTEXT_VAR is not None else None
         # Span names and attributes that do not change from call to call, per model and per
         # registered tool (bounded by the process's configuration).
         self._chat_static: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -264,7 +269,39 @@ class Tracing:
             if token is not None:
                 otel_context.detach(token)
 
-    def chat(self, model: str, messages: Any) -> Any:
+    def _open(self, name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
+        """A span ``name`` started and made current: (the span, its context token)."""
+        child = self._child
+        if child is not None:
+            lean = child(name, kind, attributes)
+            if lean is not None:
+                return lean, lean._token
+        span = self._start(
+            name,
+            kind=kind,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        return span, attach_span(span)
+
+    def open_chat(self, model: str, messages: Any) -> tuple[Any, Any]:
+        """A ``chat {model}`` span, current until ``end_chat`` (or ``fail``) is given its
+        token: the client's own spans (e.g. HTTP) nest in it. (The span, its context token.)"""
+        static = self._chat_static.get(model)
+        name, attributes = (
+            static
+            if static is not None and not self.capture
+            else self._chat_attributes(model, messages)
+        )
+        child = self._child  # _open, inlined: once per model call
+        if child is not None:
+            span = child(name, SpanKind.CLIENT, attributes)
+            if span is not None:
+                return span, span._token
+        return self._open(name, SpanKind.CLIENT, attributes)
+
+    def _chat_attributes(self, model: str, messages: Any) -> tuple[str, Mapping[str, Any]]:
         static = self._chat_static.get(model)
         if static is None:
             provider = provider_name(model)
@@ -283,7 +320,13 @@ class Tracing:
                 **attributes,
                 "gen_ai.input.messages": _json([_no_image_data(m) for m in messages]),
             }
-        # The SDK copies the attributes into the span: one dict per model serves every call.
+        # The span copies the attributes: one dict per model serves every call.
+        return name, attributes
+
+    def chat(self, model: str, messages: Any) -> Any:
+        """A ``chat {model}`` span, not made current (a stream's: it spans the consumer's
+        code between items)."""
+        name, attributes = self._chat_attributes(model, messages)
         return self._start(
             name,
             kind=SpanKind.CLIENT,
@@ -292,22 +335,29 @@ class Tracing:
             set_status_on_exception=False,
         )
 
-    def end_chat(self, span: Any, response: Any) -> None:
-        if not span.is_recording():  # sampled out: nothing to build
-            span.end()
+    def end_chat(self, span: Any, response: Any, token: Any = None) -> None:
+        """``span`` ended with ``response``; ``token``: what ``open_chat`` made current, no longer
+        current."""
+        if token is not None:
+            _detach_now(token)
+        lean = type(span) is LeanSpan
+        if not (span._end_time is None if lean else span.is_recording()):
+            span.end()  # sampled out: nothing to build
             return
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
-        attributes: dict[str, Any] = {
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-            "gen_ai.response.finish_reasons": (reason,),
-        }
+        # Strings, numbers and a tuple of strings built here: valid as they are, written
+        # straight into a lean span.
+        attributes: dict[str, Any] = span._attrs if lean else {}
+        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        attributes["gen_ai.response.finish_reasons"] = (reason,)
         if response.model:
             attributes["gen_ai.response.model"] = response.model
         if response.cost_usd is not None:
             attributes["penguiflow.cost_usd"] = float(response.cost_usd)
-        _set_known(span, attributes)
+        if not lean:
+            span.set_attributes(attributes)  # one lock and one pass, not one per attribute
         if self.capture:
             out = {
                 "role": "assistant",
@@ -321,16 +371,54 @@ class Tracing:
         span.end()
 
     @staticmethod
-    def fail(span: Any, exc: BaseException) -> None:
+    def fail(span: Any, exc: BaseException, token: Any = None) -> None:
+        if token is not None:
+            _detach_now(token)
         span.set_attribute("error.type", type(exc).__name__)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         span.end()
 
+    def open_tool(
+        self, name: str, source: str, call_id: str | None, arguments: Any, *, known: bool = True
+    ) -> tuple[Any, Any]:
+        """An ``execute_tool {name}`` span (see ``execute_tool``), current until ``end_tool``
+        (or ``fail``) is given its token: the tool's own spans and retry events go in it.
+        (The span, its context token.)"""
+        static = self._tool_static.get((name, source)) if known else None
+        attributes: Mapping[str, Any]
+        if static is not None and call_id and not self.capture:
+            # The common case, inlined (once per tool call): the static attributes and the id,
+            # in a dict of its own that the span takes as it is.
+            span_name, attributes = static[0], {**static[1], "gen_ai.tool.call.id": call_id}
+            owned = True
+        else:
+            span_name, attributes = self._tool_attributes(name, source, call_id, arguments, known)
+            owned = False
+        child = self._child  # _open, inlined
+        if child is not None:
+            span = child(span_name, SpanKind.INTERNAL, attributes, owned)
+            if span is not None:
+                return span, span._token
+        return self._open(span_name, SpanKind.INTERNAL, attributes)
+
     def execute_tool(
         self, name: str, source: str, call_id: str | None, arguments: Any, *, known: bool = True
     ) -> Any:
-        """An ``execute_tool {name}`` span; ``known``: a registered tool (its span name and
-        static attributes are kept for the next call; a name the model made up is not)."""
+        """An ``execute_tool {name}`` span, not made current; ``known``: a registered tool (its
+        span name and static attributes are kept for the next call; a name the model made up
+        is not)."""
+        span_name, attributes = self._tool_attributes(name, source, call_id, arguments, known)
+        return self._start(
+            span_name,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def _tool_attributes(
+        self, name: str, source: str, call_id: str | None, arguments: Any, known: bool
+    ) -> tuple[str, Mapping[str, Any]]:
         static = self._tool_static.get((name, source)) if known else None
         if static is None:
             static = (
@@ -351,23 +439,29 @@ class Tracing:
                 attributes["gen_ai.tool.call.id"] = call_id
             if self.capture:
                 attributes["gen_ai.tool.call.arguments"] = _json(arguments)
-        return self._start(
-            span_name,
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        return span_name, attributes
 
-    def end_tool(self, span: Any, result: Any) -> None:
-        if not span.is_recording():  # sampled out: nothing to build
-            span.end()
+    def end_tool(self, span: Any, result: Any, token: Any = None) -> None:
+        """``span`` ended with ``result``; ``token``: what ``open_tool`` made current, no longer
+        current."""
+        if token is not None:
+            _detach_now(token)
+        lean = type(span) is LeanSpan
+        if not (span._end_time is None if lean else span.is_recording()):
+            span.end()  # sampled out: nothing to build
             return
         outcome = result.outcome
-        _set_known(
-            span,
-            {"penguiflow.tool.outcome": outcome, "penguiflow.tool.attempts": int(result.attempts)},
-        )
+        if lean:  # a string and a number: valid as they are
+            attributes = span._attrs
+            attributes["penguiflow.tool.outcome"] = outcome
+            attributes["penguiflow.tool.attempts"] = int(result.attempts)
+        else:
+            span.set_attributes(
+                {
+                    "penguiflow.tool.outcome": outcome,
+                    "penguiflow.tool.attempts": int(result.attempts),
+                }
+            )
         if not result.ok:
             span.set_attribute("error.type", outcome)
             span.set_status(Status(StatusCode.ERROR, outcome))
@@ -398,20 +492,29 @@ class Tracing:
         )
         span.end(end_time=int(max(decided_at, requested_at) * 1e9))
 
-    def store(self, operation: str, system: str) -> Any:
+    def open_store(self, operation: str, system: str) -> tuple[Any, Any]:
+        """A ``store {operation}`` span, current until ``end_store`` (or ``fail``) is given its
+        token: a database client's own spans nest in it. (The span, its context token; (None,
+        None) outside a recorded span: store writes are traced only inside a run.)"""
         static = self._store_static.get((operation, system))
         if static is None:
             static = self._store_static[(operation, system)] = (
                 f"store {operation}",
                 {"db.system.name": system, "db.operation.name": operation},
             )
-        return self._start(
-            static[0],
-            kind=SpanKind.CLIENT,
-            attributes=static[1],
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        child = self._child
+        if child is not None:
+            span = child(static[0], SpanKind.CLIENT, static[1])
+            if span is not None:
+                return span, span._token
+        if not self.recording():  # a write outside a run's trace: no span
+            return None, None
+        return self._open(static[0], SpanKind.CLIENT, static[1])
+
+    @staticmethod
+    def end_store(span: Any, token: Any) -> None:
+        _detach_now(token)
+        span.end()
 
     @staticmethod
     def trace_id(span: Any) -> str | None:
@@ -419,13 +522,16 @@ class Tracing:
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-def _set_known(span: Any, attributes: dict[str, Any]) -> None:
-    """``span.set_attributes(attributes)`` for attributes built here (strings, numbers and
-    tuples of strings: valid as they are), written straight into a recording lean span."""
-    if type(span) is LeanSpan:
-        span._attrs.update(attributes)
-    else:
-        span.set_attributes(attributes)  # one lock and one pass, not one per attribute
+def _detach_now(token: Any) -> None:
+    """``detach(token)``, inlined where a span ends (a token of another context is logged,
+    as the API logs it, not raised)."""
+    if _CONTEXT_VAR is None:  # pragma: no cover - another API version or runtime context
+        detach(token)
+        return
+    try:
+        _CONTEXT_VAR.reset(token)
+    except Exception:
+        _log.exception("Failed to detach context")
 
 
 def _no_image_data(message: Any) -> Any:

@@ -120,6 +120,82 @@ def _pass_code() -> bytes:
 
 _NOOP_HOOKS = _noop_hooks()
 
+# What the SDK's ``SimpleSpanProcessor.on_end`` reads, in this order: the version whose
+# behaviour ``_simple_on_end`` repeats (another version is called as it is).
+_SIMPLE_ON_END_NAMES = (
+    "context",
+    "trace_flags",
+    "sampled",
+    "_shutdown",
+    "logger",
+    "warning",
+    "_metrics",
+    "drop_items",
+    "attach",
+    "set_value",
+    "_SUPPRESS_INSTRUMENTATION_KEY",
+    "finish_items",
+    "span_exporter",
+    "export",
+    "Exception",
+    "exception",
+    "detach",
+)
+
+
+def _simple_processor_parts() -> tuple[Any, Any, Any, Any] | None:
+    """The SDK's simple processor class, its ``on_end``, the no-op processor metrics class
+    and the suppression key, when ``on_end`` is the one ``_simple_on_end`` repeats."""
+    try:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+        from opentelemetry.sdk._shared_internal._processor_metrics import NoOpProcessorMetrics
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    except ImportError:  # pragma: no cover - another SDK version
+        return None
+    on_end = SimpleSpanProcessor.__dict__.get("on_end")
+    if getattr(getattr(on_end, "__code__", None), "co_names", None) != _SIMPLE_ON_END_NAMES:
+        return None  # pragma: no cover - another SDK version: its own on_end
+    return SimpleSpanProcessor, on_end, NoOpProcessorMetrics, _SUPPRESS_INSTRUMENTATION_KEY
+
+
+_SIMPLE_PARTS = _simple_processor_parts() if _CONTEXT_VAR is not None else None
+_EXPORT_LOG = logging.getLogger("opentelemetry.sdk.trace.export")
+
+
+def _simple_on_end(processor: Any) -> Any:
+    """``processor.on_end`` (the SDK's ``SimpleSpanProcessor``) as the SDK does it, for a
+    lean span: the span exported at once, with instrumentation suppressed meanwhile (the
+    exporter's own HTTP calls make no spans), errors logged. Cheaper: the suppressed
+    context is made once per current context (the spans of a run end under the same one)
+    and set through the ContextVar, not through four layers of the API."""
+    _, sdk_on_end, noop_metrics, key = _SIMPLE_PARTS  # type: ignore[misc]
+    # [(the context it was made from, the same with instrumentation suppressed)]: one tuple,
+    # replaced whole (a tool's own thread may end a span meanwhile)
+    last: list[tuple[Any, Any]] = [(None, None)]
+
+    def on_end(span: Any) -> None:
+        if not span._context[3] & 1 or processor._shutdown:
+            sdk_on_end(processor, span)  # not sampled: nothing; shut down: its warning
+            return
+        current = _CONTEXT_VAR.get()
+        pair = last[0]
+        if pair[0] is not current:
+            suppressed = Context(current)
+            dict.__setitem__(suppressed, key, True)
+            pair = last[0] = (current, suppressed)
+        token = _CONTEXT_VAR.set(pair[1])
+        metrics = processor._metrics
+        if type(metrics) is not noop_metrics:
+            metrics.finish_items(1)
+        try:
+            processor.span_exporter.export((span,))
+        except Exception:
+            _EXPORT_LOG.exception("Exception while exporting Span.")
+        finally:
+            _CONTEXT_VAR.reset(token)
+
+    return on_end
+
 
 def span_factory(tracer: Any) -> SpanFactory | None:
     """A ``SpanFactory`` for an SDK ``tracer``, or None (use ``tracer.start_span``)."""
@@ -216,7 +292,14 @@ class SpanFactory:
             for p in procs
             if callable(getattr(p, "_on_ending", None)) and type(p)._on_ending not in _NOOP_HOOKS
         )
-        self._ends = tuple(p.on_end for p in procs)
+        self._ends = tuple(
+            _simple_on_end(p)
+            if _SIMPLE_PARTS is not None
+            and type(p) is _SIMPLE_PARTS[0]
+            and "on_end" not in vars(p)  # not replaced on the instance
+            else p.on_end
+            for p in procs
+        )
 
     def start_span(
         self,
@@ -280,15 +363,71 @@ class SpanFactory:
         )
         if not recording:
             return trace_api.NonRecordingSpan(span_context)
-        span = LeanSpan(self, name, span_context, parent, kind, attrs, links or ())
+        span = LeanSpan(self, name, span_context, parent, kind, attrs, links)
         span._start_time = start_time if start_time is not None else time_ns()
-        span._record_exception = record_exception
-        span._set_status_on_exception = set_status_on_exception
+        if not record_exception:
+            span._record_exception = False
+        if not set_status_on_exception:
+            span._set_status_on_exception = False
         if (self._processor._span_processors if self._sync else self._processor) is not self._procs:
             self._hooks()
         for hook in self._starts:
             hook(span, parent_context=context)
         return span
+
+    def child(
+        self, name: str, kind: SpanKind, attributes: Mapping[str, Any], owned: bool = False
+    ) -> LeanSpan | None:
+        """``start_span(name, kind=kind, attributes=attributes)`` as a child of the current
+        span, made current (its token in ``_token``; ``detach`` it before the span ends): the
+        run's own spans (model calls, tool calls, store writes), made without the general
+        path's choices (``owned``: ``attributes`` is a dict made for this span, which it
+        keeps as it is instead of a copy). None when that path is needed (no lean span is current, a sampler
+        that must be asked, a tracer turned off): then call ``start_span``.
+
+        The decisions are the same: a child of a recording lean span under ``always_on``, or
+        of a sampled one under ``parentbased_always_on``, is sampled, in its parent's trace
+        with its trace state and its random-id flag."""
+        values = _CONTEXT_VAR.get()
+        current = values.get(_SPAN_KEY)
+        if type(current) is not LeanSpan or current._end_time is not None:
+            return None
+        known = self._known
+        parent: Any = current._context
+        flags = parent[3]
+        if not flags & 1:  # a record-only parent: "on" samples the child, "parent" does not
+            if known != "on":
+                return None
+            flags = _FLAGS[flags | 1]
+        elif known != "on" and known != "parent":
+            return None
+        if self._has_config and not self._tracer._tracer_config.is_enabled:
+            return None
+        ids = self._ids
+        span_id = (
+            self._random_bits(64) if ids is self._random_ids else 0
+        ) or ids.generate_span_id()
+        span = _new(LeanSpan)
+        span._name = name
+        span._context = span.context = tuple.__new__(
+            SpanContext, (parent[0], span_id, False, flags, parent[4], True)
+        )
+        span._parent = parent
+        span._kind = kind
+        span._attributes = span._attrs = attributes if owned else dict(attributes)  # type: ignore[assignment]
+        span._factory = self
+        span._start_time = time_ns()
+        if (self._processor._span_processors if self._sync else self._processor) is not self._procs:
+            self._hooks()
+        for hook in self._starts:
+            hook(span, parent_context=None)
+        made = Context(values)
+        dict.__setitem__(made, _SPAN_KEY, span)  # a Context refuses item writes: a new one
+        span._token = _CONTEXT_VAR.set(made)
+        return span
+
+
+_new = object.__new__
 
 
 def current_span(context: Any = None) -> Any:
@@ -356,6 +495,30 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     # ReadableSpan's ``context`` property, as an attribute (processors read it twice a span).
     context: SpanContext = None  # type: ignore[assignment]
+    # What most spans keep as they start, as class attributes (a span sets its own only when it
+    # changes one): fewer writes per span, and a smaller instance.
+    _events: Sequence[Event] = ()  # a list once an event is added
+    _links: Sequence[Link] = ()
+    _status = _UNSET
+    _start_time: int | None = None
+    _end_time: int | None = None
+    _record_exception = True
+    _set_status_on_exception = True
+    # The context token of a span made current by ``SpanFactory.child`` (None: not made so).
+    _token: Any = None
+
+    # ReadableSpan's fields that are the same for every span of a tracer: read from its factory.
+    @property
+    def _resource(self) -> Any:  # type: ignore[override]
+        return self._factory._resource
+
+    @property
+    def _instrumentation_scope(self) -> Any:  # type: ignore[override]
+        return self._factory._scope
+
+    @property
+    def _instrumentation_info(self) -> Any:  # type: ignore[override]
+        return self._factory._info
 
     def __init__(
         self,
@@ -374,19 +537,9 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._kind = kind
         self._attributes = attributes
         self._attrs = attributes  # the same dict, typed as one
-        # Tuples until an event or a link is added (most spans get none): fewer objects for
-        # the garbage collector to track.
-        self._events: Sequence[Event] = ()
-        self._links: Sequence[Link] = links
-        self._status = _UNSET
-        self._start_time: int | None = None
-        self._end_time: int | None = None
-        self._resource = factory._resource
-        self._instrumentation_scope = factory._scope
-        self._instrumentation_info = factory._info
+        if links:
+            self._links = links
         self._factory = factory
-        self._record_exception = True
-        self._set_status_on_exception = True
 
     def __repr__(self) -> str:
         return f"LeanSpan(name={self._name!r}, context={self._context!r})"

@@ -44,17 +44,26 @@ class _Carrier(Mapping[str, str]):
     """A call's W3C trace context (``traceparent``, ``tracestate``), formatted when a source
     first reads it (an in-process tool never does)."""
 
-    __slots__ = ("_headers", "_span", "_tracing")
+    __slots__ = ("_headers", "_span")
 
-    def __init__(self, tracing: Tracing, span: Any) -> None:
-        self._tracing = tracing
+    def __init__(self, span: Any) -> None:
         self._span = span
         self._headers: dict[str, str] | None = None
+
+    @classmethod
+    def of(cls, span: Any) -> _Carrier:
+        """``_Carrier(span)``, made without a call to ``__init__`` (once per tool call)."""
+        carrier = _new(cls)
+        carrier._span = span
+        carrier._headers = None
+        return carrier
 
     def _read(self) -> dict[str, str]:
         headers = self._headers
         if headers is None:
-            headers = self._headers = self._tracing.carrier(self._span)
+            from penguiflow_agents.telemetry._otel import Tracing
+
+            headers = self._headers = Tracing.carrier(self._span)
             self._span = None
         return headers
 
@@ -69,6 +78,9 @@ class _Carrier(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return repr(self._read())
+
+
+_new = object.__new__
 
 
 def _outcome(exc: BaseException) -> str:
@@ -115,21 +127,30 @@ class TracedLLM:
         tracing = self._tracing
         span = token = None
         if tracing is not None:
-            span = tracing.chat(self.model, request.messages)
-            token = tracing.attach(span)  # the client's own spans (e.g. HTTP) nest in it
+            # Current while the client works: its own spans (e.g. HTTP) nest in it.
+            span, token = tracing.open_chat(self.model, request.messages)
         started = time.perf_counter()
         try:
             response: LLMResponse = await self.inner.complete(request)
         except BaseException as exc:
             self._failed(exc, time.perf_counter() - started, request)
             if tracing is not None:
-                tracing.detach(token)
-                tracing.fail(span, exc)
+                tracing.fail(span, exc, token)
             raise
-        self._done(response, time.perf_counter() - started, request)
+        metrics = self._metrics
+        if metrics is not None:  # _done, inlined: once per model call
+            usage = response.usage
+            metrics.model_call(
+                self.model,
+                "ok",
+                time.perf_counter() - started,
+                _tenant(request) if metrics.tenant_label else "",
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                cost_usd=response.cost_usd,
+            )
         if tracing is not None:
-            tracing.detach(token)
-            tracing.end_chat(span, response)
+            tracing.end_chat(span, response, token)
         return response
 
 
@@ -207,30 +228,30 @@ class TracedCatalog:
         self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
     ) -> ToolResult:
         tracing = self._tracing
-        source = self._source(name)
+        source = self._sources.get(name)
+        if source is None:
+            source = self._source(name)
         known = source is not None
         if source is None:
             source = name.partition(".")[0] if "." in name else UNKNOWN_LABEL
         span = token = None
         if tracing is not None:
-            span = tracing.execute_tool(
+            # Current while the call runs: the tool's own spans and retry events go in it.
+            span, token = tracing.open_tool(
                 name, source, ctx.call_id if ctx else None, arguments, known=known
             )
-            token = tracing.attach(span)  # the tool's own spans and retry events go in it
             ctx = ctx if ctx is not None else CallContext()
-            ctx.extra[TRACE_HEADERS_KEY] = _Carrier(tracing, span)
+            ctx.extra[TRACE_HEADERS_KEY] = _Carrier.of(span)
         try:
             result: ToolResult = await self.inner.call(name, arguments, ctx)
         except BaseException as exc:
             if tracing is not None:
-                tracing.detach(token)
-                tracing.fail(span, exc)
+                tracing.fail(span, exc, token)
             raise
         if known and self._metrics is not None:
             self._metrics.tool_seconds_observe(source, result.latency_s)
         if tracing is not None:
-            tracing.detach(token)
-            tracing.end_tool(span, result)
+            tracing.end_tool(span, result, token)
         return result
 
 
@@ -274,18 +295,15 @@ class TracedStore:
         system = self._system
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            if not tracing.recording():
+            span, token = tracing.open_store(op, system)
+            if span is None:  # outside a run's trace
                 return await method(*args, **kwargs)
-            span = tracing.store(op, system)
-            token = tracing.attach(span)
             try:
                 result = await method(*args, **kwargs)
             except BaseException as exc:
-                tracing.detach(token)
-                tracing.fail(span, exc)
+                tracing.fail(span, exc, token)
                 raise
-            tracing.detach(token)
-            span.end()
+            tracing.end_store(span, token)
             return result
 
         traced.__name__ = op

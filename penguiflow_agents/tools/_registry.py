@@ -115,7 +115,7 @@ class ToolRegistry:
         # Where a paused call's owner can log in later (serve's callback route); see
         # penguiflow_agents.auth._source.LoginStarter.
         self.login_starter: Any = None
-        self._queue_observer: Callable[[str, float], None] | None = None
+        self._queue_observer: Callable[[str], Callable[[float], None]] | None = None
         self._limiter: SlotLimiter | None = None
 
     # -- building ---------------------------------------------------------
@@ -221,18 +221,19 @@ class ToolRegistry:
         for entry in self._entries.values():
             entry.source.limiter = limiter or LocalSlotLimiter()
 
-    def observe_queue_waits(self, observer: Callable[[str, float], None] | None) -> None:
-        """``observer(source, seconds)`` hears how long each call waited for a free slot of
-        its source (every source, also those added later); None stops it. Must be quick."""
+    def observe_queue_waits(
+        self, observer: Callable[[str], Callable[[float], None]] | None
+    ) -> None:
+        """``observer(source)`` gives what hears how long each call to ``source`` waited for a
+        free slot, in seconds (asked for every source, also those added later; what it gives
+        is called on every call: it must be quick); None stops it."""
         self._queue_observer = observer
         for name, entry in self._entries.items():
             self._watch_queue(name, entry.source)
 
     def _watch_queue(self, name: str, source: ProtectedSource) -> None:
         observer = self._queue_observer
-        source.on_queue_wait = (
-            None if observer is None else (lambda seconds: observer(name, seconds))
-        )
+        source.on_queue_wait = None if observer is None else observer(name)
 
     def _schedule_refresh(self, entry: _Entry) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh(entry))
