@@ -197,6 +197,103 @@ def _simple_on_end(processor: Any) -> Any:
     return on_end
 
 
+# What the SDK's ``BatchSpanProcessor.on_end`` and its ``BatchProcessor.emit`` read: the
+# versions ``_batch_on_end`` repeats.
+_BATCH_ON_END_NAMES = ("context", "trace_flags", "sampled", "_batch_processor", "emit")
+_BATCH_EMIT_NAMES = (
+    "_shutdown",
+    "_logger",
+    "info",
+    "_exporting",
+    "_metrics",
+    "drop_items",
+    "_pid",
+    "os",
+    "getpid",
+    "_bsp_reset_once",
+    "do_once",
+    "_at_fork_reinit",
+    "len",
+    "_queue",
+    "_max_queue_size",
+    "warning",
+    "appendleft",
+    "_max_export_batch_size",
+    "_worker_awaken",
+    "is_set",
+    "set",
+)
+
+
+def _batch_processor_class() -> Any:
+    """The SDK's batch processor class, when its ``on_end`` and its queue's ``emit`` are the
+    ones ``_batch_on_end`` repeats (else None)."""
+    try:
+        from opentelemetry.sdk._shared_internal import BatchProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:  # pragma: no cover - another SDK version
+        return None
+    on_end = BatchSpanProcessor.__dict__.get("on_end")
+    emit = BatchProcessor.__dict__.get("emit")
+    if (
+        getattr(getattr(on_end, "__code__", None), "co_names", None) != _BATCH_ON_END_NAMES
+        or getattr(getattr(emit, "__code__", None), "co_names", None) != _BATCH_EMIT_NAMES
+    ):
+        return None  # pragma: no cover - another SDK version: its own on_end
+    return BatchSpanProcessor
+
+
+_BATCH_CLASS = _batch_processor_class()
+# This process's id, kept by a fork hook (the batch queue's check of its process, without a
+# system call per span).
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def _fast_on_end(processor: Any) -> Any:
+    """``processor.on_end``, or what does the same for a lean span with less work (the SDK's
+    simple and batch processors, as they are)."""
+    if "on_end" in vars(processor):  # replaced on the instance: called as it is
+        return processor.on_end
+    if _SIMPLE_PARTS is not None and type(processor) is _SIMPLE_PARTS[0]:
+        return _simple_on_end(processor)
+    if _BATCH_CLASS is not None and type(processor) is _BATCH_CLASS:
+        queue_owner = getattr(processor, "_batch_processor", None)
+        if hasattr(queue_owner, "__dict__") and "emit" not in vars(queue_owner):
+            return _batch_on_end(processor)
+    return processor.on_end
+
+
+def _batch_on_end(processor: Any) -> Any:
+    """``processor.on_end`` (the SDK's ``BatchSpanProcessor``) as the SDK does it, for a
+    lean span: the span queued for the processor's thread, which is woken when a batch is
+    full. Anything else than a sampled span into a queue with room, in the process that
+    made the processor, goes through the SDK's own code (a full queue's drop and warning,
+    a shut-down processor, a forked process)."""
+    queue_owner = processor._batch_processor
+    sdk_on_end = type(processor).on_end
+
+    def on_end(span: Any) -> None:
+        if not span._context[3] & 1:
+            return
+        queue = queue_owner._queue
+        if (
+            queue_owner._shutdown
+            or queue_owner._pid != _PID[0]
+            or len(queue) == queue_owner._max_queue_size
+        ):
+            sdk_on_end(processor, span)
+            return
+        queue.appendleft(span)
+        if len(queue) >= queue_owner._max_export_batch_size:
+            awaken = queue_owner._worker_awaken
+            if not awaken.is_set():
+                awaken.set()
+
+    return on_end
+
+
 def span_factory(tracer: Any) -> SpanFactory | None:
     """A ``SpanFactory`` for an SDK ``tracer``, or None (use ``tracer.start_span``)."""
     if os.environ.get(SDK_SPANS_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
@@ -292,14 +389,7 @@ class SpanFactory:
             for p in procs
             if callable(getattr(p, "_on_ending", None)) and type(p)._on_ending not in _NOOP_HOOKS
         )
-        self._ends = tuple(
-            _simple_on_end(p)
-            if _SIMPLE_PARTS is not None
-            and type(p) is _SIMPLE_PARTS[0]
-            and "on_end" not in vars(p)  # not replaced on the instance
-            else p.on_end
-            for p in procs
-        )
+        self._ends = tuple(_fast_on_end(p) for p in procs)
 
     def start_span(
         self,

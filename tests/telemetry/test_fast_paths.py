@@ -1,0 +1,313 @@
+"""The hot paths of the lean spans (``telemetry/_spans.py``) decide and export as the SDK does.
+
+``SpanFactory.child`` starts a run's model, tool and store spans and makes them
+current in one step; the SDK's simple and batch processors' ``on_end`` are
+repeated for lean spans with less work. Each must give what the general path
+and the SDK's own code give: the same sampling decision, trace, parent and trace
+state; an export with instrumentation suppressed, errors logged, a shut-down
+processor's warning; a batch queue that drops when full and wakes its thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanKind, TraceState
+
+from penguiflow_agents.telemetry._otel import Tracing
+from penguiflow_agents.telemetry._spans import LeanSpan, _fast_on_end, current_span, span_factory
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _tracing(*processors: Any, sampler: Any = None) -> Tracing:
+    provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+    for p in processors:
+        provider.add_span_processor(p)
+    return Tracing(provider)
+
+
+class _RecordOnly(Sampler):
+    """Records every span without sampling it (flags 00)."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+def test_a_child_of_the_current_span_is_its_trace_made_current_and_restored() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = _tracing(SimpleSpanProcessor(exporter))
+    state = TraceState([("vendor", "x")])
+    remote = trace.SpanContext(
+        trace_id=0xABC,
+        span_id=0xDEF,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(1),
+        trace_state=state,
+    )
+    parent_ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+    run = tracing._start("invoke_agent", context=parent_ctx)
+    token = tracing.attach(run)
+    before = otel_context.get_current()
+
+    span, child_token = tracing.open_chat("openai/gpt-4.1", [])
+    assert type(span) is LeanSpan and span._token is child_token
+    assert trace.get_current_span() is span  # current while open
+    ctx = span.get_span_context()
+    assert ctx.trace_id == 0xABC and ctx.trace_state == state and ctx.trace_flags.sampled
+    assert span.parent is not None and span.parent.span_id == run.get_span_context().span_id
+    assert span.kind is SpanKind.CLIENT
+
+    tool, tool_token = tracing.open_tool("kv.get", "kv", "c-1", {}, known=True)
+    assert tool.parent is not None and tool.parent.span_id == ctx.span_id  # nested in chat
+    tracing.end_tool(tool, _Result(), tool_token)
+    assert trace.get_current_span() is span
+    tracing.end_chat(span, _Response(), child_token)
+    assert otel_context.get_current() is before  # the context before the span, restored
+    tracing.detach(token)
+    run.end()
+
+    chat = next(s for s in exporter.get_finished_spans() if s.name.startswith("chat "))
+    assert chat.attributes is not None
+    assert chat.attributes["gen_ai.usage.input_tokens"] == 7
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert chat.resource is not None and chat.instrumentation_scope is not None
+    assert chat.instrumentation_scope.name == "penguiflow_agents"
+
+
+def test_a_child_follows_the_samplers_that_decide_by_the_parent() -> None:
+    # A record-only parent (made by another provider): always_on samples the child,
+    # parentbased_always_on does not (the SDK's own decisions, here through child()).
+    recording = _tracing(sampler=_RecordOnly())
+    parent = recording._start("invoke_agent")
+    assert type(parent) is LeanSpan and not parent.get_span_context().trace_flags.sampled
+    token = recording.attach(parent)
+    try:
+        on = _tracing(sampler=ALWAYS_ON)
+        span, span_token = on.open_store("create_run", "memory")
+        assert type(span) is LeanSpan and span.get_span_context().trace_flags.sampled
+        on.end_store(span, span_token)
+        by_parent = _tracing(sampler=ParentBased(ALWAYS_ON))
+        span, span_token = by_parent.open_store("create_run", "memory")
+        assert not span.is_recording()  # the general path: the SDK's no-op span
+        by_parent.end_store(span, span_token)
+    finally:
+        recording.detach(token)
+    # Outside any span, store writes make no span at all.
+    assert _tracing().open_store("create_run", "memory") == (None, None)
+
+
+def test_a_child_asks_a_sampler_that_must_be_asked() -> None:
+    asked: list[str] = []
+
+    class Every(Sampler):
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *a: Any, **k: Any
+        ) -> SamplingResult:
+            asked.append(name)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "Every"
+
+    exporter = InMemorySpanExporter()
+    tracing = _tracing(SimpleSpanProcessor(exporter), sampler=Every())
+    run = tracing._start("invoke_agent")
+    token = tracing.attach(run)
+    span, span_token = tracing.open_chat("m", [])
+    tracing.end_chat(span, _Response(), span_token)
+    tracing.detach(token)
+    run.end()
+    assert asked == ["invoke_agent", "chat m"]
+
+
+def test_the_simple_processor_exports_at_once_with_instrumentation_suppressed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[tuple[str, Any, Any]] = []
+
+    class Watching(SpanExporter):
+        fail = False
+
+        def export(self, spans: Any) -> SpanExportResult:
+            for s in spans:
+                seen.append(
+                    (
+                        s.name,
+                        otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY),
+                        trace.get_current_span(),
+                    )
+                )
+            if self.fail:
+                raise ConnectionError("collector down")
+            return SpanExportResult.SUCCESS
+
+    exporter = Watching()
+    processor = SimpleSpanProcessor(exporter)
+    tracing = _tracing(processor)
+    factory = tracing._child.__self__  # type: ignore[union-attr]
+    assert factory._ends[0] is not processor.on_end  # the fast path is the one in use
+    run = tracing._start("invoke_agent")
+    token = tracing.attach(run)
+    span, span_token = tracing.open_store("update_run", "memory")
+    tracing.end_store(span, span_token)
+    assert seen == [("store update_run", True, run)]  # suppressed, under the run's context
+    assert otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None  # and restored
+
+    exporter.fail = True
+    span, span_token = tracing.open_store("update_run", "memory")
+    with caplog.at_level(logging.ERROR):
+        tracing.end_store(span, span_token)  # the error is logged, not raised
+    assert "Exception while exporting Span." in caplog.text
+    assert current_span() is run
+
+    processor.shutdown()
+    exporter.fail = False
+    span, span_token = tracing.open_store("update_run", "memory")
+    with caplog.at_level(logging.WARNING):
+        tracing.end_store(span, span_token)
+    assert "Processor is already shutdown" in caplog.text
+    assert len(seen) == 2  # nothing exported after the shutdown
+    tracing.detach(token)
+
+
+def test_a_record_only_span_is_not_exported() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = _tracing(SimpleSpanProcessor(exporter), sampler=_RecordOnly())
+    span = tracing._start("invoke_agent")
+    assert span.is_recording()
+    span.end()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_the_batch_processor_queues_wakes_its_thread_and_drops_when_full(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exported = threading.Event()
+
+    class Counting(InMemorySpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            result = super().export(spans)
+            exported.set()
+            return result
+
+    exporter = Counting()
+    # A long delay: only a full batch wakes the thread before a flush.
+    processor = BatchSpanProcessor(
+        exporter, max_queue_size=8, max_export_batch_size=4, schedule_delay_millis=60_000
+    )
+    tracing = _tracing(processor)
+    factory = tracing._child.__self__  # type: ignore[union-attr]
+    assert factory._ends[0] is not processor.on_end  # the fast path is the one in use
+    run = tracing._start("invoke_agent")
+    token = tracing.attach(run)
+    for _ in range(3):
+        tracing.end_store(*tracing.open_store("create_run", "memory"))
+    assert len(processor._batch_processor._queue) == 3 and not exported.is_set()
+    tracing.end_store(*tracing.open_store("create_run", "memory"))  # the 4th: a full batch
+    assert exported.wait(10)
+    assert len(exporter.get_finished_spans()) == 4
+
+    # A full queue drops the span, as the SDK does (its warning); the rest is exported.
+    queue_owner = processor._batch_processor
+    with queue_owner._export_lock:  # the thread cannot drain the queue meanwhile
+        with caplog.at_level(logging.WARNING):
+            for _ in range(9):
+                tracing.end_store(*tracing.open_store("update_run", "memory"))
+        assert len(queue_owner._queue) == 8
+    assert "Queue full" in caplog.text
+    processor.force_flush()
+    assert len(exporter.get_finished_spans()) == 4 + 8
+
+    processor.shutdown()
+    tracing.end_store(*tracing.open_store("update_run", "memory"))  # after the shutdown
+    assert len(exporter.get_finished_spans()) == 12
+    tracing.detach(token)
+
+
+def test_processors_not_known_as_they_are_keep_their_own_on_end() -> None:
+    class Mine(SimpleSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            super().on_end(span)
+
+    exporter = InMemorySpanExporter()
+    mine = Mine(exporter)
+    assert _fast_on_end(mine) == mine.on_end  # a subclass: its own
+    plain = SimpleSpanProcessor(exporter)
+    replaced = plain.on_end
+    plain.on_end = replaced  # type: ignore[method-assign]
+    assert _fast_on_end(plain) is replaced  # replaced on the instance: as it is
+    factory = span_factory(_provider_with(mine).get_tracer("t"))
+    assert factory is not None
+    factory.start_span("x").end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["x"]
+
+
+def _provider_with(*processors: Any) -> TracerProvider:
+    provider = TracerProvider()
+    for p in processors:
+        provider.add_span_processor(p)
+    return provider
+
+
+class _Usage:
+    prompt_tokens = 7
+    completion_tokens = 3
+
+
+class _Response:
+    usage = _Usage()
+    finish_reason = "stop"
+    tool_calls: list[Any] = []
+    model = "gpt-4.1"
+    cost_usd = None
+    content = "ok"
+
+
+class _Result:
+    outcome = "ok"
+    attempts = 1
+    ok = True
+    output = "v"
+
+
+def test_a_span_opened_in_one_context_and_ended_in_another_logs_and_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import contextvars
+
+    exporter = InMemorySpanExporter()
+    tracing = _tracing(SimpleSpanProcessor(exporter))
+    run = tracing._start("invoke_agent")
+    token = tracing.attach(run)
+    span, span_token = contextvars.copy_context().run(tracing.open_tool, "kv.get", "kv", "c", {})
+    otel_context.attach(Context())  # noqa: F841 - another context is current here
+    with caplog.at_level(logging.ERROR):
+        tracing.end_tool(span, _Result(), span_token)
+    assert "Failed to detach context" in caplog.text
+    assert [s.name for s in exporter.get_finished_spans()] == ["execute_tool kv.get"]
+    del token
