@@ -282,7 +282,7 @@ class _Usage:
 class _Response:
     usage = _Usage()
     finish_reason = "stop"
-    tool_calls: list[Any] = []
+    tool_calls: tuple[Any, ...] = ()
     model = "gpt-4.1"
     cost_usd = None
     content = "ok"
@@ -305,7 +305,7 @@ def test_a_span_opened_in_one_context_and_ended_in_another_logs_and_ends(
     run = tracing._start("invoke_agent")
     token = tracing.attach(run)
     span, span_token = contextvars.copy_context().run(tracing.open_tool, "kv.get", "kv", "c", {})
-    otel_context.attach(Context())  # noqa: F841 - another context is current here
+    otel_context.attach(Context())
     with caplog.at_level(logging.ERROR):
         tracing.end_tool(span, _Result(), span_token)
     assert "Failed to detach context" in caplog.text
