@@ -125,8 +125,9 @@ class Metrics:
         )
         self._sources = _SourceCollector()
         r.register(self._sources)
-        # (model, outcome[, tenant]) -> (calls, seconds, input tokens, output tokens, cost)
-        self._model_series: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        # (model, outcome[, tenant]) -> (calls, seconds, input tokens, output tokens, cost); the
+        # "ok" series of a model also under its name alone (without tenant labels)
+        self._model_series: dict[tuple[str, ...] | str, tuple[Any, ...]] = {}
         # (source, tool, outcome[, tenant]) -> the calls series
         self._tool_series: dict[tuple[str, ...], _Series] = {}
         # source -> its tool-duration / queue-wait series
@@ -165,6 +166,41 @@ class Metrics:
                 (model, "output", *t),
                 (model, *t),
             )
+        calls, duration, input_key, output_key, cost_key = series
+        calls.value += 1
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]
+        duration.sum += seconds
+        if input_tokens:
+            self.model_tokens.series(input_key).value += input_tokens
+        if output_tokens:
+            self.model_tokens.series(output_key).value += output_tokens
+        if cost_usd:
+            self.model_cost.series(cost_key).value += cost_usd
+
+    def model_ok(
+        self,
+        model: str,
+        seconds: float,
+        tenant: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float | None,
+    ) -> None:
+        """``model_call(model, "ok", ...)`` with positional arguments (once per model call)."""
+        series = self._model_series.get((model, "ok", tenant) if self.tenant_label else model)
+        if series is None:
+            self.model_call(
+                model,
+                "ok",
+                seconds,
+                tenant,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost_usd,
+            )
+            if not self.tenant_label:  # the same series, also under the model's name alone
+                self._model_series[model] = self._model_series[(model, "ok")]
+            return
         calls, duration, input_key, output_key, cost_key = series
         calls.value += 1
         duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]

@@ -338,8 +338,11 @@ class Tracing:
     def end_chat(self, span: Any, response: Any, token: Any = None) -> None:
         """``span`` ended with ``response``; ``token``: what ``open_chat`` made current, no longer
         current."""
-        if token is not None:
-            _detach_now(token)
+        if token is not None:  # _detach_now, inlined (once per span)
+            try:
+                _RESET(token)
+            except Exception:
+                _log.exception("Failed to detach context")
         lean = type(span) is LeanSpan
         if not (span._end_time is None if lean else span.is_recording()):
             span.end()  # sampled out: nothing to build
@@ -379,7 +382,7 @@ class Tracing:
         span.end()
 
     def open_tool(
-        self, name: str, source: str, call_id: str | None, arguments: Any, *, known: bool = True
+        self, name: str, source: str, call_id: str | None, arguments: Any, known: bool = True
     ) -> tuple[Any, Any]:
         """An ``execute_tool {name}`` span (see ``execute_tool``), current until ``end_tool``
         (or ``fail``) is given its token: the tool's own spans and retry events go in it.
@@ -444,8 +447,11 @@ class Tracing:
     def end_tool(self, span: Any, result: Any, token: Any = None) -> None:
         """``span`` ended with ``result``; ``token``: what ``open_tool`` made current, no longer
         current."""
-        if token is not None:
-            _detach_now(token)
+        if token is not None:  # _detach_now, inlined (once per span)
+            try:
+                _RESET(token)
+            except Exception:
+                _log.exception("Failed to detach context")
         lean = type(span) is LeanSpan
         if not (span._end_time is None if lean else span.is_recording()):
             span.end()  # sampled out: nothing to build
@@ -513,7 +519,10 @@ class Tracing:
 
     @staticmethod
     def end_store(span: Any, token: Any) -> None:
-        _detach_now(token)
+        try:  # _detach_now, inlined (once per store write)
+            _RESET(token)
+        except Exception:
+            _log.exception("Failed to detach context")
         span.end()
 
     @staticmethod
@@ -523,15 +532,17 @@ class Tracing:
 
 
 def _detach_now(token: Any) -> None:
-    """``detach(token)``, inlined where a span ends (a token of another context is logged,
-    as the API logs it, not raised)."""
-    if _CONTEXT_VAR is None:  # pragma: no cover - another API version or runtime context
-        detach(token)
-        return
+    """``detach(token)``: a token of another context is logged, as the API logs it, not
+    raised (inlined where a span ends)."""
     try:
-        _CONTEXT_VAR.reset(token)
+        _RESET(token)
     except Exception:
         _log.exception("Failed to detach context")
+
+
+# What makes a token's context current again (the API's detach without its layers, when its
+# runtime context is the default one).
+_RESET: Any = _CONTEXT_VAR.reset if _CONTEXT_VAR is not None else detach
 
 
 def _no_image_data(message: Any) -> Any:

@@ -334,6 +334,12 @@ def _known_sampler(sampler: Any) -> str | None:
     return None
 
 
+def _root_always_on(sampler: Any) -> bool:
+    from opentelemetry.sdk.trace import sampling
+
+    return getattr(sampler, "_root", None) is sampling.ALWAYS_ON
+
+
 class SpanFactory:
     """Starts ``LeanSpan``s for one SDK tracer (see the module docstring)."""
 
@@ -341,6 +347,8 @@ class SpanFactory:
         self._tracer = tracer
         self._sampler = tracer.sampler
         self._known = _known_sampler(tracer.sampler)
+        # parentbased_always_on (the SDK's default): a root span is sampled without asking.
+        self._root_on = self._known == "parent" and _root_always_on(tracer.sampler)
         self._processor = tracer.span_processor
         self._ids = tracer.id_generator
         self._resource = tracer.resource
@@ -428,10 +436,17 @@ class SpanFactory:
             parent_flags = parent[3]
             random_id = bool(parent_flags & self._random_flag)
         known = self._known
-        if known is not None and (known != "parent" or (parent is not None and not parent[2])):
+        if known is not None and (
+            known != "parent"
+            or (parent is not None and not parent[2])
+            or (parent is None and self._root_on)
+        ):
             # ALWAYS_ON or ALWAYS_OFF, or a child of a span of this process under a sampler
-            # that follows such a parent's decision (parentbased_*): the answer is known.
-            sampled = recording = known == "on" or (known == "parent" and bool(parent_flags & 1))
+            # that follows such a parent's decision (parentbased_*), or a root under
+            # parentbased_always_on (the SDK's default): the answer is known.
+            sampled = recording = known == "on" or (
+                known == "parent" and (parent is None or bool(parent_flags & 1))
+            )
             attrs = dict(attributes) if attributes else {}
             trace_state = parent[4] if parent is not None else _EMPTY_STATE
         else:

@@ -140,14 +140,13 @@ class TracedLLM:
         metrics = self._metrics
         if metrics is not None:  # _done, inlined: once per model call
             usage = response.usage
-            metrics.model_call(
+            metrics.model_ok(
                 self.model,
-                "ok",
                 time.perf_counter() - started,
                 _tenant(request) if metrics.tenant_label else "",
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.completion_tokens,
-                cost_usd=response.cost_usd,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                response.cost_usd,
             )
         if tracing is not None:
             tracing.end_chat(span, response, token)
@@ -238,7 +237,7 @@ class TracedCatalog:
         if tracing is not None:
             # Current while the call runs: the tool's own spans and retry events go in it.
             span, token = tracing.open_tool(
-                name, source, ctx.call_id if ctx else None, arguments, known=known
+                name, source, ctx.call_id if ctx else None, arguments, known
             )
             ctx = ctx if ctx is not None else CallContext()
             ctx.extra[TRACE_HEADERS_KEY] = _Carrier.of(span)

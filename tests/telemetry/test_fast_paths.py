@@ -311,3 +311,26 @@ def test_a_span_opened_in_one_context_and_ended_in_another_logs_and_ends(
     assert "Failed to detach context" in caplog.text
     assert [s.name for s in exporter.get_finished_spans()] == ["execute_tool kv.get"]
     del token
+
+
+def test_a_root_under_the_default_sampler_is_decided_as_the_sdk_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """parentbased_always_on (the SDK's default) samples a root without being asked; its
+    flags are the SDK's; a parent-based sampler with another root sampler is still asked."""
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    sdk_root = TracerProvider().get_tracer("t").start_span("root")
+    lean_root = _tracing()._start("root")
+    assert type(lean_root) is LeanSpan
+    assert lean_root.get_span_context().trace_flags == sdk_root.get_span_context().trace_flags
+    assert lean_root.get_span_context().trace_state == sdk_root.get_span_context().trace_state
+    asked: list[str] = []
+    ratio = TraceIdRatioBased(0.0)
+    monkeypatch.setattr(
+        ratio,
+        "should_sample",
+        lambda *a, **k: asked.append("asked") or SamplingResult(Decision.DROP),
+    )
+    root = _tracing(sampler=ParentBased(ratio))._start("root")
+    assert asked == ["asked"] and not root.is_recording()
