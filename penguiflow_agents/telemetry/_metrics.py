@@ -226,12 +226,12 @@ class Metrics:
         series.counts[bisect_left(series.bounds, seconds)] += 1  # type: ignore[arg-type]
         series.sum += seconds
 
-    def queue_waited(self, source: str) -> Callable[[float], None]:
-        """What records the queue waits of ``source``'s calls, in seconds."""
+    def queue_waited(self, source: str) -> _Series:
+        """The histogram ``source``'s calls count their queue waits in, in place."""
         series = self._queue_waits.get(source)
         if series is None:
             series = self._queue_waits[source] = self.queue_wait.series((source,))
-        return series.observe
+        return series
 
     def approval_settled(self, outcome: str, wait_s: float, tenant: str) -> None:
         t = self._t(tenant)

@@ -41,10 +41,11 @@ import inspect
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from penguiflow_agents._log import get_logger
 from penguiflow_agents._retry import backoff_delay as _backoff
@@ -155,6 +156,14 @@ class CircuitBreaker:
                 self._probing = False
 
 
+class QueueWaitHistogram(Protocol):
+    """A histogram updated in place (see ``ProtectedSource.queue_waits``)."""
+
+    bounds: Sequence[float]
+    counts: list[int]
+    sum: float
+
+
 class ProtectedSource:
     """``inner`` behind a breaker, a semaphore, timeouts and retries (see module doc)."""
 
@@ -176,8 +185,10 @@ class ProtectedSource:
         self._rng = rng or random.Random()
         self._tools: dict[str, ToolSpec] = {}
         self._redact_result = ResultRedactor(manifest)
-        # Told how long each call waited for a slot (metrics); must be quick, must not raise.
-        self.on_queue_wait: Callable[[float], None] | None = None
+        # Where each call's wait for a slot is counted (metrics), in place: a histogram with
+        # ``bounds`` (ascending upper bounds, seconds), ``counts`` (one more than the bounds:
+        # the last counts what is above them) and ``sum``. None: not measured.
+        self.queue_waits: QueueWaitHistogram | None = None
 
     @property
     def in_flight(self) -> int:
@@ -273,7 +284,8 @@ class ProtectedSource:
                     attempts=attempts,
                 )
             queue_s = self.manifest.queue_timeout_s
-            waited_from = time.monotonic() if self.on_queue_wait is not None else None
+            waits = self.queue_waits
+            waited_from = time.monotonic() if waits is not None else 0.0
             rate = self.manifest.rate_per_s
             try:
                 slot = await self.limiter.acquire(
@@ -298,8 +310,10 @@ class ProtectedSource:
                 return ToolResult.failure(
                     qualified, ToolErrorKind.UNAVAILABLE, str(exc), attempts=attempts
                 )
-            if waited_from is not None and self.on_queue_wait is not None:
-                self.on_queue_wait(time.monotonic() - waited_from)
+            if waits is not None:  # counted here: no call per call
+                waited = time.monotonic() - waited_from
+                waits.counts[bisect_left(waits.bounds, waited)] += 1
+                waits.sum += waited
             self._in_flight += 1
             try:
                 result = await self._call_once(qualified, tool, arguments, ctx, timeout_s)

@@ -32,7 +32,7 @@ from penguiflow_agents.exceptions import ManifestError, UserError
 from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_arguments
 from penguiflow_agents.tools._configured import ConfiguredSource
 from penguiflow_agents.tools._manifest import SourceManifest, load_manifest
-from penguiflow_agents.tools._protect import ProtectedSource
+from penguiflow_agents.tools._protect import ProtectedSource, QueueWaitHistogram
 from penguiflow_agents.tools._python import PythonToolSource
 from penguiflow_agents.tools._slots import LocalSlotLimiter, SlotLimiter
 from penguiflow_agents.tools._types import (
@@ -115,7 +115,7 @@ class ToolRegistry:
         # Where a paused call's owner can log in later (serve's callback route); see
         # penguiflow_agents.auth._source.LoginStarter.
         self.login_starter: Any = None
-        self._queue_observer: Callable[[str], Callable[[float], None]] | None = None
+        self._queue_observer: Callable[[str], QueueWaitHistogram] | None = None
         self._limiter: SlotLimiter | None = None
 
     # -- building ---------------------------------------------------------
@@ -221,19 +221,17 @@ class ToolRegistry:
         for entry in self._entries.values():
             entry.source.limiter = limiter or LocalSlotLimiter()
 
-    def observe_queue_waits(
-        self, observer: Callable[[str], Callable[[float], None]] | None
-    ) -> None:
-        """``observer(source)`` gives what hears how long each call to ``source`` waited for a
-        free slot, in seconds (asked for every source, also those added later; what it gives
-        is called on every call: it must be quick); None stops it."""
+    def observe_queue_waits(self, observer: Callable[[str], QueueWaitHistogram] | None) -> None:
+        """``observer(source)`` gives the histogram (``bounds``, ``counts``, ``sum``) that
+        each call to ``source`` counts its wait for a free slot in, in seconds, in place
+        (asked for every source, also those added later); None stops counting."""
         self._queue_observer = observer
         for name, entry in self._entries.items():
             self._watch_queue(name, entry.source)
 
     def _watch_queue(self, name: str, source: ProtectedSource) -> None:
         observer = self._queue_observer
-        source.on_queue_wait = None if observer is None else observer(name)
+        source.queue_waits = None if observer is None else observer(name)
 
     def _schedule_refresh(self, entry: _Entry) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh(entry))
