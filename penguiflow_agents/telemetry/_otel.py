@@ -157,6 +157,7 @@ class Tracing:
         self._chat_static: dict[str, tuple[str, dict[str, Any]]] = {}
         self._tool_static: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._store_static: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self._providers: dict[str, str] = {}  # model -> gen_ai.provider.name
 
     # -- context -----------------------------------------------------------------------------
 
@@ -175,6 +176,18 @@ class Tracing:
         if state is not _EMPTY_STATE and state:
             out["tracestate"] = state.to_header()
         return out
+
+    @staticmethod
+    def ids(span: Any) -> tuple[str | None, dict[str, str]]:
+        """``(trace_id(span), carrier(span))`` in one pass (once per run)."""
+        trace_id, span_id, _, flags, state, valid = span.get_span_context()
+        if not valid:
+            return None, {}
+        hex_id = f"{trace_id:032x}"
+        out = {"traceparent": f"00-{hex_id}-{span_id:016x}-{flags:02x}"}
+        if state is not _EMPTY_STATE and state:
+            out["tracestate"] = state.to_header()
+        return hex_id, out
 
     @staticmethod
     def extract(carrier: Mapping[str, str]) -> Any:
@@ -227,7 +240,7 @@ class Tracing:
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": AGENT_NAME,
             "gen_ai.request.model": model,
-            "gen_ai.provider.name": provider_name(model),
+            "gen_ai.provider.name": self._providers.get(model) or self._provider(model),
             "penguiflow.run.id": run_id,
             "penguiflow.tenant": tenant,
             "penguiflow.run.resumed": resumed,
@@ -242,18 +255,24 @@ class Tracing:
             links=links,
         )
 
+    def _provider(self, model: str) -> str:
+        provider = self._providers[model] = provider_name(model)
+        return provider
+
     @staticmethod
     def end_run(span: Any, status: str, error: str | None, usage: tuple[int, int]) -> None:
-        if span.is_recording():  # else (sampled out) nothing to build
-            attributes: dict[str, Any] = {
-                "penguiflow.run.status": status,
-                "gen_ai.usage.input_tokens": usage[0],
-                "gen_ai.usage.output_tokens": usage[1],
-            }
+        lean = type(span) is LeanSpan
+        if span._end_time is None if lean else span.is_recording():  # else nothing to build
+            # A string and numbers: valid as they are, written straight into a lean span.
+            attributes: dict[str, Any] = span._attrs if lean else {}
+            attributes["penguiflow.run.status"] = status
+            attributes["gen_ai.usage.input_tokens"] = usage[0]
+            attributes["gen_ai.usage.output_tokens"] = usage[1]
             if status in ("failed", "cancelled"):
                 attributes["error.type"] = status
                 span.set_status(Status(StatusCode.ERROR, error or status))
-            span.set_attributes(attributes)
+            if not lean:
+                span.set_attributes(attributes)
         span.end()
 
     @contextlib.contextmanager

@@ -203,8 +203,7 @@ class _RunObservation:
             )
             self._span = span
             self._token = tracing.attach(span)
-            self.trace_id = tracing.trace_id(span)
-            self.carrier = tracing.carrier(span)
+            self.trace_id, self.carrier = tracing.ids(span)
 
     def event(self, event: ObservedEvent) -> None:
         metrics = self._metrics

@@ -50,14 +50,6 @@ class _Carrier(Mapping[str, str]):
         self._span = span
         self._headers: dict[str, str] | None = None
 
-    @classmethod
-    def of(cls, span: Any) -> _Carrier:
-        """``_Carrier(span)``, made without a call to ``__init__`` (once per tool call)."""
-        carrier = _new(cls)
-        carrier._span = span
-        carrier._headers = None
-        return carrier
-
     def _read(self) -> dict[str, str]:
         headers = self._headers
         if headers is None:
@@ -240,7 +232,10 @@ class TracedCatalog:
                 name, source, ctx.call_id if ctx else None, arguments, known
             )
             ctx = ctx if ctx is not None else CallContext()
-            ctx.extra[TRACE_HEADERS_KEY] = _Carrier.of(span)
+            carrier = _new(_Carrier)  # _Carrier(span), without a call to __init__
+            carrier._span = span
+            carrier._headers = None
+            ctx.extra[TRACE_HEADERS_KEY] = carrier
         try:
             result: ToolResult = await self.inner.call(name, arguments, ctx)
         except BaseException as exc:
@@ -284,7 +279,17 @@ class TracedStore:
                 setattr(self, op, self._traced(op, method))
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        value = getattr(self.inner, name)
+        # A method of the store's class (e.g. append_event, several per run) is kept here
+        # once read: the next read finds it without this call.
+        if (
+            not name.startswith("__")
+            and getattr(value, "__self__", None) is self.inner
+            and name not in vars(self.inner)
+            and callable(getattr(type(self.inner), name, None))
+        ):
+            setattr(self, name, value)
+        return value
 
     def __repr__(self) -> str:
         return f"TracedStore({self.inner!r})"

@@ -334,3 +334,20 @@ def test_a_root_under_the_default_sampler_is_decided_as_the_sdk_decides(
     )
     root = _tracing(sampler=ParentBased(ratio))._start("root")
     assert asked == ["asked"] and not root.is_recording()
+
+
+def test_the_traced_store_keeps_its_stores_methods_once_read() -> None:
+    from penguiflow_agents.store import MemoryStore
+    from penguiflow_agents.telemetry._wrappers import TracedStore
+
+    store = MemoryStore()
+    traced = TracedStore(store, _tracing())
+    assert "append_event" not in vars(traced)
+    assert traced.append_event == store.append_event
+    assert "append_event" in vars(traced)  # the next read skips __getattr__
+    # What the store holds on the instance (not a method of its class) is read each time.
+    store.hook = lambda: 1  # type: ignore[attr-defined]
+    assert traced.hook() == 1
+    assert "hook" not in vars(traced)
+    store.hook = lambda: 2  # type: ignore[attr-defined]
+    assert traced.hook() == 2
