@@ -1,7 +1,7 @@
 """Planner overhead per step: what ReactPlanner adds around the model and the tools.
 
     python benchmarks/planner_overhead.py [--runs 200] [--repeat 5] [--telemetry-only]
-                                          [--processor simple|batch]
+                                          [--processor batch|simple|both]
     python benchmarks/planner_overhead.py --instructions [--runs 60]   # callgrind
 
 Each run: an in-process scripted model (ScriptedLLM) asks for 5 in-process tool
@@ -22,13 +22,16 @@ Reported: median over ``--repeat`` batches of ``--runs`` runs, in ms per step:
   never runs it twice. Shown for information: its cost is the store's.
 
 Telemetry (also part of the default output; alone with ``--telemetry-only``): the same
-lookup with tracing (OpenTelemetry SDK, ALWAYS_ON sampler, a ``SimpleSpanProcessor`` or with
-``--processor batch`` a ``BatchSpanProcessor`` into an in-memory exporter: every span recorded
-and exported) and Prometheus metrics on, against off, interleaved round by round; also metrics
-alone, 10 % parent-based sampling, and a split of the overhead into the SDK's span calls, extra
-garbage collection and the rest. Required: at most +0.03 ms per step (process CPU time against
-off in the same round). ``--instructions`` counts instructions per step of each configuration
-under callgrind instead (figures a loaded machine does not move).
+lookup with tracing (OpenTelemetry SDK, its default sampler, every span recorded and exported
+into an in-memory exporter) and Prometheus metrics on, against off, interleaved round by round;
+also metrics alone, 10 % parent-based sampling, and a split of the overhead into the SDK's span
+calls, extra garbage collection and the rest. Measured with the SDK's ``BatchSpanProcessor``
+(what a deployment's ``OTEL_*`` variables configure; its thread's exports are inside the
+measured window) and, for comparison, its ``SimpleSpanProcessor`` (each span exported as it
+ends, on the run's own thread); ``--processor`` picks one. Required: at most +0.03 ms per step
+with the batch processor (process CPU time against off in the same round). ``--instructions``
+counts instructions per step of each configuration under callgrind instead (figures a loaded
+machine does not move: this machine's speed drifts up to 2x, with up to 50 % steal time).
 
 Required: at most 0.10 ms per step (a widely used planner needs ~0.14 ms on this
 shape here); aim 0.05. Exits 1 when a lookup figure is above the requirement.
@@ -459,15 +462,51 @@ def instructions(runs: int) -> int:
     return 0
 
 
+def telemetry_figures(runs: int, repeat: int, processor: str) -> bool:
+    """Prints the telemetry figures with ``processor``; True when they meet the requirement."""
+    t = asyncio.run(measure_telemetry(runs, repeat, processor))
+    extra = t["cpu_on"]
+    tracing_ours = t["cpu_on_sdk"] - t["sdk"] - t["gc"] - t["cpu_metrics"]
+    print(
+        f"telemetry: {processor} span processor into an in-memory exporter, every span "
+        f"kept ({t['spans_per_step']:.2f} spans per step), metrics on; process CPU time per "
+        "step against off in the same round"
+    )
+    print(f"  {'lookup, telemetry off (wall)':40s} {t['wall_off']:.4f} ms/step")
+    print(
+        f"  {'lookup, tracing + metrics on (wall)':40s} {t['wall_on']:.4f} ms/step "
+        f"(+{t['wall_on'] - t['wall_off']:.4f})"
+    )
+    print(f"  {'lookup, telemetry off (CPU)':40s} {t['cpu_off_abs']:.4f} ms/step")
+    print(f"  {'tracing + metrics on (CPU)':40s} +{extra:.4f} ms/step")
+    print(f"  {'  metrics alone (CPU)':40s} +{t['cpu_metrics']:.4f} ms/step")
+    print(
+        f"  {'  split run: all (CPU, SDK clocked)':40s} +{t['cpu_on_sdk']:.4f} ms/step, of which "
+        f"span calls (with the SDK's processor and exporter) {t['sdk']:.4f}, more garbage collection "
+        f"{t['gc']:+.4f}, metrics ~{t['cpu_metrics']:.4f}, our tracing code ~{tracing_ours:.4f}"
+    )
+    print(
+        f"  {'sampled 10% (parentbased_traceidratio)':40s} +{t['cpu_sampled']:.4f} ms/step "
+        f"({t['sampled_spans_per_step']:.2f} spans per step kept)"
+    )
+    tel_ok = extra <= TELEMETRY_REQUIRED_MS
+    print(
+        f"telemetry required <= +{TELEMETRY_REQUIRED_MS} ms/step (every span kept, CPU), "
+        f"{processor} processor: {'meets' if tel_ok else 'MISSES'} the requirement"
+    )
+    return tel_ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--processor",
-        choices=("simple", "batch"),
-        default="simple",
-        help="span processor of the telemetry figures (batch: what OTEL_* variables give)",
+        choices=("batch", "simple", "both"),
+        default="both",
+        help="span processor of the telemetry figures (batch: what OTEL_* variables configure, "
+        "the requirement's; simple: the SDK's synchronous one, for comparison)",
     )
     parser.add_argument(
         "--telemetry-only", action="store_true", help="only the telemetry on/off figures"
@@ -504,36 +543,11 @@ def main() -> int:
             print(f"  {label:40s} {median:.4f} ms/step (best {best:.4f})")
         verdict = "meets" if worst <= REQUIRED_MS else "MISSES"
         print(f"required <= {REQUIRED_MS} ms/step, target {TARGET_MS}: {verdict} the requirement")
-    t = asyncio.run(measure_telemetry(args.runs, args.repeat, args.processor))
-    extra = t["cpu_on"]
-    tracing_ours = t["cpu_on_sdk"] - t["sdk"] - t["gc"] - t["cpu_metrics"]
-    print(
-        f"telemetry: {args.processor} span processor into an in-memory exporter, every span "
-        f"kept ({t['spans_per_step']:.2f} spans per step), metrics on; process CPU time per "
-        "step against off in the same round"
-    )
-    print(f"  {'lookup, telemetry off (wall)':40s} {t['wall_off']:.4f} ms/step")
-    print(
-        f"  {'lookup, tracing + metrics on (wall)':40s} {t['wall_on']:.4f} ms/step "
-        f"(+{t['wall_on'] - t['wall_off']:.4f})"
-    )
-    print(f"  {'lookup, telemetry off (CPU)':40s} {t['cpu_off_abs']:.4f} ms/step")
-    print(f"  {'tracing + metrics on (CPU)':40s} +{extra:.4f} ms/step")
-    print(f"  {'  metrics alone (CPU)':40s} +{t['cpu_metrics']:.4f} ms/step")
-    print(
-        f"  {'  split run: all (CPU, SDK clocked)':40s} +{t['cpu_on_sdk']:.4f} ms/step, of which "
-        f"span calls (with the SDK's processor and exporter) {t['sdk']:.4f}, more garbage collection "
-        f"{t['gc']:+.4f}, metrics ~{t['cpu_metrics']:.4f}, our tracing code ~{tracing_ours:.4f}"
-    )
-    print(
-        f"  {'sampled 10% (parentbased_traceidratio)':40s} +{t['cpu_sampled']:.4f} ms/step "
-        f"({t['sampled_spans_per_step']:.2f} spans per step kept)"
-    )
-    tel_ok = extra <= TELEMETRY_REQUIRED_MS
-    print(
-        f"telemetry required <= +{TELEMETRY_REQUIRED_MS} ms/step (every span kept, CPU): "
-        f"{'meets' if tel_ok else 'MISSES'} the requirement"
-    )
+    processors = ("batch", "simple") if args.processor == "both" else (args.processor,)
+    verdicts = {p: telemetry_figures(args.runs, args.repeat, p) for p in processors}
+    # The requirement's configuration: the batch processor, what a deployment's OTEL_* variables
+    # configure (the simple one exports each span as it ends, on the run's own thread).
+    tel_ok = verdicts["batch"] if "batch" in verdicts else verdicts[processors[0]]
     return 0 if worst <= REQUIRED_MS and tel_ok else 1
 
 
