@@ -127,7 +127,7 @@ class Metrics:
         r.register(self._sources)
         # (model, outcome[, tenant]) -> (calls, seconds, input tokens, output tokens, cost); the
         # "ok" series of a model also under its name alone (without tenant labels)
-        self._model_series: dict[tuple[str, ...] | str, tuple[Any, ...]] = {}
+        self._model_series: dict[tuple[str, ...] | str, _ModelSeries] = {}
         # (source, tool, outcome[, tenant]) -> the calls series
         self._tool_series: dict[tuple[str, ...], _Series] = {}
         # source -> its tool-duration / queue-wait series
@@ -155,27 +155,9 @@ class Metrics:
         output_tokens: int = 0,
         cost_usd: float | None = None,
     ) -> None:
-        key = (model, outcome, tenant) if self.tenant_label else (model, outcome)
-        series = self._model_series.get(key)
-        if series is None:
-            t = self._t(tenant)
-            series = self._model_series[key] = (
-                self.model_calls.series((model, outcome, *t)),
-                self.model_seconds.series((model,)),
-                (model, "input", *t),
-                (model, "output", *t),
-                (model, *t),
-            )
-        calls, duration, input_key, output_key, cost_key = series
-        calls.value += 1
-        duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]
-        duration.sum += seconds
-        if input_tokens:
-            self.model_tokens.series(input_key).value += input_tokens
-        if output_tokens:
-            self.model_tokens.series(output_key).value += output_tokens
-        if cost_usd:
-            self.model_cost.series(cost_key).value += cost_usd
+        self._record(
+            self._model(model, outcome, tenant), seconds, input_tokens, output_tokens, cost_usd
+        )
 
     def model_ok(
         self,
@@ -189,28 +171,53 @@ class Metrics:
         """``model_call(model, "ok", ...)`` with positional arguments (once per model call)."""
         series = self._model_series.get((model, "ok", tenant) if self.tenant_label else model)
         if series is None:
-            self.model_call(
-                model,
-                "ok",
-                seconds,
-                tenant,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_usd=cost_usd,
-            )
+            series = self._model(model, "ok", tenant)
             if not self.tenant_label:  # the same series, also under the model's name alone
-                self._model_series[model] = self._model_series[(model, "ok")]
-            return
-        calls, duration, input_key, output_key, cost_key = series
-        calls.value += 1
+                self._model_series[model] = series
+        self._record(series, seconds, input_tokens, output_tokens, cost_usd)
+
+    def _model(self, model: str, outcome: str, tenant: str) -> _ModelSeries:
+        key = (model, outcome, tenant) if self.tenant_label else (model, outcome)
+        series = self._model_series.get(key)
+        if series is None:
+            t = self._t(tenant)
+            series = self._model_series[key] = _ModelSeries(
+                self.model_calls.series((model, outcome, *t)),
+                self.model_seconds.series((model,)),
+                (model, "input", *t),
+                (model, "output", *t),
+                (model, *t),
+            )
+        return series
+
+    def _record(
+        self,
+        series: _ModelSeries,
+        seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float | None,
+    ) -> None:
+        series.calls.value += 1
+        duration = series.duration
         duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]
         duration.sum += seconds
+        # Token and cost series are made when first used (a model without prices has none).
         if input_tokens:
-            self.model_tokens.series(input_key).value += input_tokens
+            tokens = series.input
+            if tokens is None:
+                tokens = series.input = self.model_tokens.series(series.input_key)
+            tokens.value += input_tokens
         if output_tokens:
-            self.model_tokens.series(output_key).value += output_tokens
+            tokens = series.output
+            if tokens is None:
+                tokens = series.output = self.model_tokens.series(series.output_key)
+            tokens.value += output_tokens
         if cost_usd:
-            self.model_cost.series(cost_key).value += cost_usd
+            cost = series.cost
+            if cost is None:
+                cost = series.cost = self.model_cost.series(series.cost_key)
+            cost.value += cost_usd
 
     def tool_call(self, source: str, tool: str, outcome: str, tenant: str) -> None:
         key = (source, tool, outcome, tenant) if self.tenant_label else (source, tool, outcome)
@@ -220,11 +227,14 @@ class Metrics:
         series.value += 1
 
     def tool_seconds_observe(self, source: str, seconds: float) -> None:
+        self.tool_seconds_series(source).observe(seconds)
+
+    def tool_seconds_series(self, source: str) -> _Series:
+        """The histogram of ``source``'s call durations (observed in place by the catalog)."""
         series = self._tool_seconds.get(source)
         if series is None:
             series = self._tool_seconds[source] = self.tool_seconds.series((source,))
-        series.counts[bisect_left(series.bounds, seconds)] += 1  # type: ignore[arg-type]
-        series.sum += seconds
+        return series
 
     def queue_waited(self, source: str) -> _Series:
         """The histogram ``source``'s calls count their queue waits in, in place."""
@@ -292,6 +302,39 @@ class _Series:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1  # type: ignore[arg-type]
         self.sum += value
+
+
+class _ModelSeries:
+    """The series of one (model, outcome[, tenant]): calls and durations, and the token and
+    cost series once used."""
+
+    __slots__ = (
+        "calls",
+        "cost",
+        "cost_key",
+        "duration",
+        "input",
+        "input_key",
+        "output",
+        "output_key",
+    )
+
+    def __init__(
+        self,
+        calls: _Series,
+        duration: _Series,
+        input_key: tuple[str, ...],
+        output_key: tuple[str, ...],
+        cost_key: tuple[str, ...],
+    ) -> None:
+        self.calls = calls
+        self.duration = duration
+        self.input_key = input_key
+        self.output_key = output_key
+        self.cost_key = cost_key
+        self.input: _Series | None = None
+        self.output: _Series | None = None
+        self.cost: _Series | None = None
 
 
 class _Family:

@@ -10,6 +10,7 @@ trace context to the call (``CallContext.extra["trace_headers"]``), which
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +180,7 @@ class TracedCatalog:
         self._tracing = telemetry.tracing
         self._metrics = telemetry.metrics
         self._sources: dict[str, str] = {}  # tool name -> source, for registered tools only
+        self._seconds: dict[str, Any] = {}  # source -> its call-duration histogram
         self._listed: list[ToolSpec] | None = None  # the last listing
         self._indexed: object = None  # the listing ``_sources`` was built from
         get = getattr(inner, "get", None)
@@ -243,7 +245,12 @@ class TracedCatalog:
                 tracing.fail(span, exc, token)
             raise
         if known and self._metrics is not None:
-            self._metrics.tool_seconds_observe(source, result.latency_s)
+            seconds = self._seconds.get(source)  # tool_seconds_observe, inlined
+            if seconds is None:
+                seconds = self._seconds[source] = self._metrics.tool_seconds_series(source)
+            latency = result.latency_s
+            seconds.counts[bisect_left(seconds.bounds, latency)] += 1  # type: ignore[arg-type]
+            seconds.sum += latency
         if tracing is not None:
             tracing.end_tool(span, result, token)
         return result
