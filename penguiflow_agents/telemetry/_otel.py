@@ -406,9 +406,10 @@ class Tracing:
     def open_tool(
         self, name: str, source: str, call_id: str | None, arguments: Any, known: bool = True
     ) -> tuple[Any, Any]:
-        """An ``execute_tool {name}`` span (see ``execute_tool``), current until ``end_tool``
-        (or ``fail``) is given its token: the tool's own spans and retry events go in it.
-        (The span, its context token.)"""
+        """An ``execute_tool {name}`` span, current until ``end_tool`` (or ``fail``) is given
+        its token: the tool's own spans and retry events go in it. ``known``: a registered
+        tool (its span name and static attributes are kept for the next call; a name the
+        model made up is not). (The span, its context token.)"""
         static = self._tool_static.get((name, source)) if known else None
         attributes: Mapping[str, Any]
         if static is not None and call_id and not self.capture:
@@ -425,21 +426,6 @@ class Tracing:
             if span is not None:
                 return span, span._token
         return self._open(span_name, _INTERNAL, attributes)
-
-    def execute_tool(
-        self, name: str, source: str, call_id: str | None, arguments: Any, *, known: bool = True
-    ) -> Any:
-        """An ``execute_tool {name}`` span, not made current; ``known``: a registered tool (its
-        span name and static attributes are kept for the next call; a name the model made up
-        is not)."""
-        span_name, attributes = self._tool_attributes(name, source, call_id, arguments, known)
-        return self._start(
-            span_name,
-            kind=_INTERNAL,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
 
     def _tool_attributes(
         self, name: str, source: str, call_id: str | None, arguments: Any, known: bool

@@ -254,7 +254,7 @@ if hasattr(os, "register_at_fork"):
 def _fast_on_end(processor: Any) -> Any:
     """``processor.on_end``, or what does the same for a lean span with less work (the SDK's
     simple and batch processors, as they are)."""
-    if "on_end" in vars(processor):  # replaced on the instance: called as it is
+    if "on_end" in getattr(processor, "__dict__", ()):  # replaced on the instance: as it is
         return processor.on_end
     if _SIMPLE_PARTS is not None and type(processor) is _SIMPLE_PARTS[0]:
         return _simple_on_end(processor)
@@ -487,8 +487,9 @@ class SpanFactory:
         span, made current (its token in ``_token``; ``detach`` it before the span ends): the
         run's own spans (model calls, tool calls, store writes), made without the general
         path's choices (``owned``: ``attributes`` is a dict made for this span, which it
-        keeps as it is instead of a copy). None when that path is needed (no lean span is current, a sampler
-        that must be asked, a tracer turned off): then call ``start_span``.
+        keeps as it is instead of a copy). None when that path is needed (no lean span is
+        current, a sampler that must be asked, a tracer turned off): then call
+        ``start_span``.
 
         The decisions are the same: a child of a recording lean span under ``always_on``, or
         of a sampled one under ``parentbased_always_on``, is sampled, in its parent's trace

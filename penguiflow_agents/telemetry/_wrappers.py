@@ -292,7 +292,7 @@ class TracedStore:
         if (
             not name.startswith("__")
             and getattr(value, "__self__", None) is self.inner
-            and name not in vars(self.inner)
+            and name not in getattr(self.inner, "__dict__", ())
             and callable(getattr(type(self.inner), name, None))
         ):
             setattr(self, name, value)

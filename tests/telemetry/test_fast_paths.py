@@ -351,3 +351,22 @@ def test_the_traced_store_keeps_its_stores_methods_once_read() -> None:
     assert "hook" not in vars(traced)
     store.hook = lambda: 2  # type: ignore[attr-defined]
     assert traced.hook() == 2
+
+
+def test_a_processor_without_an_instance_dict_is_called_as_it_is() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Slotted(SpanProcessor):
+        __slots__ = ("ended",)
+
+        def __init__(self) -> None:
+            self.ended: list[str] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.ended.append(span.name)
+
+    slotted = Slotted()
+    factory = span_factory(_provider_with(slotted).get_tracer("t"))
+    assert factory is not None
+    factory.start_span("x").end()
+    assert slotted.ended == ["x"]
