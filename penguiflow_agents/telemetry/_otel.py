@@ -295,9 +295,9 @@ class Tracing:
         """A span ``name`` started and made current: (the span, its context token)."""
         child = self._child
         if child is not None:
-            lean = child(name, kind, attributes)
-            if lean is not None:
-                return lean, lean._token
+            opened = child(name, kind, attributes)
+            if opened is not None:
+                return opened
         span = self._start(
             name,
             kind=kind,
@@ -318,9 +318,9 @@ class Tracing:
         )
         child = self._child  # _open, inlined: once per model call
         if child is not None:
-            span = child(name, _CLIENT, attributes)
-            if span is not None:
-                return span, span._token
+            opened = child(name, _CLIENT, attributes)
+            if opened is not None:
+                return opened
         return self._open(name, _CLIENT, attributes)
 
     def _chat_attributes(self, model: str, messages: Any) -> tuple[str, Mapping[str, Any]]:
@@ -422,9 +422,9 @@ class Tracing:
             owned = False
         child = self._child  # _open, inlined
         if child is not None:
-            span = child(span_name, _INTERNAL, attributes, owned)
-            if span is not None:
-                return span, span._token
+            opened = child(span_name, _INTERNAL, attributes, owned)
+            if opened is not None:
+                return opened
         return self._open(span_name, _INTERNAL, attributes)
 
     def _tool_attributes(
@@ -518,9 +518,9 @@ class Tracing:
             )
         child = self._child
         if child is not None:
-            span = child(static[0], _CLIENT, static[1])
-            if span is not None:
-                return span, span._token
+            opened = child(static[0], _CLIENT, static[1], False, True)
+            if opened is not None:
+                return opened
         if not self.recording():  # a write outside a run's trace: no span
             return None, None
         return self._open(static[0], _CLIENT, static[1])

@@ -347,6 +347,8 @@ class SpanFactory:
         self._tracer = tracer
         self._sampler = tracer.sampler
         self._known = _known_sampler(tracer.sampler)
+        # child()'s decision: 1 always_on, 2 by the parent, 3 always_off, 0 ask the sampler.
+        self._mode = {"on": 1, "parent": 2, "off": 3}.get(self._known or "", 0)
         # parentbased_always_on (the SDK's default): a root span is sampled without asking.
         self._root_on = self._known == "parent" and _root_always_on(tracer.sampler)
         self._processor = tracer.span_processor
@@ -481,56 +483,80 @@ class SpanFactory:
         return span
 
     def child(
-        self, name: str, kind: SpanKind, attributes: Mapping[str, Any], owned: bool = False
-    ) -> LeanSpan | None:
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any],
+        owned: bool = False,
+        recorded_only: bool = False,
+    ) -> tuple[Any, Any] | None:
         """``start_span(name, kind=kind, attributes=attributes)`` as a child of the current
-        span, made current (its token in ``_token``; ``detach`` it before the span ends): the
-        run's own spans (model calls, tool calls, store writes), made without the general
-        path's choices (``owned``: ``attributes`` is a dict made for this span, which it
-        keeps as it is instead of a copy). None when that path is needed (no lean span is
-        current, a sampler that must be asked, a tracer turned off): then call
-        ``start_span``.
+        span, made current: (the span, its context token; ``detach`` it before the span ends).
+        The run's own spans (model calls, tool calls, store writes), made without the general
+        path's choices (``owned``: ``attributes`` is a dict made for this span, which it keeps
+        as it is instead of a copy). None when that path is needed (no span of this process
+        is current, a sampler that must be asked, a tracer turned off; ``recorded_only``: a
+        child that would not be recorded): then call ``start_span``.
 
-        The decisions are the same: a child of a recording lean span under ``always_on``, or
-        of a sampled one under ``parentbased_always_on``, is sampled, in its parent's trace
-        with its trace state and its random-id flag."""
+        The decisions are the sampler's where its answer is known: under ``always_on`` the
+        child is sampled, under ``always_off`` it is not, under ``parentbased_always_on`` (the
+        SDK default) it follows its parent; in the parent's trace, with its trace state and
+        its random-id flag. A child that is not sampled is the API's ``NonRecordingSpan`` with
+        a span id of its own, as the SDK makes it (its processors never see it)."""
         values = _CONTEXT_VAR.get()
         current = values.get(_SPAN_KEY)
-        if type(current) is not LeanSpan or current._end_time is not None:
-            return None
-        known = self._known
-        parent: Any = current._context
-        flags = parent[3]
-        if not flags & 1:  # a record-only parent: "on" samples the child, "parent" does not
-            if known != "on":
+        of = type(current)
+        if of is LeanSpan:
+            if current._end_time is not None:
                 return None
-            flags = _FLAGS[flags | 1]
-        elif known != "on" and known != "parent":
+        elif of is not trace_api.NonRecordingSpan:
             return None
-        if self._has_config and not self._tracer._tracer_config.is_enabled:
+        parent: Any = current._context
+        if not parent[5]:  # an invalid parent: a root, the general path's
             return None
+        mode = self._mode
+        if mode == 1:
+            sampled = True
+        elif mode == 2 and not parent[2]:  # a local parent (a remote one: asked)
+            sampled = bool(parent[3] & 1)
+        elif mode == 3:
+            sampled = False
+        else:
+            return None
+        if (recorded_only and not sampled) or (
+            self._has_config and not self._tracer._tracer_config.is_enabled
+        ):
+            return None
+        flags = parent[3]  # the parent's, unless the sampled bit differs
+        if sampled is not bool(flags & 1):
+            flags = _FLAGS[(1 if sampled else 0) | (flags & self._random_flag)]
         ids = self._ids
         span_id = (
             self._random_bits(64) if ids is self._random_ids else 0
         ) or ids.generate_span_id()
-        span = _new(LeanSpan)
-        span._name = name
-        span._context = span.context = tuple.__new__(
+        # What SpanContext(...) builds, without its checks (see start_span).
+        span_context = tuple.__new__(
             SpanContext, (parent[0], span_id, False, flags, parent[4], True)
         )
-        span._parent = parent
-        span._kind = kind
-        span._attributes = span._attrs = attributes if owned else dict(attributes)  # type: ignore[assignment]
-        span._factory = self
-        span._start_time = time_ns()
-        if (self._processor._span_processors if self._sync else self._processor) is not self._procs:
-            self._hooks()
-        for hook in self._starts:
-            hook(span, parent_context=None)
+        if sampled:
+            span: Any = _new(LeanSpan)
+            span._name = name
+            span._context = span.context = span_context
+            span._parent = parent
+            span._kind = kind
+            span._attributes = span._attrs = attributes if owned else dict(attributes)
+            span._factory = self
+            span._start_time = time_ns()
+            procs = self._processor._span_processors if self._sync else self._processor
+            if procs is not self._procs:
+                self._hooks()
+            for hook in self._starts:
+                hook(span, parent_context=None)
+        else:
+            span = trace_api.NonRecordingSpan(span_context)
         made = Context(values)
         dict.__setitem__(made, _SPAN_KEY, span)  # a Context refuses item writes: a new one
-        span._token = _CONTEXT_VAR.set(made)
-        return span
+        return span, _CONTEXT_VAR.set(made)
 
 
 _new = object.__new__
@@ -610,8 +636,6 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     _end_time: int | None = None
     _record_exception = True
     _set_status_on_exception = True
-    # The context token of a span made current by ``SpanFactory.child`` (None: not made so).
-    _token: Any = None
 
     # ReadableSpan's fields that are the same for every span of a tracer: read from its factory.
     @property

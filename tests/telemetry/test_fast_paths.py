@@ -75,7 +75,7 @@ def test_a_child_of_the_current_span_is_its_trace_made_current_and_restored() ->
     before = otel_context.get_current()
 
     span, child_token = tracing.open_chat("openai/gpt-4.1", [])
-    assert type(span) is LeanSpan and span._token is child_token
+    assert type(span) is LeanSpan
     assert trace.get_current_span() is span  # current while open
     ctx = span.get_span_context()
     assert ctx.trace_id == 0xABC and ctx.trace_state == state and ctx.trace_flags.sampled
@@ -381,3 +381,46 @@ def test_a_processor_without_an_instance_dict_is_called_as_it_is() -> None:
     assert factory is not None
     factory.start_span("x").end()
     assert slotted.ended == ["x"]
+
+
+def test_children_of_a_span_not_sampled_are_cheap_and_as_the_sdk_makes_them() -> None:
+    """Under a sampler that follows the parent, or always_off, a child of a span that is not
+    sampled is a NonRecordingSpan of its own (a new span id, the parent's trace, flags and
+    trace state), current while open; store writes under it make no span at all; an invalid
+    parent (the API's INVALID_SPAN made current) gives a root, as the SDK's would."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    state = TraceState([("k", "v")])
+    unsampled = trace.SpanContext(
+        trace_id=0x1234,
+        span_id=0x99,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(0),
+        trace_state=state,
+    )
+    for sampler in (ParentBased(ALWAYS_ON), ALWAYS_OFF):
+        exporter = InMemorySpanExporter()
+        tracing = _tracing(SimpleSpanProcessor(exporter), sampler=sampler)
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
+        try:
+            span, span_token = tracing.open_tool("kv.get", "kv", "c-1", {})
+            assert type(span) is NonRecordingSpan and trace.get_current_span() is span
+            ctx = span.get_span_context()
+            assert (ctx.trace_id, ctx.trace_state, ctx.is_valid) == (0x1234, state, True)
+            assert ctx.span_id != 0x99 and not ctx.trace_flags.sampled
+            assert tracing.open_store("update_run", "memory") == (None, None)
+            tracing.end_tool(span, _Result(), span_token)
+            assert trace.get_current_span().get_span_context() is unsampled
+        finally:
+            otel_context.detach(token)
+        assert exporter.get_finished_spans() == ()
+    exporter = InMemorySpanExporter()
+    tracing = _tracing(SimpleSpanProcessor(exporter), sampler=ALWAYS_ON)
+    token = otel_context.attach(trace.set_span_in_context(trace.INVALID_SPAN))
+    try:
+        span, span_token = tracing.open_chat("m", [])
+        assert span.get_span_context().is_valid and span.parent is None  # a root
+        tracing.end_chat(span, _Response(), span_token)
+    finally:
+        otel_context.detach(token)
+    assert [s.name for s in exporter.get_finished_spans()] == ["chat m"]
