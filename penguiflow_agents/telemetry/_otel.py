@@ -360,14 +360,8 @@ class Tracing:
     def end_chat(self, span: Any, response: Any, token: Any = None) -> None:
         """``span`` ended with ``response``; ``token``: what ``open_chat`` made current, no longer
         current."""
-        if token is not None:  # _detach_now, inlined (once per span)
-            try:
-                _RESET(token)
-            except Exception:
-                _log.exception("Failed to detach context")
         lean = type(span) is LeanSpan
-        if not (span._end_time is None if lean else span.is_recording()):
-            span.end()  # sampled out: nothing to build
+        if not _ending(span, token, lean):
             return
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
@@ -455,14 +449,8 @@ class Tracing:
     def end_tool(self, span: Any, result: Any, token: Any = None) -> None:
         """``span`` ended with ``result``; ``token``: what ``open_tool`` made current, no longer
         current."""
-        if token is not None:  # _detach_now, inlined (once per span)
-            try:
-                _RESET(token)
-            except Exception:
-                _log.exception("Failed to detach context")
         lean = type(span) is LeanSpan
-        if not (span._end_time is None if lean else span.is_recording()):
-            span.end()  # sampled out: nothing to build
+        if not _ending(span, token, lean):
             return
         outcome = result.outcome
         if lean:  # a string and a number: valid as they are
@@ -537,6 +525,20 @@ class Tracing:
     def trace_id(span: Any) -> str | None:
         ctx = span.get_span_context()
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def _ending(span: Any, token: Any, lean: bool) -> bool:
+    """Before ``span`` gets its last attributes: ``token`` detached (if any); False when the
+    span records nothing (sampled out, or ended already): it is ended, nothing to build."""
+    if token is not None:
+        try:
+            _RESET(token)
+        except Exception:
+            _log.exception("Failed to detach context")
+    if span._end_time is None if lean else span.is_recording():
+        return True
+    span.end()
+    return False
 
 
 def _detach_now(token: Any) -> None:
