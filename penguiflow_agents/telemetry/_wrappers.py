@@ -102,14 +102,13 @@ class TracedLLM:
         metrics = self._metrics
         if metrics is not None:
             usage = response.usage
-            metrics.model_call(
+            metrics.model_ok(
                 self.model,
-                "ok",
                 seconds,
                 _tenant(request) if metrics.tenant_label else "",
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.completion_tokens,
-                cost_usd=response.cost_usd,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                response.cost_usd,
             )
 
     def _failed(self, exc: BaseException, seconds: float, request: LLMRequest) -> None:
@@ -130,17 +129,8 @@ class TracedLLM:
             if tracing is not None:
                 tracing.fail(span, exc, token)
             raise
-        metrics = self._metrics
-        if metrics is not None:  # _done, inlined: once per model call
-            usage = response.usage
-            metrics.model_ok(
-                self.model,
-                time.perf_counter() - started,
-                _tenant(request) if metrics.tenant_label else "",
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                response.cost_usd,
-            )
+        if self._metrics is not None:
+            self._done(response, time.perf_counter() - started, request)
         if tracing is not None:
             tracing.end_chat(span, response, token)
         return response
