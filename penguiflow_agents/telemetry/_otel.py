@@ -264,7 +264,7 @@ class Tracing:
         lean = type(span) is LeanSpan
         if span._end_time is None if lean else span.is_recording():  # else nothing to build
             # A string and numbers: valid as they are, written straight into a lean span.
-            attributes: dict[str, Any] = span._attrs if lean else {}
+            attributes: dict[str, Any] = span.writable() if lean else {}
             attributes["penguiflow.run.status"] = status
             attributes["gen_ai.usage.input_tokens"] = usage[0]
             attributes["gen_ai.usage.output_tokens"] = usage[1]
@@ -366,11 +366,25 @@ class Tracing:
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
         # Strings, numbers and a tuple of strings built here: valid as they are, written
-        # straight into a lean span.
-        attributes: dict[str, Any] = span._attrs if lean else {}
-        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-        attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-        attributes["gen_ai.response.finish_reasons"] = (reason,)
+        # straight into a lean span (into a copy of the model's static attributes it shares:
+        # the one copy its attributes need).
+        attributes: dict[str, Any] = (
+            {
+                **span._attributes,
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "gen_ai.response.finish_reasons": (reason,),
+            }
+            if lean
+            else {
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "gen_ai.response.finish_reasons": (reason,),
+            }
+        )
+        if lean:
+            span._attributes = attributes
+            span._own = True
         if response.model:
             attributes["gen_ai.response.model"] = response.model
         if response.cost_usd is not None:
@@ -454,7 +468,7 @@ class Tracing:
             return
         outcome = result.outcome
         if lean:  # a string and a number: valid as they are
-            attributes = span._attrs
+            attributes = span._attributes if span._own else span.writable()
             attributes["penguiflow.tool.outcome"] = outcome
             attributes["penguiflow.tool.attempts"] = int(result.attempts)
         else:

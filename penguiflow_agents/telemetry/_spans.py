@@ -377,6 +377,10 @@ class SpanFactory:
         self._starts: tuple[Any, ...] = ()
         self._endings: tuple[Any, ...] = ()
         self._ends: tuple[Any, ...] = ()
+        # What a span's end calls: every ``_on_ending`` hook, then every ``on_end``; and the
+        # one hook alone when there is only one (no loop, no iterator per span).
+        self._finish: tuple[Any, ...] = ()
+        self._finish_one: Any = None
         self._hooks()
 
     def _hooks(self) -> None:
@@ -391,6 +395,7 @@ class SpanFactory:
             self._starts = (multi.on_start,)
             self._endings = (ending,) if callable(ending) else ()
             self._ends = (multi.on_end,)
+            self._set_finish()
             return
         self._procs = procs
         self._starts = tuple(p.on_start for p in procs if type(p).on_start not in _NOOP_HOOKS)
@@ -400,6 +405,11 @@ class SpanFactory:
             if callable(getattr(p, "_on_ending", None)) and type(p)._on_ending not in _NOOP_HOOKS
         )
         self._ends = tuple(_fast_on_end(p) for p in procs)
+        self._set_finish()
+
+    def _set_finish(self) -> None:
+        self._finish = (*self._endings, *self._ends)
+        self._finish_one = self._finish[0] if len(self._finish) == 1 else None
 
     def start_span(
         self,
@@ -478,8 +488,9 @@ class SpanFactory:
             span._set_status_on_exception = False
         if (self._processor._span_processors if self._sync else self._processor) is not self._procs:
             self._hooks()
-        for hook in self._starts:
-            hook(span, parent_context=context)
+        if self._starts:
+            for hook in self._starts:
+                hook(span, parent_context=context)
         return span
 
     def child(
@@ -493,8 +504,9 @@ class SpanFactory:
         """``start_span(name, kind=kind, attributes=attributes)`` as a child of the current
         span, made current: (the span, its context token; ``detach`` it before the span ends).
         The run's own spans (model calls, tool calls, store writes), made without the general
-        path's choices (``owned``: ``attributes`` is a dict made for this span, which it keeps
-        as it is instead of a copy). None when that path is needed (no span of this process
+        path's choices. ``attributes`` is kept, not copied: ``owned``, a dict made for this
+        span (its own, written in place); else a dict no one writes to (copied by the span's
+        first write). None when that path is needed (no span of this process
         is current, a sampler that must be asked, a tracer turned off; ``recorded_only``: a
         child that would not be recorded): then call ``start_span``.
 
@@ -544,14 +556,20 @@ class SpanFactory:
             span._context = span.context = span_context
             span._parent = parent
             span._kind = kind
-            span._attributes = span._attrs = attributes if owned else dict(attributes)
+            # Kept as it is, not copied: a dict of the caller's that nothing writes to (a
+            # tracer's static attributes, shared by its spans) is copied by the first write;
+            # an ``owned`` one is the span's own.
+            span._attributes = attributes
+            if owned:
+                span._own = True
             span._factory = self
             span._start_time = time_ns()
             procs = self._processor._span_processors if self._sync else self._processor
             if procs is not self._procs:
                 self._hooks()
-            for hook in self._starts:
-                hook(span, parent_context=None)
+            if self._starts:
+                for hook in self._starts:
+                    hook(span, parent_context=None)
         else:
             span = trace_api.NonRecordingSpan(span_context)
         made = Context(values)
@@ -636,6 +654,10 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     _end_time: int | None = None
     _record_exception = True
     _set_status_on_exception = True
+    # Whether ``_attributes`` is this span's own dict, written in place by the event loop's
+    # thread until the span ends (False: a dict it shares, e.g. a tracer's static attributes,
+    # copied by the first write).
+    _own = False
 
     # ReadableSpan's fields that are the same for every span of a tracer: read from its factory.
     @property
@@ -666,7 +688,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._parent = parent
         self._kind = kind
         self._attributes = attributes
-        self._attrs = attributes  # the same dict, typed as one
+        self._own = True
         if links:
             self._links = links
         self._factory = factory
@@ -682,15 +704,21 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     def is_recording(self) -> bool:
         return self._end_time is None
 
+    # A write through the API (any thread) makes a new dict and never changes the one the span
+    # had: once the span ends, an exporter's thread reads that dict while a late write (from
+    # a tool's thread that outlived its call) may still be under way. Two writes racing with
+    # each other may keep only one of them (the SDK takes a lock for each write instead).
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end_time is None:
-            mine = self._attrs
+            mine = dict(self._attributes)
             for key, value in attributes.items():
                 if type(value) not in _SIMPLE:
                     value = _checked(key, value)
                     if value is None:
                         continue
                 mine[key] = value
+            self._attributes = mine
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self._end_time is None:
@@ -698,7 +726,16 @@ class LeanSpan(trace_api.Span, ReadableSpan):
                 value = _checked(key, value)
                 if value is None:
                     return
-            self._attrs[key] = value
+            self._attributes = {**self._attributes, key: value}
+
+    def writable(self) -> dict[str, Any]:
+        """The span's attribute dict, to write valid values into from the event loop's thread
+        before the span ends (its own: a shared one is copied first)."""
+        attributes: dict[str, Any] = self._attributes  # type: ignore[assignment]
+        if not self._own:
+            attributes = self._attributes = dict(attributes)
+            self._own = True
+        return attributes
 
     def add_event(
         self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
@@ -763,21 +800,21 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             return  # ended already: the SDK only warns
         factory = self._factory
         max_length = factory._max_length
-        # What exporters read is a copy: a write racing with end() from another thread (a
-        # tool's own thread that outlives its call) cannot change it under their feet.
+        # What exporters read is the dict as it is: nothing writes to it from now on (the
+        # API's writes make a new dict, the loop's own writes come before end()).
         if max_length is not None:
-            self._attributes = {k: _clean(v, max_length) for k, v in self._attrs.items()}
-        else:
-            self._attributes = dict(self._attrs)
+            self._attributes = {k: _clean(v, max_length) for k, v in self._attributes.items()}
         self._end_time = end_time if end_time is not None else time_ns()
         if (
             factory._processor._span_processors if factory._sync else factory._processor
         ) is not factory._procs:
             factory._hooks()
-        for hook in factory._endings:
-            hook(self)
-        for hook in factory._ends:
-            hook(self)
+        one = factory._finish_one
+        if one is not None:
+            one(self)
+        else:
+            for hook in factory._finish:
+                hook(self)
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_val is not None and self.is_recording():
