@@ -711,7 +711,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end_time is None:
-            mine = dict(self._attributes)
+            mine: dict[str, Any] = dict(self._attributes or {})
             for key, value in attributes.items():
                 if type(value) not in _SIMPLE:
                     value = _checked(key, value)
@@ -726,7 +726,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
                 value = _checked(key, value)
                 if value is None:
                     return
-            self._attributes = {**self._attributes, key: value}
+            self._attributes = {**(self._attributes or {}), key: value}
 
     def writable(self) -> dict[str, Any]:
         """The span's attribute dict, to write valid values into from the event loop's thread
@@ -803,7 +803,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         # What exporters read is the dict as it is: nothing writes to it from now on (the
         # API's writes make a new dict, the loop's own writes come before end()).
         if max_length is not None:
-            self._attributes = {k: _clean(v, max_length) for k, v in self._attributes.items()}
+            attributes: Any = self._attributes
+            self._attributes = {k: _clean(v, max_length) for k, v in attributes.items()}
         self._end_time = end_time if end_time is not None else time_ns()
         if (
             factory._processor._span_processors if factory._sync else factory._processor
