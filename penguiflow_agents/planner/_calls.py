@@ -339,7 +339,7 @@ async def _tally(out: StepOutcome, record: Step, content: str, run: Run) -> None
     if not record.ok:
         out.failures += 1
         out.last_error = content
-    if run.hears(ToolCallFinished.kind):
+    if run.call_finished(record):
         finished = ToolCallFinished(run_id=run.run_id, record=record)
         if not run.tell(finished):
             await run.publish(finished)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from penguiflow_agents.approvals import ApprovalService
     from penguiflow_agents.planner._observe import Observations, RunObserver
     from penguiflow_agents.planner._output import OutputSpec
-    from penguiflow_agents.planner._types import PlannerEvent
+    from penguiflow_agents.planner._types import PlannerEvent, Step
     from penguiflow_agents.policy import PolicySet
 
 Emit: TypeAlias = "Callable[[PlannerEvent], Awaitable[None]]"
@@ -183,6 +183,15 @@ class Run:
     def hears(self, kind: str) -> bool:
         """Whether anyone hears this run's events of ``kind`` (the stream hears them all)."""
         return self.emit is not None or (self.observed is not None and self.observed.hears(kind))
+
+    def call_finished(self, record: Step) -> bool:
+        """A call finished: the observations that take its record directly are told now; True
+        when a ``ToolCallFinished`` event must be built as well (a stream consumer or another
+        observation hears it)."""
+        observed = self.observed
+        if observed is not None and observed.takes_calls:
+            return observed.call_finished(record) or self.emit is not None
+        return self.hears("tool_call_finished")
 
     def tell(self, event: PlannerEvent) -> bool:
         """Tell the run's observers now when no stream consumer hears the run (True); False:

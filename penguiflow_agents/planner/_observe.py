@@ -7,7 +7,11 @@ knows nothing about OpenTelemetry or Prometheus.
 
 An observation may say which event kinds it wants (``kinds``, a frozenset of
 ``PlannerEvent.kind`` values; absent or None: all of them): the planner then
-does not even build an event no one hears (a run that is not streamed).
+does not even build an event no one hears (a run that is not streamed). An
+observation with a ``call_finished(record)`` method is told each finished call
+that way (the record of a ``ToolCallFinished``, without the event, which its
+``event`` never gets): the planner builds that event only for a stream or for
+another observation that wants it.
 
 ``open_run`` and ``close`` are called in the task that drives the run, so an
 observer may set context variables (the current span) for the whole run:
@@ -42,6 +46,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("penguiflow_agents.planner")
+_FINISHED = "tool_call_finished"  # ToolCallFinished.kind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +114,17 @@ class RunObserver(Protocol):
 class Observations:
     """The observations of one run plus its log context; closed exactly once."""
 
-    __slots__ = ("_items", "_kinds", "_tokens", "carrier", "trace_id")
+    __slots__ = (
+        "_event_items",
+        "_finished_events",
+        "_items",
+        "_kinds",
+        "_takers",
+        "_tokens",
+        "carrier",
+        "takes_calls",
+        "trace_id",
+    )
 
     def __init__(self, items: Sequence[RunObservation], tokens: Mapping[str, Any]) -> None:
         self._items = tuple(items)
@@ -123,6 +138,20 @@ class Observations:
                 break
             kinds = kinds | wanted  # type: ignore[operator]
         self._kinds = kinds
+        # Who takes a finished call's record directly (``call_finished``), and who gets
+        # ToolCallFinished events instead; whether one of those wants them.
+        takers = []
+        event_items = []
+        for o in self._items:
+            take = getattr(o, "call_finished", None)
+            if callable(take):
+                takers.append(take)
+            else:
+                event_items.append(o)
+        self._takers: tuple[Any, ...] = tuple(takers)
+        self.takes_calls = bool(takers)
+        self._event_items = tuple(event_items) if takers else self._items
+        self._finished_events = any(_wants(o, _FINISHED) for o in event_items)
         self.trace_id: str | None = next((o.trace_id for o in items if o.trace_id), None)
         carrier: dict[str, str] = {}
         for o in items:
@@ -139,8 +168,19 @@ class Observations:
         kinds = self._kinds
         return bool(self._items) and (kinds is None or kind in kinds)
 
+    def call_finished(self, record: Any) -> bool:
+        """Tell the observations that take finished calls directly (``takes_calls``); True
+        when another one wants the ``ToolCallFinished`` event as well."""
+        for take in self._takers:
+            try:
+                take(record)
+            except Exception:  # an observer must never break a run
+                logger.exception("run observer %r failed on a finished call", take)
+        return self._finished_events
+
     def event(self, event: ObservedEvent) -> None:
-        for o in self._items:
+        items = self._event_items if event.kind == _FINISHED else self._items
+        for o in items:
             try:
                 o.event(event)
             except Exception:  # an observer must never break a run
@@ -148,6 +188,8 @@ class Observations:
 
     def close(self, result: RunResult | None, error: BaseException | None) -> None:
         items, self._items = self._items, ()
+        self._event_items = self._takers = ()
+        self.takes_calls = self._finished_events = False
         for o in reversed(items):
             try:
                 o.close(result, error)
@@ -161,6 +203,11 @@ class Observations:
                 # The run was opened in another context (an engine such as Temporal
                 # drives one run across several tasks): drop the keys it bound here.
                 structlog.contextvars.unbind_contextvars(*tokens)
+
+
+def _wants(observation: Any, kind: str) -> bool:
+    kinds = getattr(observation, "kinds", None)
+    return kinds is None or kind in kinds
 
 
 def open_observations(observers: Sequence[RunObserver], info: RunInfo) -> Observations:

@@ -126,7 +126,7 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
         record, content = resolved
         paused.done[pending.call_id] = content
         st.steps.append(record)
-        if run.hears(ToolCallFinished.kind):
+        if run.call_finished(record):
             finished = ToolCallFinished(run_id=run.run_id, record=record)
             if not run.tell(finished):
                 await run.publish(finished)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents.planner._observe import ApprovalResolved, RunInfo
-from penguiflow_agents.planner._types import Paused, ToolActivity, ToolCallFinished
+from penguiflow_agents.planner._types import Paused, Step, ToolActivity
 from penguiflow_agents.telemetry._metrics import UNKNOWN_LABEL, Metrics
 
 if TYPE_CHECKING:
@@ -32,10 +32,15 @@ __all__ = ["Telemetry"]
 
 # Outcomes of a tool call that never reached a registered tool: the name is the model's.
 _NAME_UNTRUSTED = frozenset({"not_found"})
-# The events a run's observation uses (the planner builds no other event for it): tool
-# outcomes (metrics), retries and pauses (span events), settled approvals (both).
-_METRICS_KINDS = frozenset({"tool_call_finished", "approval_resolved"})
-_TRACING_KINDS = frozenset({"tool_activity", "approval_resolved", "paused"})
+# The events a run's observation uses (the planner builds no other event for it): settled
+# approvals (metrics and spans), retries and pauses (span events). Tool outcomes (metrics)
+# come as records (``call_finished``), not as events.
+_KINDS = {
+    (False, False): frozenset(),
+    (True, False): frozenset({"approval_resolved"}),
+    (False, True): frozenset({"tool_activity", "approval_resolved", "paused"}),
+    (True, True): frozenset({"tool_activity", "approval_resolved", "paused"}),
+}
 
 
 class Telemetry:
@@ -161,9 +166,11 @@ class Telemetry:
     # -- RunObserver ------------------------------------------------------------------------------
 
     def open_run(self, info: RunInfo) -> _RunObservation | None:
-        if not self.enabled:
-            return None
-        return _RunObservation(self, info)
+        if self.metrics is not None:
+            return _MeteredRun(self, info)
+        if self.tracing is not None:
+            return _RunObservation(self, info)
+        return None
 
 
 class _RunObservation:
@@ -183,9 +190,7 @@ class _RunObservation:
         self._info = info
         self._metrics = telemetry.metrics
         self._tracing = tracing = telemetry.tracing
-        self.kinds = (_METRICS_KINDS if self._metrics is not None else frozenset()) | (
-            _TRACING_KINDS if tracing is not None else frozenset()
-        )
+        self.kinds = _KINDS[self._metrics is not None, tracing is not None]
         self._started = time.monotonic()
         self._span: Any = None
         self._token: object = None
@@ -208,16 +213,7 @@ class _RunObservation:
     def event(self, event: ObservedEvent) -> None:
         metrics = self._metrics
         tenant = self._info.tenant
-        if isinstance(event, ToolCallFinished):
-            if metrics is not None:
-                record = event.record
-                if record.outcome in _NAME_UNTRUSTED:
-                    source = tool = UNKNOWN_LABEL
-                else:
-                    tool = record.tool
-                    source = tool.partition(".")[0] if "." in tool else UNKNOWN_LABEL
-                metrics.tool_call(source, tool, record.outcome, tenant)
-        elif isinstance(event, ToolActivity):
+        if isinstance(event, ToolActivity):
             if self._tracing is not None and event.event == "tool.retry":
                 data = event.data
                 self._tracing.current_event(
@@ -262,6 +258,22 @@ class _RunObservation:
             self._span = None
             tracing.end_run(span, status, why, usage)
             tracing.detach(self._token)
+
+
+class _MeteredRun(_RunObservation):
+    """A run's observation when metrics are on: finished calls are counted from their
+    records (the planner builds no event for them)."""
+
+    __slots__ = ()
+
+    def call_finished(self, record: Step) -> None:
+        outcome = record.outcome
+        if outcome in _NAME_UNTRUSTED:
+            source = tool = UNKNOWN_LABEL
+        else:
+            tool = record.tool
+            source = tool.partition(".")[0] if "." in tool else UNKNOWN_LABEL
+        self._metrics.tool_call(source, tool, outcome, self._info.tenant)  # type: ignore[union-attr]
 
 
 def _is_cancel(error: BaseException) -> bool:

@@ -103,3 +103,67 @@ async def test_a_streamed_run_shows_every_event_whatever_its_observers_want(
     # (the scripted model streams its answer: text chunks before the last model turn's event)
     assert [k for k in streamed if k != "text"] == [*EVERY_KIND, "run_finished"]
     assert quiet.seen[0].closed
+
+
+class _Taker(_Seen):
+    """An observation that takes finished calls as records (``call_finished``)."""
+
+    def __init__(self, kinds: frozenset[str] | None) -> None:
+        super().__init__(kinds)
+        self.records: list[tuple[str, str]] = []
+
+    def call_finished(self, record: Any) -> None:
+        self.records.append((record.tool, record.outcome))
+
+
+class Taker(Recorder):
+    def open_run(self, info: RunInfo) -> _Taker:
+        self.seen.append(_Taker(self.kinds))
+        return self.seen[-1]  # type: ignore[return-value]
+
+
+async def test_an_observation_taking_finished_calls_gets_records_and_no_event(
+    headers: Headers,
+) -> None:
+    taker = Taker(frozenset({"tool_call_finished"}))
+    result = await _planner(taker).run("look up a and b", headers=headers)
+    assert result.status == "completed", result.error
+    (seen,) = taker.seen
+    assert seen.records == [("kv.lookup", "ok"), ("kv.lookup", "ok")]
+    assert seen.events == []  # no event was built for it: nothing else listens
+    assert seen.closed
+
+
+async def test_finished_calls_reach_a_taker_once_beside_others_and_a_stream(
+    headers: Headers,
+) -> None:
+    taker, every = Taker(), Recorder()
+    result = await _planner(taker, every).run("look up a and b", headers=headers)
+    assert result.status == "completed", result.error
+    assert every.seen[0].events == EVERY_KIND  # the event is built for the other one
+    # ...and the taker has each call once, as a record, never as the event as well
+    assert taker.seen[0].records == [("kv.lookup", "ok"), ("kv.lookup", "ok")]
+    assert taker.seen[0].events == [k for k in EVERY_KIND if k != "tool_call_finished"]
+
+    streamed_taker = Taker(frozenset())
+    planner = _planner(streamed_taker)
+    streamed = [e.kind async for e in planner.stream("look up a and b", headers=headers)]
+    assert streamed.count("tool_call_finished") == 2  # a stream shows every event
+    assert streamed_taker.seen[0].records == [("kv.lookup", "ok"), ("kv.lookup", "ok")]
+    # (a streamed run tells its observers every event it streams, except to a taker the
+    # finished calls it already has)
+    assert "tool_call_finished" not in streamed_taker.seen[0].events
+
+
+async def test_a_failing_taker_is_logged_and_the_run_goes_on(headers: Headers, caplog: Any) -> None:
+    class Broken(_Taker):
+        def call_finished(self, record: Any) -> None:
+            raise RuntimeError("observer bug")
+
+    class BrokenTaker(Recorder):
+        def open_run(self, info: RunInfo) -> Broken:
+            return Broken(frozenset())
+
+    result = await _planner(BrokenTaker()).run("look up a and b", headers=headers)
+    assert result.status == "completed", result.error
+    assert "failed on a finished call" in caplog.text
