@@ -168,13 +168,18 @@ class Metrics:
         output_tokens: int,
         cost_usd: float | None,
     ) -> None:
-        """``model_call(model, "ok", ...)`` with positional arguments (once per model call)."""
+        """``model_call(model, "ok", ...)`` with positional arguments."""
+        self.model_series(model, tenant).record(seconds, input_tokens, output_tokens, cost_usd)
+
+    def model_series(self, model: str, tenant: str) -> _ModelSeries:
+        """The series of ``model``'s successful calls (for ``tenant``, with tenant labels): what
+        ``model_ok`` records into, for a caller to keep (once per model without tenant labels)."""
         series = self._model_series.get((model, "ok", tenant) if self.tenant_label else model)
         if series is None:
             series = self._model(model, "ok", tenant)
             if not self.tenant_label:  # the same series, also under the model's name alone
                 self._model_series[model] = series
-        self._record(series, seconds, input_tokens, output_tokens, cost_usd)
+        return series
 
     def _model(self, model: str, outcome: str, tenant: str) -> _ModelSeries:
         key = (model, outcome, tenant) if self.tenant_label else (model, outcome)
@@ -182,6 +187,7 @@ class Metrics:
         if series is None:
             t = self._t(tenant)
             series = self._model_series[key] = _ModelSeries(
+                self,
                 self.model_calls.series((model, outcome, *t)),
                 self.model_seconds.series((model,)),
                 (model, "input", *t),
@@ -198,26 +204,7 @@ class Metrics:
         output_tokens: int,
         cost_usd: float | None,
     ) -> None:
-        series.calls.value += 1
-        duration = series.duration
-        duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]
-        duration.sum += seconds
-        # Token and cost series are made when first used (a model without prices has none).
-        if input_tokens:
-            tokens = series.input
-            if tokens is None:
-                tokens = series.input = self.model_tokens.series(series.input_key)
-            tokens.value += input_tokens
-        if output_tokens:
-            tokens = series.output
-            if tokens is None:
-                tokens = series.output = self.model_tokens.series(series.output_key)
-            tokens.value += output_tokens
-        if cost_usd:
-            cost = series.cost
-            if cost is None:
-                cost = series.cost = self.model_cost.series(series.cost_key)
-            cost.value += cost_usd
+        series.record(seconds, input_tokens, output_tokens, cost_usd)
 
     def tool_call(self, source: str, tool: str, outcome: str, tenant: str) -> None:
         key = (source, tool, outcome, tenant) if self.tenant_label else (source, tool, outcome)
@@ -315,12 +302,14 @@ class _ModelSeries:
         "duration",
         "input",
         "input_key",
+        "metrics",
         "output",
         "output_key",
     )
 
     def __init__(
         self,
+        metrics: Metrics,
         calls: _Series,
         duration: _Series,
         input_key: tuple[str, ...],
@@ -335,6 +324,32 @@ class _ModelSeries:
         self.input: _Series | None = None
         self.output: _Series | None = None
         self.cost: _Series | None = None
+        self.metrics = metrics
+
+    def record(
+        self, seconds: float, input_tokens: int, output_tokens: int, cost_usd: float | None
+    ) -> None:
+        """One call: its duration, tokens and cost."""
+        self.calls.value += 1
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1  # type: ignore[arg-type]
+        duration.sum += seconds
+        # Token and cost series are made when first used (a model without prices has none).
+        if input_tokens:
+            tokens = self.input
+            if tokens is None:
+                tokens = self.input = self.metrics.model_tokens.series(self.input_key)
+            tokens.value += input_tokens
+        if output_tokens:
+            tokens = self.output
+            if tokens is None:
+                tokens = self.output = self.metrics.model_tokens.series(self.output_key)
+            tokens.value += output_tokens
+        if cost_usd:
+            cost = self.cost
+            if cost is None:
+                cost = self.cost = self.metrics.model_cost.series(self.cost_key)
+            cost.value += cost_usd
 
 
 class _Family:

@@ -149,9 +149,11 @@ class Tracing:
         self.capture = _env_true(CAPTURE_ENV) if capture_content is None else capture_content
         # The run's own spans through the lean path when the tracer is the SDK's (_spans.py).
         factory = span_factory(self.tracer)
+        self._factory = factory
         self._start = factory.start_span if factory is not None else self.tracer.start_span
         # A current child span in one step (None: start, then attach).
         self._child = factory.child if factory is not None and _CONTEXT_VAR is not None else None
+        self.child = self._child
         # Span names and attributes that do not change from call to call, per model and per
         # registered tool (bounded by the process's configuration).
         self._chat_static: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -247,6 +249,10 @@ class Tracing:
         }
         if session_id:
             attributes["gen_ai.conversation.id"] = session_id
+        if self._factory is not None:  # a lean span keeps the dict made here
+            return self._factory.start_span(
+                "invoke_agent", parent, _INTERNAL, attributes, links, owned=True
+            )
         return self._start(
             "invoke_agent",
             context=parent,
@@ -323,6 +329,13 @@ class Tracing:
                 return opened
         return self._open(name, _CLIENT, attributes)
 
+    def chat_static(self, model: str) -> tuple[str, Mapping[str, Any]] | None:
+        """The name and attributes of every ``chat {model}`` span, for ``child`` to start one
+        with (None: ``open_chat`` is needed: no lean path, or message contents recorded)."""
+        if self._child is None or self.capture:
+            return None
+        return self._chat_attributes(model, ())
+
     def _chat_attributes(self, model: str, messages: Any) -> tuple[str, Mapping[str, Any]]:
         static = self._chat_static.get(model)
         if static is None:
@@ -361,7 +374,13 @@ class Tracing:
         """``span`` ended with ``response``; ``token``: what ``open_chat`` made current, no longer
         current."""
         lean = type(span) is LeanSpan
-        if not _ending(span, token, lean):
+        if token is not None:  # _ending, inlined (once per model call)
+            try:
+                _RESET(token)
+            except Exception:
+                _log.exception("Failed to detach context")
+        if not (span._end_time is None if lean else span.is_recording()):
+            span.end()  # records nothing (sampled out, or ended already)
             return
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
@@ -435,6 +454,11 @@ class Tracing:
                 return opened
         return self._open(span_name, _INTERNAL, attributes)
 
+    def tool_static(self, name: str, source: str) -> tuple[str, Mapping[str, Any]]:
+        """The name and attributes of every ``execute_tool {name}`` span of registered tool
+        ``name`` (without the call id)."""
+        return self._tool_attributes(name, source, None, None, True)
+
     def _tool_attributes(
         self, name: str, source: str, call_id: str | None, arguments: Any, known: bool
     ) -> tuple[str, Mapping[str, Any]]:
@@ -464,7 +488,13 @@ class Tracing:
         """``span`` ended with ``result``; ``token``: what ``open_tool`` made current, no longer
         current."""
         lean = type(span) is LeanSpan
-        if not _ending(span, token, lean):
+        if token is not None:  # _ending, inlined (once per tool call)
+            try:
+                _RESET(token)
+            except Exception:
+                _log.exception("Failed to detach context")
+        if not (span._end_time is None if lean else span.is_recording()):
+            span.end()  # records nothing (sampled out, or ended already)
             return
         outcome = result.outcome
         if lean:  # a string and a number: valid as they are
@@ -539,20 +569,6 @@ class Tracing:
     def trace_id(span: Any) -> str | None:
         ctx = span.get_span_context()
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
-
-
-def _ending(span: Any, token: Any, lean: bool) -> bool:
-    """Before ``span`` gets its last attributes: ``token`` detached (if any); False when the
-    span records nothing (sampled out, or ended already): it is ended, nothing to build."""
-    if token is not None:
-        try:
-            _RESET(token)
-        except Exception:
-            _log.exception("Failed to detach context")
-    if span._end_time is None if lean else span.is_recording():
-        return True
-    span.end()
-    return False
 
 
 def _detach_now(token: Any) -> None:

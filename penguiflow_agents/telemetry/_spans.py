@@ -421,7 +421,10 @@ class SpanFactory:
         start_time: int | None = None,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
+        owned: bool = False,
     ) -> Any:
+        """``Tracer.start_span`` (``owned``: ``attributes`` is a dict made for this span, kept
+        as it is, not copied)."""
         if self._has_config and not self._tracer._tracer_config.is_enabled:
             return self._tracer.start_span(name, context, kind, attributes, links, start_time)
         # A SpanContext is a tuple: (trace_id, span_id, is_remote, trace_flags, trace_state,
@@ -432,15 +435,22 @@ class SpanFactory:
             else current_span(context)
         )
         parent: Any = (
-            current._context
+            None
+            if current is None
+            else current._context
             if type(current) is LeanSpan
             else current.get_span_context()
             if isinstance(current, trace_api.Span)
             else None
         )
+        ids = self._ids
         if parent is None or not parent[5]:
             parent = None
-            trace_id = self._ids.generate_trace_id()
+            # The SDK's default generator's trace id, drawn here (0, invalid, is drawn again
+            # by the generator).
+            trace_id = (
+                self._random_bits(128) if ids is self._random_ids else 0
+            ) or ids.generate_trace_id()
             random_id = self._random_root
             parent_flags = 0
         else:
@@ -459,7 +469,7 @@ class SpanFactory:
             sampled = recording = known == "on" or (
                 known == "parent" and (parent is None or bool(parent_flags & 1))
             )
-            attrs = dict(attributes) if attributes else {}
+            attrs = attributes if owned else dict(attributes) if attributes else {}
             trace_state = parent[4] if parent is not None else _EMPTY_STATE
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
@@ -468,7 +478,6 @@ class SpanFactory:
             attrs = dict(result.attributes) if result.attributes else {}
             trace_state = result.trace_state if result.trace_state is not None else _EMPTY_STATE
         flags = _FLAGS[(1 if sampled else 0) | (self._random_flag if random_id else 0)]
-        ids = self._ids
         span_id = (
             self._random_bits(64) if ids is self._random_ids else 0
         ) or ids.generate_span_id()
@@ -480,7 +489,16 @@ class SpanFactory:
         )
         if not recording:
             return trace_api.NonRecordingSpan(span_context)
-        span = LeanSpan(self, name, span_context, parent, kind, attrs, links)
+        span = _new(LeanSpan)  # LeanSpan(self, name, ...), without a call to __init__
+        span._name = name
+        span._context = span.context = span_context
+        span._parent = parent
+        span._kind = kind
+        span._attributes = attrs
+        span._own = True
+        if links:
+            span._links = links
+        span._factory = self
         span._start_time = start_time if start_time is not None else time_ns()
         if not record_exception:
             span._record_exception = False

@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
 from penguiflow_agents.telemetry._metrics import UNKNOWN_LABEL
+
+try:
+    from opentelemetry.trace import SpanKind
+
+    _CLIENT: Any = SpanKind.CLIENT
+    _INTERNAL: Any = SpanKind.INTERNAL
+except ImportError:  # pragma: no cover - without the [otel] extra (no tracing either)
+    _CLIENT = _INTERNAL = None
 from penguiflow_agents.tools._types import TRACE_HEADERS, CallContext, ToolResult, ToolSpec
 
 if TYPE_CHECKING:
@@ -89,8 +97,19 @@ class TracedLLM:
         # What reopens the same model (read by the planner for every run: an attribute here,
         # not a miss through __getattr__).
         self.spec: str | None = getattr(inner, "spec", None)
-        self._tracing = telemetry.tracing
-        self._metrics = telemetry.metrics
+        self._tracing = tracing = telemetry.tracing
+        self._metrics = metrics = telemetry.metrics
+        # The series of this model's successful calls, kept (None: looked up per call, by
+        # tenant, with tenant labels).
+        self._ok = (
+            metrics.model_series(self.model, "")
+            if metrics is not None and not metrics.tenant_label
+            else None
+        )
+        # A current child span in one call: the tracer's lean path and this model's span name
+        # and static attributes (None: through ``open_chat``, e.g. with message contents).
+        self._child = tracing.child if tracing is not None else None
+        self._chat = tracing.chat_static(self.model) if tracing is not None else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -101,15 +120,11 @@ class TracedLLM:
     def _done(self, response: LLMResponse, seconds: float, request: LLMRequest) -> None:
         metrics = self._metrics
         if metrics is not None:
+            series = self._ok
+            if series is None:
+                series = metrics.model_series(self.model, _tenant(request))
             usage = response.usage
-            metrics.model_ok(
-                self.model,
-                seconds,
-                _tenant(request) if metrics.tenant_label else "",
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                response.cost_usd,
-            )
+            series.record(seconds, usage.prompt_tokens, usage.completion_tokens, response.cost_usd)
 
     def _failed(self, exc: BaseException, seconds: float, request: LLMRequest) -> None:
         if self._metrics is not None:
@@ -120,7 +135,11 @@ class TracedLLM:
         span = token = None
         if tracing is not None:
             # Current while the client works: its own spans (e.g. HTTP) nest in it.
-            span, token = tracing.open_chat(self.model, request.messages)
+            chat = self._chat
+            opened = self._child(chat[0], _CLIENT, chat[1]) if chat is not None else None  # type: ignore[misc]
+            span, token = (
+                opened if opened is not None else tracing.open_chat(self.model, request.messages)
+            )
         started = time.perf_counter()
         try:
             response: LLMResponse = await self.inner.complete(request)
@@ -129,8 +148,13 @@ class TracedLLM:
             if tracing is not None:
                 tracing.fail(span, exc, token)
             raise
-        if self._metrics is not None:
-            self._done(response, time.perf_counter() - started, request)
+        if self._metrics is not None:  # _done, inlined (once per model call)
+            seconds = time.perf_counter() - started
+            series = self._ok
+            if series is None:
+                series = self._metrics.model_series(self.model, _tenant(request))
+            usage = response.usage
+            series.record(seconds, usage.prompt_tokens, usage.completion_tokens, response.cost_usd)
         if tracing is not None:
             tracing.end_chat(span, response, token)
         return response
@@ -173,6 +197,11 @@ class TracedCatalog:
         self._seconds: dict[str, Any] = {}  # source -> its call-duration histogram
         self._listed: list[ToolSpec] | None = None  # the last listing
         self._indexed: object = None  # the listing ``_sources`` was built from
+        # A current child span in one call (the tracer's lean path; None: ``open_tool``), and
+        # the span name and static attributes of each registered tool it was used for.
+        tracing = self._tracing
+        self._child = tracing.child if tracing is not None and not tracing.capture else None
+        self._static: dict[str, tuple[str, Mapping[str, Any]]] = {}
         get = getattr(inner, "get", None)
         # A catalog that looks its tools up by name (ToolRegistry.get: the spec as last
         # listed) is listed directly, with no layer here; another one through ``_list``.
@@ -220,8 +249,19 @@ class TracedCatalog:
         span = token = None
         if tracing is not None:
             # Current while the call runs: the tool's own spans and retry events go in it.
-            span, token = tracing.open_tool(
-                name, source, ctx.call_id if ctx else None, arguments, known
+            call_id = ctx.call_id if ctx else None
+            opened = None
+            if known and call_id and self._child is not None:  # open_tool, inlined
+                static = self._static.get(name)
+                if static is None:
+                    static = self._static[name] = tracing.tool_static(name, source)
+                opened = self._child(
+                    static[0], _INTERNAL, {**static[1], "gen_ai.tool.call.id": call_id}, True
+                )
+            span, token = (
+                opened
+                if opened is not None
+                else tracing.open_tool(name, source, call_id, arguments, known)
             )
             ctx = ctx if ctx is not None else CallContext()
             carrier = _new(_Carrier)  # _Carrier(span), without a call to __init__
