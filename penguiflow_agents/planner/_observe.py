@@ -127,35 +127,39 @@ class Observations:
     )
 
     def __init__(self, items: Sequence[RunObservation], tokens: Mapping[str, Any]) -> None:
-        self._items = tuple(items)
+        self._items = items = tuple(items)
         self._tokens = tokens
-        # The event kinds some observation wants (None: every kind).
+        # The event kinds some observation wants (None: every kind); who takes a finished
+        # call's record directly (``call_finished``) and who gets ToolCallFinished events
+        # instead, and whether one of those wants them; the trace id and context to keep.
         kinds: frozenset[str] | None = frozenset()
+        takers: list[Any] = []
+        event_items: list[RunObservation] = []
+        finished_events = False
+        trace_id: str | None = None
+        carrier: dict[str, str] = {}
         for o in items:
             wanted = getattr(o, "kinds", None)
             if wanted is None:
                 kinds = None
-                break
-            kinds = kinds | wanted  # type: ignore[operator]
-        self._kinds = kinds
-        # Who takes a finished call's record directly (``call_finished``), and who gets
-        # ToolCallFinished events instead; whether one of those wants them.
-        takers = []
-        event_items = []
-        for o in self._items:
+            elif kinds is not None:
+                kinds = kinds | wanted if kinds else wanted
             take = getattr(o, "call_finished", None)
             if callable(take):
                 takers.append(take)
             else:
                 event_items.append(o)
+                finished_events = finished_events or wanted is None or _FINISHED in wanted
+            if trace_id is None and o.trace_id:
+                trace_id = o.trace_id
+            if o.carrier:
+                carrier.update(o.carrier)
+        self._kinds = kinds
         self._takers: tuple[Any, ...] = tuple(takers)
         self.takes_calls = bool(takers)
-        self._event_items = tuple(event_items) if takers else self._items
-        self._finished_events = any(_wants(o, _FINISHED) for o in event_items)
-        self.trace_id: str | None = next((o.trace_id for o in items if o.trace_id), None)
-        carrier: dict[str, str] = {}
-        for o in items:
-            carrier.update(o.carrier)
+        self._event_items = tuple(event_items) if takers else items
+        self._finished_events = finished_events
+        self.trace_id = trace_id
         self.carrier = carrier
 
     @property
@@ -203,11 +207,6 @@ class Observations:
                 # The run was opened in another context (an engine such as Temporal
                 # drives one run across several tasks): drop the keys it bound here.
                 structlog.contextvars.unbind_contextvars(*tokens)
-
-
-def _wants(observation: Any, kind: str) -> bool:
-    kinds = getattr(observation, "kinds", None)
-    return kinds is None or kind in kinds
 
 
 def open_observations(observers: Sequence[RunObserver], info: RunInfo) -> Observations:
