@@ -156,6 +156,18 @@ class CircuitBreaker:
                 self._probing = False
 
 
+# Limiter class -> whether its slots report their wait (``reports_waits``, declared by the
+# class itself: a subclass that acquires its own way does not inherit it).
+_REPORTS_WAITS: dict[type, bool] = {}
+
+
+def _reports_waits(limiter: object) -> bool:
+    reported = _REPORTS_WAITS[type(limiter)] = (
+        type(limiter).__dict__.get("reports_waits", False) is True
+    )
+    return reported
+
+
 class QueueWaitHistogram(Protocol):
     """A histogram updated in place (see ``ProtectedSource.queue_waits``)."""
 
@@ -285,10 +297,15 @@ class ProtectedSource:
                 )
             queue_s = self.manifest.queue_timeout_s
             waits = self.queue_waits
-            waited_from = time.monotonic() if waits is not None else 0.0
+            # The limiter's own figure (a slot free at once: no clock read), else the clock's.
+            limiter = self.limiter
+            reported = _REPORTS_WAITS.get(type(limiter))
+            if reported is None:
+                reported = _reports_waits(limiter)
+            waited_from = time.monotonic() if waits is not None and not reported else 0.0
             rate = self.manifest.rate_per_s
             try:
-                slot = await self.limiter.acquire(
+                slot = await limiter.acquire(
                     self.name,
                     limit=self.manifest.max_concurrency,
                     rate_per_s=rate,
@@ -311,7 +328,7 @@ class ProtectedSource:
                     qualified, ToolErrorKind.UNAVAILABLE, str(exc), attempts=attempts
                 )
             if waits is not None:  # counted here: no call per call
-                waited = time.monotonic() - waited_from
+                waited = slot.waited_s if reported else time.monotonic() - waited_from  # type: ignore[attr-defined]
                 waits.counts[bisect_left(waits.bounds, waited)] += 1
                 waits.sum += waited
             self._in_flight += 1

@@ -15,6 +15,11 @@ every call and turns the timeout into an ``overloaded`` result.
 A limiter that cannot decide (its Redis is unreachable) raises
 ``BusError``: the call fails as ``unavailable`` rather than going
 ahead unprotected (see DESIGN.md, "Fleet-wide limits").
+
+A limiter whose class says ``reports_waits = True`` gives each slot a
+``waited_s``: how long ``acquire`` took (0.0 for a slot free at once, without
+reading a clock). ``ProtectedSource`` counts that as the call's queue wait; for
+another limiter it reads the clock around ``acquire`` itself.
 """
 
 from __future__ import annotations
@@ -71,10 +76,11 @@ class TokenBucket:
 
 
 class _LocalSlot:
-    __slots__ = ("_semaphore",)
+    __slots__ = ("_semaphore", "waited_s")
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+    def __init__(self, semaphore: asyncio.Semaphore, waited_s: float) -> None:
         self._semaphore: asyncio.Semaphore | None = semaphore
+        self.waited_s = waited_s  # how long acquire() took (0.0: free at once)
 
     async def release(self) -> None:
         semaphore, self._semaphore = self._semaphore, None
@@ -88,6 +94,8 @@ class LocalSlotLimiter:
     The limit of a source is fixed by its first ``acquire``.
     """
 
+    reports_waits = True  # each slot's ``waited_s``
+
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._semaphores: dict[str, asyncio.Semaphore] = {}
@@ -99,18 +107,22 @@ class LocalSlotLimiter:
         semaphore = self._semaphores.get(source)
         if semaphore is None:
             semaphore = self._semaphores[source] = asyncio.Semaphore(limit)
+        started = None
         if semaphore.locked():
+            started = time.monotonic()
             async with asyncio.timeout(timeout_s):
                 await semaphore.acquire()
-        else:  # a free slot: taken at once, no timer needed
+        else:  # a free slot: taken at once, no timer (nor clock) needed
             await semaphore.acquire()
         if rate_per_s is not None:
+            if started is None:
+                started = time.monotonic()
             try:
                 await self._take_token(source, rate_per_s, timeout_s)
             except BaseException:
                 semaphore.release()
                 raise
-        return _LocalSlot(semaphore)
+        return _LocalSlot(semaphore, 0.0 if started is None else time.monotonic() - started)
 
     async def _take_token(self, source: str, rate: float, timeout_s: float) -> None:
         start = self._clock()

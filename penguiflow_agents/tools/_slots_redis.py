@@ -96,12 +96,15 @@ return 1
 
 
 class _RedisSlot:
-    __slots__ = ("_key", "_limiter", "_renewer", "token")
+    __slots__ = ("_key", "_limiter", "_renewer", "token", "waited_s")
 
-    def __init__(self, limiter: RedisSlotLimiter, key: str, token: str) -> None:
+    def __init__(
+        self, limiter: RedisSlotLimiter, key: str, token: str, waited_s: float = 0.0
+    ) -> None:
         self._limiter = limiter
         self._key = key
         self.token = token
+        self.waited_s = waited_s  # how long acquire() took (Redis round trips included)
         self._renewer: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._renew()
         )
@@ -142,6 +145,8 @@ class RedisSlotLimiter:
     ``for_bus(url)`` uses a bus URL, with its stream name as prefix. ``lease_s``: how long
     a slot stays taken without renewal.
     """
+
+    reports_waits = True  # each slot's ``waited_s``
 
     def __init__(
         self,
@@ -197,7 +202,8 @@ class RedisSlotLimiter:
             int(self.lease_s * 1000),
             "" if rate_per_s is None else rate_per_s,
         ]
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         while True:
             try:
                 async with asyncio.timeout(COMMAND_TIMEOUT_S):
@@ -209,7 +215,7 @@ class RedisSlotLimiter:
                     "the call was not made. Check that Redis is up."
                 ) from None
             if taken:
-                return _RedisSlot(self, slots_key, token)
+                return _RedisSlot(self, slots_key, token, time.monotonic() - started)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError

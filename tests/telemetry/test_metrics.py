@@ -260,3 +260,70 @@ def test_the_exposition_is_prometheus_clients_own() -> None:
         }
         expected = lines(generate_latest(r), names)
         assert expected and lines(ours.render(), names) == expected
+
+
+@tool(idempotent=True)
+async def slow(key: str) -> str:
+    """Holds its slot a while."""
+    import asyncio
+
+    await asyncio.sleep(0.3)
+    return key
+
+
+class _PlainLimiter:
+    """A limiter of a user's own: its slots report no wait (the source reads the clock)."""
+
+    def __init__(self) -> None:
+        from penguiflow_agents.tools._slots import LocalSlotLimiter
+
+        self._inner = LocalSlotLimiter()
+
+    async def acquire(self, source: str, **kwargs: Any) -> Any:
+        import asyncio
+
+        await asyncio.sleep(0.2)  # a wait only the clock around acquire() sees
+        slot = await self._inner.acquire(source, **kwargs)
+
+        class Plain:
+            async def release(self) -> None:
+                await slot.release()
+
+        return Plain()
+
+
+async def test_queue_waits_are_counted_from_the_limiter_or_the_clock() -> None:
+    import asyncio
+
+    def waits(metrics: Metrics) -> tuple[list[int], float]:
+        series = metrics.queue_waited("kv")
+        return list(series.counts), series.sum
+
+    # The built-in limiter reports each slot's wait: the first call's slot is free at once
+    # (bucket 0.0), the second waits ~0.3 s for it.
+    registry = ToolRegistry()
+    registry.add_functions(slow, source="kv", max_concurrency=1)
+    metrics = Metrics()
+    metrics.watch_registry(registry)
+    await registry.list_tools()
+    results = await asyncio.gather(
+        registry.call("kv.slow", {"key": "a"}), registry.call("kv.slow", {"key": "b"})
+    )
+    assert all(r.ok for r in results), results
+    counts, total = waits(metrics)
+    assert sum(counts) == 2 and counts[0] == 1, counts  # one at once, one after a wait
+    assert 0.2 < total < 2.0, total
+    await registry.aclose()
+
+    # A limiter that reports nothing: the source's own clock around acquire() counts.
+    registry = ToolRegistry()
+    registry.add_functions(slow, source="kv", max_concurrency=1)
+    registry.use_limiter(_PlainLimiter())  # type: ignore[arg-type]
+    metrics = Metrics()
+    metrics.watch_registry(registry)
+    await registry.list_tools()
+    assert (await registry.call("kv.slow", {"key": "a"})).ok
+    counts, total = waits(metrics)
+    assert sum(counts) == 1 and counts[0] == 0, counts
+    assert 0.15 < total < 2.0, total
+    await registry.aclose()
