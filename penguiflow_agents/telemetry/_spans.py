@@ -491,7 +491,7 @@ class SpanFactory:
             return trace_api.NonRecordingSpan(span_context)
         span = _new(LeanSpan)  # LeanSpan(self, name, ...), without a call to __init__
         span._name = name
-        span._context = span.context = span_context
+        span._context = span_context
         span._parent = parent
         span._kind = kind
         span._attributes = attrs
@@ -539,39 +539,36 @@ class SpanFactory:
         if of is LeanSpan:
             if current._end_time is not None:
                 return None
-        elif of is not trace_api.NonRecordingSpan:
-            return None
-        parent: Any = current._context
-        if not parent[5]:  # an invalid parent: a root, the general path's
-            return None
-        mode = self._mode
-        if mode == 1:
-            sampled = True
-        elif mode == 2 and not parent[2]:  # a local parent (a remote one: asked)
-            sampled = bool(parent[3] & 1)
-        elif mode == 3:
-            sampled = False
+            # What its children share, decided once per parent (the run's spans have one).
+            decided = current._children
+            if decided is None or decided[0] is not self:
+                decided = current._children = self._decide(current._context)
+        elif of is trace_api.NonRecordingSpan:
+            decided = self._decide(current._context)
         else:
             return None
+        # (this factory, the parent's context, trace id, the child's flags, trace state,
+        # sampled), or None: the general path decides (an invalid or remote parent, a sampler
+        # that must be asked).
+        if decided is None:
+            return None
+        _, parent, trace_id, flags, trace_state, sampled = decided
         if (recorded_only and not sampled) or (
             self._has_config and not self._tracer._tracer_config.is_enabled
         ):
             return None
-        flags = parent[3]  # the parent's, unless the sampled bit differs
-        if sampled is not bool(flags & 1):
-            flags = _FLAGS[(1 if sampled else 0) | (flags & self._random_flag)]
         ids = self._ids
         span_id = (
             self._random_bits(64) if ids is self._random_ids else 0
         ) or ids.generate_span_id()
         # What SpanContext(...) builds, without its checks (see start_span).
         span_context = tuple.__new__(
-            SpanContext, (parent[0], span_id, False, flags, parent[4], True)
+            SpanContext, (trace_id, span_id, False, flags, trace_state, True)
         )
         if sampled:
             span: Any = _new(LeanSpan)
             span._name = name
-            span._context = span.context = span_context
+            span._context = span_context
             span._parent = parent
             span._kind = kind
             # Kept as it is, not copied: a dict of the caller's that nothing writes to (a
@@ -590,9 +587,31 @@ class SpanFactory:
                     hook(span, parent_context=None)
         else:
             span = trace_api.NonRecordingSpan(span_context)
-        made = Context(values)
-        dict.__setitem__(made, _SPAN_KEY, span)  # a Context refuses item writes: a new one
+        if len(values) == 1:  # the span alone: a context of the new one alone
+            made = Context({_SPAN_KEY: span})
+        else:
+            made = Context(values)
+            dict.__setitem__(made, _SPAN_KEY, span)  # a Context refuses item writes
         return span, _CONTEXT_VAR.set(made)
+
+    def _decide(self, parent: Any) -> tuple[Any, ...] | None:
+        """What every child of a span with context ``parent`` shares: (this factory,
+        ``parent``, trace id, flags, trace state, sampled); None: ``start_span`` decides."""
+        if not parent[5]:  # an invalid parent: a root, the general path's
+            return None
+        mode = self._mode
+        if mode == 1:
+            sampled = True
+        elif mode == 2 and not parent[2]:  # a local parent (a remote one: asked)
+            sampled = bool(parent[3] & 1)
+        elif mode == 3:
+            sampled = False
+        else:
+            return None
+        flags = parent[3]  # the parent's, unless the sampled bit differs
+        if sampled is not bool(flags & 1):
+            flags = _FLAGS[(1 if sampled else 0) | (flags & self._random_flag)]
+        return (self, parent, parent[0], flags, parent[4], sampled)
 
 
 _new = object.__new__
@@ -661,8 +680,6 @@ def _clean(value: Any, max_length: int | None) -> Any:
 class LeanSpan(trace_api.Span, ReadableSpan):
     """A recording span that is its own ``ReadableSpan`` once it ends."""
 
-    # ReadableSpan's ``context`` property, as an attribute (processors read it twice a span).
-    context: SpanContext = None  # type: ignore[assignment]
     # What most spans keep as they start, as class attributes (a span sets its own only when it
     # changes one): fewer writes per span, and a smaller instance.
     _events: Sequence[Event] = ()  # a list once an event is added
@@ -676,6 +693,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     # thread until the span ends (False: a dict it shares, e.g. a tracer's static attributes,
     # copied by the first write).
     _own = False
+    # What its children share (``SpanFactory.child``), once one was started.
+    _children: tuple[Any, ...] | None = None
 
     # ReadableSpan's fields that are the same for every span of a tracer: read from its factory.
     @property
@@ -702,7 +721,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     ) -> None:
         # ReadableSpan's fields, set directly (its __init__ would build a Resource by default).
         self._name = name
-        self._context = self.context = context
+        self._context = context
         self._parent = parent
         self._kind = kind
         self._attributes = attributes
