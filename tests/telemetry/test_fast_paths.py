@@ -424,3 +424,37 @@ def test_children_of_a_span_not_sampled_are_cheap_and_as_the_sdk_makes_them() ->
     finally:
         otel_context.detach(token)
     assert [s.name for s in exporter.get_finished_spans()] == ["chat m"]
+
+
+def test_a_span_shared_by_two_tracers_gets_each_ones_decision_for_its_children() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    on = _tracing(SimpleSpanProcessor(exporter))
+    off = _tracing(SimpleSpanProcessor(InMemorySpanExporter()), sampler=ALWAYS_OFF)
+    run = on._start("invoke_agent")
+    token = on.attach(run)
+    for _ in range(2):  # what a parent's children share is kept: asked again in turns
+        first, t1 = on.open_store("update_run", "memory")
+        on.end_store(first, t1)
+        # The other tracer's child of the same span: its own sampler's decision (not the
+        # first tracer's, kept on the span), under the same trace.
+        other, t2 = off.open_tool("kv.lookup", "kv", "call_1", {}, True)
+        assert type(other) is NonRecordingSpan
+        assert not other.get_span_context().trace_flags.sampled
+        assert other.get_span_context().trace_id == run.get_span_context().trace_id
+        off.end_tool(other, _ok_result(), t2)
+    on.detach(token)
+    run.end()
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names == ["store update_run", "store update_run", "invoke_agent"]
+    assert all(
+        s.parent.span_id == run.get_span_context().span_id
+        for s in exporter.get_finished_spans()[:2]
+    )
+
+
+def _ok_result() -> Any:
+    from penguiflow_agents.tools._types import ToolResult
+
+    return ToolResult.success("kv.lookup", "v")
