@@ -544,12 +544,7 @@ class Tracing:
         """A ``store {operation}`` span, current until ``end_store`` (or ``fail``) is given its
         token: a database client's own spans nest in it. (The span, its context token; (None,
         None) outside a recorded span: store writes are traced only inside a run.)"""
-        static = self._store_static.get((operation, system))
-        if static is None:
-            static = self._store_static[(operation, system)] = (
-                f"store {operation}",
-                {"db.system.name": system, "db.operation.name": operation},
-            )
+        static = self.store_static(operation, system)
         child = self._child
         if child is not None:
             opened = child(static[0], _CLIENT, static[1], False, True)
@@ -558,6 +553,16 @@ class Tracing:
         if not self.recording():  # a write outside a run's trace: no span
             return None, None
         return self._open(static[0], _CLIENT, static[1])
+
+    def store_static(self, operation: str, system: str) -> tuple[str, dict[str, Any]]:
+        """The name and attributes of every ``store {operation}`` span."""
+        static = self._store_static.get((operation, system))
+        if static is None:
+            static = self._store_static[(operation, system)] = (
+                f"store {operation}",
+                {"db.system.name": system, "db.operation.name": operation},
+            )
+        return static
 
     @staticmethod
     def end_store(span: Any, token: Any) -> None:

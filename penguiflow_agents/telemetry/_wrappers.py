@@ -334,9 +334,13 @@ class TracedStore:
     def _traced(self, op: str, method: Any) -> Any:
         tracing = self._tracing
         system = self._system
+        # The lean path's child start with this write's span name and attributes, kept.
+        child = tracing.child
+        name, attributes = tracing.store_static(op, system)
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            span, token = tracing.open_store(op, system)
+            opened = child(name, _CLIENT, attributes, False, True) if child is not None else None
+            span, token = opened if opened is not None else tracing.open_store(op, system)
             if span is None:  # outside a run's trace
                 return await method(*args, **kwargs)
             try:
