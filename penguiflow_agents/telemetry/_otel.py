@@ -174,8 +174,7 @@ class Tracing:
         trace_id, span_id, _, flags, state, valid = sc
         if not valid:
             return {}
-        # printf-style: a third cheaper than format specs (once per call a source sends)
-        out = {"traceparent": "00-%032x-%016x-%02x" % (trace_id, span_id, flags)}  # noqa: UP031
+        out = {"traceparent": _traceparent(_hex32(trace_id), span_id, flags)}
         if state is not _EMPTY_STATE and state:
             out["tracestate"] = state.to_header()
         return out
@@ -186,9 +185,8 @@ class Tracing:
         trace_id, span_id, _, flags, state, valid = span.get_span_context()
         if not valid:
             return None, {}
-        # printf-style: a third cheaper than format specs (once per run)
-        hex_id = "%032x" % trace_id  # noqa: UP031
-        out = {"traceparent": "00-%s-%016x-%02x" % (hex_id, span_id, flags)}  # noqa: UP031
+        hex_id = _hex32(trace_id)
+        out = {"traceparent": _traceparent(hex_id, span_id, flags)}
         if state is not _EMPTY_STATE and state:
             out["tracestate"] = state.to_header()
         return hex_id, out
@@ -576,6 +574,20 @@ class Tracing:
     def trace_id(span: Any) -> str | None:
         ctx = span.get_span_context()
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+# Hex digits of ids through bytes: half the work of a format spec or printf-style formatting.
+_FLAG_HEX = tuple(f"{flags:02x}" for flags in range(256))
+
+
+def _hex32(trace_id: int) -> str:
+    """``f"{trace_id:032x}"``."""
+    return trace_id.to_bytes(16, "big").hex()
+
+
+def _traceparent(hex_id: str, span_id: int, flags: int) -> str:
+    """A W3C ``traceparent`` (version 00) of a trace id already in hex."""
+    return "-".join(("00", hex_id, span_id.to_bytes(8, "big").hex(), _FLAG_HEX[flags]))
 
 
 def _detach_now(token: Any) -> None:
