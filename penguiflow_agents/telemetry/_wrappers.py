@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from penguiflow_agents.llm._types import LLMRequest, LLMResponse, TextDelta
@@ -110,6 +110,9 @@ class TracedLLM:
         # and static attributes (None: through ``open_chat``, e.g. with message contents).
         self._child = tracing.child if tracing is not None else None
         self._chat = tracing.chat_static(self.model) if tracing is not None else None
+        # ``complete`` reads its state from a closure: an attribute read on a class with
+        # ``__getattr__`` takes the slow path each time.
+        self.complete: Callable[[LLMRequest], Awaitable[LLMResponse]] = _completer(self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -130,34 +133,44 @@ class TracedLLM:
         if self._metrics is not None:
             self._metrics.model_call(self.model, _outcome(exc), seconds, _tenant(request))
 
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        tracing = self._tracing
+
+def _completer(wrapper: TracedLLM) -> Callable[[LLMRequest], Awaitable[LLMResponse]]:
+    """``wrapper.complete``: a ``chat {model}`` span and model metrics around the inner call."""
+    inner_complete = wrapper.inner.complete
+    model = wrapper.model
+    tracing = wrapper._tracing
+    metrics = wrapper._metrics
+    ok = wrapper._ok
+    child = wrapper._child
+    chat = wrapper._chat
+    clock = time.perf_counter
+
+    async def complete(request: LLMRequest) -> LLMResponse:
         span = token = None
         if tracing is not None:
             # Current while the client works: its own spans (e.g. HTTP) nest in it.
-            chat = self._chat
-            opened = self._child(chat[0], _CLIENT, chat[1]) if chat is not None else None  # type: ignore[misc]
+            opened = child(chat[0], _CLIENT, chat[1]) if chat is not None else None  # type: ignore[misc]
             span, token = (
-                opened if opened is not None else tracing.open_chat(self.model, request.messages)
+                opened if opened is not None else tracing.open_chat(model, request.messages)
             )
-        started = time.perf_counter()
+        started = clock()
         try:
-            response: LLMResponse = await self.inner.complete(request)
+            response: LLMResponse = await inner_complete(request)
         except BaseException as exc:
-            self._failed(exc, time.perf_counter() - started, request)
+            wrapper._failed(exc, clock() - started, request)
             if tracing is not None:
                 tracing.fail(span, exc, token)
             raise
-        if self._metrics is not None:  # _done, inlined (once per model call)
-            seconds = time.perf_counter() - started
-            series = self._ok
-            if series is None:
-                series = self._metrics.model_series(self.model, _tenant(request))
+        if metrics is not None:  # _done, inlined (once per model call)
+            seconds = clock() - started
+            series = ok if ok is not None else metrics.model_series(model, _tenant(request))
             usage = response.usage
             series.record(seconds, usage.prompt_tokens, usage.completion_tokens, response.cost_usd)
         if tracing is not None:
             tracing.end_chat(span, response, token)
         return response
+
+    return complete
 
 
 class TracedStreamingLLM(TracedLLM):
@@ -207,6 +220,11 @@ class TracedCatalog:
         # listed) is listed directly, with no layer here; another one through ``_list``.
         self._get = get if callable(get) else None
         self.list_tools = inner.list_tools if self._get is not None else self._list
+        # ``call`` reads its state from a closure: an attribute read on a class with
+        # ``__getattr__`` takes the slow path each time.
+        self.call: Callable[[str, Mapping[str, Any], CallContext | None], Awaitable[ToolResult]] = (
+            _caller(self)
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -236,13 +254,27 @@ class TracedCatalog:
             source = self._sources.get(name)
         return source
 
+
+def _caller(
+    catalog: TracedCatalog,
+) -> Callable[[str, Mapping[str, Any], CallContext | None], Awaitable[ToolResult]]:
+    """``catalog.call``: an ``execute_tool {tool}`` span and the source's call duration around
+    the inner call."""
+    inner_call = catalog.inner.call
+    tracing = catalog._tracing
+    metrics = catalog._metrics
+    sources = catalog._sources
+    durations = catalog._seconds
+    child = catalog._child
+    statics = catalog._static
+    find_source = catalog._source
+
     async def call(
-        self, name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
+        name: str, arguments: Mapping[str, Any], ctx: CallContext | None = None
     ) -> ToolResult:
-        tracing = self._tracing
-        source = self._sources.get(name)
+        source = sources.get(name)
         if source is None:
-            source = self._source(name)
+            source = find_source(name)
         known = source is not None
         if source is None:
             source = name.partition(".")[0] if "." in name else UNKNOWN_LABEL
@@ -251,11 +283,11 @@ class TracedCatalog:
             # Current while the call runs: the tool's own spans and retry events go in it.
             call_id = ctx.call_id if ctx else None
             opened = None
-            if known and call_id and self._child is not None:  # open_tool, inlined
-                static = self._static.get(name)
+            if known and call_id and child is not None:  # open_tool, inlined
+                static = statics.get(name)
                 if static is None:
-                    static = self._static[name] = tracing.tool_static(name, source)
-                opened = self._child(
+                    static = statics[name] = tracing.tool_static(name, source)
+                opened = child(
                     static[0], _INTERNAL, {**static[1], "gen_ai.tool.call.id": call_id}, True
                 )
             span, token = (
@@ -269,21 +301,23 @@ class TracedCatalog:
             carrier._headers = None
             ctx.extra[TRACE_HEADERS_KEY] = carrier
         try:
-            result: ToolResult = await self.inner.call(name, arguments, ctx)
+            result: ToolResult = await inner_call(name, arguments, ctx)
         except BaseException as exc:
             if tracing is not None:
                 tracing.fail(span, exc, token)
             raise
-        if known and self._metrics is not None:
-            seconds = self._seconds.get(source)  # tool_seconds_observe, inlined
+        if known and metrics is not None:
+            seconds = durations.get(source)  # tool_seconds_observe, inlined
             if seconds is None:
-                seconds = self._seconds[source] = self._metrics.tool_seconds_series(source)
+                seconds = durations[source] = metrics.tool_seconds_series(source)
             latency = result.latency_s
             seconds.counts[bisect_left(seconds.bounds, latency)] += 1  # type: ignore[arg-type]
             seconds.sum += latency
         if tracing is not None:
             tracing.end_tool(span, result, token)
         return result
+
+    return call
 
 
 # Store writes that get a span (reads are frequent and cheap; they would only add noise).
