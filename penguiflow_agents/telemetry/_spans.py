@@ -500,6 +500,7 @@ class SpanFactory:
             span._links = links
         span._factory = self
         span._start_time = start_time if start_time is not None else time_ns()
+        span._end_time = None  # (read on the fast path: see child)
         if not record_exception:
             span._record_exception = False
         if not set_status_on_exception:
@@ -575,10 +576,12 @@ class SpanFactory:
             # tracer's static attributes, shared by its spans) is copied by the first write;
             # an ``owned`` one is the span's own.
             span._attributes = attributes
-            if owned:
-                span._own = True
+            span._own = owned
             span._factory = self
             span._start_time = time_ns()
+            # Read again before the span ends: an attribute of its own is read on the fast
+            # path, the class's default is not.
+            span._end_time = None
             procs = self._processor._span_processors if self._sync else self._processor
             if procs is not self._procs:
                 self._hooks()
