@@ -211,6 +211,10 @@ class Metrics:
         series = self._tool_series.get(key)
         if series is None:
             series = self._tool_series[key] = self.tool_calls.series(key)
+            if not self.tenant_label and tool != UNKNOWN_LABEL:
+                # The same series under (tool, outcome) as well: a finished call's record
+                # names both (the source is the tool's prefix).
+                self._tool_series[(tool, outcome)] = series
         series.value += 1
 
     def tool_seconds_observe(self, source: str, seconds: float) -> None:

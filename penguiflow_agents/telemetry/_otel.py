@@ -384,6 +384,11 @@ class Tracing:
             return
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
+        # One tuple per reason, kept: a span's attributes then hold nothing the garbage
+        # collector must track (a new tuple would make its dict tracked until a full collection).
+        reasons = _REASONS.get(reason)
+        if reasons is None:
+            reasons = (reason,) if len(_REASONS) > 64 else _REASONS.setdefault(reason, (reason,))
         # Strings, numbers and a tuple of strings built here: valid as they are, written
         # straight into a lean span (into a copy of the model's static attributes it shares:
         # the one copy its attributes need).
@@ -392,13 +397,13 @@ class Tracing:
                 **span._attributes,
                 "gen_ai.usage.input_tokens": usage.prompt_tokens,
                 "gen_ai.usage.output_tokens": usage.completion_tokens,
-                "gen_ai.response.finish_reasons": (reason,),
+                "gen_ai.response.finish_reasons": reasons,
             }
             if lean
             else {
                 "gen_ai.usage.input_tokens": usage.prompt_tokens,
                 "gen_ai.usage.output_tokens": usage.completion_tokens,
-                "gen_ai.response.finish_reasons": (reason,),
+                "gen_ai.response.finish_reasons": reasons,
             }
         )
         if lean:
@@ -576,6 +581,9 @@ class Tracing:
         return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
+# finish reason -> (reason,): the value of ``gen_ai.response.finish_reasons`` (a few per
+# provider; past 64, a new tuple each time).
+_REASONS: dict[str, tuple[str]] = {}
 # Hex digits of ids through bytes: half the work of a format spec or printf-style formatting.
 _FLAG_HEX = tuple(f"{flags:02x}" for flags in range(256))
 

@@ -268,12 +268,19 @@ class _MeteredRun(_RunObservation):
 
     def call_finished(self, record: Step) -> None:
         outcome = record.outcome
+        tool = record.tool
+        metrics: Metrics = self._metrics  # type: ignore[assignment]
+        if not metrics.tenant_label:  # Metrics.tool_call, inlined (once per call)
+            series = metrics._tool_series.get((tool, outcome))  # type: ignore[arg-type]
+            if series is not None:  # (a registered tool's series, under its name and outcome)
+                series.value += 1
+                return
         if outcome in _NAME_UNTRUSTED:
-            source = tool = UNKNOWN_LABEL
+            source = name = UNKNOWN_LABEL
         else:
-            tool = record.tool
+            name = tool
             source = tool.partition(".")[0] if "." in tool else UNKNOWN_LABEL
-        self._metrics.tool_call(source, tool, outcome, self._info.tenant)  # type: ignore[union-attr]
+        metrics.tool_call(source, name, outcome, self._info.tenant)
 
 
 def _is_cancel(error: BaseException) -> bool:
