@@ -458,3 +458,62 @@ def _ok_result() -> Any:
     from penguiflow_agents.tools._types import ToolResult
 
     return ToolResult.success("kv.lookup", "v")
+
+
+def test_spans_sharing_static_attributes_never_change_them_or_each_other() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = _tracing(SimpleSpanProcessor(exporter))
+    run = tracing._start("invoke_agent")
+    token = tracing.attach(run)
+    static = dict(tracing.store_static("update_run", "memory")[1])
+    first, t1 = tracing.open_store("update_run", "memory")
+    second, t2 = tracing.open_store("update_run", "memory")
+    assert first._attributes is second._attributes  # shared until one is written
+    first.set_attribute("db.response.rows", 1)  # through the API: a copy of its own
+    first.set_attributes({"note": "x"})
+    tracing.end_store(second, t2)
+    tracing.end_store(first, t1)
+    assert tracing.store_static("update_run", "memory")[1] == static  # the shared dict as it was
+    ended = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    assert dict(ended[second.get_span_context().span_id].attributes) == static
+    assert dict(ended[first.get_span_context().span_id].attributes) == {
+        **static,
+        "db.response.rows": 1,
+        "note": "x",
+    }
+    # A write after the end changes nothing an exporter holds.
+    held = ended[first.get_span_context().span_id].attributes
+    first.set_attribute("late", True)
+    assert "late" not in held and "late" not in first.attributes
+    tracing.detach(token)
+    run.end()
+
+
+def test_a_child_keeps_what_else_the_context_holds() -> None:
+    from opentelemetry import baggage
+
+    tracing = _tracing(SimpleSpanProcessor(InMemorySpanExporter()))
+    outer = otel_context.attach(baggage.set_baggage("tenant.tier", "gold"))
+    run = tracing._start("invoke_agent")
+    token = tracing.attach(run)
+    span, t = tracing.open_chat("openai/gpt-4.1", [])
+    assert trace.get_current_span() is span
+    assert baggage.get_baggage("tenant.tier") == "gold"  # the context's other entries stay
+    tracing.end_chat(span, _chat_response(), t)
+    tracing.detach(token)
+    otel_context.detach(outer)
+    # ...and with the span alone in the context, its child's context is the child alone.
+    token = tracing.attach(run)
+    span, t = tracing.open_chat("openai/gpt-4.1", [])
+    assert dict(otel_context.get_current()) == {
+        k: v for k, v in otel_context.get_current().items() if v is span
+    }
+    tracing.end_chat(span, _chat_response(), t)
+    tracing.detach(token)
+    run.end()
+
+
+def _chat_response() -> Any:
+    from penguiflow_agents.llm._types import LLMResponse, Usage
+
+    return LLMResponse(content="hi", usage=Usage(prompt_tokens=1, completion_tokens=1))
