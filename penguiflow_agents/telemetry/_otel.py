@@ -374,13 +374,7 @@ class Tracing:
         """``span`` ended with ``response``; ``token``: what ``open_chat`` made current, no longer
         current."""
         lean = type(span) is LeanSpan
-        if token is not None:  # _ending, inlined (once per model call)
-            try:
-                _RESET(token)
-            except Exception:
-                _log.exception("Failed to detach context")
-        if not (span._end_time is None if lean else span.is_recording()):
-            span.end()  # records nothing (sampled out, or ended already)
+        if not _ending(span, token, lean):
             return
         usage = response.usage
         reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
@@ -493,13 +487,7 @@ class Tracing:
         """``span`` ended with ``result``; ``token``: what ``open_tool`` made current, no longer
         current."""
         lean = type(span) is LeanSpan
-        if token is not None:  # _ending, inlined (once per tool call)
-            try:
-                _RESET(token)
-            except Exception:
-                _log.exception("Failed to detach context")
-        if not (span._end_time is None if lean else span.is_recording()):
-            span.end()  # records nothing (sampled out, or ended already)
+        if not _ending(span, token, lean):
             return
         outcome = result.outcome
         if lean:  # a string and a number: valid as they are
@@ -596,6 +584,20 @@ def _hex32(trace_id: int) -> str:
 def _traceparent(hex_id: str, span_id: int, flags: int) -> str:
     """A W3C ``traceparent`` (version 00) of a trace id already in hex."""
     return "-".join(("00", hex_id, span_id.to_bytes(8, "big").hex(), _FLAG_HEX[flags]))
+
+
+def _ending(span: Any, token: Any, lean: bool) -> bool:
+    """Before ``span`` gets its last attributes: ``token`` detached (if any); False when the
+    span records nothing (sampled out, or ended already): it is ended, nothing to build."""
+    if token is not None:
+        try:
+            _RESET(token)
+        except Exception:
+            _log.exception("Failed to detach context")
+    if span._end_time is None if lean else span.is_recording():
+        return True
+    span.end()
+    return False
 
 
 def _detach_now(token: Any) -> None:

@@ -469,7 +469,7 @@ class SpanFactory:
             sampled = recording = known == "on" or (
                 known == "parent" and (parent is None or bool(parent_flags & 1))
             )
-            attrs = attributes if owned else dict(attributes) if attributes else {}
+            attrs: Any = attributes if owned else dict(attributes) if attributes else {}
             trace_state = parent[4] if parent is not None else _EMPTY_STATE
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
@@ -489,16 +489,7 @@ class SpanFactory:
         )
         if not recording:
             return trace_api.NonRecordingSpan(span_context)
-        span = _new(LeanSpan)  # LeanSpan(self, name, ...), without a call to __init__
-        span._name = name
-        span._context = span_context
-        span._parent = parent
-        span._kind = kind
-        span._attributes = attrs
-        span._own = True
-        if links:
-            span._links = links
-        span._factory = self
+        span = LeanSpan(self, name, span_context, parent, kind, attrs, links)
         span._start_time = start_time if start_time is not None else time_ns()
         span._end_time = None  # (read on the fast path: see child)
         if not record_exception:
