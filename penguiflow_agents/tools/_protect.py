@@ -299,9 +299,9 @@ class ProtectedSource:
             waits = self.queue_waits
             # The limiter's own figure (a slot free at once: no clock read), else the clock's.
             limiter = self.limiter
-            reported = _REPORTS_WAITS.get(type(limiter))
-            if reported is None:
-                reported = _reports_waits(limiter)
+            reported = False
+            if waits is not None:  # measured: by the limiter, or by the clock around acquire()
+                reported = _REPORTS_WAITS.get(type(limiter)) or _reports_waits(limiter)
             waited_from = time.monotonic() if waits is not None and not reported else 0.0
             rate = self.manifest.rate_per_s
             try:
