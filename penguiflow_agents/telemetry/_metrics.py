@@ -155,9 +155,7 @@ class Metrics:
         output_tokens: int = 0,
         cost_usd: float | None = None,
     ) -> None:
-        self._record(
-            self._model(model, outcome, tenant), seconds, input_tokens, output_tokens, cost_usd
-        )
+        self._model(model, outcome, tenant).record(seconds, input_tokens, output_tokens, cost_usd)
 
     def model_ok(
         self,
@@ -195,16 +193,6 @@ class Metrics:
                 (model, *t),
             )
         return series
-
-    def _record(
-        self,
-        series: _ModelSeries,
-        seconds: float,
-        input_tokens: int,
-        output_tokens: int,
-        cost_usd: float | None,
-    ) -> None:
-        series.record(seconds, input_tokens, output_tokens, cost_usd)
 
     def tool_call(self, source: str, tool: str, outcome: str, tenant: str) -> None:
         key = (source, tool, outcome, tenant) if self.tenant_label else (source, tool, outcome)

@@ -152,8 +152,7 @@ class Tracing:
         self._factory = factory
         self._start = factory.start_span if factory is not None else self.tracer.start_span
         # A current child span in one step (None: start, then attach).
-        self._child = factory.child if factory is not None and _CONTEXT_VAR is not None else None
-        self.child = self._child
+        self.child = factory.child if factory is not None and _CONTEXT_VAR is not None else None
         # Span names and attributes that do not change from call to call, per model and per
         # registered tool (bounded by the process's configuration).
         self._chat_static: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -298,12 +297,8 @@ class Tracing:
                 otel_context.detach(token)
 
     def _open(self, name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
-        """A span ``name`` started and made current: (the span, its context token)."""
-        child = self._child
-        if child is not None:
-            opened = child(name, kind, attributes)
-            if opened is not None:
-                return opened
+        """A span ``name`` started through the general path and made current (when ``child``
+        declined or there is none): (the span, its context token)."""
         span = self._start(
             name,
             kind=kind,
@@ -313,17 +308,18 @@ class Tracing:
         )
         return span, attach_span(span)
 
-    def open_chat(self, model: str, messages: Any) -> tuple[Any, Any]:
+    def open_chat(self, model: str, messages: Any, *, tried: bool = False) -> tuple[Any, Any]:
         """A ``chat {model}`` span, current until ``end_chat`` (or ``fail``) is given its
-        token: the client's own spans (e.g. HTTP) nest in it. (The span, its context token.)"""
+        token: the client's own spans (e.g. HTTP) nest in it. (The span, its context token.)
+        ``tried``: ``child`` already declined these attributes (not asked again)."""
         static = self._chat_static.get(model)
         name, attributes = (
             static
             if static is not None and not self.capture
             else self._chat_attributes(model, messages)
         )
-        child = self._child  # _open, inlined: once per model call
-        if child is not None:
+        child = self.child
+        if child is not None and not (tried and static is not None and not self.capture):
             opened = child(name, _CLIENT, attributes)
             if opened is not None:
                 return opened
@@ -332,7 +328,7 @@ class Tracing:
     def chat_static(self, model: str) -> tuple[str, Mapping[str, Any]] | None:
         """The name and attributes of every ``chat {model}`` span, for ``child`` to start one
         with (None: ``open_chat`` is needed: no lean path, or message contents recorded)."""
-        if self._child is None or self.capture:
+        if self.child is None or self.capture:
             return None
         return self._chat_attributes(model, ())
 
@@ -430,12 +426,20 @@ class Tracing:
         span.end()
 
     def open_tool(
-        self, name: str, source: str, call_id: str | None, arguments: Any, known: bool = True
+        self,
+        name: str,
+        source: str,
+        call_id: str | None,
+        arguments: Any,
+        known: bool = True,
+        *,
+        tried: bool = False,
     ) -> tuple[Any, Any]:
         """An ``execute_tool {name}`` span, current until ``end_tool`` (or ``fail``) is given
         its token: the tool's own spans and retry events go in it. ``known``: a registered
         tool (its span name and static attributes are kept for the next call; a name the
-        model made up is not). (The span, its context token.)"""
+        model made up is not). (The span, its context token.) ``tried``: ``child`` already
+        declined the common case's attributes (not asked again)."""
         static = self._tool_static.get((name, source)) if known else None
         attributes: Mapping[str, Any]
         if static is not None and call_id and not self.capture:
@@ -445,9 +449,9 @@ class Tracing:
             owned = True
         else:
             span_name, attributes = self._tool_attributes(name, source, call_id, arguments, known)
-            owned = False
-        child = self._child  # _open, inlined
-        if child is not None:
+            owned = tried = False
+        child = self.child
+        if child is not None and not tried:
             opened = child(span_name, _INTERNAL, attributes, owned)
             if opened is not None:
                 return opened
@@ -531,13 +535,14 @@ class Tracing:
         )
         span.end(end_time=int(max(decided_at, requested_at) * 1e9))
 
-    def open_store(self, operation: str, system: str) -> tuple[Any, Any]:
+    def open_store(self, operation: str, system: str, *, tried: bool = False) -> tuple[Any, Any]:
         """A ``store {operation}`` span, current until ``end_store`` (or ``fail``) is given its
         token: a database client's own spans nest in it. (The span, its context token; (None,
-        None) outside a recorded span: store writes are traced only inside a run.)"""
+        None) outside a recorded span: store writes are traced only inside a run.) ``tried``:
+        ``child`` already declined (not asked again)."""
         static = self.store_static(operation, system)
-        child = self._child
-        if child is not None:
+        child = self.child
+        if child is not None and not tried:
             opened = child(static[0], _CLIENT, static[1], False, True)
             if opened is not None:
                 return opened

@@ -151,7 +151,9 @@ def _completer(wrapper: TracedLLM) -> Callable[[LLMRequest], Awaitable[LLMRespon
             # Current while the client works: its own spans (e.g. HTTP) nest in it.
             opened = child(chat[0], _CLIENT, chat[1]) if chat is not None else None  # type: ignore[misc]
             span, token = (
-                opened if opened is not None else tracing.open_chat(model, request.messages)
+                opened
+                if opened is not None
+                else tracing.open_chat(model, request.messages, tried=chat is not None)
             )
         started = clock()
         try:
@@ -293,7 +295,9 @@ def _caller(
             span, token = (
                 opened
                 if opened is not None
-                else tracing.open_tool(name, source, call_id, arguments, known)
+                else tracing.open_tool(
+                    name, source, call_id, arguments, known, tried=child is not None
+                )
             )
             ctx = ctx if ctx is not None else CallContext()
             carrier = _new(_Carrier)  # _Carrier(span), without a call to __init__
@@ -374,7 +378,11 @@ class TracedStore:
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
             opened = child(name, _CLIENT, attributes, False, True) if child is not None else None
-            span, token = opened if opened is not None else tracing.open_store(op, system)
+            span, token = (
+                opened
+                if opened is not None
+                else tracing.open_store(op, system, tried=child is not None)
+            )
             if span is None:  # outside a run's trace
                 return await method(*args, **kwargs)
             try:

@@ -169,7 +169,7 @@ def test_the_simple_processor_exports_at_once_with_instrumentation_suppressed(
     exporter = Watching()
     processor = SimpleSpanProcessor(exporter)
     tracing = _tracing(processor)
-    factory = tracing._child.__self__  # type: ignore[union-attr]
+    factory = tracing.child.__self__  # type: ignore[union-attr]
     assert factory._ends[0] is not processor.on_end  # the fast path is the one in use
     run = tracing._start("invoke_agent")
     token = tracing.attach(run)
@@ -221,7 +221,7 @@ def test_the_batch_processor_queues_wakes_its_thread_and_drops_when_full(
         exporter, max_queue_size=8, max_export_batch_size=4, schedule_delay_millis=60_000
     )
     tracing = _tracing(processor)
-    factory = tracing._child.__self__  # type: ignore[union-attr]
+    factory = tracing.child.__self__  # type: ignore[union-attr]
     assert factory._ends[0] is not processor.on_end  # the fast path is the one in use
     run = tracing._start("invoke_agent")
     token = tracing.attach(run)
@@ -517,3 +517,26 @@ def _chat_response() -> Any:
     from penguiflow_agents.llm._types import LLMResponse, Usage
 
     return LLMResponse(content="hi", usage=Usage(prompt_tokens=1, completion_tokens=1))
+
+
+async def test_the_wrappers_fall_back_to_the_general_path_when_no_span_is_current() -> None:
+    from penguiflow_agents.llm._types import LLMRequest
+    from penguiflow_agents.store import MemoryStore
+    from penguiflow_agents.telemetry import Telemetry
+    from penguiflow_agents.testing.scripted_llm import ScriptedLLM
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider)
+    llm = telemetry.llm(ScriptedLLM([{"content": "hi"}], record=False))
+    store = telemetry.store(MemoryStore())
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    # Outside a run: a model call is a root span of its own (through the tracer's general
+    # path), a store write makes none.
+    await llm.complete(LLMRequest(messages=[{"role": "user", "content": "x"}]))
+    await store.save_session("acme", "alice", [])
+    (span,) = exporter.get_finished_spans()
+    assert span.name.startswith("chat ") and span.parent is None
+    assert span.attributes["gen_ai.usage.output_tokens"] is not None
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left current
