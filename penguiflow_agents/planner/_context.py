@@ -69,6 +69,7 @@ class Deps:
     app_deps: Any = None  # ReactPlanner(deps=...): handed to tools in CallContext.deps
     output: OutputSpec | None = None  # ReactPlanner(output_type=...): the typed final answer
     max_image_bytes: int = 8_000_000  # images (from tools) one run may show the model, in all
+    max_argument_chars: int = 262_144  # one call's arguments text (longer: invalid_arguments)
     # ReactPlanner(elicitor=...): asks the person behind a call a tool server's question.
     elicitor: Any = None
 

@@ -67,6 +67,7 @@ from penguiflow_agents.planner._state import InflightStep, PausedStep, RunState
 from penguiflow_agents.planner._steps import (
     StillWaiting,
     assistant_message,
+    bound_arguments,
     close_step,
     count_errors,
     has_effects,
@@ -116,6 +117,8 @@ class ReactPlanner:
     ``max_result_chars`` of a tool result shown to the model (the trajectory
     keeps it whole); ``max_image_bytes`` of images (MCP image results) one run
     shows the model in all (later ones are described, not attached);
+    ``max_argument_chars`` of one call's arguments text as the model sent it
+    (a longer one is refused as ``invalid_arguments``, the model told why);
     ``max_calls_per_turn`` calls of one model turn (the rest
     are refused with an error the model sees); ``max_pending_approvals_per_run``
     approval requests one turn may open and ``max_pending_approvals_per_tenant``
@@ -188,6 +191,7 @@ class ReactPlanner:
         output_type: type[BaseModel] | None = None,
         elicitor: Elicitor | None = None,
         max_image_bytes: int = 8_000_000,
+        max_argument_chars: int = 262_144,
     ) -> None:
         for name, value in (
             ("max_steps", max_steps),
@@ -198,6 +202,7 @@ class ReactPlanner:
             ("max_consecutive_errors", max_consecutive_errors),
             ("max_result_chars", max_result_chars),
             ("max_image_bytes", max_image_bytes),
+            ("max_argument_chars", max_argument_chars),
         ):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"ReactPlanner {name} must be a positive integer, got {value!r}.")
@@ -259,6 +264,7 @@ class ReactPlanner:
             output=output_spec(output_type),
             elicitor=elicitor,
             max_image_bytes=max_image_bytes,
+            max_argument_chars=max_argument_chars,
         )
         # A cache of the registry's last tool list by name (shared, not per run).
         self._index: tuple[Sequence[ToolSpec], dict[str, ToolSpec]] | None = None
@@ -754,7 +760,7 @@ class ReactPlanner:
             st.model_calls = step
             st.usage = st.usage + response.usage
             st.add_cost(response.cost_usd)
-            calls = unique_ids(response.tool_calls, step)
+            calls = unique_ids(bound_arguments(response.tool_calls, deps.max_argument_chars), step)
             content = response.content
             out = StepOutcome(done={}, waiting=[])
             verdict = judge(spec, native, content, calls) if spec is not None else None

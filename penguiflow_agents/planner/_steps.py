@@ -21,6 +21,7 @@ from penguiflow_agents.tools._arguments import ArgumentProblem, prepare_argument
 __all__ = [
     "StillWaiting",
     "assistant_message",
+    "bound_arguments",
     "close_step",
     "count_errors",
     "has_effects",
@@ -138,6 +139,37 @@ async def settle_paused(deps: Deps, run: Run, catalog: Catalog) -> None:
     close_step(st, paused.order, paused.done)
     last = next((paused.done[s.call_id] for s in reversed(results) if not s.ok), None)
     count_errors(deps, st, failed=failed, last_error=last)
+
+
+# What of an oversized arguments text the run keeps (and shows the model back).
+_OVERSIZED_KEPT_CHARS = 500
+
+
+def bound_arguments(calls: Sequence[LLMToolCall], limit: int) -> Sequence[LLMToolCall]:
+    """The calls, those whose arguments text is over ``limit`` characters (``max_argument_chars``)
+    made unreadable: refused as ``invalid_arguments`` with a reason the model sees, never
+    validated, shown to a policy or an approver, run or stored whole (the run keeps the
+    text's first characters). ``calls`` itself when none is over."""
+    for call in calls:
+        if len(call.raw_arguments) > limit:
+            break
+    else:
+        return calls
+    return [c if len(c.raw_arguments) <= limit else _oversized(c, limit) for c in calls]
+
+
+def _oversized(call: LLMToolCall, limit: int) -> LLMToolCall:
+    size = len(call.raw_arguments)
+    return LLMToolCall(
+        id=call.id,
+        name=call.name,
+        arguments=None,
+        raw_arguments=f"{call.raw_arguments[:_OVERSIZED_KEPT_CHARS]}... [{size} characters in all]",
+        parse_error=(
+            f"the arguments are {size} characters long, over this planner's limit of {limit} "
+            "(max_argument_chars); send smaller arguments, or split the work over several calls"
+        ),
+    )
 
 
 def unique_ids(calls: Sequence[LLMToolCall], step: int) -> list[LLMToolCall]:
