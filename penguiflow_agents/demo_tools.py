@@ -13,8 +13,10 @@ Paths are canonicalised *before* the policy sees a call (``SandboxPath``):
 ``/notes/../shared/a.txt`` all become ``/shared/a.txt``, so an approval rule
 on ``^/shared/`` sees what will really be written. A path that has no
 canonical form (a ``..`` above the root, a backslash, a control character)
-is refused, and so is a path that goes through a symbolic link: what was
-approved is the place that is written.
+is refused, and so is a path that goes through a symbolic link, or that
+spells an existing name differently only in case or Unicode form (one name on
+macOS and Windows filesystems: ``/SHARED/a`` would land in ``/shared/``): what
+was approved is the place that is written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import datetime as dt
 import os
 import secrets
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -103,16 +106,43 @@ def _inside(path: str) -> Path:
     canonical = canonical_path(path)
     root = sandbox_root()
     target = root.joinpath(*canonical.split("/")[1:]) if canonical != "/" else root
-    # Every existing component must be a real directory or file, not a link.
+    # Every existing component must be a real directory or file, not a link, spelled as the
+    # sandbox spells it.
     probe = root
     for part in canonical.split("/")[1:]:
-        probe = probe / part
+        parent, probe = probe, probe / part
         if probe.is_symlink():
             raise ValueError(
                 f"path {_quoted(canonical)} goes through a symbolic link; "
                 "the file tools do not follow links"
             )
+        if parent.is_dir():
+            _check_spelling(canonical, parent, part)
     return target
+
+
+def _name_key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _check_spelling(canonical: str, parent: Path, part: str) -> None:
+    """Refuse ``part`` when ``parent`` holds a name that differs from it only in case or Unicode
+    form. On a case-insensitive filesystem (macOS, Windows) ``/SHARED/a`` would land in
+    ``/shared/`` past a policy's ``^/shared/`` rule; refused on every filesystem, so a sandbox
+    behaves the same everywhere."""
+    key = _name_key(part)
+    try:
+        with os.scandir(parent) as entries:
+            names = [e.name for e in entries if _name_key(e.name) == key]
+    except OSError:
+        return  # nothing to compare against; the tool's own open reports the error
+    if not names or part in names:
+        return
+    raise ValueError(
+        f"path {_quoted(canonical)} names {_quoted(part)}, but the sandbox already has "
+        f"{_quoted(names[0])} there; names that differ only in case or Unicode form are one "
+        "name on some filesystems: use the existing spelling"
+    )
 
 
 def _shown(target: Path) -> str:

@@ -238,3 +238,34 @@ async def test_a_turn_whose_call_is_gated_only_in_canonical_form_is_saved_before
     assert (await first_writes("OTHER"))[0] == "completed"  # not gated: no save before
     assert (await first_writes("ACME-1"))[:2] == ["running", "paused"]  # saved, then paused
     assert (await first_writes("  acme-1 "))[:2] == ["running", "paused"]  # the same call
+
+
+async def test_an_editor_approved_write_to_shared_in_another_case_never_lands_in_shared(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    """On a case-insensitive filesystem ``/SHARED/x.txt`` is ``/shared/x.txt``, which needs an
+    admin; the policy sees ``/SHARED/`` and asks an editor. The tool refuses the spelling (on
+    every filesystem), so what the editor approved cannot write to the shared drive."""
+    shared = tmp_path / "sandbox" / "shared"
+    shared.mkdir(parents=True)
+    store = MemoryStore()
+    policies = PolicySet.load_dir(REPO / "policies")
+    planner = ReactPlanner(
+        llm=writes(["/SHARED/x.txt"]), registry=registry, store=store, policies=policies
+    )
+    paused = await planner.run("Write the note.", headers=ALICE)
+    [pending] = paused.pending_approvals
+    assert pending.approvers == ["role:admin", "role:editor"]
+    await ApprovalService(store, policies).decide(
+        tenant="acme",
+        approval_id=pending.id,
+        principal="ed",
+        roles=["editor"],
+        decision="approve",
+    )
+    done = await planner.resume(paused.run_id, headers=ALICE)
+    assert done.status == "completed", done.error
+    [step] = done.steps
+    assert step.outcome == "tool_error" and "use the existing spelling" in str(step.result)
+    assert list(shared.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "sandbox").iterdir()) == ["shared"]

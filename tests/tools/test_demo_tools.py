@@ -118,6 +118,54 @@ async def test_a_link_planted_in_the_sandbox_is_never_written_through(
     assert not (tmp_path / "new.txt").exists()
 
 
+@pytest.mark.parametrize(
+    ("existing", "path"),
+    [
+        ("shared", "/SHARED/b.txt"),  # a folder in another case
+        ("shared", "/Shared/sub/c.txt"),
+        ("shared/a.txt", "/shared/A.TXT"),  # a file in another case
+        ("caf\u00e9", "/cafe\u0301/d.txt"),  # the same name in another Unicode form (NFD)
+    ],
+)
+async def test_a_name_spelled_differently_only_in_case_or_unicode_form_is_refused(
+    registry: ToolRegistry, tmp_path: Path, existing: str, path: str
+) -> None:
+    """On macOS or Windows, ``/SHARED/b.txt`` is ``/shared/b.txt``: a policy's ``^/shared/``
+    rule would not see it. Refused on every filesystem, naming the existing spelling."""
+    sandbox = tmp_path / "sandbox"
+    target = sandbox / existing
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if existing.endswith(".txt"):
+        target.write_text("kept")
+    else:
+        target.mkdir()
+    before = sorted(str(p.relative_to(sandbox)) for p in sandbox.rglob("*"))
+    result = await registry.call("files.write_file", {"path": path, "content": "x"})
+    assert result.error_kind is ToolErrorKind.TOOL_ERROR, result
+    assert "already has" in (result.error or "") and "use the existing spelling" in (
+        result.error or ""
+    )
+    read = await registry.call("files.read_file", {"path": path})
+    assert not read.ok and "already has" in (read.error or ""), read
+    folder = path.rsplit("/", 1)[0]
+    listed = await registry.call("files.list_files", {"directory": folder})
+    misspelled_folder = existing != "shared/a.txt"  # there, only the file's name differs
+    assert listed.ok is not misspelled_folder, listed
+    assert sorted(str(p.relative_to(sandbox)) for p in sandbox.rglob("*")) == before
+
+
+async def test_names_that_only_look_alike_to_a_person_are_still_distinct(
+    registry: ToolRegistry, tmp_path: Path
+) -> None:
+    """Only case and Unicode normal form fold: ``shared`` and ``shared2`` stay two names, and
+    the first write of a spelling creates it."""
+    for path in ("/shared/a.txt", "/shared2/a.txt", "/shared/a.txt.bak", "/Notes/n.txt"):
+        result = await registry.call("files.write_file", {"path": path, "content": "x"})
+        assert result.ok, (path, result.error)
+    again = await registry.call("files.write_file", {"path": "/Notes/n.txt", "content": "y"})
+    assert again.ok, again.error
+
+
 async def test_eight_parallel_writes_to_one_path_all_succeed_and_leave_no_temp_files(
     registry: ToolRegistry, tmp_path: Path
 ) -> None:
