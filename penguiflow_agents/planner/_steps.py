@@ -146,20 +146,31 @@ _OVERSIZED_KEPT_CHARS = 500
 
 
 def bound_arguments(calls: Sequence[LLMToolCall], limit: int) -> Sequence[LLMToolCall]:
-    """The calls, those whose arguments text is over ``limit`` characters (``max_argument_chars``)
+    """The calls, those whose arguments are over ``limit`` characters (``max_argument_chars``)
     made unreadable: refused as ``invalid_arguments`` with a reason the model sees, never
     validated, shown to a policy or an approver, run or stored whole (the run keeps the
-    text's first characters). ``calls`` itself when none is over."""
+    text's first characters). ``calls`` itself when none is over.
+
+    The size is the text's length; a text over the limit that parsed is measured again as
+    compact JSON without ``\\u`` escapes (a provider may escape every non-ASCII character,
+    six characters for one), so only what the model really sent counts."""
     for call in calls:
-        if len(call.raw_arguments) > limit:
+        if len(call.raw_arguments) > limit and _size(call, limit) > limit:
             break
     else:
         return calls
-    return [c if len(c.raw_arguments) <= limit else _oversized(c, limit) for c in calls]
+    return [c if _size(c, limit) <= limit else _oversized(c, limit) for c in calls]
+
+
+def _size(call: LLMToolCall, limit: int) -> int:
+    size = len(call.raw_arguments)
+    if size <= limit or call.arguments is None:
+        return size
+    return len(json.dumps(call.arguments, ensure_ascii=False, separators=(",", ":")))
 
 
 def _oversized(call: LLMToolCall, limit: int) -> LLMToolCall:
-    size = len(call.raw_arguments)
+    size = _size(call, limit)
     return LLMToolCall(
         id=call.id,
         name=call.name,

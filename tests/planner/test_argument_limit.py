@@ -106,14 +106,15 @@ async def test_oversized_arguments_from_openai_are_refused_with_the_limit_and_th
         if m["role"] == "tool"
     }["call_big"]
     assert "Error (invalid_arguments)" in observation
-    assert f"{len(big)} characters long" in observation
+    compact = json.dumps(json.loads(big), separators=(",", ":"))
+    assert f"{len(compact)} characters long" in observation
     assert "limit of 262144 (max_argument_chars)" in observation
     refused = next(s for s in result.steps if s.call_id == "call_big")
     assert refused.arguments == {}
 
 
 def files_write(content: str) -> LLMToolCall:
-    raw = json.dumps({"path": "/notes/big.txt", "content": content})
+    raw = json.dumps({"path": "/notes/big.txt", "content": content}, separators=(",", ":"))
     return LLMToolCall(
         id="w1",
         name="files.write_file",
@@ -187,3 +188,28 @@ def test_max_argument_chars_must_be_a_positive_integer(bad: object) -> None:
             registry=ToolRegistry(),
             max_argument_chars=bad,  # type: ignore[arg-type]
         )
+
+
+async def test_escaped_non_ascii_counts_as_the_characters_the_model_sent(
+    files: ToolRegistry, tmp_path: Path
+) -> None:
+    """A provider may send every non-ASCII character as a six-character ``\\u`` escape (JSON
+    text made with ``ensure_ascii``): 2,000 accented letters are 2,000 characters, not 12,000."""
+    results = {}
+    for letters in (2_000, 6_000):
+        arguments = {"path": "/notes/accents.txt", "content": "\u00e9" * letters}
+        raw = json.dumps(arguments)  # ASCII only: each letter is 6 characters of text
+        assert len(raw) > 6 * letters
+        call = LLMToolCall(id="w1", name="files.write_file", arguments=arguments, raw_arguments=raw)
+        llm = ScriptedLLM([LLMResponse(content=None, tool_calls=[call]), {"content": "ok"}])
+        result = await ReactPlanner(llm=llm, registry=files, max_argument_chars=5_000).run(
+            "Write it.", headers=ALICE
+        )
+        [step] = result.steps
+        results[letters] = step.outcome
+        if step.outcome == "invalid_arguments":
+            compact = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+            assert f"the arguments are {len(compact)} characters long" in str(step.result)
+    assert results == {2_000: "ok", 6_000: "invalid_arguments"}
+    written = (tmp_path / "sandbox" / "notes" / "accents.txt").read_text(encoding="utf-8")
+    assert written == "\u00e9" * 2_000
