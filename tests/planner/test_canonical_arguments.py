@@ -240,16 +240,45 @@ async def test_a_turn_whose_call_is_gated_only_in_canonical_form_is_saved_before
     assert (await first_writes("  acme-1 "))[:2] == ["running", "paused"]  # the same call
 
 
+async def test_a_write_to_shared_in_another_case_needs_the_admin_under_the_repo_policy(
+    registry: ToolRegistry,
+) -> None:
+    store = MemoryStore()
+    planner = ReactPlanner(
+        llm=writes(["/SHARED/x.txt", "/Shared/y.txt"]),
+        registry=registry,
+        store=store,
+        policies=PolicySet.load_dir(REPO / "policies"),
+    )
+    paused = await planner.run("Write the notes.", headers=ALICE)
+    assert [p.approvers for p in paused.pending_approvals] == [["role:admin"]] * 2
+
+
 async def test_an_editor_approved_write_to_shared_in_another_case_never_lands_in_shared(
     registry: ToolRegistry, tmp_path: Path
 ) -> None:
-    """On a case-insensitive filesystem ``/SHARED/x.txt`` is ``/shared/x.txt``, which needs an
-    admin; the policy sees ``/SHARED/`` and asks an editor. The tool refuses the spelling (on
-    every filesystem), so what the editor approved cannot write to the shared drive."""
+    """On a case-insensitive filesystem ``/SHARED/x.txt`` is ``/shared/x.txt``. A policy whose
+    ``^/shared/`` rule forgot case asks only an editor; the tool refuses the spelling (on every
+    filesystem), so what the editor approved cannot write to the shared drive."""
     shared = tmp_path / "sandbox" / "shared"
     shared.mkdir(parents=True)
     store = MemoryStore()
-    policies = PolicySet.load_dir(REPO / "policies")
+    policies = PolicySet.from_documents(
+        [
+            {
+                "tenant": "acme",
+                "allow": ["files.*"],
+                "approvals": [
+                    {
+                        "match": "files.write_*",
+                        "when": {"properties": {"path": {"pattern": "^/shared/"}}},
+                        "approvers": ["role:admin"],
+                    },
+                    {"match": "files.write_*", "approvers": ["role:admin", "role:editor"]},
+                ],
+            }
+        ]
+    )
     planner = ReactPlanner(
         llm=writes(["/SHARED/x.txt"]), registry=registry, store=store, policies=policies
     )
