@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pydantic_core
@@ -31,6 +33,22 @@ async def echo(text: str) -> str:
 async def big(size: int) -> str:
     """Return a string of `size` x characters."""
     return "x" * size
+
+
+FILES_MANIFEST = Path(__file__).resolve().parents[2] / "tools" / "files.yaml"
+
+
+@pytest.fixture
+async def files_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ToolRegistry]:
+    """The repo's ``tools/files.yaml`` (the demo file tools), sandboxed in ``tmp_path/sandbox``."""
+    monkeypatch.setenv("PENGUIFLOW_SANDBOX", str(tmp_path / "sandbox"))
+    manifests = tmp_path / "tools"
+    manifests.mkdir()
+    shutil.copy(FILES_MANIFEST, manifests)
+    async with ToolRegistry.from_dir(manifests) as reg:
+        yield reg
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ or sent back to the provider whole.
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,28 +24,12 @@ from penguiflow_agents.policy import PolicySet
 from penguiflow_agents.store import MemoryStore
 from penguiflow_agents.testing.scripted_llm import ScriptedLLM
 from penguiflow_agents.tools import ToolRegistry, tool
+from tests.planner.test_over_litellm import openai_turn
 
 REPO = Path(__file__).resolve().parents[2]
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ALICE = Headers(tenant="acme", principal="alice", roles=["editor"])
 MARK = "needle-7f3a"  # appears only inside the oversized text
-
-
-def openai_turn(calls: list[tuple[str, str, str]] | None, content: str | None = None) -> dict:
-    message: dict = {"role": "assistant", "content": content}
-    if calls:
-        message["tool_calls"] = [
-            {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
-            for i, n, a in calls
-        ]
-    return {
-        "id": "chatcmpl-x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-4.1-mini",
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +106,8 @@ def files_write(content: str) -> LLMToolCall:
 
 
 @pytest.fixture
-async def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ToolRegistry]:
-    monkeypatch.setenv("PENGUIFLOW_SANDBOX", str(tmp_path / "sandbox"))
-    manifests = tmp_path / "tools"
-    manifests.mkdir()
-    shutil.copy(REPO / "tools" / "files.yaml", manifests / "files.yaml")
-    reg = ToolRegistry.from_dir(manifests)
-    async with reg:
-        yield reg
+def files(files_registry: ToolRegistry) -> ToolRegistry:
+    return files_registry
 
 
 async def test_an_oversized_gated_call_opens_no_approval_and_nothing_stores_its_text(

@@ -9,8 +9,6 @@ writes to the shared drive.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,14 +36,8 @@ ALICE = Headers(tenant="acme", principal="alice", roles=["editor"])
 
 
 @pytest.fixture
-async def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ToolRegistry]:
-    monkeypatch.setenv("PENGUIFLOW_SANDBOX", str(tmp_path / "sandbox"))
-    manifests = tmp_path / "tools"
-    manifests.mkdir()
-    shutil.copy(REPO / "tools" / "files.yaml", manifests / "files.yaml")
-    reg = ToolRegistry.from_dir(manifests)
-    async with reg:
-        yield reg
+def registry(files_registry: ToolRegistry) -> ToolRegistry:
+    return files_registry
 
 
 def writes(paths: list[str]) -> ScriptedLLM:
