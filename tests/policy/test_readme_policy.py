@@ -33,4 +33,6 @@ def test_the_readme_policy_loads_and_does_what_its_comments_say() -> None:
     assert not policies.is_visible("time.now", Headers(tenant="globex"))  # no file: no tools
     rule = policies.approval_rule("files.write_text", {"path": "/shared/a"}, acme)
     assert rule is not None and rule.approvers == ("role:admin",)
+    shouted = policies.approval_rule("files.write_text", {"path": "/SHARED/a"}, acme)
+    assert shouted is not None and shouted.approvers == ("role:admin",)  # (?i): every spelling
     assert policies.approval_rule("files.write_text", {"path": "/home/a"}, acme) is None
