@@ -155,11 +155,15 @@ def bound_arguments(calls: Sequence[LLMToolCall], limit: int) -> Sequence[LLMToo
     compact JSON without ``\\u`` escapes (a provider may escape every non-ASCII character,
     six characters for one), so only what the model really sent counts."""
     for call in calls:
-        if len(call.raw_arguments) > limit and _size(call, limit) > limit:
+        if len(call.raw_arguments) > limit:
             break
     else:
-        return calls
-    return [c if _size(c, limit) <= limit else _oversized(c, limit) for c in calls]
+        return calls  # the common path: one len() per call
+    bounded = []
+    for call in calls:
+        size = _size(call, limit)
+        bounded.append(call if size <= limit else _oversized(call, size, limit))
+    return bounded
 
 
 def _size(call: LLMToolCall, limit: int) -> int:
@@ -169,8 +173,7 @@ def _size(call: LLMToolCall, limit: int) -> int:
     return len(json.dumps(call.arguments, ensure_ascii=False, separators=(",", ":")))
 
 
-def _oversized(call: LLMToolCall, limit: int) -> LLMToolCall:
-    size = _size(call, limit)
+def _oversized(call: LLMToolCall, size: int, limit: int) -> LLMToolCall:
     return LLMToolCall(
         id=call.id,
         name=call.name,

@@ -40,6 +40,16 @@ def registry(files_registry: ToolRegistry) -> ToolRegistry:
     return files_registry
 
 
+async def approve(service: ApprovalService, approval_id: str, principal: str, role: str) -> None:
+    await service.decide(
+        tenant="acme",
+        approval_id=approval_id,
+        principal=principal,
+        roles=[role],
+        decision="approve",
+    )
+
+
 def writes(paths: list[str]) -> ScriptedLLM:
     calls = [
         LLMToolCall(id=f"w{i}", name="files.write_file", arguments={"path": p, "content": "x"})
@@ -70,20 +80,8 @@ async def test_every_spelling_of_a_shared_path_needs_the_admin_and_binds_the_can
         assert record.arguments_sha256 == sha256_json({"path": canonical, "content": "x"})
         # An editor may not approve a write to the shared drive, whatever its spelling.
         with pytest.raises(ApproverNotAllowedError):
-            await service.decide(
-                tenant="acme",
-                approval_id=pending.id,
-                principal="ed",
-                roles=["editor"],
-                decision="approve",
-            )
-        await service.decide(
-            tenant="acme",
-            approval_id=pending.id,
-            principal="ada",
-            roles=["admin"],
-            decision="approve",
-        )
+            await approve(service, pending.id, "ed", "editor")
+        await approve(service, pending.id, "ada", "admin")
     done = await planner.resume(paused.run_id, headers=ALICE)
     assert done.status == "completed", done.error
     written = sorted(p.name for p in (tmp_path / "sandbox" / "shared").iterdir())
@@ -277,13 +275,7 @@ async def test_an_editor_approved_write_to_shared_in_another_case_never_lands_in
     paused = await planner.run("Write the note.", headers=ALICE)
     [pending] = paused.pending_approvals
     assert pending.approvers == ["role:admin", "role:editor"]
-    await ApprovalService(store, policies).decide(
-        tenant="acme",
-        approval_id=pending.id,
-        principal="ed",
-        roles=["editor"],
-        decision="approve",
-    )
+    await approve(ApprovalService(store, policies), pending.id, "ed", "editor")
     done = await planner.resume(paused.run_id, headers=ALICE)
     assert done.status == "completed", done.error
     [step] = done.steps
